@@ -1,0 +1,39 @@
+# prefect-mlops: `make run` and `make test` work on a fresh clone; both install from uv.lock.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+VENV := .venv
+SYNCED := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install run test test-fast lint bench clean
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(SYNCED): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	rm -f $(VENV)/.synced-*
+	touch $@
+
+install: $(SYNCED)  ## create .venv from the lock file (only when it changed)
+
+run: install  ## train the three reference models on the embedded synthetic data
+	$(VENV)/bin/mlops train fraud damage settlement
+
+test: install  ## every test, end-to-end included
+	$(VENV)/bin/pytest -q
+
+test-fast: install  ## unit and integration tests, no real servers
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install  ## measured budgets, printed as side-by-side ratios
+	$(VENV)/bin/python benchmarks/run.py
+
+clean:
+	rm -rf .mlops .pytest_cache .ruff_cache

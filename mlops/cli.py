@@ -1,0 +1,137 @@
+"""`mlops`: the command line. Commands load config and call flows; errors are one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from mlops.environment import apply_defaults
+
+apply_defaults()
+
+import typer  # noqa: E402
+
+from tasks.errors import MlopsError  # noqa: E402
+
+app = typer.Typer(
+    help="prefect-mlops: validate → train → evaluate → gate → register models as Prefect flows "
+         "tracked in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(exc: BaseException) -> typer.Exit:
+    code = exc.exit_code if isinstance(exc, MlopsError) else 1
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, MlopsError):
+        message = f"{type(exc).__name__}: {message}"
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings():
+    from tasks.settings import Settings
+
+    return Settings.from_env()
+
+
+@app.command()
+def train(
+    models: Annotated[list[str], typer.Argument(
+        help="Model names under configs/models (or YAML paths); several run in turn.")],
+) -> None:
+    """Run validate → train → evaluate → gate → register for each model, then print a summary."""
+    from tasks.config import load_config
+
+    rows, first_code = [], 0
+    for model in models:
+        try:
+            load_config(model, _settings().config_dir)  # bad config fails before Prefect starts
+            from flows.training import training_pipeline
+
+            result = training_pipeline(model)
+            value = "" if result.value is None else f"{result.value:.4f}"
+            note = " (reused)" if result.reused else ""
+            rows.append((result.model, result.version, result.metric, value, result.gate + note))
+        except (MlopsError, Exception) as exc:  # summarise every model, then exit with the first code
+            err = fail(exc)
+            first_code = first_code or err.exit_code
+            rows.append((model, "-", "-", "-", str(exc).splitlines()[0][:70] if str(exc) else "failed"))
+    _print_table(("model", "version", "metric", "value", "gate"), rows)
+    if first_code:
+        raise typer.Exit(first_code)
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    typer.echo("\n" + line + "\n" + "  ".join("-" * w for w in widths))
+    for row in rows:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+@app.command()
+def models() -> None:
+    """List the configured models under configs/models (MLOPS_CONFIG_DIR)."""
+    from tasks.config import ConfigError, list_configs
+
+    try:
+        settings = _settings()
+        found = list_configs(settings.config_dir)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    if not found:
+        typer.echo(f"no model configs in {settings.config_dir}")
+        return
+    rows = []
+    for path, cfg in found:
+        if isinstance(cfg, ConfigError):
+            rows.append((path.stem, "INVALID", "-", "-", str(cfg)))
+        else:
+            rows.append((cfg.name, cfg.task, cfg.target, cfg.gate.metric, cfg.data.source))
+    _print_table(("model", "task", "target", "gate metric", "data"), rows)
+    if any(r[1] == "INVALID" for r in rows):
+        raise typer.Exit(2)
+
+
+@app.command("check-config")
+def check_config(
+    path: Annotated[Path, typer.Argument(help="Model YAML to validate.")],
+) -> None:
+    """Validate a model YAML against the schema; exit 2 with the offending key if it is wrong."""
+    from tasks.config import load_config
+
+    try:
+        cfg = load_config(str(path), _settings().config_dir)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    typer.echo(f"{path}: ok ({cfg.name}, {cfg.task}, target {cfg.target}, "
+               f"gate {cfg.gate.metric} {cfg.gate.threshold})")
+
+
+@app.command()
+def generate(
+    rows: Annotated[int, typer.Option(help="Number of claims to generate.", min=1)],
+    output: Annotated[Path, typer.Option(help="Output file: .csv or .parquet.")],
+    drift: Annotated[float, typer.Option(help="Distribution shift (0 = reference).", min=0)] = 0.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same rows).")] = 7,
+) -> None:
+    """Write deterministic synthetic claims with the fraud, damage and settlement targets."""
+    from tasks.data import generate_claims, write_frame
+
+    try:
+        write_frame(generate_claims(rows, seed=seed, drift=drift), output)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    typer.echo(f"wrote {rows} claims to {output} (seed {seed}, drift {drift})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Process defaults set before Prefect or MLflow are imported (the user's own values win)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+
+def apply_defaults() -> None:
+    home = Path(os.environ.get("MLOPS_HOME", ".mlops")).resolve()
+    defaults = {
+        "PREFECT_LOGGING_SETTINGS_PATH": str(Path(__file__).with_name("logging.yml")),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # the very first ephemeral server creates its database, which takes ~30 s here
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "prefect-results"),
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_LOGGING_LEVEL": "ERROR",
+        "MLFLOW_LOG_UV_FILES": "false",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="mlflow")

@@ -1,0 +1,160 @@
+"""The typed model contract: one YAML per model, validated once, unknown keys rejected."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import ConfigError
+from tasks.tasktypes import METRICS, TASK_TYPES, TaskName
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    source: Literal["synthetic", "file", "snowflake"] = "synthetic"
+    rows: int | None = Field(default=None, gt=0, description="synthetic only")
+    seed: int = Field(default=7, description="synthetic only: generator seed")
+    drift: float = Field(default=0.0, ge=0.0, description="synthetic only: distribution shift")
+    path: str | None = Field(default=None, description="file only: .csv or .parquet, path or URL")
+    query: str | None = Field(default=None, description="snowflake only")
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> DataSpec:
+        needed = {"file": "path", "snowflake": "query"}.get(self.source)
+        if needed and not getattr(self, needed):
+            raise ValueError(f"data.{needed} is required when data.source is {self.source}")
+        if self.source == "file" and self.path and not self.path.lower().endswith(
+            (".csv", ".parquet", ".pq", ".csv.gz")
+        ):
+            raise ValueError(f"data.path must end in .csv or .parquet, got {self.path!r}")
+        return self
+
+    @property
+    def synthetic_rows(self) -> int:
+        return self.rows or 50_000
+
+
+class TrainingSpec(_Strict):
+    n_trials: int = Field(default=20, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    seed: int = 42
+    max_rounds: int = Field(default=400, ge=10)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    test_size: float = Field(default=0.2, gt=0, lt=0.5)
+    validation_size: float = Field(default=0.2, gt=0, lt=0.5)
+
+
+class GateSpec(_Strict):
+    metric: str
+    threshold: float
+    max_regression: float = Field(default=0.01, ge=0)
+    slice_max_regression: float = Field(default=0.03, ge=0)
+    min_slice_rows: int = Field(default=50, ge=1)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric].higher_is_better
+
+
+class RegistrySpec(_Strict):
+    tags: dict[str, str] = Field(default_factory=dict)
+    required_tags: list[str] = Field(default_factory=list)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: TaskName
+    target: str
+    exclude: list[str] = Field(default_factory=list)
+    categorical: list[str] | None = None
+    slices: list[str] = Field(default_factory=list)
+    data: DataSpec = Field(default_factory=DataSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    gate: GateSpec
+    registry: RegistrySpec = Field(default_factory=RegistrySpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        allowed = TASK_TYPES[self.task].metrics
+        if self.gate.metric not in allowed:
+            raise ValueError(
+                f"gate.metric {self.gate.metric!r} does not fit task {self.task}; "
+                f"use one of {', '.join(allowed)}"
+            )
+        missing = [t for t in self.registry.required_tags if t not in self.registry.tags]
+        if missing:
+            raise ValueError(
+                f"registry.tags lacks required compliance tag(s) {', '.join(missing)}"
+            )
+        if self.target in self.exclude:
+            raise ValueError(f"target {self.target!r} is also listed in exclude")
+        return self
+
+    def config_hash(self) -> str:
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+
+def _format_pydantic(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    if first["type"] == "missing":
+        return f"missing required key {where!r}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return msg if where == "config" else f"{where}: {msg}"
+
+
+def parse_config(text: str, origin: str = "<config>") -> ModelConfig:
+    """Parse and validate YAML text; every problem becomes one ConfigError line."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{origin}: malformed YAML{at}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping of keys, got {type(raw).__name__}")
+    try:
+        return ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {_format_pydantic(exc)}") from None
+
+
+def resolve_config_path(model_or_path: str, config_dir: Path) -> Path:
+    """A model name under config_dir, or a path to a YAML file."""
+    candidate = Path(model_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        if not candidate.is_file():
+            raise ConfigError(f"config file {model_or_path} does not exist")
+        return candidate
+    named = config_dir / f"{model_or_path}.yaml"
+    if not named.is_file():
+        known = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml"))) or "none"
+        raise ConfigError(f"no model named {model_or_path!r} in {config_dir} (known: {known})")
+    return named
+
+
+def load_config(model_or_path: str, config_dir: Path) -> ModelConfig:
+    path = resolve_config_path(model_or_path, config_dir)
+    return parse_config(path.read_text(), origin=str(path))
+
+
+def list_configs(config_dir: Path) -> list[tuple[Path, ModelConfig | ConfigError]]:
+    out: list[tuple[Path, ModelConfig | ConfigError]] = []
+    for path in sorted(config_dir.glob("*.yaml")):
+        try:
+            out.append((path, parse_config(path.read_text(), origin=str(path))))
+        except ConfigError as exc:
+            out.append((path, exc))
+    return out

@@ -1,0 +1,35 @@
+"""Errors the CLI maps to exit codes: bad input is 2, a gate rejection 3, the rest 1."""
+
+
+class MlopsError(Exception):
+    exit_code = 1
+
+
+class ConfigError(MlopsError):
+    """The model YAML or the environment settings are wrong."""
+
+    exit_code = 2
+
+
+class DataError(MlopsError):
+    """The data cannot be read or fails validation."""
+
+    exit_code = 2
+
+
+class GateRejected(MlopsError):
+    """The model did not pass the performance gate; nothing was registered."""
+
+    exit_code = 3
+
+
+class TrackingUnavailable(MlopsError):
+    """The MLflow tracking server could not be reached."""
+
+    exit_code = 1
+
+
+class RegistryError(MlopsError):
+    """A registry operation was refused."""
+
+    exit_code = 1

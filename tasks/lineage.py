@@ -1,0 +1,76 @@
+"""Lineage: where a model came from (commit, CI, flow run, data, config, code), never secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+_CODE_ROOTS = ("tasks", "flows")
+_CI_TAGS = {
+    "CI_PIPELINE_ID": "ci_pipeline_id",
+    "CI_PIPELINE_URL": "ci_pipeline_url",
+    "CI_JOB_ID": "ci_job_id",
+    "CI_JOB_URL": "ci_job_url",
+    "CI_MERGE_REQUEST_IID": "ci_merge_request_iid",
+    "CI_COMMIT_REF_NAME": "ci_commit_ref",
+    "CI_PROJECT_PATH": "ci_project_path",
+}
+
+
+def code_hash() -> str:
+    """Hash of the pipeline's own source, so a code change invalidates cached results."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for pkg in _CODE_ROOTS:
+        for path in sorted((root / pkg).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_key(data_fingerprint: str, config_hash: str, code: str, device: str) -> str:
+    return hashlib.sha256(f"{data_fingerprint}|{config_hash}|{code}|{device}".encode()).hexdigest()
+
+
+def git_commit() -> str | None:
+    if os.environ.get("CI_COMMIT_SHA"):
+        return os.environ["CI_COMMIT_SHA"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent.parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lineage_tags(data_fingerprint: str, config_hash: str, code: str, key: str,
+                 flow_run_id: str | None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """Tags every run and model version carries; CI values come from a fixed allow-list."""
+    env = dict(os.environ) if env is None else env
+    tags = {
+        "data_fingerprint": data_fingerprint,
+        "config_hash": config_hash,
+        "code_hash": code,
+        "run_key": key,
+    }
+    commit = env.get("CI_COMMIT_SHA") or git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    if flow_run_id:
+        tags["prefect_flow_run_id"] = flow_run_id
+    if env.get("MLOPS_IMAGE"):
+        tags["image"] = env["MLOPS_IMAGE"]
+    for var, tag in _CI_TAGS.items():
+        if env.get(var):
+            tags[tag] = env[var]
+    return tags

@@ -1,0 +1,145 @@
+"""The task-type table: objective, metrics, direction and plots per task, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from sklearn import metrics as skm
+
+TaskName = Literal["binary", "multiclass", "regression"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric: how to compute it from (y_true, scores) and which way is better."""
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    higher_is_better: bool
+    needs_both_classes: bool = False
+
+
+def _labels(scores: np.ndarray) -> np.ndarray:
+    """Scores are P(positive) for binary and a (n, k) probability matrix for multiclass."""
+    if scores.ndim == 2:
+        return scores.argmax(axis=1)
+    return (scores >= 0.5).astype(int)
+
+
+def _log_loss(y: np.ndarray, s: np.ndarray) -> float:
+    labels = np.arange(s.shape[1]) if s.ndim == 2 else [0, 1]
+    return float(skm.log_loss(y, s, labels=labels))
+
+
+def _roc_auc(y: np.ndarray, s: np.ndarray) -> float:
+    if s.ndim == 2:
+        return float(
+            skm.roc_auc_score(y, s, multi_class="ovr", average="macro", labels=np.arange(s.shape[1]))
+        )
+    return float(skm.roc_auc_score(y, s))
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        Metric("roc_auc", _roc_auc, True, needs_both_classes=True),
+        Metric("pr_auc", lambda y, s: float(skm.average_precision_score(y, s)), True, True),
+        Metric("log_loss", _log_loss, False),
+        Metric("accuracy", lambda y, s: float(skm.accuracy_score(y, _labels(s))), True),
+        Metric(
+            "f1",
+            lambda y, s: float(skm.f1_score(y, _labels(s), zero_division=0)),
+            True,
+        ),
+        Metric(
+            "f1_macro",
+            lambda y, s: float(skm.f1_score(y, _labels(s), average="macro", zero_division=0)),
+            True,
+        ),
+        Metric("rmse", lambda y, p: float(np.sqrt(skm.mean_squared_error(y, p))), False),
+        Metric("mae", lambda y, p: float(skm.mean_absolute_error(y, p)), False),
+        Metric("r2", lambda y, p: float(skm.r2_score(y, p)), True),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """Everything that differs between binary, multiclass and regression models."""
+
+    name: TaskName
+    objective: str
+    eval_metric: str
+    metrics: tuple[str, ...]
+    primary_metric: str
+    plots: tuple[str, ...]
+    stratify: bool
+    min_classes: int
+    max_classes: int | None
+
+
+TASK_TYPES: dict[str, TaskType] = {
+    "binary": TaskType(
+        name="binary",
+        objective="binary:logistic",
+        eval_metric="logloss",
+        metrics=("roc_auc", "pr_auc", "log_loss", "accuracy", "f1"),
+        primary_metric="roc_auc",
+        plots=("roc", "pr", "confusion", "importance"),
+        stratify=True,
+        min_classes=2,
+        max_classes=2,
+    ),
+    "multiclass": TaskType(
+        name="multiclass",
+        objective="multi:softprob",
+        eval_metric="mlogloss",
+        metrics=("f1_macro", "accuracy", "log_loss", "roc_auc"),
+        primary_metric="f1_macro",
+        plots=("confusion", "importance"),
+        stratify=True,
+        min_classes=2,
+        max_classes=None,
+    ),
+    "regression": TaskType(
+        name="regression",
+        objective="reg:squarederror",
+        eval_metric="rmse",
+        metrics=("rmse", "mae", "r2"),
+        primary_metric="rmse",
+        plots=("residuals", "importance"),
+        stratify=False,
+        min_classes=0,
+        max_classes=None,
+    ),
+}
+
+
+def task_type(name: str) -> TaskType:
+    return TASK_TYPES[name]
+
+
+def compute_metrics(task: TaskType, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """All metrics of a task type; metrics undefined on this data (one class present) are left out."""
+    out: dict[str, float] = {}
+    present = len(np.unique(y)) if task.name != "regression" else 0
+    for name in task.metrics:
+        metric = METRICS[name]
+        if metric.needs_both_classes and present < 2:
+            continue
+        if name == "roc_auc" and task.name == "multiclass" and present < scores.shape[1]:
+            continue
+        out[name] = metric.fn(y, scores)
+    return out
+
+
+def is_better(metric: str, new: float, old: float) -> bool:
+    return new > old if METRICS[metric].higher_is_better else new < old
+
+
+def regression_amount(metric: str, new: float, reference: float) -> float:
+    """How much worse `new` is than `reference` (positive = worse), in the metric's own units."""
+    return reference - new if METRICS[metric].higher_is_better else new - reference

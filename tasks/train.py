@@ -1,0 +1,257 @@
+"""Train stage: XGBoost tuned by Optuna (TPE, pruning, early stopping), deterministic per seed."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import xgboost as xgb
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+from sklearn.model_selection import train_test_split
+
+from tasks.config import ModelConfig, TrainingSpec
+from tasks.errors import ConfigError
+from tasks.pyfunc_model import to_matrix
+from tasks.tasktypes import TaskType, task_type
+from tasks.validate import ValidationReport
+
+Progress = Callable[[str], None]
+
+
+class FeatureSpec(BaseModel):
+    """What the model needs at prediction time; stored with every model version."""
+
+    task: str
+    target: str
+    features: list[str]
+    categories: dict[str, list[str]]
+    classes: list[str]
+
+    def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return to_matrix(frame, self.model_dump())
+
+    def encode_target(self, y: pd.Series) -> np.ndarray:
+        if self.task == "regression":
+            return y.astype(float).to_numpy()
+        return y.astype(str).map({c: i for i, c in enumerate(self.classes)}).to_numpy(dtype=int)
+
+
+class Splits(BaseModel):
+    train: list[int]
+    valid: list[int]
+    test: list[int]
+
+
+class TrialSummary(BaseModel):
+    number: int
+    state: str
+    value: float | None
+
+
+class TrainResult(BaseModel):
+    model_path: str
+    feature_spec: FeatureSpec
+    params: dict[str, float | int | str]
+    best_iteration: int
+    best_value: float
+    eval_metric: str
+    device: str
+    trials: list[TrialSummary]
+    duration_s: float
+
+    @property
+    def n_pruned(self) -> int:
+        return sum(t.state == "PRUNED" for t in self.trials)
+
+
+def feature_spec(df: pd.DataFrame, report: ValidationReport, cfg: ModelConfig) -> FeatureSpec:
+    categories = {
+        col: sorted(df[col].dropna().astype(str).unique().tolist()) for col in report.categorical
+    }
+    return FeatureSpec(task=cfg.task, target=cfg.target, features=report.features,
+                       categories=categories, classes=report.classes)
+
+
+def split_rows(y: np.ndarray, spec: TrainingSpec, tt: TaskType) -> Splits:
+    """Deterministic train/validation/test split, stratified for classification."""
+    idx = np.arange(len(y))
+    strat = y if tt.stratify else None
+    rest, test = train_test_split(idx, test_size=spec.test_size, random_state=spec.seed,
+                                  stratify=strat)
+    strat_rest = y[rest] if tt.stratify else None
+    train, valid = train_test_split(rest, test_size=spec.validation_size,
+                                    random_state=spec.seed, stratify=strat_rest)
+    return Splits(train=sorted(train.tolist()), valid=sorted(valid.tolist()),
+                  test=sorted(test.tolist()))
+
+
+def cuda_available() -> bool:
+    """True when this XGBoost build has CUDA and a GPU is visible."""
+    if not xgb.build_info().get("USE_CUDA"):
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return False
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def select_device(preference: str, probe: Callable[[], bool] = cuda_available) -> str:
+    """`auto` picks CUDA when present and CPU otherwise; an explicit `cuda` must be satisfiable."""
+    if preference == "cpu":
+        return "cpu"
+    has_cuda = probe()
+    if preference == "cuda" and not has_cuda:
+        raise ConfigError("MLOPS_DEVICE=cuda but no CUDA device (or CUDA-enabled XGBoost) is present")
+    return "cuda" if has_cuda else "cpu"
+
+
+def base_params(tt: TaskType, n_classes: int, device: str, seed: int) -> dict:
+    params = {"objective": tt.objective, "eval_metric": tt.eval_metric, "tree_method": "hist",
+              "device": device, "seed": seed, "nthread": os.cpu_count() or 1, "verbosity": 0}
+    if tt.name == "multiclass":
+        params["num_class"] = n_classes
+    return params
+
+
+def suggest_params(trial: optuna.Trial) -> dict:
+    return {
+        "max_depth": trial.suggest_int("max_depth", 3, 9),
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+        "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 20.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 5.0, log=True),
+    }
+
+
+def _study(name: str, storage: str | None, seed: int) -> optuna.Study:
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
+        load_if_exists=True,
+    )
+
+
+def train_model(
+    df: pd.DataFrame,
+    spec: FeatureSpec,
+    splits: Splits,
+    training: TrainingSpec,
+    device: str,
+    out_path: str | Path,
+    study_name: str,
+    storage: str | None = None,
+    progress: Progress = print,
+) -> TrainResult:
+    """Tune on train/validation, refit the best parameters, save the booster as UBJSON."""
+    from optuna_integration import XGBoostPruningCallback
+
+    started = time.perf_counter()
+    tt = task_type(spec.task)
+    X = spec.matrix(df)
+    y = spec.encode_target(df[spec.target])
+    dtrain = xgb.QuantileDMatrix(X.iloc[splits.train], y[splits.train], enable_categorical=True)
+    dvalid = xgb.QuantileDMatrix(X.iloc[splits.valid], y[splits.valid], ref=dtrain,
+                                 enable_categorical=True)
+    fixed = base_params(tt, len(spec.classes), device, training.seed)
+    metric_key = f"valid-{tt.eval_metric}"
+
+    def fit(params: dict, callbacks: list | None = None) -> xgb.Booster:
+        return xgb.train({**fixed, **params}, dtrain, num_boost_round=training.max_rounds,
+                         evals=[(dvalid, "valid")], verbose_eval=False,
+                         early_stopping_rounds=training.early_stopping_rounds,
+                         callbacks=callbacks)
+
+    def objective(trial: optuna.Trial) -> float:
+        booster = fit(suggest_params(trial), [XGBoostPruningCallback(trial, metric_key)])
+        trial.set_user_attr("best_iteration", booster.best_iteration)
+        return float(booster.best_score)
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = len(study.get_trials(deepcopy=False, states=_FINISHED))
+        value = "pruned" if trial.value is None else f"{tt.eval_metric}={trial.value:.5f}"
+        best = study.best_value if any(t.value is not None for t in study.trials) else float("nan")
+        progress(f"trial {done}/{training.n_trials}: {value} (best {best:.5f})")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study(study_name, storage, training.seed)
+    remaining = training.n_trials - len(study.get_trials(deepcopy=False, states=_FINISHED))
+    if remaining > 0:
+        callbacks = [report]
+        if storage:
+            callbacks.append(optuna.study.MaxTrialsCallback(training.n_trials, states=_FINISHED))
+        study.optimize(objective, n_trials=remaining, timeout=training.timeout_s,
+                       callbacks=callbacks)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        raise RuntimeError("no Optuna trial completed; raise training.timeout_s or n_trials")
+
+    best = fit(study.best_params)
+    final = best[: best.best_iteration + 1]
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp.ubj")
+    final.save_model(tmp)
+    tmp.replace(out_path)
+    trials = [TrialSummary(number=t.number, state=t.state.name, value=t.value)
+              for t in study.trials]
+    return TrainResult(
+        model_path=str(out_path), feature_spec=spec, params=study.best_params,
+        best_iteration=best.best_iteration, best_value=float(best.best_score),
+        eval_metric=tt.eval_metric, device=device, trials=trials,
+        duration_s=time.perf_counter() - started,
+    )
+
+
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def load_booster(path: str) -> xgb.Booster:
+    booster = xgb.Booster()
+    booster.load_model(path)
+    return booster
+
+
+def _train_cache_key(context, parameters) -> str | None:
+    """Key on the run key (in study_name) and the output path; no key once the booster is gone."""
+    out = Path(parameters["out_path"])
+    if not out.exists():
+        return None
+    where = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
+    return f"train-{parameters['study_name']}-{where}"
+
+
+@task(name="train", cache_key_fn=_train_cache_key, persist_result=True, result_serializer="json")
+def train(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: TrainingSpec,
+          device: str, out_path: str, study_name: str, storage: str | None) -> TrainResult:
+    """Cached by run key (data fingerprint, config, code, device): a re-run reuses the booster."""
+    from prefect.logging import get_run_logger
+
+    logger = get_run_logger()
+    logger.info("training on %s: %d rows, %d features, %d trials", device, len(splits.train),
+                len(spec.features), training.n_trials)
+    return train_model(df, spec, splits, training, device, out_path, study_name, storage,
+                       progress=logger.info)
+
+
+logging.getLogger("optuna").setLevel(logging.WARNING)
