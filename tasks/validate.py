@@ -118,26 +118,29 @@ def validate_frame(df: pd.DataFrame, cfg: ModelConfig) -> ValidationReport:
     """Check the data against the model contract; errors name the column and the problem."""
     errors: list[str] = []
     warnings: list[str] = []
-    empty = ValidationReport(rows=len(df), target=cfg.target, features=[], categorical=[],
-                             classes=[], class_counts={}, errors=errors, warnings=warnings,
-                             columns=[])
+
+    def early() -> ValidationReport:
+        return ValidationReport(rows=len(df), target=cfg.target, features=[], categorical=[],
+                                classes=[], class_counts={}, errors=errors, warnings=warnings,
+                                columns=[])
+
     if df.shape[0] == 0 or df.shape[1] == 0:
         errors.append("data is empty (0 rows)" if df.shape[0] == 0 else "data has no columns")
-        return empty
+        return early()
     dup = df.columns[df.columns.duplicated()]
     if len(dup):
         errors.append(f"duplicate column name '{dup[0]}'")
-        return empty
+        return early()
     if cfg.target not in df.columns:
         errors.append(f"target column '{cfg.target}' not found in data "
                       f"(columns: {', '.join(map(str, df.columns[:12]))})")
-        return empty
+        return early()
     for key in ("exclude", "categorical", "slices"):
         for col in getattr(cfg, key) or []:
             if col not in df.columns:
                 errors.append(f"column '{col}' named in {key} is not in the data")
     if errors:
-        return empty
+        return early()
     if len(df) < MIN_ROWS:
         errors.append(f"only {len(df)} rows; at least {MIN_ROWS} are needed to train and test")
 

@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny configs and data so every tier runs in seconds."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+import textwrap  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tasks.config import ModelConfig, parse_config  # noqa: E402
+from tasks.data import generate_claims  # noqa: E402
+
+TARGETS = {"binary": "is_fraud", "multiclass": "damage_severity",
+           "regression": "settlement_amount"}
+METRIC = {"binary": ("roc_auc", 0.6), "multiclass": ("f1_macro", 0.3),
+          "regression": ("rmse", 100000)}
+
+
+def config_yaml(task: str = "binary", name: str | None = None, rows: int = 1500,
+                n_trials: int = 2, extra: str = "", gate: str = "", data: str = "") -> str:
+    target = TARGETS[task]
+    others = [t for t in TARGETS.values() if t != target]
+    metric, threshold = METRIC[task]
+    data_block = data or f"data: {{source: synthetic, rows: {rows}}}"
+    return textwrap.dedent(f"""\
+        name: {name or 'tiny-' + task}
+        task: {task}
+        target: {target}
+        exclude: [claim_id, {others[0]}, {others[1]}]
+        categorical: [region, vehicle_type, claim_channel]
+        slices: [region]
+        {data_block}
+        training: {{n_trials: {n_trials}, seed: 1, max_rounds: 60}}
+        gate: {{metric: {metric}, threshold: {threshold}{gate}}}
+        registry:
+          tags: {{classification: internal, department: claims}}
+          required_tags: [classification, department]
+        """) + extra
+
+
+@pytest.fixture
+def make_config():
+    def build(task: str = "binary", **kw) -> ModelConfig:
+        return parse_config(config_yaml(task, **kw))
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def claims():
+    return generate_claims(1500, seed=3)

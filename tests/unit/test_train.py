@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from tasks.errors import ConfigError
+from tasks.tasktypes import task_type
+from tasks.train import base_params, feature_spec, select_device, split_rows, train_model
+from tasks.validate import validate_frame
+
+
+def test_split_is_deterministic_disjoint_and_stratified(claims, make_config):
+    cfg = make_config()
+    y = claims.is_fraud.to_numpy()
+    a = split_rows(y, cfg.training, task_type("binary"))
+    b = split_rows(y, cfg.training, task_type("binary"))
+    assert a == b
+    assert not set(a.train) & set(a.test) and not set(a.valid) & set(a.test)
+    assert len(a.train) + len(a.valid) + len(a.test) == len(y)
+    assert abs(y[a.test].mean() - y.mean()) < 0.02
+
+
+def test_device_auto_picks_cuda_when_present():
+    assert select_device("auto", probe=lambda: True) == "cuda"
+    assert select_device("auto", probe=lambda: False) == "cpu"
+    assert select_device("cpu", probe=lambda: True) == "cpu"
+
+
+def test_device_cuda_requested_without_gpu_is_a_config_error():
+    with pytest.raises(ConfigError, match="MLOPS_DEVICE=cuda"):
+        select_device("cuda", probe=lambda: False)
+
+
+def test_selected_device_reaches_xgboost_params():
+    params = base_params(task_type("multiclass"), 4, "cuda", 1)
+    assert params["device"] == "cuda" and params["tree_method"] == "hist"
+    assert params["num_class"] == 4 and params["objective"] == "multi:softprob"
+
+
+def test_cuda_probe_is_false_on_a_cpu_build(monkeypatch):
+    from tasks import train
+
+    monkeypatch.setattr(xgb, "build_info", lambda: {"USE_CUDA": False})
+    assert train.cuda_available() is False
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_training_is_deterministic(claims, make_config, tmp_path, task):
+    cfg = make_config(task)
+    report = validate_frame(claims, cfg)
+    spec = feature_spec(claims, report, cfg)
+    splits = split_rows(spec.encode_target(claims[cfg.target]), cfg.training, task_type(task))
+    progress: list[str] = []
+    r1 = train_model(claims, spec, splits, cfg.training, "cpu", tmp_path / "a.ubj", "s1",
+                     progress=progress.append)
+    r2 = train_model(claims, spec, splits, cfg.training, "cpu", tmp_path / "b.ubj", "s2",
+                     progress=lambda m: None)
+    assert (tmp_path / "a.ubj").read_bytes() == (tmp_path / "b.ubj").read_bytes()
+    assert r1.params == r2.params and r1.best_value == r2.best_value
+    assert progress[0].startswith("trial 1/2") and len(progress) == 2
+    assert np.isfinite(r1.best_value) and r1.best_iteration >= 0
+
+
+def test_shared_storage_runs_one_study_across_calls(claims, make_config, tmp_path):
+    cfg = make_config()
+    report = validate_frame(claims, cfg)
+    spec = feature_spec(claims, report, cfg)
+    splits = split_rows(spec.encode_target(claims[cfg.target]), cfg.training, task_type("binary"))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    train_model(claims, spec, splits, cfg.training, "cpu", tmp_path / "a.ubj", "shared", storage,
+                progress=lambda m: None)
+    again = train_model(claims, spec, splits, cfg.training, "cpu", tmp_path / "b.ubj", "shared",
+                        storage, progress=lambda m: None)
+    assert len(again.trials) == cfg.training.n_trials  # the second worker found the study done
