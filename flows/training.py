@@ -60,8 +60,8 @@ def training_pipeline(model: str) -> PipelineResult:
         spec = feature_spec(data.frame, validation, cfg)
         splits = split_rows(spec.encode_target(data.frame[cfg.target]), cfg.training,
                             task_type(cfg.task))
-        trained = train(data.frame, spec, splits, cfg.training, plan.device, plan.model_path,
-                        plan.study_name, settings.optuna_storage)
+        trained = train(data.frame, spec, splits, cfg.training, plan.device, plan.study_name,
+                        settings.optuna_storage)
         test = data.frame.iloc[splits.test]
         report = evaluate(data.frame, splits.test, trained, cfg.slices,
                           cfg.gate.min_slice_rows, plan.plot_dir)

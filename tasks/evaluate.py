@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sklearn import metrics as skm
 
 from tasks.tasktypes import TaskType, compute_metrics, task_type
-from tasks.train import FeatureSpec, TrainResult, load_booster
+from tasks.train import FeatureSpec, TrainResult
 
 
 class EvalReport(BaseModel):
@@ -128,7 +128,7 @@ def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
 def evaluate(df: pd.DataFrame, test_rows: list[int], trained: TrainResult, slices: list[str],
              min_slice_rows: int, plot_dir: str) -> EvalReport:
     """Score the held-out test set with the new booster; metrics, slices and plots."""
-    booster = load_booster(trained.model_path)
+    booster = trained.booster()
     test = df.iloc[test_rows]
     scores = booster_scores(booster, trained.feature_spec, test)
     report = evaluate_scores(trained.feature_spec, test, scores, slices, min_slice_rows)

@@ -17,7 +17,6 @@ from tasks.config import ModelConfig, RegistrySpec
 from tasks.errors import RegistryError
 from tasks.evaluate import EvalReport
 from tasks.gate import GateDecision
-from tasks.lineage import file_sha256
 from tasks.train import TrainResult
 from tasks.validate import ValidationReport
 
@@ -38,13 +37,17 @@ def missing_compliance_tags(spec: RegistrySpec) -> list[str]:
 
 
 def input_example(frame: pd.DataFrame, spec, rows: int = 5) -> pd.DataFrame:
-    """Raw feature rows as a caller sends them: categories as text, numbers as float."""
+    """Raw feature rows as a caller sends them: categories as text, numbers in their training
+    dtype (integers stay integers, so JSON clients can send 3 where the data held 3)."""
     example = frame[spec.features].head(rows).copy()
     for col in spec.features:
+        values = example[col]
         if col in spec.categories:
-            example[col] = example[col].astype(str)
+            example[col] = values.astype(str)
+        elif pd.api.types.is_bool_dtype(values) or pd.api.types.is_integer_dtype(values):
+            example[col] = values.astype("int64")
         else:
-            example[col] = example[col].astype("float64")
+            example[col] = values.astype("float64")
     return example.reset_index(drop=True)
 
 
@@ -80,15 +83,15 @@ def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
 
     spec_path = out_dir.parent / "feature_spec.json"
     spec_path.write_text(json.dumps(trained.feature_spec.model_dump(), indent=2))
+    booster_path = trained.write_booster(out_dir.parent / "model.ubj")
     spec = trained.feature_spec.model_dump()
-    booster = xgboost.Booster()
-    booster.load_model(trained.model_path)
+    booster = trained.booster()
     matrix = xgboost.DMatrix(pyfunc_model.to_matrix(example, spec), enable_categorical=True)
     predictions = pyfunc_model.predictions_frame(booster.predict(matrix), spec)
     mlflow.pyfunc.save_model(
         path=str(out_dir),
         python_model=pyfunc_model.__file__,
-        artifacts={"booster": trained.model_path, "feature_spec": str(spec_path)},
+        artifacts={"booster": str(booster_path), "feature_spec": str(spec_path)},
         signature=infer_signature(example, predictions),
         input_example=example,
         pip_requirements=[f"mlflow=={mlflow.__version__}", f"xgboost=={xgboost.__version__}",
@@ -104,7 +107,7 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
     missing = missing_compliance_tags(cfg.registry)
     if missing:
         raise RegistryError(f"required compliance tag(s) missing: {', '.join(missing)}")
-    sha = file_sha256(trained.model_path)
+    sha = trained.sha256()
     all_tags = {**cfg.registry.tags, **tags, "artifact_sha256": sha, "device": trained.device,
                 "task": cfg.task}
     existing = registry.find_version(cfg.name, tags["run_key"])

@@ -29,7 +29,6 @@ class RunPlan(BaseModel):
     run_key: str
     device: str
     study_name: str
-    model_path: str
     plot_dir: str
     tags: dict[str, str]
     existing_version: str | None
@@ -98,7 +97,7 @@ def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: R
     work = settings.cache_dir / cfg.name / key[:16]
     return RunPlan(
         run_key=key, device=device, study_name=f"{cfg.name}-{key[:16]}",
-        model_path=str(work / "model.ubj"), plot_dir=str(work / "plots"),
+        plot_dir=str(work / "plots"),
         tags=lineage_tags(fingerprint, cfg.config_hash(), code_hash(), key,
                           current_flow_run_id()),
         existing_version=existing.version if existing else None,

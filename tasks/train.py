@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
@@ -60,7 +61,9 @@ class TrialSummary(BaseModel):
 
 
 class TrainResult(BaseModel):
-    model_path: str
+    """The tuned booster travels inside the result (UBJSON, base64) so a cached result is whole."""
+
+    booster_ubj: str
     feature_spec: FeatureSpec
     params: dict[str, float | int | str]
     best_iteration: int
@@ -73,6 +76,21 @@ class TrainResult(BaseModel):
     @property
     def n_pruned(self) -> int:
         return sum(t.state == "PRUNED" for t in self.trials)
+
+    def raw_booster(self) -> bytes:
+        return base64.b64decode(self.booster_ubj)
+
+    def booster(self) -> xgb.Booster:
+        booster = xgb.Booster()
+        booster.load_model(bytearray(self.raw_booster()))
+        return booster
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw_booster()).hexdigest()
+
+    def write_booster(self, path: Path) -> Path:
+        path.write_bytes(self.raw_booster())
+        return path
 
 
 def feature_spec(df: pd.DataFrame, report: ValidationReport, cfg: ModelConfig) -> FeatureSpec:
@@ -159,12 +177,11 @@ def train_model(
     splits: Splits,
     training: TrainingSpec,
     device: str,
-    out_path: str | Path,
     study_name: str,
     storage: str | None = None,
     progress: Progress = print,
 ) -> TrainResult:
-    """Tune on train/validation, refit the best parameters, save the booster as UBJSON."""
+    """Tune on train/validation, refit the best parameters, keep the booster as UBJSON."""
     from optuna_integration import XGBoostPruningCallback
 
     started = time.perf_counter()
@@ -208,15 +225,11 @@ def train_model(
 
     best = fit(study.best_params)
     final = best[: best.best_iteration + 1]
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp.ubj")
-    final.save_model(tmp)
-    tmp.replace(out_path)
+    raw = bytes(final.save_raw(raw_format="ubj"))
     trials = [TrialSummary(number=t.number, state=t.state.name, value=t.value)
               for t in study.trials]
     return TrainResult(
-        model_path=str(out_path), feature_spec=spec, params=study.best_params,
+        booster_ubj=base64.b64encode(raw).decode(), feature_spec=spec, params=study.best_params,
         best_iteration=best.best_iteration, best_value=float(best.best_score),
         eval_metric=tt.eval_metric, device=device, trials=trials,
         duration_s=time.perf_counter() - started,
@@ -226,31 +239,21 @@ def train_model(
 _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def load_booster(path: str) -> xgb.Booster:
-    booster = xgb.Booster()
-    booster.load_model(path)
-    return booster
-
-
-def _train_cache_key(context, parameters) -> str | None:
-    """Key on the run key (in study_name) and the output path; no key once the booster is gone."""
-    out = Path(parameters["out_path"])
-    if not out.exists():
-        return None
-    where = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
-    return f"train-{parameters['study_name']}-{where}"
+def _train_cache_key(context, parameters) -> str:
+    """The study name carries the run key (data fingerprint, config, code, device)."""
+    return f"train-{parameters['study_name']}"
 
 
 @task(name="train", cache_key_fn=_train_cache_key, persist_result=True, result_serializer="json")
 def train(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: TrainingSpec,
-          device: str, out_path: str, study_name: str, storage: str | None) -> TrainResult:
+          device: str, study_name: str, storage: str | None) -> TrainResult:
     """Cached by run key (data fingerprint, config, code, device): a re-run reuses the booster."""
     from prefect.logging import get_run_logger
 
     logger = get_run_logger()
     logger.info("training on %s: %d rows, %d features, %d trials", device, len(splits.train),
                 len(spec.features), training.n_trials)
-    return train_model(df, spec, splits, training, device, out_path, study_name, storage,
+    return train_model(df, spec, splits, training, device, study_name, storage,
                        progress=logger.info)
 
 

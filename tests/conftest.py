@@ -9,6 +9,11 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
+import tempfile  # noqa: E402
+
+# cached task results of one test session never leak into another
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = tempfile.mkdtemp(prefix="mlops-test-results-")
+
 import textwrap  # noqa: E402
 
 import pytest  # noqa: E402

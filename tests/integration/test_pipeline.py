@@ -1,0 +1,96 @@
+"""The training flow end to end in-process: registration, lineage, idempotence, the gate."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from flows.training import training_pipeline
+from tasks.errors import GateRejected
+from tasks.lineage import file_sha256
+from tests.integration.conftest import versions
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_pipeline_registers_a_loadable_challenger(write_config, registry, task):
+    name = write_config(f"m-{task}", task)
+    result = training_pipeline(name)
+    assert result.version == "1" and not result.reused and result.gate == "passed"
+
+    reg = registry()
+    mv = reg.client.get_model_version_by_alias(name, "challenger")
+    assert str(mv.version) == "1"
+    for tag in ("git_commit", "data_fingerprint", "config_hash", "code_hash", "run_key",
+                "prefect_flow_run_id", "artifact_sha256", "classification", "department"):
+        assert mv.tags.get(tag), f"missing tag {tag}"
+    model = mlflow.pyfunc.load_model(f"models:/{name}@challenger")
+    assert len(model.predict(model.input_example)) == len(model.input_example)
+
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/1")
+    booster = next(p for p in __import__("pathlib").Path(local).rglob("*.ubj"))
+    assert file_sha256(booster) == mv.tags["artifact_sha256"]
+    run = reg.client.get_run(mv.run_id)
+    assert run.info.status == "FINISHED"
+    assert f"test_{result.metric}" in run.data.metrics
+    assert {a.path for a in reg.client.list_artifacts(mv.run_id)} >= {"model", "plots", "gate",
+                                                                     "validation", "training"}
+
+
+def test_rerun_with_unchanged_inputs_reuses_the_version(write_config, registry, monkeypatch):
+    name = write_config("again")
+    first = training_pipeline(name)
+    runs_before = len(registry().client.search_runs(
+        [registry().client.get_experiment_by_name(name).experiment_id]))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training must not run again")
+
+    monkeypatch.setattr("tasks.train.train_model", no_training)
+    second = training_pipeline(name)
+    assert second.reused and second.version == first.version
+    assert second.value == pytest.approx(first.value)
+    reg = registry()
+    assert len(versions(reg, name)) == 1
+    assert len(reg.client.search_runs(
+        [reg.client.get_experiment_by_name(name).experiment_id])) == runs_before
+
+
+def test_config_change_trains_a_new_version(write_config, registry):
+    name = write_config("changes")
+    training_pipeline(name)
+    write_config("changes", n_trials=3)
+    assert training_pipeline(name).version == "2"
+
+
+def test_gate_rejection_registers_nothing_and_reuses_training(write_config, registry,
+                                                              monkeypatch):
+    name = write_config("strict", gate=", max_regression: 0.0", extra="")
+    path = registry().settings.config_dir / f"{name}.yaml"
+    path.write_text(path.read_text().replace("threshold: 0.6", "threshold: 0.999"))
+    with pytest.raises(GateRejected, match="misses the floor 0.999"):
+        training_pipeline(name)
+    reg = registry()
+    assert versions(reg, name) == []
+    run = reg.client.search_runs([reg.client.get_experiment_by_name(name).experiment_id])[0]
+    assert run.info.status == "FAILED" and run.data.metrics["gate_passed"] == 0.0
+
+    monkeypatch.setattr("tasks.train.train_model",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("not cached")))
+    with pytest.raises(GateRejected):
+        training_pipeline(name)  # train comes back from the Prefect cache
+
+
+def test_candidate_worse_than_champion_is_rejected(write_config, registry):
+    name = write_config("champ", rows=3000)
+    training_pipeline(name)
+    reg = registry()
+    reg.set_alias(name, "champion", "1")
+    path = reg.settings.config_dir / f"{name}.yaml"
+    weak = path.read_text().replace(
+        "exclude: [claim_id,",
+        "exclude: [claim_id, days_to_report, police_report, claim_amount, policy_tenure_months,")
+    path.write_text(weak)
+    with pytest.raises(GateRejected, match="vs champion v1"):
+        training_pipeline(name)
+    assert len(versions(reg, name)) == 1
+    assert str(reg.client.get_model_version_by_alias(name, "champion").version) == "1"
