@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -88,11 +89,15 @@ def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
     booster = trained.booster()
     matrix = xgboost.DMatrix(pyfunc_model.to_matrix(example, spec), enable_categorical=True)
     predictions = pyfunc_model.predictions_frame(booster.predict(matrix), spec)
+    with warnings.catch_warnings():
+        # integer columns are kept on purpose: clients send 3 where the training data held 3
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(example, predictions)
     mlflow.pyfunc.save_model(
         path=str(out_dir),
         python_model=pyfunc_model.__file__,
         artifacts={"booster": str(booster_path), "feature_spec": str(spec_path)},
-        signature=infer_signature(example, predictions),
+        signature=signature,
         input_example=example,
         pip_requirements=[f"mlflow=={mlflow.__version__}", f"xgboost=={xgboost.__version__}",
                           f"pandas=={pd.__version__}", f"numpy=={numpy.__version__}"],

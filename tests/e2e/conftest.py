@@ -1,0 +1,116 @@
+"""End-to-end tier: real processes and servers on loopback (PostgreSQL, MLflow, the CLI)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+def _pg_connect(dbname: str = "postgres"):
+    import psycopg
+
+    return psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=dbname,
+                           autocommit=True)
+
+
+def ensure_postgres() -> None:
+    """PostgreSQL runs on this machine; start the cluster once if it is down."""
+    try:
+        _pg_connect().close()
+        return
+    except Exception:
+        versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+        if not versions or not shutil.which("pg_ctlcluster"):
+            pytest.skip("PostgreSQL is not installed here")
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main",
+                        "start"], check=False, capture_output=True)
+        time.sleep(2)
+        _pg_connect().close()
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str):
+    """A throw-away database; its URI for SQLAlchemy-based servers."""
+    ensure_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    conn = _pg_connect()
+    conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+@contextlib.contextmanager
+def background(cmd: list[str], log: Path, env: dict | None = None):
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, cwd=REPO)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "MLFLOW_", "MLOPS_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on loopback with a PostgreSQL backend store."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    with postgres_database("mlflow_e2e") as db_uri, background(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", db_uri,
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        root / "server.log", env=cli_env(),
+    ) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", 120, proc)
+        yield url
