@@ -71,8 +71,8 @@ def training_pipeline(model: str) -> PipelineResult:
         if not decision.passed:
             raise GateRejected(f"{cfg.name} gate {decision.summary()}")
         card = model_card(cfg, trained, report, decision, validation, plan.tags)
-        registration = register(registry, cfg, run_id, trained, input_example(test, spec), card,
-                                plan.tags)
+        registration = register(registry, cfg, run_id, trained, decision,
+                                input_example(test, spec), card, plan.tags)
     except BaseException:
         close_run(registry, run_id, "FAILED")
         raise

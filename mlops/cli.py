@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ apply_defaults()
 
 import typer  # noqa: E402
 
+from mlops.local_server import start_if_needed  # noqa: E402
 from tasks.errors import MlopsError  # noqa: E402
 
 app = typer.Typer(
@@ -42,16 +44,51 @@ def _settings():
 def train(
     models: Annotated[list[str], typer.Argument(
         help="Model names under configs/models (or YAML paths); several run in turn.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run the flow even when an identical earlier run registered a version.")
+    ] = False,
 ) -> None:
-    """Run validate → train → evaluate → gate → register for each model, then print a summary."""
-    from tasks.config import load_config
+    """Run validate → train → evaluate → gate → register for each model, then print a summary.
 
-    rows, first_code = [], 0
+    A model whose data, config and code are unchanged since a registered version is reported
+    as up to date without starting Prefect (use --force to run the flow anyway).
+    """
+    from tasks.config import load_config
+    from tasks.reuse import up_to_date
+
+    rows: list[tuple[str, ...]] = []
+    todo: list[str] = []
+    try:  # every config is checked before anything starts
+        settings = _settings()
+        configs = {model: load_config(model, settings.config_dir) for model in models}
+        for model, cfg in configs.items():
+            ref = None if force else up_to_date(cfg, settings)
+            if ref is None:
+                todo.append(model)
+            else:
+                typer.echo(f"{cfg.name}: up to date (v{ref.version} was trained on the same "
+                           "data, config and code)")
+                rows.append((cfg.name, ref.version, ref.tags.get("gate_metric", ""),
+                             ref.tags.get("gate_value", ""), "passed (up to date)"))
+    except MlopsError as exc:
+        raise fail(exc) from None
+    first_code = _run_flows(todo, rows) if todo else 0
+    _print_table(("model", "version", "metric", "value", "gate"), rows)
+    if first_code:
+        raise typer.Exit(first_code)
+
+
+def _run_flows(models: list[str], rows: list[tuple[str, ...]]) -> int:
+    server = start_if_needed()
+    from flows.training import training_pipeline
+
+    if server is not None:
+        typer.echo(f"started a temporary Prefect server at {server.api_url} "
+                   "(set PREFECT_API_URL to use your own)")
+        server.wait_ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    first_code = 0
     for model in models:
         try:
-            load_config(model, _settings().config_dir)  # bad config fails before Prefect starts
-            from flows.training import training_pipeline
-
             result = training_pipeline(model)
             value = "" if result.value is None else f"{result.value:.4f}"
             note = " (reused)" if result.reused else ""
@@ -60,9 +97,7 @@ def train(
             err = fail(exc)
             first_code = first_code or err.exit_code
             rows.append((model, "-", "-", "-", str(exc).splitlines()[0][:70] if str(exc) else "failed"))
-    _print_table(("model", "version", "metric", "value", "gate"), rows)
-    if first_code:
-        raise typer.Exit(first_code)
+    return first_code
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +13,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import DataSpec
 from tasks.errors import DataError
+from tasks.lineage import source_fingerprint
 
-GENERATOR_VERSION = "claims-v1"
 REGIONS = np.array(["north", "south", "east", "west", "central"])
 VEHICLES = np.array(["sedan", "suv", "truck", "motorcycle", "van"])
 CHANNELS = np.array(["agent", "online", "phone"])
@@ -132,20 +130,6 @@ def generate_claims(rows: int, seed: int = 7, drift: float = 0.0) -> pd.DataFram
     )
 
 
-def _digest(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _file_fingerprint(path: str) -> str:
-    import fsspec
-
-    digest = hashlib.sha256()
-    with fsspec.open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_file(path: str) -> pd.DataFrame:
     """Read a local or fsspec CSV/Parquet file; a missing file is a one-line DataError."""
     import fsspec
@@ -183,13 +167,12 @@ def load_dataset(
     """Load the configured data and fingerprint it without hashing DataFrames where avoidable."""
     if spec.source == "synthetic":
         frame = generate_claims(spec.synthetic_rows, seed=spec.seed, drift=spec.drift)
-        fp = _digest({"generator": GENERATOR_VERSION, "rows": spec.synthetic_rows,
-                      "seed": spec.seed, "drift": spec.drift})
-        return Dataset(frame, fp, f"synthetic(rows={spec.synthetic_rows}, seed={spec.seed})")
+        return Dataset(frame, source_fingerprint(spec),
+                       f"synthetic(rows={spec.synthetic_rows}, seed={spec.seed})")
     if spec.source == "file":
         assert spec.path is not None
         frame = read_file(spec.path)
-        return Dataset(frame, _file_fingerprint(spec.path), spec.path)
+        return Dataset(frame, source_fingerprint(spec), spec.path)
     if snowflake_reader is None:
         from tasks.adapters.snowflake import read_query
 

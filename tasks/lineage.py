@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
+
+from tasks.config import DataSpec
+from tasks.errors import DataError
+
+GENERATOR_VERSION = "claims-v1"
 
 _CODE_ROOTS = ("tasks", "flows")
 _CI_TAGS = {
@@ -32,6 +38,29 @@ def code_hash() -> str:
 
 def run_key(data_fingerprint: str, config_hash: str, code: str, device: str) -> str:
     return hashlib.sha256(f"{data_fingerprint}|{config_hash}|{code}|{device}".encode()).hexdigest()
+
+
+def source_fingerprint(spec: DataSpec) -> str | None:
+    """Fingerprint a data source without loading it: the generator's spec, or a file's bytes.
+
+    A query result cannot be known without running the query: None for Snowflake.
+    """
+    if spec.source == "synthetic":
+        payload = {"generator": GENERATOR_VERSION, "rows": spec.synthetic_rows,
+                   "seed": spec.seed, "drift": spec.drift}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    if spec.source == "file" and spec.path:
+        import fsspec
+
+        digest = hashlib.sha256()
+        try:
+            with fsspec.open(spec.path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            raise DataError(f"data file {spec.path} does not exist") from None
+        return digest.hexdigest()
+    return None
 
 
 def git_commit() -> str | None:

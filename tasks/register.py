@@ -107,14 +107,16 @@ def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
 
 
 def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
-                     example: pd.DataFrame, card: str, tags: dict[str, str]) -> Registration:
+                     decision: GateDecision, example: pd.DataFrame, card: str,
+                     tags: dict[str, str]) -> Registration:
     """Check compliance tags, upload, create the version (idempotent), point challenger at it."""
     missing = missing_compliance_tags(cfg.registry)
     if missing:
         raise RegistryError(f"required compliance tag(s) missing: {', '.join(missing)}")
     sha = trained.sha256()
     all_tags = {**cfg.registry.tags, **tags, "artifact_sha256": sha, "device": trained.device,
-                "task": cfg.task}
+                "task": cfg.task, "gate_metric": decision.metric,
+                "gate_value": f"{decision.value:.6g}"}
     existing = registry.find_version(cfg.name, tags["run_key"])
     if existing is None:
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
@@ -136,6 +138,7 @@ def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
       retry_condition_fn=lambda t, r, s: not isinstance(s.result(raise_on_failure=False),
                                                         RegistryError))
 def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
-             example: pd.DataFrame, card: str, tags: dict[str, str]) -> Registration:
+             decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str]
+             ) -> Registration:
     """Registration retries on transient registry errors; it is idempotent by run key."""
-    return register_version(registry, cfg, run_id, trained, example, card, tags)
+    return register_version(registry, cfg, run_id, trained, decision, example, card, tags)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from sklearn import metrics as skm
 
 TaskName = Literal["binary", "multiclass", "regression"]
 
@@ -20,6 +19,18 @@ class Metric:
     fn: Callable[[np.ndarray, np.ndarray], float]
     higher_is_better: bool
     needs_both_classes: bool = False
+
+
+class _LazyMetrics:
+    """scikit-learn's metrics, imported on first use (it costs ~2 s and most commands skip it)."""
+
+    def __getattr__(self, name: str):
+        from sklearn import metrics
+
+        return getattr(metrics, name)
+
+
+skm = _LazyMetrics()
 
 
 def _labels(scores: np.ndarray) -> np.ndarray:

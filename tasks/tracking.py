@@ -15,9 +15,11 @@ from tasks.adapters.mlflow_registry import ModelVersionRef, Registry, open_regis
 from tasks.config import ModelConfig
 from tasks.evaluate import EvalReport, evaluate_scores, scores_from_predictions
 from tasks.gate import GateDecision
-from tasks.lineage import code_hash, lineage_tags, run_key
+from tasks.device import select_device
+from tasks.lineage import code_hash, lineage_tags
+from tasks.reuse import run_key_for
 from tasks.settings import Settings
-from tasks.train import FeatureSpec, TrainResult, select_device
+from tasks.train import FeatureSpec, TrainResult
 from tasks.validate import ValidationReport
 
 CHAMPION = "champion"
@@ -92,7 +94,7 @@ def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: R
              ) -> RunPlan:
     """Derive the run key from data, config, code and device; find an identical earlier version."""
     device = select_device(settings.device)
-    key = run_key(fingerprint, cfg.config_hash(), code_hash(), device)
+    key = run_key_for(cfg, fingerprint, device)
     existing = registry.find_version(cfg.name, key)
     work = settings.cache_dir / cfg.name / key[:16]
     return RunPlan(

@@ -6,8 +6,6 @@ import base64
 import hashlib
 import logging
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +20,6 @@ from pydantic import BaseModel
 from sklearn.model_selection import train_test_split
 
 from tasks.config import ModelConfig, TrainingSpec
-from tasks.errors import ConfigError
 from tasks.pyfunc_model import to_matrix
 from tasks.tasktypes import TaskType, task_type
 from tasks.validate import ValidationReport
@@ -112,32 +109,6 @@ def split_rows(y: np.ndarray, spec: TrainingSpec, tt: TaskType) -> Splits:
                                     random_state=spec.seed, stratify=strat_rest)
     return Splits(train=sorted(train.tolist()), valid=sorted(valid.tolist()),
                   test=sorted(test.tolist()))
-
-
-def cuda_available() -> bool:
-    """True when this XGBoost build has CUDA and a GPU is visible."""
-    if not xgb.build_info().get("USE_CUDA"):
-        return False
-    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
-        return False
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return False
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
-
-
-def select_device(preference: str, probe: Callable[[], bool] = cuda_available) -> str:
-    """`auto` picks CUDA when present and CPU otherwise; an explicit `cuda` must be satisfiable."""
-    if preference == "cpu":
-        return "cpu"
-    has_cuda = probe()
-    if preference == "cuda" and not has_cuda:
-        raise ConfigError("MLOPS_DEVICE=cuda but no CUDA device (or CUDA-enabled XGBoost) is present")
-    return "cuda" if has_cuda else "cpu"
 
 
 def base_params(tt: TaskType, n_classes: int, device: str, seed: int) -> dict:

@@ -4,7 +4,8 @@ import xgboost as xgb
 
 from tasks.errors import ConfigError
 from tasks.tasktypes import task_type
-from tasks.train import base_params, feature_spec, select_device, split_rows, train_model
+from tasks.device import select_device
+from tasks.train import base_params, feature_spec, split_rows, train_model
 from tasks.validate import validate_frame
 
 
@@ -36,11 +37,33 @@ def test_selected_device_reaches_xgboost_params():
     assert params["num_class"] == 4 and params["objective"] == "multi:softprob"
 
 
-def test_cuda_probe_is_false_on_a_cpu_build(monkeypatch):
-    from tasks import train
+def _fake_smi(monkeypatch, tmp_path, output: str):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho '{output}'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
+
+def test_cuda_probe_needs_a_gpu_and_a_cuda_build(monkeypatch, tmp_path):
+    from tasks import device
+
+    _fake_smi(monkeypatch, tmp_path, "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)")
+    monkeypatch.setattr(xgb, "build_info", lambda: {"USE_CUDA": True})
+    assert device.cuda_available() is True and device.select_device("auto") == "cuda"
     monkeypatch.setattr(xgb, "build_info", lambda: {"USE_CUDA": False})
-    assert train.cuda_available() is False
+    assert device.cuda_available() is False
+    monkeypatch.setattr(xgb, "build_info", lambda: {"USE_CUDA": True})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert device.cuda_available() is False
+
+
+def test_cuda_probe_without_nvidia_smi(monkeypatch, tmp_path):
+    from tasks import device
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(xgb, "build_info", lambda: {"USE_CUDA": True})
+    assert device.cuda_available() is False and device.select_device("auto") == "cpu"
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])

@@ -1,0 +1,43 @@
+"""The same stage functions as `mlops train`, called in a plain script: no Prefect, no MLflow.
+
+Usage: python benchmarks/plain_pipeline.py CONFIG.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.config import load_config  # noqa: E402
+from tasks.data import load_dataset  # noqa: E402
+from tasks.evaluate import booster_scores, evaluate_scores, make_plots  # noqa: E402
+from tasks.gate import decide  # noqa: E402
+from tasks.tasktypes import task_type  # noqa: E402
+from tasks.train import feature_spec, split_rows, train_model  # noqa: E402
+from tasks.validate import ensure_valid, validate_frame  # noqa: E402
+
+
+def main(path: str) -> None:
+    cfg = load_config(path, Path("configs/models"))
+    data = load_dataset(cfg.data)
+    report = ensure_valid(validate_frame(data.frame, cfg))
+    spec = feature_spec(data.frame, report, cfg)
+    splits = split_rows(spec.encode_target(data.frame[cfg.target]), cfg.training,
+                        task_type(cfg.task))
+    trained = train_model(data.frame, spec, splits, cfg.training, "cpu", "plain",
+                          progress=lambda m: None)
+    test = data.frame.iloc[splits.test]
+    booster = trained.booster()
+    scores = booster_scores(booster, spec, test)
+    evaluation = evaluate_scores(spec, test, scores, cfg.slices, cfg.gate.min_slice_rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        make_plots(spec, test, scores, booster, tmp)
+    decision = decide(evaluation, None, cfg.gate)
+    print(f"{cfg.name}: {cfg.gate.metric}={decision.value:.4f} gate={decision.summary()}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
