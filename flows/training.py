@@ -12,6 +12,7 @@ from tasks.evaluate import evaluate
 from tasks.gate import gate
 from tasks.register import input_example, model_card, register
 from tasks.settings import Settings
+from tasks.tasktypes import task_type
 from tasks.tracking import (
     close_run,
     connect,
@@ -23,7 +24,6 @@ from tasks.tracking import (
     score_champion,
 )
 from tasks.train import feature_spec, split_rows, train
-from tasks.tasktypes import task_type
 from tasks.validate import ensure_valid, validate
 
 

@@ -13,7 +13,7 @@ apply_defaults()
 
 import typer  # noqa: E402
 
-from mlops.local_server import start_if_needed  # noqa: E402
+from mlops.local_server import LocalServer, start_if_needed  # noqa: E402
 from tasks.errors import MlopsError  # noqa: E402
 
 app = typer.Typer(
@@ -61,6 +61,11 @@ def train(
     try:  # every config is checked before anything starts
         settings = _settings()
         configs = {model: load_config(model, settings.config_dir) for model in models}
+    except MlopsError as exc:
+        raise fail(exc) from None
+    # the temporary Prefect server boots (~8 s) while the up-to-date check runs
+    server = start_if_needed()
+    try:
         for model, cfg in configs.items():
             ref = None if force else up_to_date(cfg, settings)
             if ref is None:
@@ -72,14 +77,14 @@ def train(
                              ref.tags.get("gate_value", ""), "passed (up to date)"))
     except MlopsError as exc:
         raise fail(exc) from None
-    first_code = _run_flows(todo, rows) if todo else 0
+    first_code = _run_flows(todo, rows, server) if todo else 0
     _print_table(("model", "version", "metric", "value", "gate"), rows)
     if first_code:
         raise typer.Exit(first_code)
 
 
-def _run_flows(models: list[str], rows: list[tuple[str, ...]]) -> int:
-    server = start_if_needed()
+def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServer | None
+               ) -> int:
     from flows.training import training_pipeline
 
     if server is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
 from prefect import task
@@ -13,9 +12,9 @@ from pydantic import BaseModel
 
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry, open_registry
 from tasks.config import ModelConfig
+from tasks.device import select_device
 from tasks.evaluate import EvalReport, evaluate_scores, scores_from_predictions
 from tasks.gate import GateDecision
-from tasks.device import select_device
 from tasks.lineage import code_hash, lineage_tags
 from tasks.reuse import run_key_for
 from tasks.settings import Settings

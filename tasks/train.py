@@ -15,7 +15,6 @@ import optuna
 import pandas as pd
 import xgboost as xgb
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 from sklearn.model_selection import train_test_split
 

@@ -172,7 +172,7 @@ class Registry:
         try:
             self.client.get_registered_model(name)
         except MlflowException:
-            self.client.create_registered_model(name, description=f"Registered by prefect-mlops.")
+            self.client.create_registered_model(name, description="Registered by prefect-mlops.")
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
         mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=tags,
                                               description=description)

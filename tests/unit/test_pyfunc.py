@@ -2,7 +2,6 @@
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 
 from tasks.register import build_model_dir, input_example
@@ -13,8 +12,8 @@ from tasks.validate import validate_frame
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, claims):
-    from tests.conftest import config_yaml
     from tasks.config import parse_config
+    from tests.conftest import config_yaml
 
     out = {}
     for task in ("binary", "multiclass", "regression"):

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from tasks.device import select_device
 from tasks.errors import ConfigError
 from tasks.tasktypes import task_type
-from tasks.device import select_device
 from tasks.train import base_params, feature_spec, split_rows, train_model
 from tasks.validate import validate_frame
 
