@@ -39,7 +39,9 @@ def test_train_against_mlflow_server_on_postgres(mlflow_server, tmp_path):
     assert len(model.predict(model.input_example)) == len(model.input_example)
 
     again = run_mlops(["train", "srv"], env)
-    assert again.returncode == 0 and "(reused)" in again.stdout
+    assert again.returncode == 0 and "srv: up to date (v1" in again.stdout
+    forced = run_mlops(["train", "srv", "--force"], env)
+    assert forced.returncode == 0 and "(reused)" in forced.stdout
     assert len(client.search_model_versions("name = 'srv'")) == 1
 
 
