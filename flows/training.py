@@ -5,8 +5,10 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel
 
+from flows.deploy import deploy_model
 from tasks.config import load_config
 from tasks.data import load_data
+from tasks.deploy import DeployResult
 from tasks.errors import GateRejected
 from tasks.evaluate import evaluate
 from tasks.gate import gate
@@ -35,11 +37,23 @@ class PipelineResult(BaseModel):
     gate: str
     run_id: str | None
     reused: bool
+    deployment: DeployResult | None = None
 
 
 @flow(name="training-pipeline", log_prints=True)
-def training_pipeline(model: str) -> PipelineResult:
-    """Train one configured model (a name under configs/models or a YAML path)."""
+def training_pipeline(model: str, deploy: bool = False, approve_as: str | None = None,
+                      comment: str = "", wait_for_approval: bool = True) -> PipelineResult:
+    """Train one configured model (a name under configs/models or a YAML path); with deploy,
+    stage it, get approval and promote it."""
+    result = train_and_register(model)
+    if deploy:
+        result.deployment = deploy_model(model, result.version, approve_as, comment,
+                                         wait_for_approval)
+    return result
+
+
+def train_and_register(model: str) -> PipelineResult:
+    """validate → train → evaluate → gate → register."""
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
     registry = connect(settings)

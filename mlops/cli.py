@@ -78,13 +78,15 @@ def train(
     except MlopsError as exc:
         raise fail(exc) from None
     first_code = _run_flows(todo, rows, server) if todo else 0
+    if server is not None and not todo:
+        server.stop()
     _print_table(("model", "version", "metric", "value", "gate"), rows)
     if first_code:
         raise typer.Exit(first_code)
 
 
-def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServer | None
-               ) -> int:
+def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServer | None,
+               **deploy: object) -> int:
     from flows.training import training_pipeline
 
     if server is not None:
@@ -94,15 +96,147 @@ def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServ
     first_code = 0
     for model in models:
         try:
-            result = training_pipeline(model)
+            result = training_pipeline(model, **deploy)
             value = "" if result.value is None else f"{result.value:.4f}"
             note = " (reused)" if result.reused else ""
-            rows.append((result.model, result.version, result.metric, value, result.gate + note))
+            row = (result.model, result.version, result.metric, value, result.gate + note)
+            if result.deployment is not None:
+                row += (result.deployment.production,)
+                typer.echo(result.deployment.message)
+            rows.append(row)
         except (MlopsError, Exception) as exc:  # summarise every model, then exit with the first code
             err = fail(exc)
             first_code = first_code or err.exit_code
-            rows.append((model, "-", "-", "-", str(exc).splitlines()[0][:70] if str(exc) else "failed"))
+            why = str(exc).splitlines()[0][:70] if str(exc) else "failed"
+            rows.append((model, "-", "-", "-", why) + (("-",) if deploy else ()))
     return first_code
+
+
+@app.command()
+def run(
+    models: Annotated[list[str], typer.Argument(
+        help="Model names under configs/models (or YAML paths); several run in turn.")],
+    approve_as: Annotated[str | None, typer.Option(
+        "--approve-as", help="Approve production up front as this person (checked against "
+                             "deploy.production.approvers).")] = None,
+    comment: Annotated[str, typer.Option(help="Comment kept with the approval.")] = "",
+) -> None:
+    """Run the whole pipeline: validate → train → evaluate → gate → register → deploy.
+
+    Deploy moves the staging alias, serves the version and smoke-tests it, then promotes it to
+    production. With your own Prefect server (PREFECT_API_URL) the run pauses for approval in
+    the UI or `mlops approve`; without one, approve up front with --approve-as or the run stops
+    after staging and says how to continue (`mlops promote`).
+    """
+    from tasks.config import load_config
+
+    try:
+        settings = _settings()
+        for model in models:
+            load_config(model, settings.config_dir)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    # only a server of the user's outlives this command, so only there can a pause be answered
+    users_server = bool(os.environ.get("PREFECT_API_URL"))
+    server = start_if_needed()
+    if approve_as:
+        typer.echo(f"production approval given up front by {approve_as}")
+    rows: list[tuple[str, ...]] = []
+    code = _run_flows(models, rows, server, deploy=True, approve_as=approve_as, comment=comment,
+                      wait_for_approval=users_server)
+    _print_table(("model", "version", "metric", "value", "gate", "production"), rows)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="Model name (or YAML path).")],
+    version: Annotated[str, typer.Option(help="Registered version to promote.")],
+    as_: Annotated[str, typer.Option("--as", help="Approver's name.")],
+    comment: Annotated[str, typer.Option(help="Comment kept in the audit trail.")] = "",
+) -> None:
+    """Approve and promote a staged version to production (freeze windows and post-deploy
+    checks apply; a failed check rolls back automatically)."""
+    from tasks.adapters.mlflow_registry import open_registry
+    from tasks.config import load_config
+    from tasks.deploy import check_approver
+    from tasks.deploy import promote as promote_version
+
+    try:
+        settings = _settings()
+        cfg = load_config(model, settings.config_dir)
+        check_approver(cfg, as_)
+        previous = promote_version(open_registry(settings), cfg, version, as_, comment)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{previous or '-'} -> v{version} "
+               f"(approved by {as_})")
+
+
+@app.command()
+def approve(
+    flow_run_id: Annotated[str, typer.Argument(help="The paused flow run (from the log or UI).")],
+    as_: Annotated[str, typer.Option("--as", help="Approver's name.")],
+    reject_: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
+    comment: Annotated[str, typer.Option(help="Comment kept in the audit trail.")] = "",
+) -> None:
+    """Answer a flow run paused for production approval (needs PREFECT_API_URL)."""
+    from deployments.approval import answer_paused_run
+
+    try:
+        message = answer_paused_run(flow_run_id, as_, not reject_, comment, _settings())
+    except MlopsError as exc:
+        raise fail(exc) from None
+    typer.echo(message)
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="Model name (or YAML path).")],
+    to: Annotated[str | None, typer.Option(
+        help="Version to go back to (default: the champion before the current one).")] = None,
+    as_: Annotated[str, typer.Option("--as", help="Who rolls back (audit trail).")] = "operator",
+    comment: Annotated[str, typer.Option(help="Why (audit trail).")] = "",
+) -> None:
+    """Move the champion alias back by hand."""
+    from tasks.adapters.mlflow_registry import open_registry
+    from tasks.config import load_config
+    from tasks.deploy import rollback as rollback_champion
+
+    try:
+        settings = _settings()
+        cfg = load_config(model, settings.config_dir)
+        current, target = rollback_champion(open_registry(settings), cfg, as_, to, comment)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> v{target} (rolled back)")
+
+
+@app.command()
+def history(
+    model: Annotated[str, typer.Argument(help="Model name (or YAML path).")],
+) -> None:
+    """Print the audit trail: every staging, promotion, rejection and rollback."""
+    from tasks.adapters.mlflow_registry import open_registry
+    from tasks.config import load_config
+
+    try:
+        settings = _settings()
+        cfg = load_config(model, settings.config_dir)
+        events = open_registry(settings).events(cfg.name)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    if not events:
+        typer.echo(f"no deployment history for {cfg.name}")
+        return
+    rows = [(e.get("at", "")[:19].replace("T", " "), e.get("action", ""),
+             e.get("environment", ""), f"{e.get('from_version') or '-'} -> "
+             f"{e.get('to_version') or '-'}", e.get("actor", ""),
+             (e.get("comment") or e.get("reason") or "")[:60], e.get("flow_run_id", "")[:8])
+            for e in events]
+    _print_table(("when (UTC)", "action", "env", "version", "who", "comment / reason",
+                  "flow run"), rows)
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

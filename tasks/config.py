@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -69,6 +70,48 @@ class RegistrySpec(_Strict):
     required_tags: list[str] = Field(default_factory=list)
 
 
+class SmokeSpec(_Strict):
+    max_latency_ms: float = Field(default=200, gt=0, description="p95 of single-row requests")
+    latency_requests: int = Field(default=20, ge=1, le=1000)
+    startup_timeout_s: float = Field(default=120, gt=0)
+
+
+class StagingSpec(_Strict):
+    alias: str = "staging"
+    smoke: SmokeSpec = Field(default_factory=SmokeSpec)
+
+
+class FreezeWindow(_Strict):
+    start: date
+    end: date
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FreezeWindow:
+        if self.end < self.start:
+            raise ValueError(f"freeze window ends ({self.end}) before it starts ({self.start})")
+        return self
+
+    def covers(self, day: date) -> bool:
+        return self.start <= day <= self.end
+
+
+class ProductionSpec(_Strict):
+    alias: str = "champion"
+    approval: Literal["required", "none"] = "required"
+    approvers: list[str] | None = None
+    approval_timeout_h: float = Field(default=72, gt=0)
+    freeze: list[FreezeWindow] = Field(default_factory=list)
+
+    def may_approve(self, who: str) -> bool:
+        return not self.approvers or who in self.approvers
+
+
+class DeploySpec(_Strict):
+    staging: StagingSpec = Field(default_factory=StagingSpec)
+    production: ProductionSpec = Field(default_factory=ProductionSpec)
+
+
 class ModelConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: TaskName
@@ -80,6 +123,7 @@ class ModelConfig(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     gate: GateSpec
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

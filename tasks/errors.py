@@ -33,3 +33,15 @@ class RegistryError(MlopsError):
     """A registry operation was refused."""
 
     exit_code = 1
+
+
+class DeployError(MlopsError):
+    """A deployment step failed or was refused; aliases are back where they were."""
+
+    exit_code = 1
+
+
+class ApprovalError(MlopsError):
+    """An approval that cannot be accepted (unlisted approver, unknown version)."""
+
+    exit_code = 2

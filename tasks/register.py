@@ -37,7 +37,7 @@ def missing_compliance_tags(spec: RegistrySpec) -> list[str]:
     return [t for t in spec.required_tags if not spec.tags.get(t)]
 
 
-def input_example(frame: pd.DataFrame, spec, rows: int = 5) -> pd.DataFrame:
+def input_example(frame: pd.DataFrame, spec, rows: int = 20) -> pd.DataFrame:
     """Raw feature rows as a caller sends them: categories as text, numbers in their training
     dtype (integers stay integers, so JSON clients can send 3 where the data held 3)."""
     example = frame[spec.features].head(rows).copy()

@@ -192,6 +192,53 @@ class Registry:
             raise RegistryError(f"this registry has no aliases; cannot set {name}@{alias}")
         self.client.set_registered_model_alias(name, alias, version)
 
+    def alias_version(self, name: str, alias: str) -> str | None:
+        ref = self.version_by_alias(name, alias)
+        return ref.version if ref else None
+
+    def move_alias(self, name: str, alias: str, version: str | None) -> None:
+        """Point alias at version, or remove it (None) to restore a state without one."""
+        if version is None:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self.client.delete_registered_model_alias(name, alias)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+            return
+        self.set_alias(name, alias, version)
+
+    def get_version(self, name: str, version: str) -> ModelVersionRef | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._ref(self.client.get_model_version(name, version))
+        except MlflowException:
+            return None
+
+    def download_model(self, uri: str, dst: str) -> str:
+        import mlflow
+
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
+
+    # -- audit trail ----------------------------------------------------------------------
+    def record_event(self, name: str, event: dict[str, str]) -> None:
+        """Append one audit record: a run of experiment audit/<model> whose params (immutable in
+        MLflow) hold the event. Nothing here updates or deletes an earlier record."""
+        run_id = self.start_run(f"audit/{name}", f"{event['action']}-{event.get('to_version')}",
+                                {"mlops.audit": "true", "model": name})
+        self.log_run(run_id, params={k: v for k, v in event.items() if v not in (None, "")})
+        self.end_run(run_id)
+
+    def events(self, name: str) -> list[dict[str, str]]:
+        found = self.client.get_experiment_by_name(f"audit/{name}")
+        if found is None:
+            return []
+        runs = self.client.search_runs([found.experiment_id], order_by=["attribute.start_time ASC"],
+                                       max_results=5000)
+        return [dict(run.data.params) for run in runs]
+
     def load_pyfunc(self, uri: str):
         import mlflow
 
