@@ -20,8 +20,10 @@ $(SYNCED): uv.lock pyproject.toml | $(UV)
 
 install: $(SYNCED)  ## create .venv from the lock file (only when it changed)
 
-run: install  ## train the three reference models on the embedded synthetic data
-	$(VENV)/bin/mlops train fraud damage settlement
+run: install  ## the three reference models to production on the embedded synthetic data
+	@echo "make run approves production up front as 'make-run' (no Prefect server to pause on)"
+	$(VENV)/bin/mlops run fraud damage settlement --approve-as make-run \
+		--comment "make run: embedded demo, approved up front"
 
 test: install  ## every test, end-to-end included
 	$(VENV)/bin/pytest -q
