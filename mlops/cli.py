@@ -210,7 +210,8 @@ def rollback(
         current, target = rollback_champion(open_registry(settings), cfg, as_, to, comment)
     except MlopsError as exc:
         raise fail(exc) from None
-    typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> v{target} (rolled back)")
+    after = f"v{target}" if target else "none (the first champion was rolled back)"
+    typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> {after}")
 
 
 @app.command()

@@ -309,30 +309,36 @@ def reject(registry: Registry, cfg: ModelConfig, version: str, approver: str, co
 
 
 def rollback(registry: Registry, cfg: ModelConfig, actor: str, to_version: str | None = None,
-             comment: str = "") -> tuple[str, str]:
-    """Point the champion back to `to_version`, or to the champion before the current one."""
+             comment: str = "") -> tuple[str, str | None]:
+    """Point the champion back to `to_version`, or to what it was before the current one's
+    promotion; when the current champion was the first, the alias is removed."""
     alias = cfg.deploy.production.alias
     current = registry.alias_version(cfg.name, alias)
     if current is None:
         raise DeployError(f"{cfg.name} has no {alias} to roll back")
-    target = to_version or previous_champion(registry.events(cfg.name), current)
-    if target is None:
-        raise DeployError(f"no earlier {alias} of {cfg.name} is recorded; name one with --to")
-    if registry.get_version(cfg.name, target) is None:
-        raise ApprovalError(f"{cfg.name} has no version {target}")
+    if to_version:
+        target: str | None = to_version
+        if registry.get_version(cfg.name, to_version) is None:
+            raise ApprovalError(f"{cfg.name} has no version {to_version}")
+    else:
+        found, target = previous_champion(registry.events(cfg.name), current)
+        if not found:
+            raise DeployError(f"no promotion of {cfg.name} v{current} is recorded; "
+                              "name a version with --to")
     registry.move_alias(cfg.name, alias, target)
     registry.record_event(cfg.name, event("rolled-back", "production", current, target, actor,
                                           comment or "manual rollback"))
     return current, target
 
 
-def previous_champion(events: list[dict[str, str]], current: str) -> str | None:
-    """The version the current champion replaced, from the newest promotion to it."""
+def previous_champion(events: list[dict[str, str]], current: str) -> tuple[bool, str | None]:
+    """(found, version) the current champion replaced, from the newest promotion to it;
+    version None means it was the first champion."""
     for record in reversed(sorted(events, key=lambda e: e.get("at", ""))):
         if (record.get("action") == "promoted" and record.get("environment") == "production"
-                and record.get("to_version") == current and record.get("from_version")):
-            return record["from_version"]
-    return None
+                and record.get("to_version") == current):
+            return True, record.get("from_version") or None
+    return False, None
 
 
 # -- approval -------------------------------------------------------------------------------

@@ -120,10 +120,21 @@ def test_manual_rollback_and_history_keep_every_record(model):
     assert result.exit_code == 0, result.output
     assert "v2 -> v1" in result.stdout
     assert reg.alias_version(cfg.name, "champion") == "1"
-    with pytest.raises(DeployError, match="no earlier champion"):
-        rollback(reg, cfg, "carol")  # v1 was the first champion
+    assert rollback(reg, cfg, "carol") == ("1", None)  # v1 was the first champion
+    assert reg.alias_version(cfg.name, "champion") is None
+    with pytest.raises(DeployError, match="has no champion to roll back"):
+        rollback(reg, cfg, "carol")
     assert actions(reg, cfg.name) == [("promoted", "", "1"), ("promoted", "1", "2"),
-                                      ("rolled-back", "2", "1")]
+                                      ("rolled-back", "2", "1"), ("rolled-back", "1", "")]
+
+
+def test_rollback_to_a_named_version_and_unknown_version(model):
+    reg, cfg = model
+    promote(reg, cfg, "2", "alice")
+    with pytest.raises(ApprovalError, match="has no version 7"):
+        rollback(reg, cfg, "carol", to_version="7")
+    assert rollback(reg, cfg, "carol", to_version="1") == ("2", "1")
+    assert reg.alias_version(cfg.name, "champion") == "1"
 
 
 def test_smoke_test_failure_restores_staging(model):
