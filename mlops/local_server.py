@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import atexit
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+from tasks.localproc import free_port, terminate
 
 
 @dataclass
@@ -40,25 +41,14 @@ class LocalServer:
         raise RuntimeError(f"temporary Prefect server did not start within {timeout_s:.0f}s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        terminate(self.process, timeout_s=5)
 
 
 def start_if_needed() -> LocalServer | None:
     """Start a temporary server unless PREFECT_API_URL names one; must run before prefect import."""
     if os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules:
         return None
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
            "PREFECT__SERVER_FINAL": "1"}
     process = subprocess.Popen(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from tasks.adapters.mlflow_registry import Registry
 from tasks.config import FreezeWindow, ModelConfig, ProductionSpec, SmokeSpec
 from tasks.errors import ApprovalError, DeployError
 from tasks.lineage import file_sha256
+from tasks.localproc import free_port, terminate
 
 
 class SmokeReport(BaseModel):
@@ -94,24 +94,13 @@ class ModelServer:
     log: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        terminate(self.process)
 
 
 def start_model_server(model_uri: str, tracking_uri: str, timeout_s: float, log: Path
                        ) -> ModelServer:
     """Serve one version with MLflow's scoring server on loopback (`mlflow models serve`)."""
-    port = _free_port()
+    port = free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri,
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
