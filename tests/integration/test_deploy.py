@@ -159,6 +159,9 @@ def test_model_server_that_fails_to_start(model, tmp_path):
     with pytest.raises(DeployError, match="failed to start"):
         deploy_staging(reg, cfg, "2", "alice", server_factory=bad_server)
     assert reg.alias_version(cfg.name, "staging") is None
+    assert reg.alias_version(cfg.name, "champion") is None
+    last = reg.events(cfg.name)[-1]
+    assert last["action"] == "staging-failed" and "failed to start" in last["reason"]
 
 
 def test_approval_timeout_ends_without_promotion(model):
