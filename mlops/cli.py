@@ -40,6 +40,14 @@ def _settings():
     return Settings.from_env()
 
 
+def _model(model: str):
+    """Settings and the model's validated config."""
+    from tasks.config import load_config
+
+    settings = _settings()
+    return settings, load_config(model, settings.config_dir)
+
+
 @app.command()
 def train(
     models: Annotated[list[str], typer.Argument(
@@ -159,13 +167,11 @@ def promote(
     """Approve and promote a staged version to production (freeze windows and post-deploy
     checks apply; a failed check rolls back automatically)."""
     from tasks.adapters.mlflow_registry import open_registry
-    from tasks.config import load_config
     from tasks.deploy import check_approver
     from tasks.deploy import promote as promote_version
 
     try:
-        settings = _settings()
-        cfg = load_config(model, settings.config_dir)
+        settings, cfg = _model(model)
         check_approver(cfg, as_)
         previous = promote_version(open_registry(settings), cfg, version, as_, comment)
     except MlopsError as exc:
@@ -201,12 +207,10 @@ def rollback(
 ) -> None:
     """Move the champion alias back by hand."""
     from tasks.adapters.mlflow_registry import open_registry
-    from tasks.config import load_config
     from tasks.deploy import rollback as rollback_champion
 
     try:
-        settings = _settings()
-        cfg = load_config(model, settings.config_dir)
+        settings, cfg = _model(model)
         current, target = rollback_champion(open_registry(settings), cfg, as_, to, comment)
     except MlopsError as exc:
         raise fail(exc) from None
@@ -220,11 +224,9 @@ def history(
 ) -> None:
     """Print the audit trail: every staging, promotion, rejection and rollback."""
     from tasks.adapters.mlflow_registry import open_registry
-    from tasks.config import load_config
 
     try:
-        settings = _settings()
-        cfg = load_config(model, settings.config_dir)
+        settings, cfg = _model(model)
         events = open_registry(settings).events(cfg.name)
     except MlopsError as exc:
         raise fail(exc) from None

@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import DataSpec
-from tasks.errors import DataError
+from tasks.errors import DataError, retry_transient
 from tasks.lineage import source_fingerprint
 
 REGIONS = np.array(["north", "south", "east", "west", "central"])
@@ -157,8 +157,7 @@ def _read_csv(path: str) -> pd.DataFrame:
         if name in seen:
             raise DataError(f"duplicate column name {name!r} in {path}")
         seen.add(name)
-    frame = pd.read_csv(path, low_memory=False, parse_dates=[c for c in header if c.endswith("_date")])
-    return frame
+    return pd.read_csv(path, low_memory=False, parse_dates=[c for c in header if c.endswith("_date")])
 
 
 def load_dataset(
@@ -199,11 +198,7 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _transient(task, task_run, state) -> bool:
-    return not isinstance(state.result(raise_on_failure=False), DataError)
-
-
-@task(name="load-data", retries=2, retry_delay_seconds=5, retry_condition_fn=_transient,
+@task(name="load-data", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient,
       cache_policy=NO_CACHE)
 def load_data(spec: DataSpec) -> Dataset:
     """Load the data; network sources retry on transient errors, bad input does not."""

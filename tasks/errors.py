@@ -5,6 +5,11 @@ class MlopsError(Exception):
     exit_code = 1
 
 
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect retry condition: retry network hiccups, never a deliberate MlopsError."""
+    return not isinstance(state.result(raise_on_failure=False), MlopsError)
+
+
 class ConfigError(MlopsError):
     """The model YAML or the environment settings are wrong."""
 

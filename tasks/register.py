@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from tasks import pyfunc_model
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
 from tasks.config import ModelConfig, RegistrySpec
-from tasks.errors import RegistryError
+from tasks.errors import RegistryError, retry_transient
 from tasks.evaluate import EvalReport
 from tasks.gate import GateDecision
 from tasks.train import TrainResult
@@ -135,8 +135,7 @@ def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
 
 
 @task(name="register", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE,
-      retry_condition_fn=lambda t, r, s: not isinstance(s.result(raise_on_failure=False),
-                                                        RegistryError))
+      retry_condition_fn=retry_transient)
 def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
              decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str]
              ) -> Registration:

@@ -9,8 +9,8 @@ from tasks.lineage import code_hash, run_key, source_fingerprint
 from tasks.settings import Settings
 
 
-def run_key_for(cfg: ModelConfig, fingerprint: str, device: str) -> str:
-    return run_key(fingerprint, cfg.config_hash(), code_hash(), device)
+def run_key_for(cfg: ModelConfig, fingerprint: str, device: str, code: str | None = None) -> str:
+    return run_key(fingerprint, cfg.config_hash(), code or code_hash(), device)
 
 
 def up_to_date(cfg: ModelConfig, settings: Settings) -> ModelVersionRef | None:

@@ -93,13 +93,14 @@ def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: R
              ) -> RunPlan:
     """Derive the run key from data, config, code and device; find an identical earlier version."""
     device = select_device(settings.device)
-    key = run_key_for(cfg, fingerprint, device)
+    code = code_hash()
+    key = run_key_for(cfg, fingerprint, device, code)
     existing = registry.find_version(cfg.name, key)
     work = settings.cache_dir / cfg.name / key[:16]
     return RunPlan(
         run_key=key, device=device, study_name=f"{cfg.name}-{key[:16]}",
         plot_dir=str(work / "plots"),
-        tags=lineage_tags(fingerprint, cfg.config_hash(), code_hash(), key,
+        tags=lineage_tags(fingerprint, cfg.config_hash(), code, key,
                           current_flow_run_id()),
         existing_version=existing.version if existing else None,
     )
