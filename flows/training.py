@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from prefect import flow
 from pydantic import BaseModel
 
@@ -42,22 +44,23 @@ class PipelineResult(BaseModel):
 
 @flow(name="training-pipeline", log_prints=True)
 def training_pipeline(model: str, deploy: bool = False, approve_as: str | None = None,
-                      comment: str = "", wait_for_approval: bool = True) -> PipelineResult:
-    """Train one configured model (a name under configs/models or a YAML path); with deploy,
-    stage it, get approval and promote it."""
-    result = train_and_register(model)
+                      comment: str = "", wait_for_approval: bool = True,
+                      as_of: date | None = None) -> PipelineResult:
+    """Train one configured model (a name under configs/models or a YAML path) on its data as of
+    a date (default: all of it); with deploy, stage it, get approval and promote it."""
+    result = train_and_register(model, as_of)
     if deploy:
         result.deployment = deploy_model(model, result.version, approve_as, comment,
                                          wait_for_approval)
     return result
 
 
-def train_and_register(model: str) -> PipelineResult:
+def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     """validate → train → evaluate → gate → register."""
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
     registry = connect(settings)
-    data = load_data(cfg.data)
+    data = load_data(cfg.data, as_of)
     validation = validate(data.frame, cfg)
     publish_validation(validation, cfg, settings)
     ensure_valid(validation)

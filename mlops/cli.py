@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from mlops.environment import apply_defaults
 
@@ -14,7 +15,7 @@ apply_defaults()
 import typer  # noqa: E402
 
 from mlops.local_server import LocalServer, start_if_needed  # noqa: E402
-from tasks.errors import MlopsError  # noqa: E402
+from tasks.errors import ConfigError, MlopsError  # noqa: E402
 
 app = typer.Typer(
     help="prefect-mlops: validate → train → evaluate → gate → register models as Prefect flows "
@@ -287,6 +288,144 @@ def check_config(
         raise fail(exc) from None
     typer.echo(f"{path}: ok ({cfg.name}, {cfg.task}, target {cfg.target}, "
                f"gate {cfg.gate.metric} {cfg.gate.threshold})")
+
+
+@app.command("check-deployments")
+def check_deployments(
+    prefect_file: Annotated[Path, typer.Option(help="The prefect.yaml to check.")] = Path("prefect.yaml"),
+) -> None:
+    """Check prefect.yaml against configs/models and deployments/pools.yaml: every model has its
+    training-pipeline deployment on the work pool its config names, with the weekly schedule."""
+    from deployments.manifest import check_manifest
+
+    try:
+        problems = check_manifest(prefect_file, _settings().config_dir)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    typer.echo(f"{prefect_file}: ok")
+
+
+def _need_server(what: str) -> None:
+    if not os.environ.get("PREFECT_API_URL"):
+        raise fail(ConfigError(f"PREFECT_API_URL is not set: {what} needs your Prefect server "
+                              "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)"))
+
+
+@app.command()
+def ci(
+    timeout: Annotated[float | None, typer.Option(
+        help="Stop watching after this many seconds (the runs go on).")] = None,
+) -> None:
+    """Start the deployment runs a GitLab commit message asks for (`train fraud damage`), stream
+    their progress and wait.
+
+    Reads CI_COMMIT_MESSAGE and CI_PIPELINE_ID (the pipeline id makes the runs idempotent: a
+    retried job watches the runs it started before) and TRAINING_DATA_DATE (as-of date).
+    Exit 0 when every run completed, 3 when a gate rejected a model, 1 when a run failed,
+    2 for a bad message or setup.
+    """
+    import asyncio
+
+    from deployments.ci import CiContext, check_targets, parse_targets, trigger
+
+    try:
+        settings = _settings()
+        ctx = CiContext.from_env(os.environ)
+        targets = parse_targets(ctx.commit_message)
+        if targets is None:
+            typer.echo("commit message does not start with 'train <model>': nothing to start")
+            return
+        from tasks.config import list_configs
+
+        known = {p.stem for p, _ in list_configs(settings.config_dir)}
+        models = check_targets(targets, known)
+        _need_server("mlops ci")
+        ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+        code = asyncio.run(trigger(ctx, models, typer.echo, ui, timeout))
+    except (MlopsError, OSError) as exc:
+        raise fail(exc) from None
+    raise typer.Exit(code)
+
+
+pools_app = typer.Typer(help="Work pools mapped to GitLab runners (deployments/pools.yaml).",
+                        no_args_is_help=True)
+app.add_typer(pools_app, name="pools")
+PoolTypeOption = Annotated[str, typer.Option(
+    "--type", help="process (shell runners, or a worker inside the training image) or docker "
+                   "(Docker hosts).")]
+
+
+def _pool_type(value: str) -> str:
+    if value not in ("process", "docker"):
+        raise fail(ConfigError(f"--type must be process or docker, got {value!r}"))
+    return value
+
+
+@pools_app.command("apply")
+def pools_apply(pool_type: PoolTypeOption = "process") -> None:
+    """Create or update cpu-runners and gpu-runners on the Prefect server (idempotent)."""
+    import asyncio
+
+    from deployments.pools import apply_pools, load_pools
+
+    kind = _pool_type(pool_type)
+    _need_server("mlops pools apply")
+    try:
+        specs = load_pools()
+        results = asyncio.run(apply_pools(specs, kind))
+    except MlopsError as exc:
+        raise fail(exc) from None
+    for name, action in results:
+        spec = specs[name]
+        typer.echo(f"{name} ({kind}, {spec.device}, runners tagged {', '.join(spec.runner_tags)}): "
+                   f"{action}")
+
+
+@pools_app.command("show")
+def pools_show(
+    name: Annotated[str, typer.Argument(help="Pool name from deployments/pools.yaml.")],
+    pool_type: PoolTypeOption = "process",
+) -> None:
+    """Print a pool's base job template (usable with `prefect work-pool create --base-job-template`)."""
+    from deployments.pools import base_job_template, load_pools, render
+
+    kind = _pool_type(pool_type)
+    try:
+        specs = load_pools()
+        if name not in specs:
+            raise ConfigError(f"no pool {name!r} in deployments/pools.yaml (known: {', '.join(specs)})")
+        typer.echo(render(base_job_template(specs[name], kind)), nl=False)
+    except MlopsError as exc:
+        raise fail(exc) from None
+
+
+@app.command()
+def schedules(
+    prefect_file: Annotated[Path, typer.Option(
+        help="Read schedules from this file when PREFECT_API_URL is not set.")] = Path("prefect.yaml"),
+) -> None:
+    """List every deployment's schedule and next run (from the server when PREFECT_API_URL is set,
+    else from prefect.yaml)."""
+    import asyncio
+
+    from deployments.schedules import from_manifest, from_server
+
+    try:
+        if os.environ.get("PREFECT_API_URL"):
+            rows, where = asyncio.run(from_server()), os.environ["PREFECT_API_URL"]
+        else:
+            rows, where = from_manifest(prefect_file), f"{prefect_file} (no PREFECT_API_URL)"
+    except MlopsError as exc:
+        raise fail(exc) from None
+    typer.echo(f"schedules on {where}")
+    _print_table(("deployment", "slug", "cron", "timezone", "active", "next run"), [
+        (r.deployment, r.slug, r.cron, r.timezone, "yes" if r.active else "no",
+         r.next_run.astimezone(ZoneInfo(r.timezone)).strftime("%Y-%m-%d %H:%M %Z")
+         if r.next_run else "-") for r in rows])
 
 
 @app.command()

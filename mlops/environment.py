@@ -6,6 +6,8 @@ import os
 import warnings
 from pathlib import Path
 
+from tasks.settings import LIBRARY_DEFAULTS
+
 
 def apply_defaults() -> None:
     home = Path(os.environ.get("MLOPS_HOME", ".mlops")).resolve()
@@ -16,10 +18,7 @@ def apply_defaults() -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         "PREFECT_LOCAL_STORAGE_PATH": str(home / "prefect-results"),
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
-        "GIT_PYTHON_REFRESH": "quiet",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "MLFLOW_LOGGING_LEVEL": "ERROR",
-        "MLFLOW_LOG_UV_FILES": "false",
+        **LIBRARY_DEFAULTS,
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

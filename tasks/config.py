@@ -26,6 +26,8 @@ class DataSpec(_Strict):
     drift: float = Field(default=0.0, ge=0.0, description="synthetic only: distribution shift")
     path: str | None = Field(default=None, description="file only: .csv or .parquet, path or URL")
     query: str | None = Field(default=None, description="snowflake only")
+    date_column: str = Field(default="event_date",
+                             description="rows after a run's as-of date are left out (backfills)")
 
     @model_validator(mode="after")
     def _source_fields(self) -> DataSpec:
@@ -51,6 +53,8 @@ class TrainingSpec(_Strict):
     early_stopping_rounds: int = Field(default=30, ge=1)
     test_size: float = Field(default=0.2, gt=0, lt=0.5)
     validation_size: float = Field(default=0.2, gt=0, lt=0.5)
+    work_pool: str = Field(default="cpu-runners", pattern=r"^[a-z0-9][a-z0-9-]*$",
+                           description="Prefect work pool of training-pipeline/<model>")
 
 
 class GateSpec(_Strict):

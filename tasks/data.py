@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +163,31 @@ def _read_csv(path: str) -> pd.DataFrame:
 
 
 def load_dataset(
-    spec: DataSpec, snowflake_reader: Callable[[str], tuple[pd.DataFrame, str]] | None = None
+    spec: DataSpec, snowflake_reader: Callable[[str], tuple[pd.DataFrame, str]] | None = None,
+    as_of: date | None = None,
+) -> Dataset:
+    """Load the configured data (up to an as-of date for backfills) and fingerprint it."""
+    data = _load_source(spec, snowflake_reader)
+    return data if as_of is None else until(data, spec.date_column, as_of)
+
+
+def until(data: Dataset, column: str, as_of: date) -> Dataset:
+    """The rows dated on or before as_of; the as-of date becomes part of the fingerprint."""
+    if column not in data.frame.columns:
+        raise DataError(f"an as-of date needs the date column {column!r}, which the data lacks "
+                        f"(set data.date_column)")
+    try:
+        dates = pd.to_datetime(data.frame[column])
+    except (ValueError, TypeError):
+        raise DataError(f"column {column!r} does not hold dates; it cannot bound an as-of run") from None
+    kept = data.frame.loc[dates <= pd.Timestamp(as_of) + pd.Timedelta(days=1) - pd.Timedelta(1)]
+    fingerprint = hashlib.sha256(f"{data.fingerprint}|as_of={as_of.isoformat()}".encode()).hexdigest()
+    return Dataset(kept.reset_index(drop=True), fingerprint,
+                   f"{data.source} as of {as_of.isoformat()}")
+
+
+def _load_source(
+    spec: DataSpec, snowflake_reader: Callable[[str], tuple[pd.DataFrame, str]] | None
 ) -> Dataset:
     """Load the configured data and fingerprint it without hashing DataFrames where avoidable."""
     if spec.source == "synthetic":
@@ -200,6 +226,6 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
 
 @task(name="load-data", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient,
       cache_policy=NO_CACHE)
-def load_data(spec: DataSpec) -> Dataset:
+def load_data(spec: DataSpec, as_of: date | None = None) -> Dataset:
     """Load the data; network sources retry on transient errors, bad input does not."""
-    return load_dataset(spec)
+    return load_dataset(spec, as_of=as_of)

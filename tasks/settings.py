@@ -10,6 +10,19 @@ from pathlib import Path
 from tasks.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+# quiet MLflow in every process that runs the pipeline (CLI and worker-started flow runs alike)
+LIBRARY_DEFAULTS = {
+    "GIT_PYTHON_REFRESH": "quiet",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "ERROR",
+    "MLFLOW_LOG_UV_FILES": "false",
+}
+
+
+def apply_library_defaults() -> None:
+    """Set LIBRARY_DEFAULTS where the user has not; call before MLflow is imported."""
+    for key, value in LIBRARY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,206 @@
+"""GitLab CI glue: a commit message `train <model>…` starts deployment runs and watches them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from deployments.manifest import TRAINING_FLOW
+from tasks.errors import ConfigError, MlopsError
+
+TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+GATE_MARK = "GateRejected"
+
+
+class RunFailed(MlopsError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class CiContext:
+    """What GitLab CI tells a job about itself (the subset the trigger needs)."""
+
+    commit_message: str
+    pipeline_id: str
+    commit_sha: str = ""
+    ref: str = ""
+    job_url: str = ""
+    pipeline_url: str = ""
+    as_of: date | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CiContext:
+        message = env.get("CI_COMMIT_MESSAGE") or env.get("CI_COMMIT_TITLE") or ""
+        pipeline = env.get("CI_PIPELINE_ID", "")
+        if not pipeline:
+            raise ConfigError("CI_PIPELINE_ID is not set: `mlops ci` runs inside a GitLab CI job "
+                              "(set CI_COMMIT_MESSAGE and CI_PIPELINE_ID to simulate one)")
+        as_of = env.get("TRAINING_DATA_DATE") or None
+        try:
+            day = date.fromisoformat(as_of) if as_of else None
+        except ValueError:
+            raise ConfigError(f"TRAINING_DATA_DATE={as_of!r} is not a date (YYYY-MM-DD)") from None
+        return cls(commit_message=message, pipeline_id=pipeline,
+                   commit_sha=env.get("CI_COMMIT_SHA", ""), ref=env.get("CI_COMMIT_REF_NAME", ""),
+                   job_url=env.get("CI_JOB_URL", ""), pipeline_url=env.get("CI_PIPELINE_URL", ""),
+                   as_of=day)
+
+    def tags(self) -> list[str]:
+        out = [f"gitlab-pipeline:{self.pipeline_id}"]
+        if self.ref:
+            out.append(f"ref:{self.ref}")
+        if self.commit_sha:
+            out.append(f"sha:{self.commit_sha[:12]}")
+        return out
+
+
+def parse_targets(message: str) -> list[str] | None:
+    """`train fraud damage` → ['fraud', 'damage']; None when the commit asks for no training."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    match = TRAIN_MESSAGE.match(first)
+    if not match:
+        return None
+    targets = [t for t in re.split(r"[\s,]+", match.group("targets")) if t]
+    return list(dict.fromkeys(targets))
+
+
+def check_targets(targets: list[str], known_models: set[str]) -> list[str]:
+    """Models to run, or a ConfigError naming what cannot run (before any run starts)."""
+    notebooks = [t for t in targets if t.endswith(".ipynb")]
+    if notebooks:
+        raise ConfigError(f"notebook training ({notebooks[0]}) is not available yet; "
+                          f"name models instead (known: {', '.join(sorted(known_models))})")
+    unknown = [t for t in targets if t not in known_models]
+    if unknown:
+        raise ConfigError(f"commit message names unknown model(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(known_models)) or 'none'}); no run started")
+    return targets
+
+
+def idempotency_key(ctx: CiContext, model: str) -> str:
+    """One run per pipeline and model: a retried trigger job finds the run it started before."""
+    return f"gitlab-pipeline-{ctx.pipeline_id}-{TRAINING_FLOW}/{model}"
+
+
+@dataclass
+class Watched:
+    model: str
+    flow_run_id: UUID
+    name: str
+    reused: bool
+    state: str = ""
+    message: str = ""
+    children: set[UUID] = field(default_factory=set)
+
+
+def outcome(state: str, message: str) -> int:
+    """Exit code of one finished run: 0 completed, 3 gate rejected, 1 anything else."""
+    if state == "COMPLETED":
+        return 0
+    return 3 if GATE_MARK in (message or "") else 1
+
+
+async def start_runs(client: Any, ctx: CiContext, models: list[str]) -> list[Watched]:
+    """Create one flow run per model (idempotent on the pipeline id); deployments are checked
+    first, so a missing one starts nothing."""
+    from prefect.exceptions import ObjectNotFound
+
+    deployments = {}
+    for model in models:
+        try:
+            deployments[model] = await client.read_deployment_by_name(f"{TRAINING_FLOW}/{model}")
+        except ObjectNotFound:
+            raise ConfigError(f"no deployment {TRAINING_FLOW}/{model} on the Prefect server: run "
+                              f"`prefect --no-prompt deploy --all` first; no run started") from None
+    runs = []
+    for model, deployment in deployments.items():
+        key = idempotency_key(ctx, model)
+        existing = await _run_with_key(client, deployment.id, key)
+        params = {"as_of": ctx.as_of.isoformat()} if ctx.as_of else {}
+        run = existing or await client.create_flow_run_from_deployment(
+            deployment.id, parameters=params, idempotency_key=key, tags=ctx.tags())
+        runs.append(Watched(model=model, flow_run_id=run.id, name=run.name,
+                            reused=existing is not None))
+    return runs
+
+
+async def _run_with_key(client: Any, deployment_id: UUID, key: str) -> Any | None:
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterIdempotencyKey,
+    )
+
+    found = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])),
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])), limit=1)
+    return found[0] if found else None
+
+
+async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
+                poll_s: float = 2.0, timeout_s: float | None = None) -> int:
+    """Stream state changes and logs of the runs and their subflows until all have finished."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+        LogFilterTimestamp,
+    )
+    from prefect.client.schemas.sorting import LogSort
+
+    since = None
+    started = time.monotonic()
+    by_run: dict[UUID, Watched] = {}
+    while True:
+        for run in runs:
+            for child in await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.flow_run_id]))):
+                run.children.add(child.id)
+            for rid in (run.flow_run_id, *run.children):
+                by_run[rid] = run
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(by_run)),
+                                 timestamp=LogFilterTimestamp(after_=since) if since else None),
+            sort=LogSort.TIMESTAMP_ASC, limit=200)
+        for log in logs:
+            if since is None or log.timestamp > since:
+                emit(f"[{by_run[log.flow_run_id].model}] {log.message}")
+                since = log.timestamp
+        for run in runs:
+            flow_run = await client.read_flow_run(run.flow_run_id)
+            state = flow_run.state
+            name = state.type.value if state else "PENDING"
+            if name != run.state:
+                label = state.name if state else "Pending"
+                emit(f"[{run.model}] {run.name}: {label}"
+                     + (f" ({state.message})" if state and state.message and name in FINAL else ""))
+                run.state, run.message = name, (state.message or "") if state else ""
+        if all(r.state in FINAL for r in runs):
+            return max((outcome(r.state, r.message) for r in runs),
+                       key=lambda code: {0: 0, 3: 1, 1: 2}[code])
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            emit(f"gave up watching after {timeout_s:.0f}s; the runs go on in Prefect")
+            return 1
+        await asyncio.sleep(poll_s)
+
+
+async def trigger(ctx: CiContext, models: list[str], emit: Callable[[str], None],
+                  ui_url: str | None, timeout_s: float | None = None) -> int:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        runs = await start_runs(client, ctx, models)
+        for run in runs:
+            verb = "already started by this pipeline" if run.reused else "started"
+            link = f" {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}" if ui_url else ""
+            emit(f"{TRAINING_FLOW}/{run.model}: run {run.name} {verb}{link}")
+        return await watch(client, runs, emit, timeout_s=timeout_s)

@@ -1,0 +1,97 @@
+"""prefect.yaml read as Prefect reads it, and checked against configs/models and the pools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deployments.pools import load_pools
+from tasks.config import list_configs
+from tasks.errors import ConfigError
+
+TRAINING_ENTRYPOINT = "flows/training.py:training_pipeline"
+TRAINING_FLOW = "training-pipeline"
+WEEKLY_CRON = "0 2 * * 1"
+
+
+@dataclass(frozen=True)
+class DeploymentEntry:
+    name: str
+    flow: str
+    model: str | None
+    work_pool: str | None
+    schedules: list[dict[str, Any]]
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.flow}/{self.name}"
+
+
+def load_manifest(path: Path) -> list[DeploymentEntry]:
+    """Deployments of a prefect.yaml, validated with Prefect's own model of the file."""
+    from prefect.cli.deploy._models import PrefectYamlModel
+    from pydantic import ValidationError
+
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+        model = PrefectYamlModel.model_validate(raw or {})
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+    flows = {TRAINING_ENTRYPOINT: TRAINING_FLOW}
+    return [
+        DeploymentEntry(
+            name=d.name or "",
+            flow=flows.get(d.entrypoint or "", d.entrypoint or "?"),
+            model=d.parameters.get("model"),
+            work_pool=d.work_pool.name if d.work_pool else None,
+            schedules=[s.model_dump(exclude_none=True) for s in (d.schedules or [])],
+        )
+        for d in model.deployments
+    ]
+
+
+def check_manifest(path: Path, config_dir: Path) -> list[str]:
+    """Every problem between prefect.yaml, the model configs and the pools, one line each."""
+    deployments = load_manifest(path)
+    configs = {p.stem: c for p, c in list_configs(config_dir) if not isinstance(c, ConfigError)}
+    pools = load_pools()
+    problems: list[str] = []
+    training = [d for d in deployments if d.flow == TRAINING_FLOW]
+    yaml_pools = {d.work_pool for d in deployments if d.work_pool}
+    for d in training:
+        if not d.model:
+            problems.append(f"{path}: deployment {d.full_name} has no 'model' parameter")
+            continue
+        if d.model not in configs:
+            problems.append(f"{path}: deployment {d.full_name} names model {d.model!r}, which has "
+                            f"no config in {config_dir}")
+            continue
+        if d.name != d.model:
+            problems.append(f"{path}: deployment {d.full_name} trains {d.model!r}; name it "
+                            f"{d.model!r} so CI finds {TRAINING_FLOW}/{d.model}")
+        wanted = configs[d.model].training.work_pool
+        if d.work_pool != wanted:
+            problems.append(f"{path}: deployment {d.full_name} uses work pool {d.work_pool!r} but "
+                            f"{config_dir}/{d.model}.yaml says training.work_pool: {wanted}")
+        if not any(s.get("cron") == WEEKLY_CRON and s.get("slug") for s in d.schedules):
+            problems.append(f"{path}: deployment {d.full_name} lacks the weekly retrain schedule "
+                            f"(cron {WEEKLY_CRON!r} with a slug)")
+    deployed = {d.model for d in training}
+    for name, cfg in sorted(configs.items()):
+        if cfg.training.work_pool not in yaml_pools:
+            problems.append(f"{config_dir}/{name}.yaml names work pool "
+                            f"{cfg.training.work_pool!r}, which {path} lacks (it has: "
+                            f"{', '.join(sorted(yaml_pools)) or 'none'})")
+        elif name not in deployed:
+            problems.append(f"{config_dir}/{name}.yaml has no {TRAINING_FLOW}/{name} deployment "
+                            f"in {path}")
+    for pool in sorted(yaml_pools - set(pools)):
+        problems.append(f"{path}: work pool {pool!r} is not defined in deployments/pools.yaml")
+    return problems

@@ -1,0 +1,108 @@
+"""Work pools mapped to GitLab runners: base job templates, and applying them idempotently."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks.errors import ConfigError
+
+POOLS_FILE = Path(__file__).with_name("pools.yaml")
+TEMPLATES_DIR = Path(__file__).with_name("pools")
+PoolType = Literal["process", "docker"]
+
+
+class PoolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    runner_tags: list[str]
+    device: Literal["cpu", "cuda"]
+    base_image: str
+    env: dict[str, str] = Field(default_factory=dict)
+    docker: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_pools(path: Path = POOLS_FILE) -> dict[str, PoolSpec]:
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        return {name: PoolSpec(name=name, **body) for name, body in raw.items()}
+    except (ValidationError, TypeError) as exc:
+        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+
+
+def _default_template(pool_type: PoolType) -> dict[str, Any]:
+    if pool_type == "process":
+        from prefect.workers.process import ProcessWorker
+
+        return ProcessWorker.get_default_base_job_template()
+    from prefect_docker.worker import DockerWorker
+
+    return DockerWorker.get_default_base_job_template()
+
+
+def base_job_template(spec: PoolSpec, pool_type: PoolType) -> dict[str, Any]:
+    """The worker type's default template with this pool's defaults filled in."""
+    template = copy.deepcopy(_default_template(pool_type))
+    props = template["variables"]["properties"]
+    props["env"]["default"] = dict(spec.env)
+    props["stream_output"]["default"] = True
+    if pool_type == "docker":
+        props["auto_remove"]["default"] = True
+        for key, value in spec.docker.items():
+            if key not in props:
+                raise ConfigError(f"pool {spec.name}: docker pools have no job variable {key!r}")
+            props[key]["default"] = value
+    return template
+
+
+def template_path(name: str, pool_type: PoolType) -> Path:
+    return TEMPLATES_DIR / f"{name}.{pool_type}.json"
+
+
+def render(template: dict[str, Any]) -> str:
+    return json.dumps(template, indent=2, sort_keys=True) + "\n"
+
+
+async def apply_pool(client: Any, spec: PoolSpec, pool_type: PoolType) -> str:
+    """Create the pool, update its template and description, or leave it: 'created' | 'updated' |
+    'unchanged'. A pool of another type is an error (Prefect cannot change a pool's type)."""
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    template = base_job_template(spec, pool_type)
+    try:
+        current = await client.read_work_pool(spec.name)
+    except ObjectNotFound:
+        await client.create_work_pool(WorkPoolCreate(
+            name=spec.name, type=pool_type, base_job_template=template,
+            description=spec.description))
+        return "created"
+    if current.type != pool_type:
+        raise ConfigError(f"work pool {spec.name} is a {current.type} pool, not {pool_type}: "
+                          f"delete it (prefect work-pool delete {spec.name}) or apply --type "
+                          f"{current.type}")
+    if current.base_job_template == template and current.description == spec.description:
+        return "unchanged"
+    await client.update_work_pool(spec.name, WorkPoolUpdate(
+        base_job_template=template, description=spec.description))
+    return "updated"
+
+
+async def apply_pools(specs: dict[str, PoolSpec], pool_type: PoolType) -> list[tuple[str, str]]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return [(name, await apply_pool(client, spec, pool_type)) for name, spec in specs.items()]
+
+
+if __name__ == "__main__":  # regenerate deployments/pools/*.json after editing pools.yaml
+    for pool in load_pools().values():
+        for kind in ("process", "docker"):
+            template_path(pool.name, kind).write_text(render(base_job_template(pool, kind)))

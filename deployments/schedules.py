@@ -1,0 +1,77 @@
+"""Deployment schedules (the replacement for GitLab cron retrains) and their next runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from deployments.manifest import load_manifest
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    deployment: str
+    slug: str
+    cron: str
+    timezone: str
+    active: bool
+    next_run: datetime | None
+    source: str  # 'server' (a scheduled flow run) or 'cron' (computed)
+
+
+def next_cron(cron: str, tz: str | None, after: datetime | None = None) -> datetime:
+    """The next time a cron expression fires in its timezone (UTC when none is given)."""
+    from prefect._vendor.croniter import croniter
+
+    zone = ZoneInfo(tz or "UTC")
+    start = (after or datetime.now(UTC)).astimezone(zone)
+    return croniter(cron, start).get_next(datetime)
+
+
+def from_manifest(path: Path, now: datetime | None = None) -> list[ScheduleRow]:
+    rows = []
+    for d in load_manifest(path):
+        for s in d.schedules:
+            if "cron" not in s:
+                continue
+            rows.append(ScheduleRow(d.full_name, s.get("slug", ""), s["cron"],
+                                    s.get("timezone") or "UTC", bool(s.get("active", True)),
+                                    next_cron(s["cron"], s.get("timezone"), now), "cron"))
+    return rows
+
+
+async def from_server() -> list[ScheduleRow]:
+    """Every deployment's schedules as the server holds them, with its next scheduled run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    rows = []
+    async with get_client() as client:
+        flows = {f.id: f.name for f in await client.read_flows()}
+        for dep in sorted(await client.read_deployments(), key=lambda d: (flows.get(d.flow_id, ""), d.name)):
+            name = f"{flows.get(dep.flow_id, '?')}/{dep.name}"
+            scheduled = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1)
+            for sched in dep.schedules:
+                cron = getattr(sched.schedule, "cron", None)
+                tz = getattr(sched.schedule, "timezone", None) or "UTC"
+                if scheduled and scheduled[0].expected_start_time:
+                    when, source = scheduled[0].expected_start_time, "server"
+                else:
+                    when, source = (next_cron(cron, tz) if cron else None), "cron"
+                rows.append(ScheduleRow(name, sched.slug or "", cron or str(sched.schedule), tz,
+                                        bool(sched.active and not dep.paused), when, source))
+    return rows

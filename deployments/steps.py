@@ -1,0 +1,25 @@
+"""prefect.yaml pull step: run from the project directory the worker names, never the deployer's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tasks.settings import apply_library_defaults
+
+ENTRYPOINT = Path("flows") / "training.py"
+
+
+def enter_project(directory: str | None = None) -> dict[str, str]:
+    """chdir to MLOPS_PROJECT_DIR (the image sets /opt/prefect-mlops; a shell runner its checkout)."""
+    target = directory or os.environ.get("MLOPS_PROJECT_DIR")
+    if not target:
+        raise RuntimeError("MLOPS_PROJECT_DIR is not set where this flow runs: set it to the "
+                           "project checkout (the training image sets /opt/prefect-mlops)")
+    path = Path(target).expanduser().resolve()
+    if not (path / ENTRYPOINT).is_file():
+        raise RuntimeError(f"MLOPS_PROJECT_DIR={target} holds no {ENTRYPOINT}: point it at a "
+                           f"checkout of this project")
+    os.chdir(path)
+    apply_library_defaults()
+    return {"directory": str(path)}
