@@ -17,6 +17,7 @@ from tasks.errors import ConfigError, MlopsError
 TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 GATE_MARK = "GateRejected"
+NOISE = re.compile(r"^Finished in state Completed\(\)$")
 
 
 class RunFailed(MlopsError):
@@ -160,26 +161,38 @@ async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
     since = None
     started = time.monotonic()
     by_run: dict[UUID, Watched] = {}
-    while True:
+
+    async def stream_logs() -> None:
+        nonlocal since
         for run in runs:
             for child in await client.read_flow_runs(flow_run_filter=FlowRunFilter(
                     parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.flow_run_id]))):
                 run.children.add(child.id)
             for rid in (run.flow_run_id, *run.children):
                 by_run[rid] = run
-        logs = await client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(by_run)),
-                                 timestamp=LogFilterTimestamp(after_=since) if since else None),
-            sort=LogSort.TIMESTAMP_ASC, limit=200)
-        for log in logs:
-            if since is None or log.timestamp > since:
-                emit(f"[{by_run[log.flow_run_id].model}] {log.message}")
+        while True:
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(by_run)),
+                                     timestamp=LogFilterTimestamp(after_=since) if since else None),
+                sort=LogSort.TIMESTAMP_ASC, limit=200)
+            fresh = [log for log in logs if since is None or log.timestamp > since]
+            for log in fresh:
+                if not NOISE.match(log.message):
+                    emit(f"[{by_run[log.flow_run_id].model}] {log.message}")
                 since = log.timestamp
+            if len(logs) < 200 or not fresh:
+                return
+
+    while True:
+        await stream_logs()
         for run in runs:
             flow_run = await client.read_flow_run(run.flow_run_id)
             state = flow_run.state
             name = state.type.value if state else "PENDING"
             if name != run.state:
+                if name in FINAL:  # logs are shipped in batches: catch up before the verdict
+                    await asyncio.sleep(poll_s)
+                    await stream_logs()
                 label = state.name if state else "Pending"
                 emit(f"[{run.model}] {run.name}: {label}"
                      + (f" ({state.message})" if state and state.message and name in FINAL else ""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -113,3 +114,53 @@ def mlflow_server(tmp_path_factory):
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health", 120, proc)
         yield url
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` on loopback with a PostgreSQL database; its API URL."""
+    root = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    with postgres_database("prefect_e2e") as uri:
+        env = cli_env(PREFECT_API_DATABASE_CONNECTION_URL=uri.replace(
+            "postgresql://", "postgresql+asyncpg://"), PREFECT_HOME=str(root / "home"),
+            PREFECT_UI_ENABLED="false")
+        with background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                         "--port", str(port)], root / "server.log", env=env) as proc:
+            api = f"http://127.0.0.1:{port}/api"
+            wait_http(f"{api}/health", 180, proc)
+            yield api
+
+
+def paused_run(api: str, model: str, timeout_s: float = 240) -> str:
+    body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}).encode()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(f"{api}/flow_runs/filter", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            runs = [r for r in json.loads(resp.read()) if r["parameters"].get("model") == model]
+        if runs:
+            return runs[0]["id"]
+        time.sleep(1)
+    raise TimeoutError(f"no paused run for {model}")
+
+
+def mlops(args: list[str], env: dict, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "mlops"), *args], env=env, capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (flow runs start in their own session, so killpg misses them)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out

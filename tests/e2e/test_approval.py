@@ -3,16 +3,13 @@ answers it from another process."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
-import urllib.request
 
 import mlflow
 import pytest
 
 from tests.conftest import config_yaml
-from tests.e2e.conftest import BIN, background, cli_env, free_port, postgres_database, wait_http
+from tests.e2e.conftest import BIN, background, cli_env, mlops, paused_run
 
 pytestmark = pytest.mark.slow
 DEPLOY = """deploy:
@@ -21,40 +18,6 @@ DEPLOY = """deploy:
   production:
     approvers: [alice]
 """
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    with postgres_database("prefect_e2e") as uri:
-        env = cli_env(PREFECT_API_DATABASE_CONNECTION_URL=uri.replace(
-            "postgresql://", "postgresql+asyncpg://"), PREFECT_HOME=str(root / "home"),
-            PREFECT_UI_ENABLED="false")
-        with background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                         "--port", str(port)], root / "server.log", env=env) as proc:
-            api = f"http://127.0.0.1:{port}/api"
-            wait_http(f"{api}/health", 180, proc)
-            yield api
-
-
-def paused_run(api: str, model: str, timeout_s: float = 240) -> str:
-    body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}).encode()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        req = urllib.request.Request(f"{api}/flow_runs/filter", data=body,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            runs = [r for r in json.loads(resp.read()) if r["parameters"].get("model") == model]
-        if runs:
-            return runs[0]["id"]
-        time.sleep(1)
-    raise TimeoutError(f"no paused run for {model}")
-
-
-def mlops(args: list[str], env: dict, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "mlops"), *args], env=env, capture_output=True, text=True,
-                          timeout=300, **kw)
 
 
 def setup_env(tmp_path, api: str, name: str) -> dict:

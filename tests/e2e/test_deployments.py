@@ -1,0 +1,210 @@
+"""The Prefect way end to end: a real server on PostgreSQL, `prefect deploy --all` from this
+repository, the work pools, process workers, `prefect deployment run --watch`, the schedules and
+`mlops ci` in a simulated GitLab job, and a worker killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import config_yaml
+from tests.e2e.conftest import BIN, REPO, background, cli_env, descendants, mlops, paused_run
+
+pytestmark = pytest.mark.slow
+APPROVERS = "deploy:\n  staging:\n    smoke: {max_latency_ms: 2000}\n  production:\n    approvers: [alice]\n"
+
+
+def api_post(api: str, path: str, body: dict) -> list | dict:
+    req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def api_get(api: str, path: str) -> dict:
+    with urllib.request.urlopen(f"{api}{path}", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def flow_runs(api: str, **flow_run_filter) -> list[dict]:
+    return api_post(api, "/flow_runs/filter", {"flow_runs": flow_run_filter, "limit": 200})
+
+
+def write_configs(folder: Path, fraud_rows: int = 3000, fraud_trials: int = 2) -> Path:
+    """Small versions of the three models (the deployments are the repository's own)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fraud.yaml").write_text(config_yaml(name="fraud", rows=fraud_rows,
+                                                   n_trials=fraud_trials, extra=APPROVERS))
+    (folder / "damage.yaml").write_text(config_yaml("multiclass", name="damage", rows=3000))
+    # an RMSE ceiling no model can meet: the gate rejects settlement
+    settlement = config_yaml("regression", name="settlement", rows=3000)
+    (folder / "settlement.yaml").write_text(settlement.replace("threshold: 100000",
+                                                               "threshold: 1.0"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack(prefect_server, tmp_path_factory):
+    """Pools applied and the repository deployed, as a platform engineer would."""
+    root = tmp_path_factory.mktemp("deployments")
+    env = cli_env(PREFECT_API_URL=prefect_server, MLOPS_HOME=str(root / "state"),
+                  MLOPS_CONFIG_DIR=str(write_configs(root / "configs")),
+                  MLOPS_PROJECT_DIR=str(REPO), MLOPS_IMAGE_BUILD="skip",
+                  PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_HOME=str(root / "prefect-home"))
+    first = mlops(["pools", "apply"], env)
+    assert first.returncode == 0, first.stderr
+    assert "cpu-runners (process, cpu" in first.stdout and "created" in first.stdout
+    again = mlops(["pools", "apply"], env)
+    assert again.stdout.count("unchanged") == 2, again.stdout
+    deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    return {"api": prefect_server, "env": env, "root": root}
+
+
+def worker(stack, pool: str, name: str, **env):
+    cmd = [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name]
+    return background(cmd, stack["root"] / f"{name}.log", env={**stack["env"], **env})
+
+
+def versions(state: Path, model: str) -> list[str]:
+    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    return sorted(str(v.version) for v in client.search_model_versions(f"name='{model}'"))
+
+
+def test_deployments_pools_and_schedules_on_the_server(stack):
+    api = stack["api"]
+    deps = {d["name"]: d for d in api_post(api, "/deployments/filter", {})}
+    assert {"fraud", "damage", "settlement"} <= set(deps)
+    assert deps["damage"]["work_pool_name"] == "gpu-runners"
+    assert deps["fraud"]["work_pool_name"] == "cpu-runners"
+    fraud = deps["fraud"]
+    assert fraud["parameters"] == {"model": "fraud", "deploy": True, "as_of": None}
+    assert fraud["pull_steps"] == [{"deployments.steps.enter_project": {}}]
+    assert fraud["job_variables"]["image"].startswith("prefect-mlops-train:")
+    [weekly] = fraud["schedules"]
+    assert weekly["schedule"]["cron"] == "0 2 * * 1" and weekly["schedule"]["timezone"] == "UTC"
+    assert weekly["slug"] == "weekly-retrain" and weekly["active"]
+    gpu = api_get(api, "/work_pools/gpu-runners")
+    assert gpu["base_job_template"]["variables"]["properties"]["env"]["default"] == {
+        "MLOPS_DEVICE": "cuda"}
+
+    listed = mlops(["schedules"], stack["env"])
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines() if line.startswith("training-")]
+    assert len(rows) == 3
+    for row in rows:
+        assert row[1:8] == ["weekly-retrain", "0", "2", "*", "*", "1", "UTC"], row
+        next_run = datetime.strptime(f"{row[9]} {row[10]}", "%Y-%m-%d %H:%M")
+        assert next_run.weekday() == 0 and (next_run.hour, next_run.minute) == (2, 0)
+
+
+def test_deployment_run_watch_completes_on_a_process_worker(stack):
+    api, env = stack["api"], stack["env"]
+    with worker(stack, "cpu-runners", "cpu-1"):
+        started = time.perf_counter()
+        run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "training-pipeline/fraud",
+                              "--param", "deploy=false", "--watch", "--watch-timeout", "400"],
+                             env=env, capture_output=True, text=True, timeout=450)
+        wall = time.perf_counter() - started
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "Completed" in run.stdout
+    [done] = [r for r in flow_runs(api, state={"type": {"any_": ["COMPLETED"]}})
+              if r["parameters"].get("deploy") is False and r["parameters"]["model"] == "fraud"]
+    created = datetime.fromisoformat(done["created"])
+    running = datetime.fromisoformat(done["start_time"])
+    print(f"\ndeployment run -> Running: {(running - created).total_seconds():.1f}s "
+          f"(worker polls every 2 s here); whole run {wall:.1f}s")
+    assert versions(Path(env["MLOPS_HOME"]), "fraud") == ["1"]
+
+
+def test_ci_trigger_is_idempotent_and_waits_for_approval(stack):
+    api = stack["api"]
+    env = {**stack["env"], "CI_COMMIT_MESSAGE": "train fraud\n\nretrain after the data fix",
+           "CI_PIPELINE_ID": "9001", "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_SHA": "a" * 40}
+    with worker(stack, "cpu-runners", "cpu-2"), background(
+            [str(BIN / "mlops"), "ci"], stack["root"] / "ci.log", env=env) as ci:
+        run_id = paused_run(api, "fraud")
+        answer = mlops(["approve", run_id, "--as", "alice", "--comment", "ci e2e"], env)
+        assert answer.returncode == 0, answer.stderr
+        assert ci.wait(timeout=240) == 0, (stack["root"] / "ci.log").read_text()[-3000:]
+        log = (stack["root"] / "ci.log").read_text()
+        assert "training-pipeline/fraud: run" in log and "started" in log
+        assert "[fraud] smoke ok" in log and "Completed" in log
+
+        retried = mlops(["ci"], env)  # the same pipeline's job, retried
+    assert retried.returncode == 0, retried.stderr
+    assert "already started by this pipeline" in retried.stdout
+    key = "gitlab-pipeline-9001-training-pipeline/fraud"
+    assert len([r for r in flow_runs(api) if r["idempotency_key"] == key]) == 1
+    assert versions(Path(env["MLOPS_HOME"]), "fraud") == ["1"]  # same data, config, code
+
+
+def test_ci_bad_message_starts_nothing(stack):
+    before = len(flow_runs(stack["api"]))
+    env = {**stack["env"], "CI_COMMIT_MESSAGE": "train fraud nosuch", "CI_PIPELINE_ID": "9002"}
+    result = mlops(["ci"], env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: commit message names unknown model(s) nosuch (known: damage, fraud, settlement); "
+        "no run started"]
+    assert len(flow_runs(stack["api"])) == before
+
+
+def test_ci_fails_on_gate_rejection_and_on_a_gpu_pool_without_gpu(stack):
+    env = {**stack["env"], "CI_PIPELINE_ID": "9003"}
+    with worker(stack, "cpu-runners", "cpu-3"), worker(stack, "gpu-runners", "gpu-1"):
+        gate = mlops(["ci"], {**env, "CI_COMMIT_MESSAGE": "train settlement"})
+        gpu = mlops(["ci"], {**env, "CI_COMMIT_MESSAGE": "train damage"})
+    assert gate.returncode == 3, gate.stdout[-2000:]
+    assert "gate rejected" in gate.stdout.lower() or "GateRejected" in gate.stdout
+    assert gpu.returncode == 1, gpu.stdout[-2000:]
+    assert "MLOPS_DEVICE=cuda but no CUDA device" in gpu.stdout
+
+
+def test_worker_killed_mid_run_crashes_and_rerun_registers_once(stack, tmp_path):
+    """A runner lost mid-training: the worker is killed outright, its flow run terminated."""
+    api = stack["api"]
+    slow = write_configs(tmp_path / "configs", fraud_rows=20000, fraud_trials=40)
+    env = {**stack["env"], "MLOPS_HOME": str(tmp_path / "state"), "MLOPS_CONFIG_DIR": str(slow)}
+    with worker(stack, "cpu-runners", "doomed", **env) as doomed:
+        made = subprocess.run([str(BIN / "prefect"), "deployment", "run",
+                               "training-pipeline/fraud", "--param", "deploy=false"],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        run_id = made.stdout.split("UUID:")[1].split()[0]
+        log = stack["root"] / "doomed.log"
+        deadline = time.monotonic() + 240
+        while "trial 2/" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "trial 2/" in log.read_text(), log.read_text()[-2000:]
+        flow_processes = descendants(doomed.pid)
+        assert flow_processes
+        os.kill(doomed.pid, signal.SIGKILL)  # the worker is gone at once ...
+        for pid in flow_processes:  # ... and the runner terminates what it left running
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = api_get(api, f"/flow_runs/{run_id}")["state"]["type"]
+            if state in ("CRASHED", "FAILED"):
+                break
+            time.sleep(1)
+    assert state in ("CRASHED", "FAILED"), state
+    assert versions(tmp_path / "state", "fraud") == []
+
+    with worker(stack, "cpu-runners", "rescuer", **env):
+        rerun = subprocess.run([str(BIN / "prefect"), "deployment", "run",
+                                "training-pipeline/fraud", "--param", "deploy=false", "--watch",
+                                "--watch-timeout", "400"],
+                               env=env, capture_output=True, text=True, timeout=450)
+    assert rerun.returncode == 0, rerun.stdout[-2000:]
+    assert versions(tmp_path / "state", "fraud") == ["1"]
