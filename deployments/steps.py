@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-
-from tasks.settings import apply_library_defaults
 
 ENTRYPOINT = Path("flows") / "training.py"
 
@@ -21,5 +20,8 @@ def enter_project(directory: str | None = None) -> dict[str, str]:
         raise RuntimeError(f"MLOPS_PROJECT_DIR={target} holds no {ENTRYPOINT}: point it at a "
                            f"checkout of this project")
     os.chdir(path)
+    sys.path.insert(0, str(path))  # the checkout's flows/ and tasks/ win over an image's copy
+    from tasks.settings import apply_library_defaults
+
     apply_library_defaults()
     return {"directory": str(path)}

@@ -19,6 +19,7 @@ import pytest
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
+PG_HOST = os.environ.get("PGHOST", "127.0.0.1")  # GitLab CI: the postgres service
 
 
 def free_port() -> int:
@@ -42,7 +43,7 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
 def _pg_connect(dbname: str = "postgres"):
     import psycopg
 
-    return psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=dbname,
+    return psycopg.connect(host=PG_HOST, port=5432, user="postgres", dbname=dbname,
                            autocommit=True)
 
 
@@ -69,7 +70,7 @@ def postgres_database(prefix: str):
     conn = _pg_connect()
     conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield f"postgresql://postgres@{PG_HOST}:5432/{name}"
     finally:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()

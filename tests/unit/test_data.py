@@ -80,3 +80,22 @@ def test_fsspec_url(tmp_path):
     write_frame(generate_claims(50), path)
     frame = read_file(f"file://{path}")
     assert len(frame) == 50 and np.isfinite(frame.claim_amount).all()
+
+
+def test_as_of_keeps_rows_up_to_that_day_and_changes_the_fingerprint():
+    from datetime import date
+
+    from tasks.config import DataSpec
+    from tasks.data import load_dataset
+
+    spec = DataSpec(source="synthetic", rows=2000)
+    full = load_dataset(spec)
+    cut = load_dataset(spec, as_of=date(2024, 12, 31))
+    assert 0 < len(cut.frame) < len(full.frame)
+    assert cut.frame["event_date"].max() <= pd.Timestamp("2024-12-31 23:59:59")
+    assert (full.frame["event_date"] <= pd.Timestamp("2024-12-31 23:59:59")).sum() == len(cut.frame)
+    assert cut.fingerprint != full.fingerprint
+    assert load_dataset(spec, as_of=date(2024, 12, 31)).fingerprint == cut.fingerprint
+    with pytest.raises(DataError, match="needs the date column 'booked_on'"):
+        load_dataset(DataSpec(source="synthetic", rows=100, date_column="booked_on"),
+                     as_of=date(2024, 1, 1))

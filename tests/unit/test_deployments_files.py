@@ -1,0 +1,171 @@
+"""prefect.yaml, the work pools, the image tag, the Dockerfile and .gitlab-ci.yml, checked here."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deployments import image
+from deployments.manifest import check_manifest
+from deployments.pools import base_job_template, load_pools, render, template_path
+from deployments.schedules import from_manifest, next_cron
+from deployments.steps import enter_project
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs" / "models"
+
+
+def test_repository_prefect_yaml_matches_configs_and_pools():
+    assert check_manifest(REPO / "prefect.yaml", CONFIGS) == []
+
+
+def _copy(tmp_path: Path) -> tuple[Path, Path]:
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS, configs)
+    manifest = tmp_path / "prefect.yaml"
+    shutil.copy(REPO / "prefect.yaml", manifest)
+    return manifest, configs
+
+
+def test_deployment_naming_a_model_without_config(tmp_path):
+    manifest, configs = _copy(tmp_path)
+    (configs / "settlement.yaml").unlink()
+    problems = check_manifest(manifest, configs)
+    assert any("training-pipeline/settlement names model 'settlement', which has no config"
+               in p for p in problems), problems
+
+
+def test_config_naming_a_pool_prefect_yaml_lacks(tmp_path):
+    manifest, configs = _copy(tmp_path)
+    fraud = configs / "fraud.yaml"
+    fraud.write_text(fraud.read_text().replace("work_pool: cpu-runners", "work_pool: tpu-runners"))
+    problems = check_manifest(manifest, configs)
+    assert any("fraud.yaml names work pool 'tpu-runners', which" in p and "lacks" in p
+               for p in problems), problems
+    assert any("training-pipeline/fraud uses work pool 'cpu-runners'" in p for p in problems)
+
+
+def test_deployment_on_the_wrong_pool_or_without_schedule(tmp_path):
+    manifest, configs = _copy(tmp_path)
+    text = manifest.read_text().replace("    work_pool: *gpu-runners", "    work_pool: *cpu-runners")
+    manifest.write_text(text.replace("      - *weekly-retrain\n", "      []\n"))
+    problems = check_manifest(manifest, configs)
+    assert any("training-pipeline/damage uses work pool 'cpu-runners'" in p for p in problems)
+    assert sum("lacks the weekly retrain schedule" in p for p in problems) == 3
+
+
+def test_check_deployments_cli_exit_code(tmp_path):
+    manifest, configs = _copy(tmp_path)
+    (configs / "damage.yaml").unlink()
+    env = {"PATH": str(Path(shutil.which("python") or "").parent), "MLOPS_CONFIG_DIR": str(configs)}
+    mlops = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "mlops"
+    result = subprocess.run([str(mlops), "check-deployments", "--prefect-file", str(manifest)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert "names model 'damage', which has no config" in result.stderr
+
+
+def test_committed_pool_templates_are_current():
+    for pool in load_pools().values():
+        for kind in ("process", "docker"):
+            assert template_path(pool.name, kind).read_text() == render(
+                base_job_template(pool, kind)), f"run python -m deployments.pools ({pool.name})"
+
+
+def test_gpu_pool_asks_docker_for_gpus_and_fails_without_one():
+    gpu = load_pools()["gpu-runners"]
+    docker = base_job_template(gpu, "docker")["variables"]["properties"]
+    assert docker["container_create_kwargs"]["default"]["device_requests"] == [
+        {"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
+    assert docker["env"]["default"] == {"MLOPS_DEVICE": "cuda"}
+    process = base_job_template(gpu, "process")["variables"]["properties"]
+    assert process["env"]["default"] == {"MLOPS_DEVICE": "cuda"}
+    assert "saas-linux-medium-amd64-gpu-standard" in gpu.runner_tags
+
+
+def test_image_tag_matches_the_shell_one_liner_in_gitlab_ci():
+    shell = subprocess.run("cat Dockerfile uv.lock | sha256sum | cut -c1-16", shell=True,
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    assert image.content_tag(REPO) == shell
+    assert "cat Dockerfile uv.lock | sha256sum | cut -c1-16" in (REPO / ".gitlab-ci.yml").read_text()
+
+
+def test_image_built_only_when_missing(tmp_path, monkeypatch):
+    for name in image.HASHED_FILES:
+        (tmp_path / name).write_text(name)
+    dockerfile = str(tmp_path / "Dockerfile")
+    built: list[dict] = []
+
+    def build(**kw):
+        built.append(kw)
+        return {"image_name": kw["image_name"], "image": f"{kw['image_name']}:{kw['tag']}"}
+
+    monkeypatch.setenv("MLOPS_IMAGE_NAME", "registry.example/acme/train")
+    present = image.build_image(dockerfile, exists=lambda ref: "registry", build=build)
+    assert not present["built"] and built == []
+    assert present["image"] == f"registry.example/acme/train:{image.content_tag(tmp_path)}"
+    missing = image.build_image(dockerfile, base_image="python:3.12-slim", exists=lambda r: None,
+                                build=build)
+    assert missing["built"] and built[0]["buildargs"] == {"BASE_IMAGE": "python:3.12-slim"}
+    (tmp_path / "uv.lock").write_text("changed")
+    assert image.build_image(dockerfile, exists=lambda r: "registry", build=build)["tag"] != \
+        present["tag"]
+    monkeypatch.setenv("MLOPS_IMAGE_BUILD", "skip")
+    skipped = image.build_image(dockerfile, exists=lambda r: pytest.fail("no docker call"))
+    assert skipped["found"] == "skipped"
+    pushed: list = []
+    assert not image.push_image("n", "t", "registry", push=lambda **kw: pushed.append(kw))["pushed"]
+    assert image.push_image("n", "t", "built", push=lambda **kw: pushed.append(kw))["pushed"]
+    assert pushed == [{"image_name": "n", "tag": "t"}]
+    monkeypatch.setenv("MLOPS_IMAGE_BUILD", "sometimes")
+    with pytest.raises(ValueError, match="MLOPS_IMAGE_BUILD must be one of"):
+        image.build_image(dockerfile)
+
+
+def test_weekly_schedule_next_run():
+    sunday = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
+    assert next_cron("0 2 * * 1", "UTC", sunday) == datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+    berlin = next_cron("0 2 * * 1", "Europe/Berlin", sunday)
+    assert berlin.utcoffset().total_seconds() == 3600 and berlin.hour == 2
+    rows = from_manifest(REPO / "prefect.yaml", sunday)
+    assert {r.deployment for r in rows} == {"training-pipeline/fraud", "training-pipeline/damage",
+                                            "training-pipeline/settlement"}
+    assert all(r.next_run.isoformat().startswith("2026-11-23T02:00") for r in rows)
+
+
+def test_pull_step_needs_a_project_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLOPS_PROJECT_DIR", raising=False)
+    with pytest.raises(RuntimeError, match="MLOPS_PROJECT_DIR is not set"):
+        enter_project()
+    with pytest.raises(RuntimeError, match="holds no flows/training.py"):
+        enter_project(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert enter_project(str(REPO)) == {"directory": str(REPO)}
+    assert Path.cwd() == REPO
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "hadolint"
+    result = subprocess.run([str(hadolint), "Dockerfile"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (REPO / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=nvidia/cuda" in text and "uv sync --frozen --no-dev" in text
+    assert "\nUSER 10001" in text
+
+
+def test_gitlab_ci_pipeline_shape():
+    ci = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+    assert ci["build-image"]["rules"] == [{"changes": ["Dockerfile", "uv.lock"]}]
+    assert ci["gpu-worker"]["tags"] == load_pools()["gpu-runners"].runner_tags
+    assert ci["cpu-worker"]["tags"] == load_pools()["cpu-runners"].runner_tags
+    worker = ci[".worker"]["script"][0]
+    assert "prefect worker start" in worker and "--run-once" in worker
+    assert ci["train"]["rules"] == [{"if": "$CI_COMMIT_MESSAGE =~ /^train /"}]
+    assert ".venv/bin/mlops ci" in ci["train"]["script"]
+    assert "make test" in ci["test"]["script"]
