@@ -12,16 +12,12 @@ from typing import Any
 from uuid import UUID
 
 from deployments.manifest import TRAINING_FLOW
-from tasks.errors import ConfigError, MlopsError
+from tasks.errors import ConfigError
 
 TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 GATE_MARK = "GateRejected"
 NOISE = re.compile(r"^Finished in state Completed\(\)$")
-
-
-class RunFailed(MlopsError):
-    exit_code = 1
 
 
 @dataclass(frozen=True)
