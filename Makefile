@@ -4,6 +4,7 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := .uv/bin/uv
 VENV := .venv
+BATCHES := .mlops/batches
 SYNCED := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 export UV_PYTHON_DOWNLOADS := never
 
@@ -24,6 +25,18 @@ run: install  ## the three reference models to production on the embedded synthe
 	@echo "make run approves production up front as 'make-run' (no Prefect server to pause on)"
 	$(VENV)/bin/mlops run fraud damage settlement --approve-as make-run \
 		--comment "make run: embedded demo, approved up front"
+	@echo; echo "== batch scoring and monitoring: a fresh batch of claims, then a drifted one"
+	$(VENV)/bin/mlops generate --rows 20000 --seed 101 --output $(BATCHES)/claims-fresh.parquet
+	$(VENV)/bin/mlops generate --rows 20000 --seed 202 --drift 1.0 \
+		--output $(BATCHES)/claims-drifted.parquet
+	$(VENV)/bin/mlops score fraud --input $(BATCHES)/claims-fresh.parquet \
+		--output .mlops/scores/fraud-fresh.parquet
+	$(VENV)/bin/mlops monitor fraud --input $(BATCHES)/claims-fresh.parquet
+	$(VENV)/bin/mlops score fraud --input $(BATCHES)/claims-drifted.parquet \
+		--output .mlops/scores/fraud-drifted.parquet
+	@$(VENV)/bin/mlops monitor fraud --input $(BATCHES)/claims-drifted.parquet; code=$$?; \
+		if [ $$code -eq 4 ]; then echo "make run: the drifted batch was flagged (exit 4), as it should be"; \
+		else echo "make run: the drifted batch was NOT flagged (exit $$code)"; exit 1; fi
 
 test: install  ## every test, end-to-end included
 	$(VENV)/bin/pytest -q

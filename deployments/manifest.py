@@ -11,10 +11,15 @@ import yaml
 from deployments.pools import load_pools
 from tasks.config import list_configs
 from tasks.errors import ConfigError
+from tasks.monitor import DRIFT_EVENT
 
 TRAINING_ENTRYPOINT = "flows/training.py:training_pipeline"
 TRAINING_FLOW = "training-pipeline"
 WEEKLY_CRON = "0 2 * * 1"
+# every model also scores and is monitored every day
+DAILY_FLOWS = {"flows/scoring.py:batch_scoring": "batch-scoring",
+               "flows/monitoring.py:monitoring": "monitoring"}
+
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class DeploymentEntry:
     model: str | None
     work_pool: str | None
     schedules: list[dict[str, Any]]
+    triggers: list[dict[str, Any]] = ()
 
     @property
     def full_name(self) -> str:
@@ -44,7 +50,7 @@ def load_manifest(path: Path) -> list[DeploymentEntry]:
         raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
     except ValidationError as exc:
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
-    flows = {TRAINING_ENTRYPOINT: TRAINING_FLOW}
+    flows = {TRAINING_ENTRYPOINT: TRAINING_FLOW, **DAILY_FLOWS}
     return [
         DeploymentEntry(
             name=d.name or "",
@@ -52,6 +58,7 @@ def load_manifest(path: Path) -> list[DeploymentEntry]:
             model=d.parameters.get("model"),
             work_pool=d.work_pool.name if d.work_pool else None,
             schedules=[s.model_dump(exclude_none=True) for s in (d.schedules or [])],
+            triggers=[t if isinstance(t, dict) else t.model_dump() for t in (d.triggers or [])],
         )
         for d in model.deployments
     ]
@@ -83,7 +90,20 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
         if not any(s.get("cron") == WEEKLY_CRON and s.get("slug") for s in d.schedules):
             problems.append(f"{path}: deployment {d.full_name} lacks the weekly retrain schedule "
                             f"(cron {WEEKLY_CRON!r} with a slug)")
+        if not any(_retrains_on_drift(t, d.model) for t in d.triggers):
+            problems.append(f"{path}: deployment {d.full_name} has no trigger on {DRIFT_EVENT} "
+                            f"matching prefect.resource.id mlops.model.{d.model}")
     deployed = {d.model for d in training}
+    for flow in DAILY_FLOWS.values():
+        daily = {d.model: d for d in deployments if d.flow == flow}
+        for name in sorted(configs):
+            entry = daily.get(name)
+            if entry is None:
+                problems.append(f"{config_dir}/{name}.yaml has no {flow}/{name} deployment in {path}")
+            elif not any(s.get("cron", "").split()[2:] == ["*", "*", "*"] and s.get("slug")
+                         for s in entry.schedules):
+                problems.append(f"{path}: deployment {entry.full_name} lacks a daily schedule "
+                                "with a slug")
     for name, cfg in sorted(configs.items()):
         if cfg.training.work_pool not in yaml_pools:
             problems.append(f"{config_dir}/{name}.yaml names work pool "
@@ -95,3 +115,10 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
     for pool in sorted(yaml_pools - set(pools)):
         problems.append(f"{path}: work pool {pool!r} is not defined in deployments/pools.yaml")
     return problems
+
+
+def _retrains_on_drift(trigger: dict[str, Any], model: str) -> bool:
+    match = trigger.get("match") or {}
+    return (DRIFT_EVENT in (trigger.get("expect") or [])
+            and match.get("prefect.resource.id") == f"mlops.model.{model}"
+            and (trigger.get("parameters") or {}).get("model", model) == model)

@@ -14,6 +14,7 @@ from tasks.deploy import DeployResult
 from tasks.errors import GateRejected
 from tasks.evaluate import evaluate
 from tasks.gate import gate
+from tasks.profile import profile_training_data
 from tasks.register import input_example, model_card, register
 from tasks.settings import Settings
 from tasks.tasktypes import task_type
@@ -88,8 +89,10 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
         if not decision.passed:
             raise GateRejected(f"{cfg.name} gate {decision.summary()}")
         card = model_card(cfg, trained, report, decision, validation, plan.tags)
+        profile = profile_training_data(data.frame, splits.train, trained, report,
+                                        cfg.monitoring.bins)
         registration = register(registry, cfg, run_id, trained, decision,
-                                input_example(test, spec), card, plan.tags)
+                                input_example(test, spec), card, plan.tags, profile)
     except BaseException:
         close_run(registry, run_id, "FAILED")
         raise

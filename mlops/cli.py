@@ -351,6 +351,93 @@ def ci(
     raise typer.Exit(code)
 
 
+def _run_one_flow(run):
+    """Run one flow on the user's Prefect server or a temporary one; bad input is one line."""
+    server = start_if_needed()
+    if server is not None:
+        typer.echo(f"started a temporary Prefect server at {server.api_url} "
+                   "(set PREFECT_API_URL to use your own)")
+        server.wait_ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    try:
+        return run()
+    except Exception as exc:  # every failure is one line and an exit code
+        raise fail(exc) from None
+
+
+@app.command()
+def score(
+    model: Annotated[str, typer.Argument(help="Model name (or YAML path); its champion scores.")],
+    input_: Annotated[str, typer.Option(
+        "--input", help="Claims to score: .parquet, .csv, or snowflake:<query>. {date} is "
+                        "replaced by --day.")],
+    output: Annotated[str, typer.Option(
+        help="Where predictions go: .parquet, .csv, or snowflake:<table>; written atomically.")],
+    keep: Annotated[list[str] | None, typer.Option(
+        help="Input column to copy next to the predictions (repeatable; default: id columns).")
+    ] = None,
+    day: Annotated[str | None, typer.Option(help="Date for {date} (YYYY-MM-DD; default today, UTC).")
+                   ] = None,
+) -> None:
+    """Score a batch with the model's champion (@champion), after checking its artifact against
+    the registered SHA-256. Reads in Arrow batches, so memory stays flat however large the input."""
+    from flows.scoring import batch_scoring
+
+    try:
+        _model(model)
+        when = _day(day)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    summary = _run_one_flow(lambda: batch_scoring(model, input_, output, when, keep or None))
+    typer.echo(f"{summary.model} v{summary.version}: {summary.rows:,} rows scored in "
+               f"{summary.seconds:.1f} s ({summary.rows_per_s:,.0f} rows/s) -> {summary.output}")
+    if summary.ignored:
+        typer.echo(f"ignored input columns: {', '.join(summary.ignored)}")
+    typer.echo("  ".join(f"{k}: {v:.4g}" for k, v in summary.distribution.items()))
+
+
+@app.command()
+def monitor(
+    model: Annotated[str, typer.Argument(help="Model name (or YAML path).")],
+    input_: Annotated[str, typer.Option(
+        "--input", help="Recent scoring inputs: .parquet, .csv, or snowflake:<query> (with the "
+                        "label column, the primary metric is checked too).")],
+    day: Annotated[str | None, typer.Option(help="Date for {date} (YYYY-MM-DD; default today, UTC).")
+                   ] = None,
+) -> None:
+    """Compare a batch with the champion's training profile: PSI per feature and for the
+    predictions. Exit 0 no drift, 4 drift (a report goes to MLflow and, with a Prefect server,
+    the drift event starts a retrain), 2 bad input or too few rows for a verdict."""
+    from flows.monitoring import monitoring
+
+    try:
+        _model(model)
+        when = _day(day)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    report = _run_one_flow(lambda: monitoring(model, input_, when))
+    if report.columns:
+        _print_table(("column", "PSI", "status"), [
+            (c.name, f"{c.psi:.4f}", c.status.upper() if c.status == "drift" else c.status)
+            for c in sorted(report.columns, key=lambda c: -c.psi)])
+    if report.metric:
+        typer.echo(f"\nlabelled {report.metric}: {report.metric_current:.4f} "
+                   f"(at registration {report.metric_reference:.4f})")
+    typer.echo(f"\n{report.model} v{report.version}: {report.verdict.upper()}: {report.message}")
+    typer.echo(f"report: {report.mlflow_run}")
+    raise typer.Exit(report.exit_code())
+
+
+def _day(value: str | None):
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--day must be a date like 2026-11-22, got {value!r}") from None
+
+
 pools_app = typer.Typer(help="Work pools mapped to GitLab runners (deployments/pools.yaml).",
                         no_args_is_help=True)
 app.add_typer(pools_app, name="pools")

@@ -116,6 +116,14 @@ class DeploySpec(_Strict):
     production: ProductionSpec = Field(default_factory=ProductionSpec)
 
 
+class MonitoringSpec(_Strict):
+    psi_threshold: float = Field(default=0.2, gt=0, description="PSI above this is drift")
+    min_rows: int = Field(default=500, ge=1, description="fewer rows give no verdict")
+    bins: int = Field(default=10, ge=2, le=50, description="quantile bins per numeric feature")
+    max_metric_regression: float = Field(
+        default=0.05, ge=0, description="labelled batches: primary metric drop that counts as drift")
+
+
 class ModelConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: TaskName
@@ -128,6 +136,7 @@ class ModelConfig(_Strict):
     gate: GateSpec
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
     deploy: DeploySpec = Field(default_factory=DeploySpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

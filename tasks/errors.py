@@ -50,3 +50,21 @@ class ApprovalError(MlopsError):
     """An approval that cannot be accepted (unlisted approver, unknown version)."""
 
     exit_code = 2
+
+
+class ScoringError(MlopsError):
+    """Scoring cannot start: no champion to score with."""
+
+    exit_code = 2
+
+
+class IntegrityError(MlopsError):
+    """A model artifact does not match its registered checksum; nothing was scored."""
+
+    exit_code = 1
+
+
+class DriftDetected(MlopsError):
+    """Monitoring found drift over the configured thresholds."""
+
+    exit_code = 4

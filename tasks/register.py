@@ -18,6 +18,7 @@ from tasks.config import ModelConfig, RegistrySpec
 from tasks.errors import RegistryError, retry_transient
 from tasks.evaluate import EvalReport
 from tasks.gate import GateDecision
+from tasks.profile import Profile
 from tasks.train import TrainResult
 from tasks.validate import ValidationReport
 
@@ -75,7 +76,7 @@ def model_card(cfg: ModelConfig, trained: TrainResult, report: EvalReport,
 
 
 def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
-                    card: str) -> Path:
+                    card: str, profile: Profile | None = None) -> Path:
     """Save an MLflow pyfunc model (model-from-code + UBJSON booster, no pickle) to out_dir."""
     import mlflow
     import numpy
@@ -103,12 +104,14 @@ def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
                           f"pandas=={pd.__version__}", f"numpy=={numpy.__version__}"],
     )
     (out_dir / "model_card.md").write_text(card)
+    if profile is not None:  # monitoring compares scoring inputs with this
+        (out_dir / "reference_profile.json").write_text(profile.model_dump_json())
     return out_dir
 
 
 def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
                      decision: GateDecision, example: pd.DataFrame, card: str,
-                     tags: dict[str, str]) -> Registration:
+                     tags: dict[str, str], profile: Profile | None = None) -> Registration:
     """Check compliance tags, upload, create the version (idempotent), point challenger at it."""
     missing = missing_compliance_tags(cfg.registry)
     if missing:
@@ -120,7 +123,7 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
     existing = registry.find_version(cfg.name, tags["run_key"])
     if existing is None:
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-            model_dir = build_model_dir(trained, example, Path(tmp) / "model", card)
+            model_dir = build_model_dir(trained, example, Path(tmp) / "model", card, profile)
             ref = registry.register(cfg.name, run_id, model_dir, all_tags,
                                     description=card.split("\n## Hyperparameters")[0])
     else:
@@ -137,7 +140,8 @@ def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
 @task(name="register", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE,
       retry_condition_fn=retry_transient)
 def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
-             decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str]
-             ) -> Registration:
+             decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str],
+             profile: Profile | None = None) -> Registration:
     """Registration retries on transient registry errors; it is idempotent by run key."""
-    return register_version(registry, cfg, run_id, trained, decision, example, card, tags)
+    return register_version(registry, cfg, run_id, trained, decision, example, card, tags,
+                            profile)

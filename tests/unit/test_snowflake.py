@@ -56,3 +56,85 @@ def test_missing_credentials_is_a_config_error(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(ConfigError, match="SNOWFLAKE_ACCOUNT"):
         load_dataset(DataSpec(source="snowflake", query="select 1"))
+
+
+
+@pytest.fixture
+def fake_snowflake(monkeypatch):
+    """fakesnow in-process: the connector's connect() and write_pandas() patched onto DuckDB
+    (its server mode lacks stages, which write_pandas needs)."""
+    fakesnow = pytest.importorskip("fakesnow")
+    import snowflake.connector
+
+    for key, value in {"SNOWFLAKE_ACCOUNT": "fakesnow", "SNOWFLAKE_USER": "svc_ml",
+                       "SNOWFLAKE_PASSWORD": "s3cret-Pa55", "SNOWFLAKE_DATABASE": "CLAIMS_DB",
+                       "SNOWFLAKE_SCHEMA": "PUBLIC"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SNOWFLAKE_HOST", raising=False)
+    with fakesnow.patch():
+        conn = snowflake.connector.connect(database="CLAIMS_DB", schema="PUBLIC")
+        conn.cursor().execute("create database if not exists CLAIMS_DB")
+        conn.cursor().execute("create schema if not exists CLAIMS_DB.PUBLIC")
+        conn.cursor().execute("use schema CLAIMS_DB.PUBLIC")
+        frame = generate_claims(300).drop(columns=["event_date"])
+        conn.cursor().execute("create table claims (" + ", ".join(
+            f"{c} {'varchar' if frame[c].dtype == object else 'double'}" for c in frame) + ")")
+        conn.cursor().executemany(
+            f"insert into claims values ({', '.join(['%s'] * frame.shape[1])})",
+            [tuple(r) for r in frame.itertuples(index=False)])
+        yield conn
+
+
+def test_scoring_streams_a_query_in_arrow_batches(snowflake_env, monkeypatch, tmp_path):
+    import pandas as pd
+
+    from tasks.score import score_batches
+    from tests.unit.test_score import champion as make_champion
+
+    for key, value in snowflake_env.items():
+        monkeypatch.setenv(key, value)
+    champ = make_champion.__wrapped__()
+    summary = score_batches(champ, "snowflake:select * from claims", str(tmp_path / "s.parquet"),
+                            batch_rows=128)
+    out = pd.read_parquet(tmp_path / "s.parquet")
+    assert summary.rows == len(out) == 300 and summary.kept == ["claim_id"]
+    assert out["claim_id"].is_unique
+    with pytest.raises(DataError, match="lacks feature column"):
+        score_batches(champ, "snowflake:select claim_id, region from claims",
+                      str(tmp_path / "t.parquet"))
+    with pytest.raises(DataError, match="Snowflake rejected the query"):
+        score_batches(champ, "snowflake:select * from nowhere", str(tmp_path / "t.parquet"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
+
+
+def test_scoring_bulk_writes_a_table_all_or_nothing(fake_snowflake, tmp_path):
+    from tasks.score import score_batches
+    from tests.unit.test_score import champion as make_champion
+
+    champ = make_champion.__wrapped__()
+    src = tmp_path / "claims.parquet"
+    generate_claims(300, seed=4).to_parquet(src)
+    summary = score_batches(champ, str(src), "snowflake:fraud_scores", batch_rows=128)
+    assert summary.rows == 300
+    cur = fake_snowflake.cursor()
+    cur.execute("select count(*), count(distinct claim_id), min(probability), "
+                "max(model_version) from fraud_scores")
+    count, ids, low, version = cur.fetchone()
+    assert (count, ids, version) == (300, 300, "7") and 0 <= low <= 1
+    cur.execute("select count(*) from information_schema.tables "
+                "where table_name like 'MLOPS_STAGING_%'")
+    assert cur.fetchone()[0] == 0
+
+    bad = tmp_path / "bad.csv"
+    frame = generate_claims(300, seed=5).astype({"claim_amount": object})
+    frame.loc[250, "claim_amount"] = "twelve"
+    frame.to_csv(bad, index=False)
+    with pytest.raises(DataError, match="claim_amount|holds text"):
+        score_batches(champ, str(bad), "snowflake:fraud_scores_2", batch_rows=100)
+    with pytest.raises(DataError, match="Snowflake output must be a table name"):
+        score_batches(champ, str(src), "snowflake:x; drop table claims")
+    cur.execute("select count(*) from information_schema.tables "
+                "where table_name in ('FRAUD_SCORES_2', 'X') or table_name like 'MLOPS_STAGING_%'")
+    assert cur.fetchone()[0] == 0
+    cur.execute("select count(*) from claims")
+    assert cur.fetchone()[0] == 300

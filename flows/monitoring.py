@@ -1,0 +1,36 @@
+"""Monitoring: recent scoring inputs against the champion's reference profile; drift emits an
+event that starts a retrain (prefect.yaml triggers) and tells Slack."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, date, datetime
+
+from prefect import flow
+
+from tasks.adapters.slack import notify_flow_failure
+from tasks.config import load_config
+from tasks.monitor import DriftReport, announce, compare_to_reference, observe_batch, publish_report
+from tasks.score import champion_model, fill_date
+from tasks.settings import Settings
+from tasks.tracking import connect
+
+
+@flow(name="monitoring", log_prints=True, on_failure=[notify_flow_failure],
+      on_crashed=[notify_flow_failure])
+def monitoring(model: str, input: str, day: date | None = None) -> DriftReport:
+    """Compare `input` (.parquet, .csv or snowflake:<query>; `{date}` becomes `day`, default
+    today UTC) with the reference profile of the model's champion."""
+    settings = Settings.from_env()
+    cfg = load_config(model, settings.config_dir)
+    location = fill_date(input, (day or datetime.now(UTC).date()).isoformat())
+    registry = connect(settings)
+    with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
+        champion = champion_model(registry, cfg, tmp)
+        observed = observe_batch(champion, location, cfg)
+    report = compare_to_reference(champion, observed, cfg, location)
+    report = publish_report(registry, report, champion, observed)
+    print(f"{report.model} v{report.version}: {report.verdict} — {report.message}")
+    if report.verdict == "drift":
+        announce(report)
+    return report

@@ -1,0 +1,32 @@
+"""Batch scoring: the champion scores a file or a Snowflake query into predictions."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, date, datetime
+
+from prefect import flow
+
+from tasks.adapters.slack import notify_flow_failure
+from tasks.config import load_config
+from tasks.score import ScoringSummary, champion_model, fill_date, publish_summary, score
+from tasks.settings import Settings
+from tasks.tracking import connect
+
+
+@flow(name="batch-scoring", log_prints=True, on_failure=[notify_flow_failure],
+      on_crashed=[notify_flow_failure])
+def batch_scoring(model: str, input: str, output: str, day: date | None = None,
+                  keep: list[str] | None = None) -> ScoringSummary:
+    """Score `input` (.parquet, .csv or snowflake:<query>) with the model's champion into
+    `output` (.parquet, .csv or snowflake:<table>); `{date}` in either becomes `day` (default
+    today, UTC)."""
+    settings = Settings.from_env()
+    cfg = load_config(model, settings.config_dir)
+    stamp = (day or datetime.now(UTC).date()).isoformat()
+    registry = connect(settings)
+    with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
+        champion = champion_model(registry, cfg, tmp)
+        summary = score(champion, fill_date(input, stamp), fill_date(output, stamp), keep)
+    publish_summary(summary)
+    return summary

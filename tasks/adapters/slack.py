@@ -1,0 +1,32 @@
+"""The only code that talks to Slack: a Prefect Slack webhook block, named by MLOPS_SLACK_BLOCK."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("mlops.slack")
+
+
+def notify(subject: str, body: str) -> bool:
+    """Post to the configured Slack webhook block; never fails the caller (a broken notifier must
+    not turn a good run into a failed one). Returns whether a message went out."""
+    name = os.environ.get("MLOPS_SLACK_BLOCK")
+    if not name:
+        return False
+    try:
+        from prefect.blocks.notifications import SlackWebhook
+
+        SlackWebhook.load(name, _sync=True).notify(body=body, subject=subject, _sync=True)
+    except Exception as exc:  # the block's URL is a secret: report the kind of failure only
+        log.warning("Slack notification through block %r failed: %s", name, type(exc).__name__)
+        return False
+    return True
+
+
+def notify_flow_failure(flow, flow_run, state) -> None:
+    """Flow hook (on_failure, on_crashed): say which run of which flow failed, and why."""
+    reason = (state.message or state.name or "failed").splitlines()[0][:300]
+    params = flow_run.parameters or {}
+    notify(f"{flow.name} failed: {params.get('model', '?')}",
+           f"Flow run {flow_run.name} ({flow_run.id}) ended {state.name}: {reason}")

@@ -1,0 +1,177 @@
+"""Reference profiles: per-column distributions of a model's training data and predictions,
+counted the same way later on scoring inputs, compared by the population stability index."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from tasks.evaluate import EvalReport
+from tasks.train import TrainResult
+
+PREDICTION = "__prediction__"
+OTHER = "(unseen)"
+MISSING = "(missing)"
+EPSILON = 1e-4  # empty bins would make PSI infinite; the usual floor
+
+
+class ColumnProfile(BaseModel):
+    """Counts per bin: numeric columns use quantile cut points of the training data, categorical
+    ones the training categories plus one bin for values never seen in training; the last bin
+    counts missing values."""
+
+    kind: Literal["numeric", "categorical"]
+    edges: list[float] = []
+    categories: list[str] = []
+    counts: list[int]
+
+    @property
+    def rows(self) -> int:
+        return int(sum(self.counts))
+
+    def fractions(self) -> np.ndarray:
+        counts = np.asarray(self.counts, dtype=float)
+        return counts / counts.sum() if counts.sum() else counts
+
+    def labels(self) -> list[str]:
+        if self.kind == "categorical":
+            return [*self.categories, OTHER, MISSING]
+        edges = [f"{e:.4g}" for e in self.edges]
+        if not edges:
+            return ["all", MISSING]
+        middle = [f"{a}–{b}" for a, b in zip(edges, edges[1:], strict=False)]
+        return [f"< {edges[0]}", *middle, f">= {edges[-1]}", MISSING]
+
+    def empty(self) -> ColumnProfile:
+        return self.model_copy(update={"counts": [0] * len(self.counts)})
+
+
+class Profile(BaseModel):
+    """A model's data as seen at registration (or a batch as seen later), column by column."""
+
+    rows: int
+    columns: dict[str, ColumnProfile]
+    metric: str | None = None
+    metric_value: float | None = None
+
+    @property
+    def prediction(self) -> ColumnProfile:
+        return self.columns[PREDICTION]
+
+
+def numeric_edges(values: np.ndarray, bins: int) -> list[float]:
+    """Interior quantile cut points (duplicates dropped, so a 0/1 column gets one edge)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return []
+    cuts = np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1], method="lower")
+    return np.unique(cuts.astype(np.float64)).tolist()
+
+
+def count_numeric(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    missing = ~np.isfinite(values)
+    bins = np.searchsorted(np.asarray(edges, dtype=np.float64), values[~missing], side="right")
+    counts = np.bincount(bins, minlength=len(edges) + 1)
+    return np.append(counts, int(missing.sum()))
+
+
+def count_codes(codes: np.ndarray, n_categories: int, missing: int) -> np.ndarray:
+    """Counts of category codes; code -1 covers unseen and missing values, `missing` says how
+    many of those were missing."""
+    counts = np.bincount(codes + 1, minlength=n_categories + 1)
+    unseen_or_missing = int(counts[0])
+    return np.append(counts[1:], [unseen_or_missing - missing, missing])
+
+
+def prediction_values(raw: np.ndarray, task: str) -> np.ndarray:
+    """What is profiled of the predictions: P(positive), the predicted class code, the value."""
+    if task == "multiclass":
+        return raw.argmax(axis=1)
+    return raw.astype(np.float64)
+
+
+def _count(template: ColumnProfile, values, missing: int = 0) -> np.ndarray:
+    if template.kind == "numeric":
+        return count_numeric(values, template.edges)
+    return count_codes(np.asarray(values), len(template.categories), missing)
+
+
+def reference_profile(matrix: pd.DataFrame, raw: np.ndarray, categories: dict[str, list[str]],
+                      classes: list[str], task: str, bins: int, metric: str | None = None,
+                      metric_value: float | None = None) -> Profile:
+    """Bin the training matrix (model features, training categories) and its predictions."""
+    columns: dict[str, ColumnProfile] = {}
+    for col in matrix.columns:
+        if col in categories:
+            values = matrix[col]
+            template = ColumnProfile(kind="categorical", categories=categories[col], counts=[])
+            counts = count_codes(values.cat.codes.to_numpy(), len(categories[col]),
+                                 int(values.isna().sum()))
+        else:
+            values = matrix[col].to_numpy(dtype=np.float64)
+            template = ColumnProfile(kind="numeric", edges=numeric_edges(values, bins), counts=[])
+            counts = count_numeric(values, template.edges)
+        columns[col] = template.model_copy(update={"counts": counts.tolist()})
+    predicted = prediction_values(raw, task)
+    if task == "multiclass":
+        template = ColumnProfile(kind="categorical", categories=classes, counts=[])
+        counts = count_codes(predicted, len(classes), 0)
+    else:
+        template = ColumnProfile(kind="numeric", edges=numeric_edges(predicted, bins), counts=[])
+        counts = count_numeric(predicted, template.edges)
+    columns[PREDICTION] = template.model_copy(update={"counts": counts.tolist()})
+    return Profile(rows=len(matrix), columns=columns, metric=metric, metric_value=metric_value)
+
+
+class ProfileCounter:
+    """Counts batches into the bins of a reference profile, one batch at a time."""
+
+    def __init__(self, reference: Profile):
+        self.reference = reference
+        self.counts = {name: np.zeros(len(col.counts), dtype=np.int64)
+                       for name, col in reference.columns.items()}
+        self.rows = 0
+
+    def add(self, matrix: pd.DataFrame, raw: np.ndarray, task: str,
+            missing: dict[str, int] | None = None) -> None:
+        missing = missing or {}
+        for name, template in self.reference.columns.items():
+            if name == PREDICTION:
+                values = prediction_values(raw, task)
+            elif template.kind == "categorical":
+                values = matrix[name].cat.codes.to_numpy()
+            else:
+                values = matrix[name].to_numpy(dtype=np.float64)
+            self.counts[name] += _count(template, values, missing.get(name, 0))
+        self.rows += len(matrix)
+
+    def profile(self) -> Profile:
+        return Profile(rows=self.rows, columns={
+            name: col.model_copy(update={"counts": self.counts[name].tolist()})
+            for name, col in self.reference.columns.items()})
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Population stability index of two distributions over the same bins."""
+    e = np.clip(np.asarray(expected, dtype=float), EPSILON, None)
+    a = np.clip(np.asarray(actual, dtype=float), EPSILON, None)
+    e, a = e / e.sum(), a / a.sum()
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+@task(name="profile-training-data", cache_policy=NO_CACHE)
+def profile_training_data(frame: pd.DataFrame, rows: list[int], trained: TrainResult,
+                          report: EvalReport, bins: int) -> Profile:
+    """The reference profile stored with the version: training rows, the tuned model's
+    predictions on them, and the test score of the primary metric."""
+    spec = trained.feature_spec
+    matrix = spec.matrix(frame.iloc[rows])
+    raw = trained.booster().inplace_predict(matrix)
+    return reference_profile(matrix, raw, spec.categories, spec.classes, spec.task, bins,
+                             report.primary_metric, report.metrics.get(report.primary_metric))

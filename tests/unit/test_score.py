@@ -1,0 +1,144 @@
+"""Batch scoring core: Arrow batches in, predictions out, all or nothing, bounded by batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+
+from tasks.data import generate_claims
+from tasks.errors import DataError
+from tasks.score import Champion, prepare, score_batches
+from tasks.train import FeatureSpec
+
+FEATURES = ["region", "vehicle_type", "claim_channel", "policy_tenure_months", "customer_age",
+            "days_to_report", "police_report", "claim_amount", "repair_estimate"]
+CATEGORIES = {"region": ["central", "east", "north", "south", "west"],
+              "vehicle_type": ["motorcycle", "sedan", "suv", "truck", "van"],
+              "claim_channel": ["agent", "online", "phone"]}
+
+
+@pytest.fixture(scope="module")
+def champion() -> Champion:
+    spec = FeatureSpec(task="binary", target="is_fraud", features=FEATURES,
+                       categories=CATEGORIES, classes=["0", "1"])
+    train = generate_claims(3000, seed=1)
+    matrix = xgb.DMatrix(spec.matrix(train), label=train["is_fraud"], enable_categorical=True)
+    booster = xgb.train({"objective": "binary:logistic", "tree_method": "hist", "max_depth": 3},
+                        matrix, 30)
+    return Champion(name="fraud", version="7", alias="champion", booster=booster, spec=spec,
+                    profile=None, sha256="x")
+
+
+@pytest.fixture(scope="module")
+def claims() -> pd.DataFrame:
+    return generate_claims(2500, seed=2)
+
+
+def reference_scores(champion: Champion, frame: pd.DataFrame) -> np.ndarray:
+    """What training and evaluation compute: the DMatrix path through FeatureSpec.matrix."""
+    return champion.booster.predict(xgb.DMatrix(champion.spec.matrix(frame),
+                                                enable_categorical=True))
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_parquet_to_parquet_matches_the_training_path_in_any_batch_size(champion, claims, tmp_path):
+    src = tmp_path / "claims.parquet"
+    claims.to_parquet(src)
+    small = score_batches(champion, str(src), str(tmp_path / "a.parquet"), batch_rows=700)
+    score_batches(champion, str(src), str(tmp_path / "b.parquet"))
+    out = pd.read_parquet(tmp_path / "a.parquet")
+    assert small.rows == len(out) == 2500
+    assert list(out.columns) == ["claim_id", "prediction", "probability", "model_name",
+                                 "model_version", "scored_at"]
+    assert out["claim_id"].tolist() == claims["claim_id"].tolist()
+    np.testing.assert_allclose(out["probability"], reference_scores(champion, claims), rtol=1e-6)
+    assert set(out["prediction"].astype(str)) <= {"0", "1"}
+    assert (out["model_name"] == "fraud").all() and (out["model_version"] == "7").all()
+    assert str(out["scored_at"].dtype) == "datetime64[us, UTC]"
+    assert pd.read_parquet(tmp_path / "b.parquet").equals(out.assign(
+        scored_at=pd.read_parquet(tmp_path / "b.parquet")["scored_at"]))
+    assert small.kept == ["claim_id"]
+    assert set(small.ignored) == {"event_date", "vehicle_age", "prior_claims", "hour_of_day",
+                                  "witness_count", "impact_speed_kmh", "injury_reported",
+                                  "is_fraud", "damage_severity", "settlement_amount"}
+    assert 0 < small.distribution["mean probability"] < 1
+    assert leftovers(tmp_path) == ["a.parquet", "b.parquet", "claims.parquet"]
+
+
+def test_csv_in_csv_out_and_keep(champion, claims, tmp_path):
+    src = tmp_path / "claims.csv"
+    claims.to_csv(src, index=False)
+    summary = score_batches(champion, str(src), str(tmp_path / "scores.csv"),
+                            keep=["claim_id", "event_date"], batch_rows=1000)
+    out = pd.read_csv(tmp_path / "scores.csv")
+    assert summary.kept == ["claim_id", "event_date"] and len(out) == 2500
+    np.testing.assert_allclose(out["probability"], reference_scores(champion, claims), rtol=1e-5)
+
+
+def test_unseen_category_is_scored_as_missing(champion, claims):
+    frame = claims.head(50).copy()
+    frame.loc[:9, "region"] = "atlantis"
+    prepared = prepare(pa.RecordBatch.from_pandas(frame, preserve_index=False), champion.spec)
+    assert prepared.matrix["region"].isna().sum() == 10
+    assert prepared.missing["region"] == 0  # unseen, not missing
+
+
+def test_missing_feature_is_refused_before_anything_is_written(champion, claims, tmp_path):
+    src = tmp_path / "claims.parquet"
+    claims.drop(columns=["days_to_report", "police_report"]).to_parquet(src)
+    with pytest.raises(DataError, match="lacks feature column.*days_to_report, police_report"):
+        score_batches(champion, str(src), str(tmp_path / "out.parquet"))
+    assert leftovers(tmp_path) == ["claims.parquet"]
+
+
+def test_wrong_type_midway_leaves_no_partial_file_and_keeps_the_old_output(champion, claims,
+                                                                           tmp_path):
+    src = tmp_path / "claims.csv"
+    frame = claims.astype({"claim_amount": object})
+    frame.loc[2400, "claim_amount"] = "twelve hundred"  # in the last batch of 1000 rows
+    frame.to_csv(src, index=False)
+    out = tmp_path / "scores.parquet"
+    out.write_bytes(b"yesterday's scores")
+    with pytest.raises(DataError, match="claim_amount|holds text"):
+        score_batches(champion, str(src), str(out), batch_rows=1000)
+    assert out.read_bytes() == b"yesterday's scores"
+    assert leftovers(tmp_path) == ["claims.csv", "scores.parquet"]
+
+
+def test_text_column_where_numbers_belong_in_parquet(champion, claims, tmp_path):
+    src = tmp_path / "claims.parquet"
+    claims.astype({"customer_age": str}).to_parquet(src)
+    with pytest.raises(DataError, match="wrong type: feature 'customer_age' must hold numbers"):
+        score_batches(champion, str(src), str(tmp_path / "out.parquet"))
+    assert leftovers(tmp_path) == ["claims.parquet"]
+
+
+def test_empty_input_scores_nothing(champion, claims, tmp_path):
+    src = tmp_path / "empty.parquet"
+    claims.head(0).to_parquet(src)
+    with pytest.raises(DataError, match="has no rows"):
+        score_batches(champion, str(src), str(tmp_path / "out.parquet"))
+    (tmp_path / "blank.csv").write_text("")
+    with pytest.raises(DataError, match="no columns"):
+        score_batches(champion, str(tmp_path / "blank.csv"), str(tmp_path / "out.parquet"))
+    assert leftovers(tmp_path) == ["blank.csv", "empty.parquet"]
+
+
+def test_bad_locations(champion, claims, tmp_path):
+    src = tmp_path / "claims.parquet"
+    claims.head(10).to_parquet(src)
+    with pytest.raises(DataError, match="does not exist"):
+        score_batches(champion, str(tmp_path / "nope.parquet"), str(tmp_path / "o.parquet"))
+    with pytest.raises(DataError, match="output must be .parquet, .csv or snowflake"):
+        score_batches(champion, str(src), str(tmp_path / "o.xlsx"))
+    with pytest.raises(DataError, match="--keep names column.*nope"):
+        score_batches(champion, str(src), str(tmp_path / "o.parquet"), keep=["nope"])
+    assert pq.read_schema(src).names[0] == "claim_id"
+    assert leftovers(tmp_path) == ["claims.parquet"]
