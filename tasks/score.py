@@ -4,6 +4,7 @@ from a file or Snowflake and writes predictions atomically; memory does not grow
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -74,6 +75,8 @@ def load_champion(registry: Registry, cfg: ModelConfig, into: Path) -> Champion:
             f"not match the registered {expected[:12]}…; refusing to score (artifact tampered?)")
     booster = xgb.Booster()
     booster.load_model(str(next(local.path.rglob("*.ubj"))))
+    # batch scoring runs on CPU runners, whatever device trained the model
+    booster.set_param({"device": "cpu", "nthread": os.cpu_count() or 1})
     profile_file = next(local.path.rglob("reference_profile.json"), None)
     profile = Profile.model_validate_json(profile_file.read_text()) if profile_file else None
     return Champion(name=cfg.name, version=ref.version, alias=alias, booster=booster,

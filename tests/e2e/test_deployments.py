@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from tasks.data import generate_claims
 from tests.conftest import config_yaml
 from tests.e2e.conftest import BIN, REPO, background, cli_env, descendants, mlops, paused_run
 
@@ -83,8 +84,13 @@ def versions(state: Path, model: str) -> list[str]:
 
 def test_deployments_pools_and_schedules_on_the_server(stack):
     api = stack["api"]
-    deps = {d["name"]: d for d in api_post(api, "/deployments/filter", {})}
+    deps = {d["name"]: d for d in api_post(api, "/deployments/filter", {
+        "flows": {"name": {"any_": ["training-pipeline"]}}})}
     assert {"fraud", "damage", "settlement"} <= set(deps)
+    for flow in ("batch-scoring", "monitoring"):
+        daily = api_post(api, "/deployments/filter", {"flows": {"name": {"any_": [flow]}}})
+        assert sorted(d["name"] for d in daily) == ["damage", "fraud", "settlement"]
+        assert all(d["schedules"][0]["schedule"]["cron"].endswith("* * *") for d in daily)
     assert deps["damage"]["work_pool_name"] == "gpu-runners"
     assert deps["fraud"]["work_pool_name"] == "cpu-runners"
     fraud = deps["fraud"]
@@ -147,6 +153,53 @@ def test_ci_trigger_is_idempotent_and_waits_for_approval(stack):
     key = "gitlab-pipeline-9001-training-pipeline/fraud"
     assert len([r for r in flow_runs(api) if r["idempotency_key"] == key]) == 1
     assert versions(Path(env["MLOPS_HOME"]), "fraud") == ["1"]  # same data, config, code
+
+
+def test_drift_event_starts_a_retrain_through_the_deployment_trigger(stack):
+    """monitor → mlops.model.drift-detected → the prefect.yaml trigger → a training-pipeline/fraud
+    run, created by the server's automation (no worker needed to see it)."""
+    api, env, root = stack["api"], stack["env"], stack["root"]
+    fraud = [d for d in api_post(api, "/deployments/filter", {
+        "flows": {"name": {"any_": ["training-pipeline"]}}}) if d["name"] == "fraud"][0]
+    state = Path(env["MLOPS_HOME"])
+    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    try:
+        client.get_model_version_by_alias("fraud", "champion")
+    except mlflow.exceptions.MlflowException:  # this test alone: promote what CI registered
+        trained = mlops(["train", "fraud"], env)
+        assert trained.returncode == 0, trained.stderr
+        client.set_registered_model_alias("fraud", "champion", versions(state, "fraud")[-1])
+    for name, drift in (("fresh", 0.0), ("drifted", 1.0)):  # scoring inputs carry no labels
+        generate_claims(3000, seed=77, drift=drift).drop(
+            columns=["is_fraud", "damage_severity", "settlement_amount"]).to_parquet(
+            root / f"{name}.parquet")
+    before = {r["id"] for r in flow_runs(api, deployment_id={"any_": [fraud["id"]]})}
+
+    calm = mlops(["monitor", "fraud", "--input", str(root / "fresh.parquet")], env)
+    assert calm.returncode == 0, calm.stdout[-2000:] + calm.stderr[-2000:]
+    flagged = mlops(["monitor", "fraud", "--input", str(root / "drifted.parquet")], env)
+    assert flagged.returncode == 4, flagged.stdout[-2000:] + flagged.stderr[-2000:]
+    assert "DRIFT" in flagged.stdout
+
+    deadline, started = time.monotonic() + 90, []
+    while not started and time.monotonic() < deadline:
+        started = [r for r in flow_runs(api, deployment_id={"any_": [fraud["id"]]})
+                   if r["id"] not in before]
+        time.sleep(1)
+    assert len(started) == 1, "the drift event started no (or several) training runs"
+    [run] = started
+    assert run["parameters"]["model"] == "fraud"
+    assert (run.get("created_by") or {}).get("type") == "AUTOMATION", run.get("created_by")
+    deadline, events = time.monotonic() + 30, []
+    while not events and time.monotonic() < deadline:  # the server stores events in batches
+        events = api_post(api, "/events/filter", {"filter": {
+            "event": {"name": ["mlops.model.drift-detected"]},
+            "resource": {"id": ["mlops.model.fraud"]}}})["events"]
+        time.sleep(1)
+    assert len(events) == 1 and "days_to_report" in events[0]["payload"]["drifted"]
+    # no worker serves it here; cancel it so later tests' workers do not pick it up
+    api_post(api, f"/flow_runs/{run['id']}/set_state",
+             {"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": True})
 
 
 def test_ci_bad_message_starts_nothing(stack):

@@ -59,6 +59,23 @@ def test_deployment_on_the_wrong_pool_or_without_schedule(tmp_path):
     assert sum("lacks the weekly retrain schedule" in p for p in problems) == 3
 
 
+def test_missing_drift_trigger_and_daily_deployments(tmp_path):
+    manifest, configs = _copy(tmp_path)
+    text = manifest.read_text()
+    text = text.replace("match: {prefect.resource.id: mlops.model.damage}",
+                        "match: {prefect.resource.id: mlops.model.fraud}")
+    text = text.replace("      - *daily-monitoring\n", "      []\n")
+    cut = text.index("  - <<: *scoring\n    name: settlement")
+    text = text[:cut] + text[text.index("  # monitoring/<model>"):]
+    manifest.write_text(text)
+    problems = check_manifest(manifest, configs)
+    assert any("training-pipeline/damage has no trigger on mlops.model.drift-detected" in p
+               for p in problems), problems
+    assert any("settlement.yaml has no batch-scoring/settlement deployment" in p for p in problems)
+    assert sum("lacks a daily schedule" in p for p in problems) == 3
+    assert len(problems) == 5, problems
+
+
 def test_check_deployments_cli_exit_code(tmp_path):
     manifest, configs = _copy(tmp_path)
     (configs / "damage.yaml").unlink()
@@ -132,10 +149,14 @@ def test_weekly_schedule_next_run():
     assert next_cron("0 2 * * 1", "UTC", sunday) == datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
     berlin = next_cron("0 2 * * 1", "Europe/Berlin", sunday)
     assert berlin.utcoffset().total_seconds() == 3600 and berlin.hour == 2
-    rows = from_manifest(REPO / "prefect.yaml", sunday)
-    assert {r.deployment for r in rows} == {"training-pipeline/fraud", "training-pipeline/damage",
-                                            "training-pipeline/settlement"}
-    assert all(r.next_run.isoformat().startswith("2026-11-23T02:00") for r in rows)
+    rows = {r.deployment: r for r in from_manifest(REPO / "prefect.yaml", sunday)}
+    models = ("fraud", "damage", "settlement")
+    assert set(rows) == {f"{flow}/{m}" for m in models
+                         for flow in ("training-pipeline", "batch-scoring", "monitoring")}
+    expected = {"training-pipeline": "2026-11-23T02:00", "batch-scoring": "2026-11-23T05:00",
+                "monitoring": "2026-11-23T06:00"}
+    for name, row in rows.items():
+        assert row.next_run.isoformat().startswith(expected[name.split("/")[0]]), name
 
 
 def test_pull_step_needs_a_project_directory(tmp_path, monkeypatch):

@@ -1,0 +1,204 @@
+"""Batch scoring and monitoring flows under the Prefect test server, MLflow in a temp folder:
+the registered reference profile, a tampered artifact, no champion, drift, the event, Slack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.monitoring import monitoring
+from flows.scoring import batch_scoring
+from flows.training import training_pipeline
+from mlops.cli import app
+from tasks.data import generate_claims
+from tasks.errors import DataError, IntegrityError, ScoringError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("batches")
+    generate_claims(2000, seed=11).to_parquet(folder / "fresh.parquet")
+    generate_claims(2000, seed=12, drift=1.0).to_parquet(folder / "drifted.parquet")
+    generate_claims(200, seed=13).to_parquet(folder / "few.parquet")
+    return folder
+
+
+def champion_of(write_config, registry, name: str, task: str = "binary") -> str:
+    write_config(name, task=task, rows=2500)
+    result = training_pipeline(name)
+    registry().set_alias(name, "champion", result.version)
+    return result.version
+
+
+def test_reference_profile_is_registered_with_the_version(write_config, registry, home):
+    version = champion_of(write_config, registry, "profiled")
+    reg = registry()
+    local = Path(reg.download_model(f"models:/profiled/{version}", str(home / "dl")))
+    profile = json.loads((local / "reference_profile.json").read_text())
+    assert profile["metric"] == "roc_auc" and 0.5 < profile["metric_value"] <= 1
+    assert {"region", "claim_amount", "__prediction__"} <= set(profile["columns"])
+    region = profile["columns"]["region"]
+    assert region["kind"] == "categorical" and sum(region["counts"]) == profile["rows"]
+
+
+def test_score_and_monitor_a_fresh_and_a_drifted_batch(write_config, registry, batches, home,
+                                                       monkeypatch):
+    champion_of(write_config, registry, "fraudish")
+    emitted = []
+    monkeypatch.setattr("prefect.events.emit_event",
+                        lambda event, **kw: emitted.append((event, kw)))
+    summary = batch_scoring("fraudish", str(batches / "fresh.parquet"),
+                            str(home / "out" / "scores-{date}.parquet"), day="2026-11-20")
+    out = pd.read_parquet(home / "out" / "scores-2026-11-20.parquet")
+    assert summary.rows == len(out) == 2000 and summary.model == "fraudish"
+    assert "is_fraud" in summary.ignored
+
+    calm = monitoring("fraudish", str(batches / "fresh.parquet"))
+    assert calm.verdict == "no-drift", calm.message
+    assert emitted == []
+
+    drift = monitoring("fraudish", str(batches / "drifted.parquet"))
+    assert drift.verdict == "drift"
+    assert {"days_to_report", "region"} <= {c.name for c in drift.drifted}
+    [(event, kw)] = emitted
+    assert event == "mlops.model.drift-detected"
+    assert kw["resource"]["prefect.resource.id"] == "mlops.model.fraudish"
+    assert "days_to_report" in kw["payload"]["drifted"]
+    reg = registry()
+    runs = reg.client.search_runs([reg.client.get_experiment_by_name(
+        "monitoring/fraudish").experiment_id], filter_string="tags.verdict = 'drift'")
+    [run] = runs
+    assert run.data.metrics["psi.days_to_report"] > 0.2
+    files = {f.path for f in reg.client.list_artifacts(run.info.run_id, "drift")}
+    assert {"drift/drift_report.html", "drift/drift_psi.png",
+            "drift/drift_distributions.png"} <= files
+    html = Path(reg.client.download_artifacts(run.info.run_id, "drift/drift_report.html",
+                                              str(home / "report"))).read_text()
+    assert "<b>drift</b>" in html and "data:image/png;base64," in html
+
+    few = monitoring("fraudish", str(batches / "few.parquet"))
+    assert few.verdict == "insufficient" and "no verdict" in few.message
+
+
+def test_multiclass_and_regression_champions_score(write_config, registry, batches, home):
+    for name, task, columns in (("sev", "multiclass", {"prediction", "probability_minor"}),
+                                ("amount", "regression", {"prediction"})):
+        champion_of(write_config, registry, name, task)
+        batch_scoring(name, str(batches / "fresh.parquet"), str(home / f"{name}.csv"))
+        out = pd.read_csv(home / f"{name}.csv")
+        assert columns <= set(out.columns) and len(out) == 2000
+        assert monitoring(name, str(batches / "fresh.parquet")).verdict in ("no-drift", "drift")
+
+
+def test_tampered_artifact_is_refused_and_nothing_is_scored(write_config, registry, batches, home):
+    version = champion_of(write_config, registry, "tampered")
+    reg = registry()
+    source = reg.client.get_model_version("tampered", version).source
+    run_artifacts = Path(reg.client.get_run(reg.client.get_model_version(
+        "tampered", version).run_id).info.artifact_uri.removeprefix("file://"))
+    [booster] = list(run_artifacts.rglob("model.ubj"))
+    booster.write_bytes(booster.read_bytes()[:-8] + b"\x00" * 8)
+    assert source.endswith("/model")
+    with pytest.raises(IntegrityError, match="does not match the registered"):
+        batch_scoring("tampered", str(batches / "fresh.parquet"), str(home / "t.parquet"))
+    assert not (home / "t.parquet").exists()
+    assert not list(home.glob(".t.parquet*"))
+
+
+def test_no_champion_yet_and_bad_input(write_config, registry, batches, home):
+    write_config("nochamp", rows=2500)
+    training_pipeline("nochamp")  # registered (challenger), never promoted
+    with pytest.raises(ScoringError, match="has no @champion version yet"):
+        batch_scoring("nochamp", str(batches / "fresh.parquet"), str(home / "n.parquet"))
+    registry().set_alias("nochamp", "champion", "1")
+    broken = home / "broken.parquet"
+    generate_claims(600, seed=3).drop(columns=["region"]).to_parquet(broken)
+    with pytest.raises(DataError, match="lacks feature column.*region"):
+        monitoring("nochamp", str(broken))
+    assert not (home / "n.parquet").exists()
+
+
+def test_cli_exit_codes(write_config, registry, batches, home):
+    champion_of(write_config, registry, "cli-mon")
+    ok = runner.invoke(app, ["monitor", "cli-mon", "--input", str(batches / "fresh.parquet")])
+    assert ok.exit_code == 0, ok.output
+    assert "NO-DRIFT" in ok.stdout and "days_to_report" in ok.stdout
+    drift = runner.invoke(app, ["monitor", "cli-mon", "--input", str(batches / "drifted.parquet")])
+    assert drift.exit_code == 4, drift.output
+    assert "DRIFT" in drift.stdout and "report: run " in drift.stdout
+    few = runner.invoke(app, ["monitor", "cli-mon", "--input", str(batches / "few.parquet")])
+    assert few.exit_code == 2 and "no verdict" in few.stdout
+    missing = runner.invoke(app, ["score", "cli-mon", "--input", str(home / "nope.parquet"),
+                                  "--output", str(home / "o.parquet")])
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    scored = runner.invoke(app, ["score", "cli-mon", "--input", str(batches / "fresh.parquet"),
+                                 "--output", str(home / "o.parquet")])
+    assert scored.exit_code == 0, scored.output
+    assert "2,000 rows scored" in scored.stdout and "ignored input columns" in scored.stdout
+    bad_day = runner.invoke(app, ["score", "cli-mon", "--input", "x.parquet", "--output",
+                                  "y.parquet", "--day", "yesterday"])
+    assert bad_day.exit_code == 2 and "--day must be a date" in bad_day.stderr
+
+
+class FakeSlack:
+    """Slack's incoming-webhook endpoint as apprise reaches it: POST JSON, answer 200 "ok"."""
+
+    def __init__(self):
+        self.posts: list[tuple[str, dict]] = []
+
+    def request(self, method, url, data=None, **kw):
+        import requests
+
+        self.posts.append((url, json.loads(data)))
+        response = requests.Response()
+        response.status_code, response._content = 200, b"ok"
+        return response
+
+
+@pytest.fixture
+def slack(monkeypatch):
+    from prefect.blocks.notifications import SlackWebhook
+
+    SlackWebhook(url="https://hooks.slack.com/services/T0001/B0001/s3cretHookToken").save(
+        "mlops-alerts", overwrite=True)
+    fake = FakeSlack()
+    monkeypatch.setattr("apprise.plugins.slack.requests.request", fake.request)
+    monkeypatch.setenv("MLOPS_SLACK_BLOCK", "mlops-alerts")
+    return fake
+
+
+def text_of(post: tuple[str, dict]) -> str:
+    return json.dumps(post[1])
+
+
+def test_slack_hears_about_drift_and_failed_runs(write_config, registry, batches, home, slack,
+                                                 monkeypatch):
+    monkeypatch.setattr("prefect.events.emit_event", lambda *a, **kw: None)
+    champion_of(write_config, registry, "noisy")
+    monitoring("noisy", str(batches / "fresh.parquet"))
+    assert slack.posts == []  # no drift, no message
+    monitoring("noisy", str(batches / "drifted.parquet"))
+    [(url, _)] = slack.posts
+    assert url.startswith("https://hooks.slack.com/services/T0001/B0001/")
+    assert "Drift detected: noisy" in text_of(slack.posts[0])
+
+    with pytest.raises(DataError):
+        batch_scoring("noisy", str(home / "missing.parquet"), str(home / "o.parquet"))
+    assert len(slack.posts) == 2
+    assert "batch-scoring failed: noisy" in text_of(slack.posts[1])
+    assert "does not exist" in text_of(slack.posts[1])
+
+
+def test_a_broken_slack_block_does_not_fail_the_run(write_config, registry, batches, home,
+                                                    monkeypatch):
+    monkeypatch.setattr("prefect.events.emit_event", lambda *a, **kw: None)
+    monkeypatch.setenv("MLOPS_SLACK_BLOCK", "no-such-block")
+    champion_of(write_config, registry, "quiet")
+    assert monitoring("quiet", str(batches / "drifted.parquet")).verdict == "drift"
