@@ -1,0 +1,188 @@
+"""Batch scoring budgets, measured side by side in one run.
+
+  1. throughput: `score_batches` reading 1M claims from Parquet, scoring them and writing
+     Parquet, vs raw `Booster.inplace_predict` on the same rows already in memory as the
+     model's feature matrix (no I/O, no conversion).                          goal >= 0.8x
+  2. memory: peak RSS of a process scoring 1M rows vs one scoring 4M rows (same model, same
+     code, separate processes so each peak is its own).                       goal: flat (<= 1.15x)
+
+The model is the registered fraud champion when MLOPS_HOME has one (after `make run`), else a
+stand-in booster trained here with the depth and rounds a tuned fraud model has. The two
+throughput sides alternate and medians are reported; read the ratios, not the seconds (a
+shared 2-core machine).
+
+Usage: python benchmarks/scoring.py [--repeats N] [--rows N] [--big-rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results"
+CHUNK = 500_000
+
+
+def write_claims(path: Path, rows: int) -> Path:
+    """Synthetic claims written in chunks (the generator itself needs memory per row)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.data import generate_claims
+
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".partial")
+    writer = None
+    for i, start in enumerate(range(0, rows, CHUNK)):
+        frame = generate_claims(min(CHUNK, rows - start), seed=1000 + i)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        writer = writer or pq.ParquetWriter(tmp, table.schema)
+        writer.write_table(table)
+    writer.close()
+    tmp.replace(path)
+    return path
+
+
+def model_dir(into: Path) -> tuple[Path, str]:
+    """booster.ubj + feature_spec.json of the fraud champion, or of a stand-in."""
+    import xgboost as xgb
+
+    from tasks.config import load_config
+    from tasks.settings import Settings
+
+    into.mkdir(parents=True, exist_ok=True)
+    settings = Settings.from_env()
+    try:
+        from tasks.adapters.mlflow_registry import open_registry
+        from tasks.score import load_champion
+
+        cfg = load_config("fraud", settings.config_dir)
+        if (settings.home / "mlflow.db").exists():
+            champion = load_champion(open_registry(settings), cfg, into / "download")
+            champion.booster.save_model(str(into / "booster.ubj"))
+            (into / "feature_spec.json").write_text(champion.spec.model_dump_json())
+            return into, f"registered fraud champion v{champion.version}"
+    except Exception as exc:  # no champion yet: measure a stand-in, and say so
+        print(f"(no fraud champion in {settings.home}: {str(exc).splitlines()[0][:80]})")
+    from tasks.data import generate_claims
+    from tasks.train import FeatureSpec
+
+    frame = generate_claims(50_000, seed=5)
+    cats = ["region", "vehicle_type", "claim_channel"]
+    features = [c for c in frame.columns if c not in {"claim_id", "event_date", "is_fraud",
+                                                       "damage_severity", "settlement_amount"}]
+    spec = FeatureSpec(task="binary", target="is_fraud", features=features,
+                       categories={c: sorted(frame[c].unique()) for c in cats}, classes=["0", "1"])
+    booster = xgb.train({"objective": "binary:logistic", "tree_method": "hist", "max_depth": 6,
+                         "eta": 0.05}, xgb.DMatrix(spec.matrix(frame), frame["is_fraud"],
+                                                   enable_categorical=True), 200)
+    booster.save_model(str(into / "booster.ubj"))
+    (into / "feature_spec.json").write_text(spec.model_dump_json())
+    return into, "stand-in booster (depth 6, 200 rounds): run `make run` for the real champion"
+
+
+def load(folder: Path):
+    import xgboost as xgb
+
+    from tasks.score import Champion
+    from tasks.train import FeatureSpec
+
+    booster = xgb.Booster()
+    booster.load_model(str(folder / "booster.ubj"))
+    booster.set_param({"device": "cpu", "nthread": os.cpu_count() or 1})
+    spec = FeatureSpec.model_validate_json((folder / "feature_spec.json").read_text())
+    return Champion(name="fraud", version="bench", alias="champion", booster=booster, spec=spec,
+                    profile=None, sha256="")
+
+
+def child(folder: Path, src: Path, dst: Path) -> None:
+    """One scoring run in its own process (the memory measurement)."""
+    from tasks.score import score_batches
+
+    summary = score_batches(load(folder), str(src), str(dst))
+    print(json.dumps({"rows": summary.rows, "seconds": summary.seconds}))
+
+
+def peak_rss_mb(cmd: list[str]) -> tuple[float, str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"scoring child failed: {proc.stderr.read()[-2000:]}")
+    return usage.ru_maxrss / 1024, out.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--big-rows", type=int, default=4_000_000)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*(Path(p) for p in args.child))
+        return
+
+    import pandas as pd
+
+    from tasks.score import score_batches
+
+    work = Path(os.environ.get("MLOPS_HOME", REPO / ".mlops")) / "bench-scoring"
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"writing {args.rows:,} and {args.big_rows:,} synthetic claims to {work} (kept for reruns)")
+    small = write_claims(work / f"claims-{args.rows}.parquet", args.rows)
+    big = write_claims(work / f"claims-{args.big_rows}.parquet", args.big_rows)
+    folder, what = model_dir(work / "model")
+    print(f"model: {what}")
+    champion = load(folder)
+    matrix = champion.spec.matrix(pd.read_parquet(small, columns=champion.spec.features))
+    out = Path(tempfile.mkdtemp(prefix="mlops-bench-")) / "scores.parquet"
+
+    pipeline, raw = [], []
+    for i in range(args.repeats):
+        start = time.perf_counter()
+        summary = score_batches(champion, str(small), str(out))
+        pipeline.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        champion.booster.inplace_predict(matrix)
+        raw.append(time.perf_counter() - start)
+        print(f"  round {i + 1}: parquet->parquet {pipeline[-1]:.2f}s, inplace_predict "
+              f"{raw[-1]:.2f}s ({summary.rows:,} rows)")
+    p, r = statistics.median(pipeline), statistics.median(raw)
+    throughput = r / p
+    print(f"1. throughput: scoring {args.rows / p:,.0f} rows/s, raw inplace_predict "
+          f"{args.rows / r:,.0f} rows/s -> {throughput:.2f}x of raw (goal >= 0.8)")
+
+    del matrix
+    base = [sys.executable, str(Path(__file__).resolve()), "--child", str(folder)]
+    peaks = {}
+    for label, src in (("1M", small), ("4M", big)):
+        peaks[label], info = peak_rss_mb([*base, str(src), str(out)])
+        print(f"  peak RSS scoring {label}: {peaks[label]:.0f} MB ({info})")
+    flat = peaks["4M"] / peaks["1M"]
+    print(f"2. memory: peak RSS at {args.big_rows:,} rows / at {args.rows:,} rows = {flat:.2f}x "
+          "(goal: flat, <= 1.15)")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "scoring.json").write_text(json.dumps({
+        "model": what, "rows": args.rows, "pipeline_s": pipeline, "raw_s": raw,
+        "throughput_ratio": throughput, "peak_rss_mb": peaks, "memory_ratio": flat}, indent=2))
+    out.unlink(missing_ok=True)
+    failed = [name for name, ok in (("throughput", throughput >= 0.8), ("memory", flat <= 1.15))
+              if not ok]
+    if failed:
+        sys.exit(f"over budget: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
