@@ -109,18 +109,28 @@ def child(folder: Path, src: Path, dst: Path) -> None:
     """One scoring run in its own process (the memory measurement)."""
     from tasks.score import score_batches
 
+    loaded = high_water_mb()
     summary = score_batches(load(folder), str(src), str(dst))
-    print(json.dumps({"rows": summary.rows, "seconds": summary.seconds}))
+    print(json.dumps({"rows": summary.rows, "seconds": summary.seconds,
+                      "after_imports_mb": round(loaded), "peak_mb": round(high_water_mb())}))
+
+
+def high_water_mb() -> float:
+    """This process's peak resident memory (VmHWM: its own, unlike ru_maxrss, which on Linux
+    keeps the high-water mark of the parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
-    out = proc.stdout.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"scoring child failed: {proc.stderr.read()[-2000:]}")
-    return usage.ru_maxrss / 1024, out.strip()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        sys.exit(f"scoring child failed: {proc.stderr[-2000:]}")
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return info["peak_mb"], f"{info['rows']:,} rows in {info['seconds']:.1f}s, " \
+                            f"{info['after_imports_mb']} MB after imports"
 
 
 def main() -> None:

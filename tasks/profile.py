@@ -41,7 +41,7 @@ class ColumnProfile(BaseModel):
     def labels(self) -> list[str]:
         if self.kind == "categorical":
             return [*self.categories, OTHER, MISSING]
-        edges = [f"{e:.4g}" for e in self.edges]
+        edges = [f"{e:.3g}" for e in self.edges]
         if not edges:
             return ["all", MISSING]
         middle = [f"{a}–{b}" for a, b in zip(edges, edges[1:], strict=False)]

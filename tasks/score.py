@@ -149,7 +149,9 @@ def _parquet_source(path: Path, spec: FeatureSpec, keep: list[str] | None,
     try:
         columns = pq.read_schema(path).names
         kept, needed = _needed(columns, spec, keep, optional)
-        reader = pq.ParquetFile(path, read_dictionary=[c for c in spec.categories if c in columns])
+        # pre_buffer (the default) keeps every row group's buffers: memory would grow with input
+        reader = pq.ParquetFile(path, read_dictionary=[c for c in spec.categories if c in columns],
+                                pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     batches = reader.iter_batches(batch_size=rows, columns=needed)
@@ -319,7 +321,10 @@ class Sink:
             else:
                 import pyarrow.parquet as pq
 
-                self._writer = pq.ParquetWriter(self.tmp, table.schema)
+                # dictionary encoding only where values repeat: trying it on unique ids costs
+                # more than the whole prediction write
+                encoded = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+                self._writer = pq.ParquetWriter(self.tmp, table.schema, use_dictionary=encoded)
         if self.csv:
             table = table.cast(self._csv_schema(table.schema))
         self._writer.write_table(table)
