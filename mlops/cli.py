@@ -364,6 +364,10 @@ def _run_one_flow(run):
         raise fail(exc) from None
 
 
+DayOption = Annotated[str | None, typer.Option(
+    help="Date that replaces {date} in locations (YYYY-MM-DD; default today, UTC).")]
+
+
 @app.command()
 def score(
     model: Annotated[str, typer.Argument(help="Model name (or YAML path); its champion scores.")],
@@ -375,18 +379,13 @@ def score(
     keep: Annotated[list[str] | None, typer.Option(
         help="Input column to copy next to the predictions (repeatable; default: id columns).")
     ] = None,
-    day: Annotated[str | None, typer.Option(help="Date for {date} (YYYY-MM-DD; default today, UTC).")
-                   ] = None,
+    day: DayOption = None,
 ) -> None:
     """Score a batch with the model's champion (@champion), after checking its artifact against
     the registered SHA-256. Reads in Arrow batches, so memory stays flat however large the input."""
     from flows.scoring import batch_scoring
 
-    try:
-        _model(model)
-        when = _day(day)
-    except MlopsError as exc:
-        raise fail(exc) from None
+    when = _checked(model, day)
     summary = _run_one_flow(lambda: batch_scoring(model, input_, output, when, keep or None))
     typer.echo(f"{summary.model} v{summary.version}: {summary.rows:,} rows scored in "
                f"{summary.seconds:.1f} s ({summary.rows_per_s:,.0f} rows/s) -> {summary.output}")
@@ -401,19 +400,14 @@ def monitor(
     input_: Annotated[str, typer.Option(
         "--input", help="Recent scoring inputs: .parquet, .csv, or snowflake:<query> (with the "
                         "label column, the primary metric is checked too).")],
-    day: Annotated[str | None, typer.Option(help="Date for {date} (YYYY-MM-DD; default today, UTC).")
-                   ] = None,
+    day: DayOption = None,
 ) -> None:
     """Compare a batch with the champion's training profile: PSI per feature and for the
     predictions. Exit 0 no drift, 4 drift (a report goes to MLflow and, with a Prefect server,
     the drift event starts a retrain), 2 bad input or too few rows for a verdict."""
     from flows.monitoring import monitoring
 
-    try:
-        _model(model)
-        when = _day(day)
-    except MlopsError as exc:
-        raise fail(exc) from None
+    when = _checked(model, day)
     report = _run_one_flow(lambda: monitoring(model, input_, when))
     if report.columns:
         _print_table(("column", "PSI", "status"), [
@@ -427,15 +421,17 @@ def monitor(
     raise typer.Exit(report.exit_code())
 
 
-def _day(value: str | None):
+def _checked(model: str, day: str | None):
+    """The model's config is valid and --day is a date (or None), before any server starts."""
     from datetime import date
 
-    if value is None:
-        return None
     try:
-        return date.fromisoformat(value)
+        _model(model)
+        return None if day is None else date.fromisoformat(day)
+    except MlopsError as exc:
+        raise fail(exc) from None
     except ValueError:
-        raise ConfigError(f"--day must be a date like 2026-11-22, got {value!r}") from None
+        raise fail(ConfigError(f"--day must be a date like 2026-11-22, got {day!r}")) from None
 
 
 pools_app = typer.Typer(help="Work pools mapped to GitLab runners (deployments/pools.yaml).",
