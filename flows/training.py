@@ -8,12 +8,14 @@ from prefect import flow
 from pydantic import BaseModel
 
 from flows.deploy import deploy_model
+from tasks.adapters.slack import notify_flow_failure
 from tasks.config import load_config
 from tasks.data import load_data
 from tasks.deploy import DeployResult
 from tasks.errors import GateRejected
 from tasks.evaluate import evaluate
 from tasks.gate import gate
+from tasks.gitlab_report import report_merge_request
 from tasks.profile import profile_training_data
 from tasks.register import input_example, model_card, register
 from tasks.settings import Settings
@@ -43,7 +45,8 @@ class PipelineResult(BaseModel):
     deployment: DeployResult | None = None
 
 
-@flow(name="training-pipeline", log_prints=True)
+@flow(name="training-pipeline", log_prints=True, on_failure=[notify_flow_failure],
+      on_crashed=[notify_flow_failure])
 def training_pipeline(model: str, deploy: bool = False, approve_as: str | None = None,
                       comment: str = "", wait_for_approval: bool = True,
                       as_of: date | None = None) -> PipelineResult:
@@ -86,6 +89,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
         champion = score_champion(registry, cfg, test, spec)
         decision = gate(report, champion.report, cfg.gate, champion.version, champion.error)
         log_results(registry, run_id, cfg, trained, report, champion, decision)
+        report_merge_request(cfg.name, report, champion.report, champion.version, decision,
+                             registry.run_url(run_id))
         if not decision.passed:
             raise GateRejected(f"{cfg.name} gate {decision.summary()}")
         card = model_card(cfg, trained, report, decision, validation, plan.tags)

@@ -69,6 +69,14 @@ def event(action: str, environment: str, from_version: str | None, to_version: s
             "at": now_utc().isoformat(timespec="microseconds")}
 
 
+def audit(registry: Registry, name: str, record: dict[str, str]) -> None:
+    """The MLflow audit trail, mirrored to GitLab environments when GitLab is configured."""
+    from tasks.gitlab_report import mirror_to_environment
+
+    registry.record_event(name, record)
+    mirror_to_environment(record["action"])
+
+
 def active_freeze(spec: ProductionSpec, today: date) -> FreezeWindow | None:
     return next((w for w in spec.freeze if w.covers(today)), None)
 
@@ -211,11 +219,11 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
                                   + "; ".join(f.removeprefix("FAIL: ") for f in report.failures))
         except DeployError as exc:
             registry.move_alias(cfg.name, alias, previous)
-            registry.record_event(cfg.name, event("staging-failed", "staging", previous, version,
+            audit(registry, cfg.name, event("staging-failed", "staging", previous, version,
                                                   actor, flow_run_id=flow_run_id,
                                                   reason=str(exc)))
             raise
-    registry.record_event(cfg.name, event("staged", "staging", previous, version, actor,
+    audit(registry, cfg.name, event("staged", "staging", previous, version, actor,
                                           flow_run_id=flow_run_id,
                                           reason="; ".join(report.checks)))
     return report
@@ -270,18 +278,18 @@ def promote(registry: Registry, cfg: ModelConfig, version: str, approver: str, c
     if window is not None:
         reason = (f"freeze window {window.start}..{window.end}"
                   + (f" ({window.reason})" if window.reason else ""))
-        registry.record_event(cfg.name, event("promotion-refused", "production", previous,
+        audit(registry, cfg.name, event("promotion-refused", "production", previous,
                                               version, approver, comment, flow_run_id, reason))
         raise DeployError(f"promotion of {cfg.name} v{version} refused: {reason}")
     registry.move_alias(cfg.name, spec.alias, version)
-    registry.record_event(cfg.name, event("promoted", "production", previous, version, approver,
+    audit(registry, cfg.name, event("promoted", "production", previous, version, approver,
                                           comment, flow_run_id))
     try:
         (checks or post_deploy_checks)(registry, cfg, version)
     except Exception as exc:
         registry.move_alias(cfg.name, spec.alias, previous)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        registry.record_event(cfg.name, event("rolled-back", "production", version, previous,
+        audit(registry, cfg.name, event("rolled-back", "production", version, previous,
                                               "automatic", "post-deploy check failed",
                                               flow_run_id, reason))
         back = f"v{previous}" if previous else "no champion"
@@ -293,7 +301,7 @@ def promote(registry: Registry, cfg: ModelConfig, version: str, approver: str, c
 def reject(registry: Registry, cfg: ModelConfig, version: str, approver: str, comment: str,
            flow_run_id: str | None, reason: str = "rejected") -> None:
     current = registry.alias_version(cfg.name, cfg.deploy.production.alias)
-    registry.record_event(cfg.name, event("approval-" + reason, "production", current, version,
+    audit(registry, cfg.name, event("approval-" + reason, "production", current, version,
                                           approver, comment, flow_run_id))
 
 
@@ -315,7 +323,7 @@ def rollback(registry: Registry, cfg: ModelConfig, actor: str, to_version: str |
             raise DeployError(f"no promotion of {cfg.name} v{current} is recorded; "
                               "name a version with --to")
     registry.move_alias(cfg.name, alias, target)
-    registry.record_event(cfg.name, event("rolled-back", "production", current, target, actor,
+    audit(registry, cfg.name, event("rolled-back", "production", current, target, actor,
                                           comment or "manual rollback"))
     return current, target
 

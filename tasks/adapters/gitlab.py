@@ -1,0 +1,182 @@
+"""The only code that talks to GitLab (python-gitlab): merge request notes, uploads, deployments
+in environments, pipeline schedules. Optional: without settings every step says it was skipped.
+GitLab never decides a pipeline's result: refused, unreachable or rate-limited calls retry a
+bounded number of times (honouring Retry-After) and then become a warning."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tasks.settings import redact
+
+log = logging.getLogger("mlops.gitlab")
+T = TypeVar("T")
+NO_SDK_RETRY = {"obey_rate_limit": False, "retry_transient_errors": False}
+
+
+@dataclass(frozen=True)
+class GitLabSettings:
+    """Where the project is and who we are; the CI variables GitLab sets plus a token."""
+
+    url: str
+    project_id: str
+    token: str = field(repr=False)
+    merge_request_iid: str | None = None
+    pipeline_url: str | None = None
+    job_url: str | None = None
+    sha: str | None = None
+    ref: str | None = None
+    attempts: int = 3
+    max_wait_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GitLabSettings | None:
+        """CI_SERVER_URL, CI_PROJECT_ID and a token (MLOPS_GITLAB_TOKEN, or a Prefect Secret
+        block named by MLOPS_GITLAB_TOKEN_BLOCK); None when any is missing."""
+        env = os.environ if env is None else env
+        url, project = env.get("CI_SERVER_URL"), env.get("CI_PROJECT_ID")
+        token = env.get("MLOPS_GITLAB_TOKEN")
+        if not token and env.get("MLOPS_GITLAB_TOKEN_BLOCK"):
+            from prefect.blocks.system import Secret
+
+            token = str(Secret.load(env["MLOPS_GITLAB_TOKEN_BLOCK"]).get())
+        if not (url and project and token):
+            return None
+        return cls(url=url.rstrip("/"), project_id=project, token=token,
+                   merge_request_iid=env.get("CI_MERGE_REQUEST_IID") or None,
+                   pipeline_url=env.get("CI_PIPELINE_URL"), job_url=env.get("CI_JOB_URL"),
+                   sha=env.get("CI_COMMIT_SHA"), ref=env.get("CI_COMMIT_REF_NAME"),
+                   attempts=int(env.get("MLOPS_GITLAB_ATTEMPTS", "3")),
+                   max_wait_s=float(env.get("MLOPS_GITLAB_MAX_WAIT_S", "30")))
+
+
+def skipped(what: str) -> str:
+    return (f"GitLab {what} skipped: set CI_SERVER_URL, CI_PROJECT_ID and MLOPS_GITLAB_TOKEN "
+            "(a project access token with the api scope)")
+
+
+class GitLab:
+    """One project, through python-gitlab; every call goes through `call`."""
+
+    def __init__(self, settings: GitLabSettings, sleep: Callable[[float], None] = time.sleep):
+        import gitlab
+
+        self.settings = settings
+        self.sleep = sleep
+        self.client = gitlab.Gitlab(settings.url, private_token=settings.token, timeout=15)
+        self.retry_after: str | None = None  # python-gitlab's errors drop the response headers
+        self.client.session.hooks["response"].append(self._remember_retry_after)
+        self.project = self.client.projects.get(settings.project_id, lazy=True)
+
+    def _remember_retry_after(self, response, *args, **kwargs):
+        self.retry_after = response.headers.get("Retry-After")
+        return response
+
+    def call(self, what: str, fn: Callable[[], T]) -> T | None:
+        """Run one API call: retry 429/5xx/connection errors (Retry-After honoured, capped),
+        then warn; a 401/403 is a warning naming the missing permission. Never raises."""
+        import requests
+        from gitlab.exceptions import GitlabError
+
+        for attempt in range(1, self.settings.attempts + 1):
+            try:
+                return fn()
+            except GitlabError as exc:
+                code = exc.response_code or 0
+                if code in (401, 403):
+                    log.warning("GitLab refused %s (HTTP %s: %s): the token needs the api scope "
+                                "and Developer role on project %s; skipped", what, code,
+                                _reason(exc), self.settings.project_id)
+                    return None
+                if code != 429 and code < 500 and code != 0:
+                    log.warning("GitLab rejected %s (HTTP %s: %s); skipped", what, code,
+                                _reason(exc))
+                    return None
+                wait = _retry_after(self.retry_after, attempt)
+                why = f"HTTP {code}" if code else _reason(exc)
+            except requests.RequestException as exc:
+                wait, why = float(2 ** (attempt - 1)), type(exc).__name__
+            if attempt < self.settings.attempts:
+                self.sleep(min(wait, self.settings.max_wait_s))
+        log.warning("GitLab %s failed after %d attempts (%s) at %s; skipped", what,
+                    self.settings.attempts, why, redact(self.settings.url))
+        return None
+
+    # -- merge requests ---------------------------------------------------------------------
+    def upsert_note(self, iid: str, marker: str, body: str) -> dict[str, Any] | None:
+        """Create the MR comment carrying `marker`, or update the one an earlier run left."""
+        def run() -> dict[str, Any]:
+            mr = self.project.mergerequests.get(iid, lazy=True)
+            for note in mr.notes.list(iterator=True, **NO_SDK_RETRY):
+                if marker in (note.body or ""):
+                    note.body = body
+                    note.save(**NO_SDK_RETRY)
+                    return {"id": note.id, "action": "updated"}
+            note = mr.notes.create({"body": body}, **NO_SDK_RETRY)
+            return {"id": note.id, "action": "created"}
+
+        return self.call(f"merge request !{iid} comment", run)
+
+    def upload(self, path: str) -> str | None:
+        """Upload a file to the project; its markdown (an image link for PNGs)."""
+        from pathlib import Path
+
+        def run() -> str:
+            return self.project.upload(Path(path).name, filepath=path, **NO_SDK_RETRY)["markdown"]
+
+        return self.call(f"upload of {os.path.basename(path)}", run)
+
+    # -- environments -----------------------------------------------------------------------
+    def record_deployment(self, environment: str, status: str, sha: str, ref: str
+                          ) -> dict[str, Any] | None:
+        def run() -> dict[str, Any]:
+            made = self.project.deployments.create(
+                {"environment": environment, "sha": sha, "ref": ref, "tag": False,
+                 "status": status}, **NO_SDK_RETRY)
+            return {"id": made.id, "environment": environment, "status": status}
+
+        return self.call(f"deployment to {environment}", run)
+
+    # -- pipeline schedules -----------------------------------------------------------------
+    def pipeline_schedules(self) -> list[dict[str, Any]] | None:
+        def run() -> list[dict[str, Any]]:
+            out = []
+            for s in self.project.pipelineschedules.list(iterator=True, **NO_SDK_RETRY):
+                full = self.project.pipelineschedules.get(s.id, **NO_SDK_RETRY)
+                attrs = dict(full.attributes)
+                attrs["variables"] = {v["key"]: v["value"] for v in attrs.get("variables") or []}
+                out.append(attrs)
+            return out
+
+        return self.call("pipeline schedules", run)
+
+    def deactivate_schedule(self, schedule_id: int) -> bool:
+        def run() -> bool:
+            schedule = self.project.pipelineschedules.get(schedule_id, lazy=True)
+            schedule.active = False
+            schedule.save(**NO_SDK_RETRY)
+            return True
+
+        return bool(self.call(f"deactivating pipeline schedule {schedule_id}", run))
+
+
+def _reason(exc: Exception) -> str:
+    text = str(getattr(exc, "error_message", "") or exc).splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _retry_after(value: str | None, attempt: int) -> float:
+    try:
+        return max(0.0, float(value)) if value is not None else float(2 ** (attempt - 1))
+    except ValueError:
+        return float(2 ** (attempt - 1))
+
+
+def open_gitlab(env: Mapping[str, str] | None = None) -> GitLab | None:
+    settings = GitLabSettings.from_env(env)
+    return GitLab(settings) if settings else None

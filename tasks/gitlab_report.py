@@ -1,0 +1,123 @@
+"""What GitLab shows of a run: the merge request comment comparing the new model with the
+champion, and promotions/rollbacks as deployments in GitLab environments."""
+
+from __future__ import annotations
+
+import logging
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.adapters.gitlab import GitLab, GitLabSettings, open_gitlab, skipped
+from tasks.evaluate import EvalReport
+from tasks.gate import GateDecision
+from tasks.tasktypes import METRICS
+
+log = logging.getLogger("mlops.gitlab")
+ENVIRONMENT_ACTIONS = {"staged": ("staging", "success"), "staging-failed": ("staging", "failed"),
+                       "promoted": ("production", "success"),
+                       "rolled-back": ("production", "success")}
+
+
+def marker(model: str) -> str:
+    return f"<!-- prefect-mlops:model-report:{model} -->"
+
+
+def _delta(metric: str, new: float, old: float | None) -> str:
+    if old is None:
+        return ""
+    diff = new - old
+    better = diff > 0 if METRICS[metric].higher_is_better else diff < 0
+    arrow = "▲" if better else ("▼" if diff else "=")
+    return f"{diff:+.4f} {arrow}"
+
+
+def merge_request_comment(model: str, report: EvalReport, champion: EvalReport | None,
+                          champion_version: str | None, decision: GateDecision, run_url: str,
+                          flow_run_url: str | None, images: list[str],
+                          pipeline_url: str | None = None) -> str:
+    """Markdown: verdict, metrics vs champion with deltas, the primary metric per slice, the
+    gate's reasons, links and plots. The hidden marker lets a re-run find and replace it."""
+    verdict = "✅ passed" if decision.passed else "❌ rejected"
+    against = f"champion v{champion_version}" if champion_version else "no champion yet"
+    lines = [marker(model), f"### Model report: `{model}` — gate {verdict}", "",
+             f"Compared with {against} on this run's test set ({report.test_rows:,} rows).", "",
+             "| metric | this MR | champion | Δ |", "|---|---|---|---|"]
+    for name, value in report.metrics.items():
+        old = champion.metrics.get(name) if champion else None
+        lines.append(f"| {name} | {value:.4f} | {'' if old is None else f'{old:.4f}'} | "
+                     f"{_delta(name, value, old)} |")
+    primary = report.primary_metric
+    rows = report.slice_table(primary)
+    if rows:
+        lines += ["", f"<details><summary>{primary} per slice</summary>", "",
+                  "| slice | this MR | champion | rows |", "|---|---|---|---|"]
+        for col, value, metric, n in rows:
+            old = ((champion.slices.get(col) or {}).get(value) or {}).get(primary) if champion else None
+            lines.append(f"| {col}={value} | {metric:.4f} | {'' if old is None else f'{old:.4f}'} "
+                         f"| {n} |")
+        lines += ["", "</details>"]
+    lines += ["", "**Gate**", *[f"- {'✅' if c.passed else '❌'} {c.detail}" for c in decision.checks]]
+    links = [f"[MLflow run]({run_url})" if run_url.startswith("http") else f"MLflow: {run_url}"]
+    if flow_run_url:
+        links.append(f"[Prefect flow run]({flow_run_url})")
+    if pipeline_url:
+        links.append(f"[pipeline]({pipeline_url})")
+    lines += ["", " · ".join(links)]
+    if images:
+        lines += ["", *images]
+    return "\n".join(lines) + "\n"
+
+
+def flow_run_url() -> str | None:
+    import os
+
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    api = os.environ.get("PREFECT_API_URL", "")
+    if not (ctx and ctx.flow_run and api.startswith("http")):
+        return None
+    return f"{api.removesuffix('/api').rstrip('/')}/runs/flow-run/{ctx.flow_run.id}"
+
+
+@task(name="report-to-merge-request", cache_policy=NO_CACHE)
+def report_merge_request(model: str, report: EvalReport, champion: EvalReport | None,
+                         champion_version: str | None, decision: GateDecision, run_url: str
+                         ) -> str:
+    """Post (or update) the MR comment when this is an MR pipeline with GitLab settings."""
+    from prefect.logging import get_run_logger
+
+    logger = get_run_logger()
+    gitlab = open_gitlab()
+    if gitlab is None or not gitlab.settings.merge_request_iid:
+        why = skipped("merge request report") if gitlab is None else \
+            "GitLab merge request report skipped: not a merge request pipeline"
+        logger.info(why)
+        return "skipped"
+    iid = gitlab.settings.merge_request_iid
+    images = [md for path in report.plots[:3] if (md := gitlab.upload(path))]
+    body = merge_request_comment(model, report, champion, champion_version, decision, run_url,
+                                 flow_run_url(), images, gitlab.settings.pipeline_url)
+    done = gitlab.upsert_note(iid, marker(model), body)
+    if done is None:
+        return "failed"
+    logger.info(f"merge request !{iid}: model report {done['action']} (note {done['id']})")
+    return done["action"]
+
+
+def mirror_to_environment(action: str, gitlab: GitLab | None = None) -> str | None:
+    """Record a staging/production change as a GitLab deployment (sha and ref of this
+    pipeline); returns the environment, or None when GitLab is not configured or refused."""
+    if action not in ENVIRONMENT_ACTIONS:
+        return None
+    gitlab = gitlab or open_gitlab()
+    if gitlab is None:
+        return None
+    settings: GitLabSettings = gitlab.settings
+    if not (settings.sha and settings.ref):
+        log.info("GitLab deployment skipped: CI_COMMIT_SHA / CI_COMMIT_REF_NAME not set")
+        return None
+    environment, status = ENVIRONMENT_ACTIONS[action]
+    made = gitlab.record_deployment(environment, status, settings.sha, settings.ref)
+    return environment if made else None

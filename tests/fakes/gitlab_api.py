@@ -1,0 +1,194 @@
+"""A fake GitLab REST API on loopback: only the endpoints prefect-mlops uses, with the request
+and response shapes of GitLab's API documentation (notes, uploads, deployments, pipeline
+schedules), token scopes (401/403 bodies as GitLab sends them) and injectable 429/5xx."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlparse
+
+USER = {"id": 7, "username": "project_42_bot", "name": "mlops bot", "state": "active"}
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class FakeGitLab:
+    """State of one project; `tokens` maps a token to its scopes."""
+
+    def __init__(self, project_id: str = "42", tokens: dict[str, list[str]] | None = None):
+        self.project_id = project_id
+        self.tokens = tokens if tokens is not None else {"glpat-good": ["api"]}
+        self.notes: dict[str, list[dict]] = {}
+        self.uploads: list[dict] = []
+        self.deployments: list[dict] = []
+        self.schedules: list[dict] = []
+        self.requests: list[tuple[str, str]] = []
+        self.failures: list[tuple[int, dict[str, str]]] = []  # (status, headers) served first
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    # -- test helpers -----------------------------------------------------------------------
+    def fail_next(self, times: int, status: int = 429, retry_after: str | None = "1") -> None:
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        self.failures.extend([(status, headers)] * times)
+
+    def add_schedule(self, description: str, cron: str, timezone: str = "UTC",
+                     variables: dict[str, str] | None = None, active: bool = True) -> dict:
+        schedule = {"id": len(self.schedules) + 1, "description": description, "ref": "main",
+                    "cron": cron, "cron_timezone": timezone, "next_run_at": now(),
+                    "active": active, "created_at": now(), "updated_at": now(), "owner": USER,
+                    "last_pipeline": None,
+                    "variables": [{"key": k, "variable_type": "env_var", "value": v}
+                                  for k, v in (variables or {}).items()]}
+        self.schedules.append(schedule)
+        return schedule
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> FakeGitLab:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, status: int, body, headers: dict[str, str] | None = None):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                path = urlparse(self.path).path
+                with fake.lock:
+                    fake.requests.append((method, path))
+                    if fake.failures:
+                        status, headers = fake.failures.pop(0)
+                        message = "Retry later" if status == 429 else "Internal Server Error"
+                        return self._send(status, {"message": f"{status} {message}"}, headers)
+                token = self.headers.get("PRIVATE-TOKEN")
+                if token not in fake.tokens:
+                    return self._send(401, {"message": "401 Unauthorized"})
+                write = method != "GET"
+                scopes = fake.tokens[token]
+                if "api" not in scopes and (write or "read_api" not in scopes):
+                    return self._send(403, {
+                        "error": "insufficient_scope",
+                        "error_description": "The request requires higher privileges than "
+                                             "provided by the access token.",
+                        "scope": "api"})
+                body = self._body(raw)
+                status, payload = fake.route(method, path, body, self.headers)
+                return self._send(status, payload)
+
+            def _body(self, raw: bytes) -> dict:
+                kind = self.headers.get("Content-Type", "")
+                if kind.startswith("application/json") and raw:
+                    return json.loads(raw)
+                if kind.startswith("multipart/form-data"):
+                    match = re.search(rb'filename="([^"]+)"', raw)
+                    return {"filename": match.group(1).decode() if match else "file",
+                            "bytes": len(raw)}
+                return {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def do_PUT(self):
+                self._handle("PUT")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    # -- the API ----------------------------------------------------------------------------
+    def route(self, method: str, path: str, body: dict, headers) -> tuple[int, object]:
+        prefix = f"/api/v4/projects/{self.project_id}"
+        path = unquote(path)
+        if not path.startswith(prefix):
+            return 404, {"message": "404 Project Not Found"}
+        rest = path[len(prefix):]
+        with self.lock:
+            if m := re.fullmatch(r"/merge_requests/(\d+)/notes", rest):
+                notes = self.notes.setdefault(m.group(1), [])
+                if method == "GET":
+                    return 200, notes
+                if not body.get("body"):
+                    return 400, {"message": "400 Bad request - body is missing"}
+                note = {"id": 1000 + sum(len(n) for n in self.notes.values()),
+                        "body": body["body"], "author": USER, "created_at": now(),
+                        "updated_at": now(), "system": False, "noteable_id": int(m.group(1)),
+                        "noteable_type": "MergeRequest", "noteable_iid": int(m.group(1)),
+                        "resolvable": False, "confidential": False, "internal": False}
+                notes.append(note)
+                return 201, note
+            if m := re.fullmatch(r"/merge_requests/(\d+)/notes/(\d+)", rest):
+                for note in self.notes.get(m.group(1), []):
+                    if note["id"] == int(m.group(2)):
+                        if method == "PUT":
+                            note.update(body=body.get("body", note["body"]), updated_at=now())
+                        return 200, note
+                return 404, {"message": "404 Not found"}
+            if rest == "/uploads" and method == "POST":
+                name, secret = body.get("filename", "file"), secrets.token_hex(16)
+                upload = {"id": len(self.uploads) + 1, "alt": name,
+                          "url": f"/uploads/{secret}/{name}",
+                          "full_path": f"/-/project/{self.project_id}/uploads/{secret}/{name}",
+                          "markdown": f"![{name.rsplit('.', 1)[0]}](/uploads/{secret}/{name})"}
+                self.uploads.append(upload)
+                return 201, upload
+            if rest == "/deployments":
+                if method == "GET":
+                    return 200, self.deployments
+                missing = [k for k in ("environment", "sha", "ref", "tag", "status")
+                           if k not in body]
+                if missing:
+                    return 400, {"message": f"{missing[0]} is missing"}
+                if body["status"] not in ("running", "success", "failed", "canceled"):
+                    return 400, {"message": "status does not have a valid value"}
+                deployment = {"id": len(self.deployments) + 1, "iid": len(self.deployments) + 1,
+                              "ref": body["ref"], "sha": body["sha"], "created_at": now(),
+                              "updated_at": now(), "status": body["status"], "user": USER,
+                              "environment": {"id": hash(body["environment"]) % 1000,
+                                              "name": body["environment"], "external_url": None},
+                              "deployable": None}
+                self.deployments.append(deployment)
+                return 201, deployment
+            if rest == "/pipeline_schedules" and method == "GET":
+                return 200, [{k: v for k, v in s.items() if k not in ("variables", "last_pipeline")}
+                             for s in self.schedules]
+            if m := re.fullmatch(r"/pipeline_schedules/(\d+)", rest):
+                for schedule in self.schedules:
+                    if schedule["id"] == int(m.group(1)):
+                        if method == "PUT":
+                            for key in ("active", "cron", "cron_timezone", "description", "ref"):
+                                if key in body:
+                                    schedule[key] = body[key]
+                            schedule["updated_at"] = now()
+                        return 200, schedule
+                return 404, {"message": "404 Not found"}
+        return 404, {"message": "404 Not Found"}

@@ -1,0 +1,62 @@
+"""A simulated merge request pipeline against the fake GitLab API: one model report comment
+(updated, not duplicated, by a re-run), GitLab deployments per promotion, scope errors that
+leave the pipeline's result alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.training import training_pipeline
+from tests.fakes.gitlab_api import FakeGitLab
+
+SMOKE = "deploy:\n  staging:\n    smoke: {max_latency_ms: 2000}\n"
+
+
+@pytest.fixture
+def gitlab(monkeypatch):
+    fake = FakeGitLab(tokens={"glpat-good": ["api"], "glpat-read": ["read_api"]}).start()
+    for key, value in {"CI_SERVER_URL": fake.url, "CI_PROJECT_ID": "42",
+                       "MLOPS_GITLAB_TOKEN": "glpat-good", "CI_MERGE_REQUEST_IID": "17",
+                       "CI_COMMIT_SHA": "c" * 40, "CI_COMMIT_REF_NAME": "feature/better-fraud",
+                       "CI_PIPELINE_URL": f"{fake.url}/group/claims/-/pipelines/9001"}.items():
+        monkeypatch.setenv(key, value)
+    yield fake
+    fake.stop()
+
+
+def test_mr_pipeline_comments_once_and_records_environments(write_config, gitlab):
+    name = write_config("mr-model", extra=SMOKE)
+    first = training_pipeline(name, deploy=True, approve_as="ci-bot", wait_for_approval=False)
+    assert first.deployment.production.startswith("promoted")
+    [note] = gitlab.notes["17"]
+    body = note["body"]
+    assert "<!-- prefect-mlops:model-report:mr-model -->" in body
+    assert "gate ✅ passed" in body and "no champion yet" in body
+    assert "| roc_auc |" in body and "roc_auc per slice" in body and "region=" in body
+    assert "/pipelines/9001" in body and "![" in body  # plots uploaded and shown
+    assert len(gitlab.uploads) >= 1
+    assert [(d["environment"]["name"], d["status"]) for d in gitlab.deployments] == [
+        ("staging", "success"), ("production", "success")]
+    assert {d["sha"] for d in gitlab.deployments} == {"c" * 40}
+
+    write_config("mr-model", n_trials=3, extra=SMOKE)  # the MR changes the model: a new run
+    second = training_pipeline(name)
+    assert second.version == "2"
+    [note] = gitlab.notes["17"]  # still one comment, now comparing with champion v1
+    assert "champion v1" in note["body"] and "Δ" in note["body"]
+
+
+def test_token_without_scope_leaves_the_pipeline_result_alone(write_config, gitlab, monkeypatch,
+                                                              caplog):
+    monkeypatch.setenv("MLOPS_GITLAB_TOKEN", "glpat-read")
+    name = write_config("scoped", extra=SMOKE)
+    result = training_pipeline(name, deploy=True, approve_as="ci-bot", wait_for_approval=False)
+    assert result.deployment.production.startswith("promoted")
+    assert gitlab.notes.get("17", []) == [] and gitlab.deployments == []
+    assert "HTTP 403" in caplog.text
+
+
+def test_without_gitlab_settings_the_steps_say_skipped(write_config, caplog):
+    name = write_config("plain")
+    assert training_pipeline(name).gate == "passed"
+    assert "GitLab merge request report skipped" in caplog.text
