@@ -486,14 +486,24 @@ def pools_show(
         raise fail(exc) from None
 
 
-@app.command()
+schedules_app = typer.Typer(help="Without a command: every deployment's schedule and next run. "
+                                 "migrate-from-gitlab moves GitLab pipeline schedules to Prefect.",
+                            invoke_without_command=True)
+app.add_typer(schedules_app, name="schedules")
+
+
+@schedules_app.callback()
 def schedules(
+    ctx: typer.Context,
     prefect_file: Annotated[Path, typer.Option(
         help="Read schedules from this file when PREFECT_API_URL is not set.")] = Path("prefect.yaml"),
 ) -> None:
     """List every deployment's schedule and next run (from the server when PREFECT_API_URL is set,
     else from prefect.yaml)."""
     import asyncio
+
+    if ctx.invoked_subcommand:
+        return
 
     from deployments.schedules import from_manifest, from_server
 
@@ -509,6 +519,57 @@ def schedules(
         (r.deployment, r.slug, r.cron, r.timezone, "yes" if r.active else "no",
          r.next_run.astimezone(ZoneInfo(r.timezone)).strftime("%Y-%m-%d %H:%M %Z")
          if r.next_run else "-") for r in rows])
+
+
+@schedules_app.command("migrate-from-gitlab")
+def migrate_from_gitlab(
+    apply_: Annotated[bool, typer.Option(
+        "--apply", help="Create the Prefect schedules and deactivate the GitLab ones (default: "
+                        "only show what would happen).")] = False,
+) -> None:
+    """Read the project's GitLab pipeline schedules (CI_SERVER_URL, CI_PROJECT_ID,
+    MLOPS_GITLAB_TOKEN) and show the equivalent Prefect schedules and prefect.yaml entries.
+    SCHEDULED_RETRAIN=true retrains every model, MODEL/MODELS name some, TRAINING_DATA_DATE
+    becomes as_of. A cron Prefect cannot take is reported and never applied."""
+    import asyncio
+
+    from deployments.gitlab_schedules import apply, plan, yaml_entries
+    from tasks.adapters.gitlab import open_gitlab, skipped
+    from tasks.config import list_configs
+
+    try:
+        gitlab = open_gitlab()
+        if gitlab is None:
+            raise ConfigError(skipped("schedule migration").replace(" skipped", " unavailable"))
+        models = [p.stem for p, _ in list_configs(_settings().config_dir)]
+        found = gitlab.pipeline_schedules()
+        if found is None:
+            raise MlopsError("could not read the GitLab pipeline schedules (see the warning above)")
+        migrations = plan(found, models)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    if not migrations:
+        typer.echo("no pipeline schedules in this GitLab project")
+        return
+    _print_table(("gitlab id", "description", "cron", "timezone", "→ Prefect", "parameters"), [
+        (str(m.gitlab_id), m.description[:30], m.cron, m.timezone,
+         ("inactive in GitLab, skipped" if not m.active else
+          f"NOT MIGRATED: {m.problem}" if m.problem else ", ".join(m.targets)),
+         ", ".join(f"{k}={v}" for k, v in m.parameters.items()) or "-") for m in migrations])
+    ready = [m for m in migrations if m.ok]
+    if ready:
+        typer.echo("\nprefect.yaml entries (under each deployment's schedules:):")
+        for m in ready:
+            typer.echo(yaml_entries(m))
+    if not apply_:
+        typer.echo("\ndry run: nothing changed (add --apply to create them and deactivate the "
+                   "GitLab schedules)")
+    else:
+        _need_server("mlops schedules migrate-from-gitlab --apply")
+        for line in asyncio.run(apply(migrations, gitlab)):
+            typer.echo(line)
+    if any(m.problem and m.active for m in migrations):
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -60,3 +60,59 @@ def test_without_gitlab_settings_the_steps_say_skipped(write_config, caplog):
     name = write_config("plain")
     assert training_pipeline(name).gate == "passed"
     assert "GitLab merge request report skipped" in caplog.text
+
+
+def test_schedule_migration_dry_run_then_apply(gitlab, home, monkeypatch):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+    from typer.testing import CliRunner
+
+    from mlops.cli import app
+
+    for model in ("fraud", "damage"):
+        (home / "configs" / f"{model}.yaml").write_text("name: x\n")  # only names matter here
+    weekly = gitlab.add_schedule("weekly retrain", "0 2 * * 1", "Europe/Berlin",
+                                 {"SCHEDULED_RETRAIN": "true", "TRAINING_DATA_DATE": "2026-11-01"})
+    gitlab.add_schedule("fraud nightly", "30 1 * * *", variables={"MODEL": "fraud"})
+    gitlab.add_schedule("broken", "0 2 * * 9", variables={"MODEL": "fraud"})
+    gitlab.add_schedule("docs build", "0 3 * * *")  # not a retrain: reported, not migrated
+    runner = CliRunner()
+
+    dry = runner.invoke(app, ["schedules", "migrate-from-gitlab"])
+    assert dry.exit_code == 2, dry.output  # two schedules cannot be migrated
+    assert "training-pipeline/damage, training-pipeline/fraud" in dry.stdout
+    assert "NOT MIGRATED: Prefect cannot take cron '0 2 * * 9'" in dry.stdout
+    assert "not a retraining schedule" in dry.stdout
+    assert "slug: gitlab-1" in dry.stdout and "as_of: '2026-11-01'" in dry.stdout
+    assert "dry run: nothing changed" in dry.stdout
+    assert all(s["active"] for s in gitlab.schedules)
+
+    async def deploy_targets():
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name("training-pipeline")
+            for name in ("fraud", "damage"):
+                await client.create_deployment(flow_id, name, entrypoint="flows/training.py:x")
+
+    asyncio.run(deploy_targets())
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    applied = runner.invoke(app, ["schedules", "migrate-from-gitlab", "--apply"])
+    assert applied.exit_code == 2, applied.output
+    assert "training-pipeline/damage: schedule gitlab-1 created (0 2 * * 1 Europe/Berlin)" \
+        in applied.stdout
+    assert f"GitLab schedule {weekly['id']}: deactivated" in applied.stdout
+    assert [s["active"] for s in gitlab.schedules] == [False, False, True, True]
+
+    async def schedules_of(name):
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name(f"training-pipeline/{name}")
+            return {s.slug: s for s in await client.read_deployment_schedules(deployment.id)}
+
+    fraud = asyncio.run(schedules_of("fraud"))
+    assert set(fraud) == {"gitlab-1", "gitlab-2"}
+    assert fraud["gitlab-1"].schedule.timezone == "Europe/Berlin"
+    assert fraud["gitlab-1"].parameters == {"as_of": "2026-11-01"}
+    again = runner.invoke(app, ["schedules", "migrate-from-gitlab", "--apply"])
+    assert "already there" not in again.stdout  # deactivated ones are not migrated twice
+    assert set(asyncio.run(schedules_of("fraud"))) == {"gitlab-1", "gitlab-2"}
