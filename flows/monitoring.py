@@ -10,6 +10,7 @@ from prefect import flow
 
 from tasks.adapters.slack import notify_flow_failure
 from tasks.config import load_config
+from tasks.gitlab_report import monitoring_row, write_wiki_row
 from tasks.monitor import DriftReport, announce, compare_to_reference, observe_batch, publish_report
 from tasks.score import champion_model, fill_date
 from tasks.settings import Settings
@@ -23,7 +24,8 @@ def monitoring(model: str, input: str, day: date | None = None) -> DriftReport:
     today UTC) with the reference profile of the model's champion."""
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
-    location = fill_date(input, (day or datetime.now(UTC).date()).isoformat())
+    started = datetime.now(UTC)
+    location = fill_date(input, (day or started.date()).isoformat())
     registry = connect(settings)
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
         champion = champion_model(registry, cfg, tmp)
@@ -33,4 +35,5 @@ def monitoring(model: str, input: str, day: date | None = None) -> DriftReport:
     print(f"{report.model} v{report.version}: {report.verdict} — {report.message}")
     if report.verdict == "drift":
         announce(report)
+    write_wiki_row(cfg.name, monitoring_row(report, started.strftime("%Y-%m-%d %H:%M")))
     return report

@@ -9,6 +9,7 @@ from prefect import flow
 
 from tasks.adapters.slack import notify_flow_failure
 from tasks.config import load_config
+from tasks.gitlab_report import scoring_row, write_wiki_row
 from tasks.score import ScoringSummary, champion_model, fill_date, publish_summary, score
 from tasks.settings import Settings
 from tasks.tracking import connect
@@ -29,4 +30,5 @@ def batch_scoring(model: str, input: str, output: str, day: date | None = None,
         champion = champion_model(registry, cfg, tmp)
         summary = score(champion, fill_date(input, stamp), fill_date(output, stamp), keep)
     publish_summary(summary)
+    write_wiki_row(cfg.name, scoring_row(summary))
     return summary

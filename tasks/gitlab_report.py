@@ -121,3 +121,42 @@ def mirror_to_environment(action: str, gitlab: GitLab | None = None) -> str | No
     environment, status = ENVIRONMENT_ACTIONS[action]
     made = gitlab.record_deployment(environment, status, settings.sha, settings.ref)
     return environment if made else None
+
+
+def wiki_header(model: str) -> str:
+    return (f"# {model}: batch scoring and monitoring\n\nWritten by prefect-mlops after every "
+            "scoring and monitoring run, newest first.\n\n"
+            "| when (UTC) | run | version | rows | result | details |\n|---|---|---|---|---|---|")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def scoring_row(summary) -> str:
+    shown = ", ".join(f"{k} {v:.3g}" for k, v in list(summary.distribution.items())[:3])
+    return (f"| {summary.scored_at[:16].replace('T', ' ')} | batch-scoring | v{summary.version} | "
+            f"{summary.rows:,} | {summary.rows_per_s:,.0f} rows/s → {_cell(summary.output)} | "
+            f"{_cell(shown)} |")
+
+
+def monitoring_row(report, when: str) -> str:
+    worst = max(report.columns, key=lambda c: c.psi, default=None)
+    details = f"largest PSI {worst.name} {worst.psi:.3f}" if worst else report.message
+    if report.metric_current is not None:
+        details += f"; {report.metric} {report.metric_current:.4f}"
+    link = f" ([report]({report.mlflow_run}))" if (report.mlflow_run or "").startswith("http") else ""
+    return (f"| {when} | monitoring | v{report.version} | {report.rows:,} | "
+            f"**{report.verdict}** | {_cell(details)}{link} |")
+
+
+@task(name="write-wiki-row", cache_policy=NO_CACHE)
+def write_wiki_row(model: str, row: str) -> str:
+    """One dated row on the model's wiki page (mlops/<model>) when GitLab is configured."""
+    from prefect.logging import get_run_logger
+
+    gitlab = open_gitlab()
+    if gitlab is None:
+        get_run_logger().info(skipped("wiki page"))
+        return "skipped"
+    return gitlab.prepend_wiki_row(f"mlops/{model}", wiki_header(model), row) or "failed"

@@ -142,6 +142,29 @@ class GitLab:
 
         return self.call(f"deployment to {environment}", run)
 
+    # -- wiki -------------------------------------------------------------------------------
+    def prepend_wiki_row(self, slug: str, header: str, row: str, keep: int = 400) -> str | None:
+        """Add a row to the top of the table on a wiki page, creating the page with `header`
+        (title line + table head) the first time; older rows beyond `keep` are dropped."""
+        from gitlab.exceptions import GitlabGetError
+
+        def run() -> str:
+            try:
+                page = self.project.wikis.get(slug, **NO_SDK_RETRY)
+            except GitlabGetError as exc:
+                if exc.response_code != 404:
+                    raise
+                self.project.wikis.create({"title": slug, "content": f"{header}\n{row}\n",
+                                           "format": "markdown"}, **NO_SDK_RETRY)
+                return "created"
+            lines = (page.content or header).rstrip("\n").split("\n")
+            head = len(header.rstrip("\n").split("\n"))
+            page.content = "\n".join([*lines[:head], row, *lines[head:head + keep - 1]]) + "\n"
+            page.save(**NO_SDK_RETRY)
+            return "updated"
+
+        return self.call(f"wiki page {slug}", run)
+
     # -- pipeline schedules -----------------------------------------------------------------
     def pipeline_schedules(self) -> list[dict[str, Any]] | None:
         def run() -> list[dict[str, Any]]:

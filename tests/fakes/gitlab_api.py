@@ -29,6 +29,7 @@ class FakeGitLab:
         self.uploads: list[dict] = []
         self.deployments: list[dict] = []
         self.schedules: list[dict] = []
+        self.wikis: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.failures: list[tuple[int, dict[str, str]]] = []  # (status, headers) served first
         self.lock = threading.Lock()
@@ -178,6 +179,23 @@ class FakeGitLab:
                               "deployable": None}
                 self.deployments.append(deployment)
                 return 201, deployment
+            if rest == "/wikis" and method == "POST":
+                if not body.get("title") or "content" not in body:
+                    return 400, {"message": "title is missing"}
+                slug = re.sub(r"[^A-Za-z0-9/_-]+", "-", body["title"])
+                if slug in self.wikis:
+                    return 400, {"message": "Duplicate page: A page with that title already exists"}
+                page = {"slug": slug, "title": body["title"], "content": body["content"],
+                        "format": body.get("format", "markdown"), "encoding": "UTF-8"}
+                self.wikis[slug] = page
+                return 201, page
+            if m := re.fullmatch(r"/wikis/(.+)", rest):
+                page = self.wikis.get(m.group(1))
+                if page is None:
+                    return 404, {"message": "404 Wiki Page Not Found"}
+                if method == "PUT":
+                    page["content"] = body.get("content", page["content"])
+                return 200, page
             if rest == "/pipeline_schedules" and method == "GET":
                 return 200, [{k: v for k, v in s.items() if k not in ("variables", "last_pipeline")}
                              for s in self.schedules]

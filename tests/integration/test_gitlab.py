@@ -116,3 +116,26 @@ def test_schedule_migration_dry_run_then_apply(gitlab, home, monkeypatch):
     again = runner.invoke(app, ["schedules", "migrate-from-gitlab", "--apply"])
     assert "already there" not in again.stdout  # deactivated ones are not migrated twice
     assert set(asyncio.run(schedules_of("fraud"))) == {"gitlab-1", "gitlab-2"}
+
+
+def test_scoring_and_monitoring_runs_write_dated_wiki_rows(write_config, registry, gitlab, home,
+                                                           monkeypatch):
+    from flows.monitoring import monitoring
+    from flows.scoring import batch_scoring
+    from tasks.data import generate_claims
+
+    monkeypatch.setattr("prefect.events.emit_event", lambda *a, **kw: None)
+    name = write_config("wiki-model", rows=2500)
+    registry().set_alias(name, "champion", training_pipeline(name).version)
+    generate_claims(1500, seed=21).to_parquet(home / "fresh.parquet")
+    generate_claims(1500, seed=22, drift=1.0).to_parquet(home / "drifted.parquet")
+    batch_scoring(name, str(home / "fresh.parquet"), str(home / "scores.parquet"))
+    monitoring(name, str(home / "fresh.parquet"))
+    monitoring(name, str(home / "drifted.parquet"))
+    page = gitlab.wikis[f"mlops/{name}"]["content"].splitlines()
+    assert page[0] == f"# {name}: batch scoring and monitoring"
+    rows = [line for line in page if line.startswith("| 20")]
+    assert len(rows) == 3
+    assert "| monitoring | v1 | 1,500 | **drift** |" in rows[0]
+    assert "**no-drift**" in rows[1] and "largest PSI" in rows[1]
+    assert "| batch-scoring | v1 | 1,500 |" in rows[2] and "mean probability" in rows[2]

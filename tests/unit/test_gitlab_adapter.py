@@ -101,3 +101,14 @@ def test_schedules_with_variables_and_deactivation(fake):
     assert schedule["variables"] == {"SCHEDULED_RETRAIN": "true",
                                      "TRAINING_DATA_DATE": "2026-11-01"}
     assert gl.deactivate_schedule(schedule["id"]) and fake.schedules[0]["active"] is False
+
+
+def test_wiki_page_gets_newest_rows_first(fake):
+    gl, _ = adapter(fake.url)
+    header = "# fraud runs\n\n| when | what |\n|---|---|"
+    assert gl.prepend_wiki_row("mlops/fraud", header, "| day 1 | scored |") == "created"
+    assert gl.prepend_wiki_row("mlops/fraud", header, "| day 2 | scored |") == "updated"
+    gl.prepend_wiki_row("mlops/fraud", header, "| day 3 | drift |", keep=2)
+    assert fake.wikis["mlops/fraud"]["content"].splitlines()[-2:] == ["| day 3 | drift |",
+                                                                       "| day 2 | scored |"]
+    assert fake.wikis["mlops/fraud"]["content"].startswith("# fraud runs\n")
