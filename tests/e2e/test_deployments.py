@@ -19,6 +19,7 @@ import pytest
 from tasks.data import generate_claims
 from tests.conftest import config_yaml
 from tests.e2e.conftest import BIN, REPO, background, cli_env, descendants, mlops, paused_run
+from tests.fakes.gitlab_api import FakeGitLab
 
 pytestmark = pytest.mark.slow
 APPROVERS = "deploy:\n  staging:\n    smoke: {max_latency_ms: 2000}\n  production:\n    approvers: [alice]\n"
@@ -134,10 +135,15 @@ def test_deployment_run_watch_completes_on_a_process_worker(stack):
 
 
 def test_ci_trigger_is_idempotent_and_waits_for_approval(stack):
+    """A merge request pipeline: `mlops ci` starts the run, approval resumes it, GitLab gets one
+    model report comment and a deployment per environment change."""
     api = stack["api"]
-    env = {**stack["env"], "CI_COMMIT_MESSAGE": "train fraud\n\nretrain after the data fix",
-           "CI_PIPELINE_ID": "9001", "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_SHA": "a" * 40}
-    with worker(stack, "cpu-runners", "cpu-2"), background(
+    gitlab = FakeGitLab().start()
+    mr = {"CI_SERVER_URL": gitlab.url, "CI_PROJECT_ID": "42", "MLOPS_GITLAB_TOKEN": "glpat-good",
+          "CI_MERGE_REQUEST_IID": "5", "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_SHA": "a" * 40}
+    env = {**stack["env"], **mr, "CI_COMMIT_MESSAGE": "train fraud\n\nretrain after the data fix",
+           "CI_PIPELINE_ID": "9001"}
+    with worker(stack, "cpu-runners", "cpu-2", **mr), background(
             [str(BIN / "mlops"), "ci"], stack["root"] / "ci.log", env=env) as ci:
         run_id = paused_run(api, "fraud")
         answer = mlops(["approve", run_id, "--as", "alice", "--comment", "ci e2e"], env)
@@ -153,6 +159,12 @@ def test_ci_trigger_is_idempotent_and_waits_for_approval(stack):
     key = "gitlab-pipeline-9001-training-pipeline/fraud"
     assert len([r for r in flow_runs(api) if r["idempotency_key"] == key]) == 1
     assert versions(Path(env["MLOPS_HOME"]), "fraud") == ["1"]  # same data, config, code
+    gitlab.stop()
+    [note] = gitlab.notes["5"]
+    assert "model-report:fraud" in note["body"] and "gate ✅ passed" in note["body"]
+    assert "/runs/flow-run/" in note["body"]  # linked to the Prefect flow run
+    assert [(d["environment"]["name"], d["status"], d["sha"]) for d in gitlab.deployments] == [
+        ("staging", "success", "a" * 40), ("production", "success", "a" * 40)]
 
 
 def test_drift_event_starts_a_retrain_through_the_deployment_trigger(stack):
