@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from deployments.manifest import TRAINING_FLOW
+from deployments.manifest import NOTEBOOK_DEPLOYMENT, TRAINING_FLOW
 from tasks.errors import ConfigError
 
 TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
@@ -68,22 +69,34 @@ def parse_targets(message: str) -> list[str] | None:
     return list(dict.fromkeys(targets))
 
 
-def check_targets(targets: list[str], known_models: set[str]) -> list[str]:
-    """Models to run, or a ConfigError naming what cannot run (before any run starts)."""
-    notebooks = [t for t in targets if t.endswith(".ipynb")]
-    if notebooks:
-        raise ConfigError(f"notebook training ({notebooks[0]}) is not available yet; "
-                          f"name models instead (known: {', '.join(sorted(known_models))})")
-    unknown = [t for t in targets if t not in known_models]
+def check_targets(targets: list[str], known_models: set[str], project: Path | None = None
+                  ) -> list[str]:
+    """Models and notebooks to run, or a ConfigError naming what cannot run (before any run
+    starts). Notebooks are paths in the project (CI_PROJECT_DIR)."""
+    from tasks.notebook import check_notebook
+
+    for target in targets:
+        if target.endswith(".ipynb"):
+            check_notebook(str((project or Path.cwd()) / target))
+    unknown = [t for t in targets if not t.endswith(".ipynb") and t not in known_models]
     if unknown:
         raise ConfigError(f"commit message names unknown model(s) {', '.join(unknown)} "
                           f"(known: {', '.join(sorted(known_models)) or 'none'}); no run started")
     return targets
 
 
-def idempotency_key(ctx: CiContext, model: str) -> str:
-    """One run per pipeline and model: a retried trigger job finds the run it started before."""
-    return f"gitlab-pipeline-{ctx.pipeline_id}-{TRAINING_FLOW}/{model}"
+def deployment_for(target: str) -> tuple[str, dict[str, str]]:
+    """The deployment a target runs on and the parameters it adds."""
+    if target.endswith(".ipynb"):
+        return NOTEBOOK_DEPLOYMENT, {"notebook": target}
+    return f"{TRAINING_FLOW}/{target}", {}
+
+
+def idempotency_key(ctx: CiContext, target: str) -> str:
+    """One run per pipeline and target: a retried trigger job finds the run it started before."""
+    deployment, _ = deployment_for(target)
+    suffix = "" if deployment.endswith(f"/{target}") else f":{target}"
+    return f"gitlab-pipeline-{ctx.pipeline_id}-{deployment}{suffix}"
 
 
 @dataclass
@@ -110,20 +123,23 @@ async def start_runs(client: Any, ctx: CiContext, models: list[str]) -> list[Wat
     from prefect.exceptions import ObjectNotFound
 
     deployments = {}
-    for model in models:
+    for target in models:
+        name, _ = deployment_for(target)
         try:
-            deployments[model] = await client.read_deployment_by_name(f"{TRAINING_FLOW}/{model}")
+            deployments[target] = await client.read_deployment_by_name(name)
         except ObjectNotFound:
-            raise ConfigError(f"no deployment {TRAINING_FLOW}/{model} on the Prefect server: run "
+            raise ConfigError(f"no deployment {name} on the Prefect server: run "
                               f"`prefect --no-prompt deploy --all` first; no run started") from None
     runs = []
-    for model, deployment in deployments.items():
-        key = idempotency_key(ctx, model)
+    for target, deployment in deployments.items():
+        key = idempotency_key(ctx, target)
         existing = await _run_with_key(client, deployment.id, key)
-        params = {"as_of": ctx.as_of.isoformat()} if ctx.as_of else {}
+        params = {"as_of": ctx.as_of.isoformat()} if ctx.as_of and not target.endswith(".ipynb") \
+            else {}
+        params.update(deployment_for(target)[1])
         run = existing or await client.create_flow_run_from_deployment(
             deployment.id, parameters=params, idempotency_key=key, tags=ctx.tags())
-        runs.append(Watched(model=model, flow_run_id=run.id, name=run.name,
+        runs.append(Watched(model=target, flow_run_id=run.id, name=run.name,
                             reused=existing is not None))
     return runs
 
@@ -211,5 +227,7 @@ async def trigger(ctx: CiContext, models: list[str], emit: Callable[[str], None]
         for run in runs:
             verb = "already started by this pipeline" if run.reused else "started"
             link = f" {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}" if ui_url else ""
-            emit(f"{TRAINING_FLOW}/{run.model}: run {run.name} {verb}{link}")
+            emit(f"{deployment_for(run.model)[0]} ({run.model}): run {run.name} {verb}{link}"
+                 if run.model.endswith(".ipynb") else
+                 f"{TRAINING_FLOW}/{run.model}: run {run.name} {verb}{link}")
         return await watch(client, runs, emit, timeout_s=timeout_s)

@@ -16,6 +16,9 @@ from tasks.monitor import DRIFT_EVENT
 TRAINING_ENTRYPOINT = "flows/training.py:training_pipeline"
 TRAINING_FLOW = "training-pipeline"
 WEEKLY_CRON = "0 2 * * 1"
+NOTEBOOK_ENTRYPOINT = "flows/notebook.py:notebook_training"
+NOTEBOOK_FLOW = "notebook-training"
+NOTEBOOK_DEPLOYMENT = f"{NOTEBOOK_FLOW}/notebooks"
 # every model also scores and is monitored every day
 DAILY_FLOWS = {"flows/scoring.py:batch_scoring": "batch-scoring",
                "flows/monitoring.py:monitoring": "monitoring"}
@@ -50,7 +53,7 @@ def load_manifest(path: Path) -> list[DeploymentEntry]:
         raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
     except ValidationError as exc:
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
-    flows = {TRAINING_ENTRYPOINT: TRAINING_FLOW, **DAILY_FLOWS}
+    flows = {TRAINING_ENTRYPOINT: TRAINING_FLOW, NOTEBOOK_ENTRYPOINT: NOTEBOOK_FLOW, **DAILY_FLOWS}
     return [
         DeploymentEntry(
             name=d.name or "",

@@ -52,7 +52,8 @@ def _model(model: str):
 @app.command()
 def train(
     models: Annotated[list[str], typer.Argument(
-        help="Model names under configs/models (or YAML paths); several run in turn.")],
+        help="Model names under configs/models (or YAML paths), or notebooks (.ipynb); several "
+             "run in turn.")],
     force: Annotated[bool, typer.Option(
         "--force", help="Run the flow even when an identical earlier run registered a version.")
     ] = False,
@@ -60,10 +61,19 @@ def train(
     """Run validate → train → evaluate → gate → register for each model, then print a summary.
 
     A model whose data, config and code are unchanged since a registered version is reported
-    as up to date without starting Prefect (use --force to run the flow anyway).
+    as up to date without starting Prefect (use --force to run the flow anyway). A notebook is
+    executed with papermill (is_local_development=False, the device injected) and kept with
+    what it logged in an MLflow run of experiment notebooks/<name>.
     """
     from tasks.config import load_config
     from tasks.reuse import up_to_date
+
+    notebooks = [m for m in models if m.endswith(".ipynb")]
+    if notebooks:
+        _train_notebooks(notebooks)
+        models = [m for m in models if m not in notebooks]
+        if not models:
+            return
 
     rows: list[tuple[str, ...]] = []
     todo: list[str] = []
@@ -92,6 +102,22 @@ def train(
     _print_table(("model", "version", "metric", "value", "gate"), rows)
     if first_code:
         raise typer.Exit(first_code)
+
+
+def _train_notebooks(notebooks: list[str]) -> None:
+    from flows.notebook import notebook_training
+    from tasks.notebook import check_notebook
+
+    try:
+        for notebook in notebooks:
+            check_notebook(notebook)
+    except MlopsError as exc:
+        raise fail(exc) from None
+    for notebook in notebooks:
+        result = _run_one_flow(lambda nb=notebook: notebook_training(nb))
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
+        typer.echo(f"{notebook}: executed in {result.seconds:.0f} s; {shown or 'no metrics'}; "
+                   f"MLflow {result.run_url}")
 
 
 def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServer | None,
@@ -342,7 +368,7 @@ def ci(
         from tasks.config import list_configs
 
         known = {p.stem for p, _ in list_configs(settings.config_dir)}
-        models = check_targets(targets, known)
+        models = check_targets(targets, known, Path(os.environ.get("CI_PROJECT_DIR") or "."))
         _need_server("mlops ci")
         ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
         code = asyncio.run(trigger(ctx, models, typer.echo, ui, timeout))

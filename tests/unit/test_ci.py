@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -23,12 +24,29 @@ def test_parse_targets(message, targets):
     assert parse_targets(message) == targets
 
 
-def test_unknown_model_and_notebook_are_refused_before_anything_starts():
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_unknown_model_and_missing_notebook_are_refused_before_anything_starts():
     with pytest.raises(ConfigError, match=r"unknown model\(s\) nosuch .*known: damage, fraud"):
         check_targets(["fraud", "nosuch"], {"fraud", "damage"})
-    with pytest.raises(ConfigError, match="notebook training"):
-        check_targets(["notebooks/x.ipynb"], {"fraud"})
+    with pytest.raises(ConfigError, match="notebook .*notebooks/x.ipynb does not exist"):
+        check_targets(["notebooks/x.ipynb"], {"fraud"}, REPO)
     assert check_targets(["fraud"], {"fraud"}) == ["fraud"]
+    shipped = "notebooks/train_fraud.ipynb"
+    assert check_targets(["fraud", shipped], {"fraud"}, REPO) == ["fraud", shipped]
+
+
+def test_notebooks_run_on_the_notebook_deployment_with_their_own_key():
+    from deployments.ci import deployment_for
+
+    ctx = CiContext.from_env({"CI_COMMIT_MESSAGE": "train notebooks/train_fraud.ipynb",
+                              "CI_PIPELINE_ID": "77"})
+    assert deployment_for("notebooks/train_fraud.ipynb") == (
+        "notebook-training/notebooks", {"notebook": "notebooks/train_fraud.ipynb"})
+    assert idempotency_key(ctx, "fraud") == "gitlab-pipeline-77-training-pipeline/fraud"
+    assert idempotency_key(ctx, "notebooks/train_fraud.ipynb") == \
+        "gitlab-pipeline-77-notebook-training/notebooks:notebooks/train_fraud.ipynb"
 
 
 def test_context_from_gitlab_variables():

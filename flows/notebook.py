@@ -1,0 +1,21 @@
+"""Notebook training: a parameterized notebook executed with papermill, tracked in MLflow."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.adapters.slack import notify_flow_failure
+from tasks.device import select_device
+from tasks.notebook import NotebookRun, check_notebook, execute
+from tasks.settings import Settings
+from tasks.tracking import connect
+
+
+@flow(name="notebook-training", log_prints=True, on_failure=[notify_flow_failure],
+      on_crashed=[notify_flow_failure])
+def notebook_training(notebook: str) -> NotebookRun:
+    """Run `notebook` (a path in the project) with is_local_development=False and the device."""
+    settings = Settings.from_env()
+    check_notebook(notebook)
+    registry = connect(settings)
+    return execute(notebook, registry, settings, select_device(settings.device))

@@ -1,0 +1,104 @@
+"""Notebook training: a data scientist's parameterized notebook run with papermill (as in
+GitLab's data-science CI), `is_local_development=False` and the device injected, the executed
+notebook and what it logged kept in an MLflow run of experiment notebooks/<name>."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from tasks.adapters.mlflow_registry import Registry
+from tasks.errors import ConfigError, MlopsError
+from tasks.lineage import git_commit
+from tasks.settings import Settings
+
+KERNEL = "python3"
+
+
+class NotebookFailed(MlopsError):
+    """A cell raised; the executed notebook (with the error) is in the MLflow run."""
+
+    exit_code = 1
+
+
+class NotebookRun(BaseModel):
+    notebook: str
+    run_id: str
+    run_url: str
+    metrics: dict[str, float]
+    seconds: float
+
+
+def check_notebook(path: str) -> Path:
+    """An existing .ipynb with a cell tagged `parameters` (where papermill injects values)."""
+    notebook = Path(path)
+    if notebook.suffix != ".ipynb":
+        raise ConfigError(f"{path} is not a notebook (.ipynb)")
+    if not notebook.is_file():
+        raise ConfigError(f"notebook {path} does not exist")
+    try:
+        cells = json.loads(notebook.read_text())["cells"]
+    except (ValueError, KeyError):
+        raise ConfigError(f"{path} is not a valid Jupyter notebook") from None
+    if not any("parameters" in (c.get("metadata", {}).get("tags") or []) for c in cells):
+        raise ConfigError(f"{path} has no cell tagged 'parameters': tag the cell that sets "
+                          "is_local_development, device and mlflow_run_id")
+    return notebook
+
+
+def run_notebook(path: str, registry: Registry, settings: Settings, device: str,
+                 parameters: dict | None = None, cwd: Path | None = None) -> NotebookRun:
+    """Execute the notebook into an MLflow run; a failing cell fails the run, and the executed
+    notebook is logged either way so the traceback is one click away."""
+    import time
+
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = check_notebook(path)
+    name = notebook.stem
+    run_id = registry.start_run(f"notebooks/{name}", name, {
+        "mlops.notebook": str(path), "git_commit": git_commit() or "unknown", "device": device})
+    injected = {"is_local_development": False, "device": device, "mlflow_run_id": run_id,
+                **(parameters or {})}
+    registry.log_run(run_id, params={f"notebook.{k}": v for k, v in injected.items()
+                                     if k != "mlflow_run_id"})
+    # the kernel is a child process: it reads the tracking URI from the environment
+    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mlops-notebook-") as tmp:
+        executed = Path(tmp) / f"{name}.executed.ipynb"
+        try:
+            papermill.execute_notebook(str(notebook), str(executed), parameters=injected,
+                                       kernel_name=KERNEL, cwd=str(cwd or Path.cwd()),
+                                       progress_bar=False, log_output=False)
+        except PapermillExecutionError as exc:
+            registry.log_files(run_id, [str(executed)], "notebook")
+            registry.end_run(run_id, "FAILED")
+            raise NotebookFailed(f"{path}: cell {exc.exec_count} raised {exc.ename}: "
+                                 f"{exc.evalue}"[:400]) from None
+        except BaseException:
+            registry.end_run(run_id, "FAILED")
+            raise
+        registry.log_files(run_id, [str(executed)], "notebook")
+    registry.end_run(run_id)
+    return NotebookRun(notebook=str(path), run_id=run_id, run_url=registry.run_url(run_id),
+                       metrics=registry.run_metrics(run_id),
+                       seconds=round(time.perf_counter() - started, 1))
+
+
+@task(name="run-notebook", cache_policy=NO_CACHE)
+def execute(path: str, registry: Registry, settings: Settings, device: str) -> NotebookRun:
+    from prefect.logging import get_run_logger
+
+    result = run_notebook(path, registry, settings, device)
+    get_run_logger().info(f"{path}: executed in {result.seconds:.0f} s; "
+                          + ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
+                          + f"; MLflow {result.run_url}")
+    return result
