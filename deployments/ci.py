@@ -18,6 +18,10 @@ from tasks.errors import ConfigError
 TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 GATE_MARK = "GateRejected"
+# the pipeline's identity travels to the flow run (wherever a worker runs it) as job variables,
+# so the MR report and GitLab deployments land on this MR and commit; never a token
+FORWARDED = ("CI_SERVER_URL", "CI_PROJECT_ID", "CI_MERGE_REQUEST_IID", "CI_PIPELINE_ID",
+             "CI_PIPELINE_URL", "CI_JOB_URL", "CI_COMMIT_SHA", "CI_COMMIT_REF_NAME")
 NOISE = re.compile(r"^Finished in state Completed\(\)$")
 
 
@@ -32,6 +36,7 @@ class CiContext:
     job_url: str = ""
     pipeline_url: str = ""
     as_of: date | None = None
+    gitlab: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CiContext:
@@ -48,7 +53,7 @@ class CiContext:
         return cls(commit_message=message, pipeline_id=pipeline,
                    commit_sha=env.get("CI_COMMIT_SHA", ""), ref=env.get("CI_COMMIT_REF_NAME", ""),
                    job_url=env.get("CI_JOB_URL", ""), pipeline_url=env.get("CI_PIPELINE_URL", ""),
-                   as_of=day)
+                   as_of=day, gitlab={k: env[k] for k in FORWARDED if env.get(k)})
 
     def tags(self) -> list[str]:
         out = [f"gitlab-pipeline:{self.pipeline_id}"]
@@ -137,11 +142,22 @@ async def start_runs(client: Any, ctx: CiContext, models: list[str]) -> list[Wat
         params = {"as_of": ctx.as_of.isoformat()} if ctx.as_of and not target.endswith(".ipynb") \
             else {}
         params.update(deployment_for(target)[1])
+        env = {**await _pool_env(client, deployment), **ctx.gitlab}
         run = existing or await client.create_flow_run_from_deployment(
-            deployment.id, parameters=params, idempotency_key=key, tags=ctx.tags())
+            deployment.id, parameters=params, idempotency_key=key, tags=ctx.tags(),
+            job_variables={"env": env} if ctx.gitlab else None)
         runs.append(Watched(model=target, flow_run_id=run.id, name=run.name,
                             reused=existing is not None))
     return runs
+
+
+async def _pool_env(client: Any, deployment: Any) -> dict[str, str]:
+    """The env a run would get without us (pool default, then deployment): a flow run's `env`
+    job variable replaces it, so what the pool sets (MLOPS_DEVICE=cuda) is carried over."""
+    pool = await client.read_work_pool(deployment.work_pool_name)
+    default = (pool.base_job_template.get("variables", {}).get("properties", {})
+               .get("env", {}).get("default") or {})
+    return {**default, **((deployment.job_variables or {}).get("env") or {})}
 
 
 async def _run_with_key(client: Any, deployment_id: UUID, key: str) -> Any | None:

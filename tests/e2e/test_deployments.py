@@ -139,11 +139,12 @@ def test_ci_trigger_is_idempotent_and_waits_for_approval(stack):
     model report comment and a deployment per environment change."""
     api = stack["api"]
     gitlab = FakeGitLab().start()
-    mr = {"CI_SERVER_URL": gitlab.url, "CI_PROJECT_ID": "42", "MLOPS_GITLAB_TOKEN": "glpat-good",
-          "CI_MERGE_REQUEST_IID": "5", "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_SHA": "a" * 40}
+    mr = {"CI_SERVER_URL": gitlab.url, "CI_PROJECT_ID": "42", "CI_MERGE_REQUEST_IID": "5",
+          "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_SHA": "a" * 40}
     env = {**stack["env"], **mr, "CI_COMMIT_MESSAGE": "train fraud\n\nretrain after the data fix",
            "CI_PIPELINE_ID": "9001"}
-    with worker(stack, "cpu-runners", "cpu-2", **mr), background(
+    # the runner holds only the token; the MR's identity comes with the flow run (job variables)
+    with worker(stack, "cpu-runners", "cpu-2", MLOPS_GITLAB_TOKEN="glpat-good"), background(
             [str(BIN / "mlops"), "ci"], stack["root"] / "ci.log", env=env) as ci:
         run_id = paused_run(api, "fraud")
         answer = mlops(["approve", run_id, "--as", "alice", "--comment", "ci e2e"], env)
