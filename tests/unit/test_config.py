@@ -94,3 +94,11 @@ def test_config_hash_changes_with_content():
     b = parse_config(config_yaml(n_trials=3))
     assert a.config_hash() != b.config_hash()
     assert a.config_hash() == parse_config(config_yaml()).config_hash()
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_overwrite():
+    from tests.conftest import config_yaml
+
+    text = config_yaml() + "training: {n_trials: 50}\n"
+    with pytest.raises(ConfigError, match=r"malformed YAML at line \d+.*key 'training' appears twice"):
+        parse_config(text, origin="fraud.yaml")
