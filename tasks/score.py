@@ -197,20 +197,27 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.R
     done = object()
     stop = threading.Event()
 
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def pump() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        box.put(batch, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(batch):
                     return
-            box.put(done)
+            offer(done)
         except BaseException as exc:  # handed to the consumer, raised there
-            box.put(exc)
+            offer(exc)
+        finally:  # a source holding a connection (Snowflake) releases it here
+            closer = getattr(batches, "close", None)
+            if closer is not None:
+                closer()
 
     thread = threading.Thread(target=pump, name="mlops-prefetch", daemon=True)
     thread.start()

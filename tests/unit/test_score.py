@@ -142,3 +142,39 @@ def test_bad_locations(champion, claims, tmp_path):
         score_batches(champion, str(src), str(tmp_path / "o.parquet"), keep=["nope"])
     assert pq.read_schema(src).names[0] == "claim_id"
     assert leftovers(tmp_path) == ["claims.parquet"]
+
+
+def test_prefetch_closes_the_source_when_the_consumer_stops_early():
+    import time
+
+    from tasks.score import prefetch
+
+    closed = []
+
+    def source():
+        try:
+            for i in range(100):
+                yield i
+        finally:
+            closed.append(True)
+
+    reader = prefetch(source())
+    assert [next(reader), next(reader)] == [0, 1]
+    reader.close()  # the scoring loop failed: stop reading
+    deadline = time.monotonic() + 5
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed == [True]
+
+
+def test_prefetch_hands_over_a_reader_error():
+    from tasks.score import prefetch
+
+    def source():
+        yield 1
+        raise DataError("column x holds text")
+
+    reader = prefetch(source())
+    assert next(reader) == 1
+    with pytest.raises(DataError, match="holds text"):
+        next(reader)
