@@ -153,8 +153,7 @@ def test_prefetch_closes_the_source_when_the_consumer_stops_early():
 
     def source():
         try:
-            for i in range(100):
-                yield i
+            yield from range(100)
         finally:
             closed.append(True)
 
