@@ -15,7 +15,7 @@ from tasks.deploy import DeployResult
 from tasks.errors import GateRejected
 from tasks.evaluate import evaluate
 from tasks.gate import gate
-from tasks.gitlab_report import report_merge_request
+from tasks.gitlab_report import report_merge_request, report_reused
 from tasks.profile import profile_training_data
 from tasks.register import input_example, model_card, register
 from tasks.settings import Settings
@@ -72,6 +72,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     plan = plan_run(cfg, data.fingerprint, settings, registry)
     if plan.existing_version:
         run_id, value = reused_metrics(registry, cfg, plan.existing_version)
+        report_reused(registry, cfg.name, plan.existing_version, run_id)
         return PipelineResult(model=cfg.name, version=plan.existing_version,
                               metric=cfg.gate.metric, value=value, gate="passed (earlier run)",
                               run_id=run_id, reused=True)

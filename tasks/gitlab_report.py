@@ -81,29 +81,71 @@ def flow_run_url() -> str | None:
     return f"{api.removesuffix('/api').rstrip('/')}/runs/flow-run/{ctx.flow_run.id}"
 
 
+def reused_comment(model: str, version: str, metrics: dict[str, float], run_url: str,
+                   flow_run: str | None, pipeline_url: str | None = None) -> str:
+    """The comment when nothing changed: the registered version's own metrics."""
+    rows = sorted(k.removeprefix("test_") for k in metrics if k.startswith("test_"))
+    lines = [marker(model), f"### Model report: `{model}` — unchanged, v{version} reused", "",
+             "Data, config and code are the same as when v" + version + " was trained: nothing "
+             "was retrained. Its test metrics:", "", "| metric | v" + version + " | champion then |",
+             "|---|---|---|",
+             *[f"| {n} | {metrics[f'test_{n}']:.4f} | "
+               f"{'' if f'champion_{n}' not in metrics else format(metrics[f'champion_{n}'], '.4f')} |"
+               for n in rows]]
+    links = [f"[MLflow run]({run_url})" if run_url.startswith("http") else f"MLflow: {run_url}"]
+    if flow_run:
+        links.append(f"[Prefect flow run]({flow_run})")
+    if pipeline_url:
+        links.append(f"[pipeline]({pipeline_url})")
+    return "\n".join([*lines, "", " · ".join(links)]) + "\n"
+
+
+def _merge_request() -> GitLab | None:
+    from prefect.logging import get_run_logger
+
+    gitlab = open_gitlab()
+    if gitlab is None or not gitlab.settings.merge_request_iid:
+        get_run_logger().info(skipped("merge request report") if gitlab is None else
+                              "GitLab merge request report skipped: not a merge request pipeline")
+        return None
+    return gitlab
+
+
+def _post(gitlab: GitLab, model: str, body: str) -> str:
+    from prefect.logging import get_run_logger
+
+    iid = gitlab.settings.merge_request_iid
+    done = gitlab.upsert_note(iid, marker(model), body)
+    if done is None:
+        return "failed"
+    get_run_logger().info(f"merge request !{iid}: model report {done['action']} (note {done['id']})")
+    return done["action"]
+
+
 @task(name="report-to-merge-request", cache_policy=NO_CACHE)
 def report_merge_request(model: str, report: EvalReport, champion: EvalReport | None,
                          champion_version: str | None, decision: GateDecision, run_url: str
                          ) -> str:
     """Post (or update) the MR comment when this is an MR pipeline with GitLab settings."""
-    from prefect.logging import get_run_logger
-
-    logger = get_run_logger()
-    gitlab = open_gitlab()
-    if gitlab is None or not gitlab.settings.merge_request_iid:
-        why = skipped("merge request report") if gitlab is None else \
-            "GitLab merge request report skipped: not a merge request pipeline"
-        logger.info(why)
+    gitlab = _merge_request()
+    if gitlab is None:
         return "skipped"
-    iid = gitlab.settings.merge_request_iid
     images = [md for path in report.plots[:3] if (md := gitlab.upload(path))]
     body = merge_request_comment(model, report, champion, champion_version, decision, run_url,
                                  flow_run_url(), images, gitlab.settings.pipeline_url)
-    done = gitlab.upsert_note(iid, marker(model), body)
-    if done is None:
-        return "failed"
-    logger.info(f"merge request !{iid}: model report {done['action']} (note {done['id']})")
-    return done["action"]
+    return _post(gitlab, model, body)
+
+
+@task(name="report-reuse-to-merge-request", cache_policy=NO_CACHE)
+def report_reused(registry, model: str, version: str, run_id: str | None) -> str:
+    """An MR pipeline that changed nothing about a model still says so on the MR."""
+    gitlab = _merge_request()
+    if gitlab is None:
+        return "skipped"
+    metrics = registry.run_metrics(run_id) if run_id else {}
+    run_url = registry.run_url(run_id) if run_id else "unknown run"
+    return _post(gitlab, model, reused_comment(model, version, metrics, run_url, flow_run_url(),
+                                               gitlab.settings.pipeline_url))
 
 
 def mirror_to_environment(action: str, gitlab: GitLab | None = None) -> str | None:

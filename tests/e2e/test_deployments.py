@@ -115,9 +115,10 @@ def test_deployments_pools_and_schedules_on_the_server(stack):
         assert next_run.weekday() == 0 and (next_run.hour, next_run.minute) == (2, 0)
 
 
-def test_deployment_run_watch_completes_on_a_process_worker(stack):
-    api, env = stack["api"], stack["env"]
-    with worker(stack, "cpu-runners", "cpu-1"):
+def test_deployment_run_watch_completes_on_a_process_worker(stack, tmp_path):
+    api = stack["api"]
+    env = {**stack["env"], "MLOPS_HOME": str(tmp_path / "state")}  # the CI test trains afresh
+    with worker(stack, "cpu-runners", "cpu-1", MLOPS_HOME=env["MLOPS_HOME"]):
         started = time.perf_counter()
         run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "training-pipeline/fraud",
                               "--param", "deploy=false", "--watch", "--watch-timeout", "400"],

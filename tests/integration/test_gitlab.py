@@ -39,6 +39,11 @@ def test_mr_pipeline_comments_once_and_records_environments(write_config, gitlab
         ("staging", "success"), ("production", "success")]
     assert {d["sha"] for d in gitlab.deployments} == {"c" * 40}
 
+    again = training_pipeline(name)  # a pipeline that changed nothing about the model
+    assert again.reused and again.version == "1"
+    [note] = gitlab.notes["17"]
+    assert "unchanged, v1 reused" in note["body"] and "| roc_auc |" in note["body"]
+
     write_config("mr-model", n_trials=3, extra=SMOKE)  # the MR changes the model: a new run
     second = training_pipeline(name)
     assert second.version == "2"
