@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import RegistryError, TrackingUnavailable
+from tasks.errors import ConfigError, RegistryError, TrackingUnavailable
 from tasks.settings import Settings, redact
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
@@ -245,6 +246,15 @@ class Registry:
         return mlflow.pyfunc.load_model(uri)
 
 
+GITLAB_MLFLOW = re.compile(r"/api/v4/projects/[^/]+/ml/mlflow/?$")
+
+
 def open_registry(settings: Settings) -> Registry:
+    if GITLAB_MLFLOW.search(settings.tracking_uri.split("?")[0]):
+        # refuse before anything is trained: registration would fail half-way otherwise
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI {redact(settings.tracking_uri)} is GitLab's MLflow API, which "
+            "prefect-mlops cannot use yet (it lacks aliases, model-version tags and "
+            "search_model_versions); point it at an MLflow server or leave it unset")
     check_reachable(settings.tracking_uri, settings.tracking_retries)
     return Registry(settings)
