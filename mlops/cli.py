@@ -18,8 +18,8 @@ from mlops.local_server import LocalServer, start_if_needed  # noqa: E402
 from tasks.errors import ConfigError, MlopsError  # noqa: E402
 
 app = typer.Typer(
-    help="prefect-mlops: validate → train → evaluate → gate → register models as Prefect flows "
-         "tracked in MLflow.",
+    help="prefect-mlops: validate → train → evaluate → gate → register → deploy models as Prefect "
+         "flows tracked in MLflow, then score batches and watch for drift.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -321,7 +321,8 @@ def check_deployments(
     prefect_file: Annotated[Path, typer.Option(help="The prefect.yaml to check.")] = Path("prefect.yaml"),
 ) -> None:
     """Check prefect.yaml against configs/models and deployments/pools.yaml: every model has its
-    training-pipeline deployment on the work pool its config names, with the weekly schedule."""
+    training-pipeline deployment on the work pool its config names, with the weekly schedule and
+    the retrain-on-drift trigger, and daily batch-scoring and monitoring deployments."""
     from deployments.manifest import check_manifest
 
     try:
