@@ -32,6 +32,15 @@ def _delta(metric: str, new: float, old: float | None) -> str:
     return f"{diff:+.4f} {arrow}"
 
 
+def _links(run_url: str, flow_run: str | None, pipeline_url: str | None) -> str:
+    links = [f"[MLflow run]({run_url})" if run_url.startswith("http") else f"MLflow: {run_url}"]
+    if flow_run:
+        links.append(f"[Prefect flow run]({flow_run})")
+    if pipeline_url:
+        links.append(f"[pipeline]({pipeline_url})")
+    return " · ".join(links)
+
+
 def merge_request_comment(model: str, report: EvalReport, champion: EvalReport | None,
                           champion_version: str | None, decision: GateDecision, run_url: str,
                           flow_run_url: str | None, images: list[str],
@@ -58,12 +67,7 @@ def merge_request_comment(model: str, report: EvalReport, champion: EvalReport |
                          f"| {n} |")
         lines += ["", "</details>"]
     lines += ["", "**Gate**", *[f"- {'✅' if c.passed else '❌'} {c.detail}" for c in decision.checks]]
-    links = [f"[MLflow run]({run_url})" if run_url.startswith("http") else f"MLflow: {run_url}"]
-    if flow_run_url:
-        links.append(f"[Prefect flow run]({flow_run_url})")
-    if pipeline_url:
-        links.append(f"[pipeline]({pipeline_url})")
-    lines += ["", " · ".join(links)]
+    lines += ["", _links(run_url, flow_run_url, pipeline_url)]
     if images:
         lines += ["", *images]
     return "\n".join(lines) + "\n"
@@ -92,12 +96,7 @@ def reused_comment(model: str, version: str, metrics: dict[str, float], run_url:
              *[f"| {n} | {metrics[f'test_{n}']:.4f} | "
                f"{'' if f'champion_{n}' not in metrics else format(metrics[f'champion_{n}'], '.4f')} |"
                for n in rows]]
-    links = [f"[MLflow run]({run_url})" if run_url.startswith("http") else f"MLflow: {run_url}"]
-    if flow_run:
-        links.append(f"[Prefect flow run]({flow_run})")
-    if pipeline_url:
-        links.append(f"[pipeline]({pipeline_url})")
-    return "\n".join([*lines, "", " · ".join(links)]) + "\n"
+    return "\n".join([*lines, "", _links(run_url, flow_run, pipeline_url)]) + "\n"
 
 
 def _merge_request() -> GitLab | None:

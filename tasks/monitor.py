@@ -31,7 +31,6 @@ class Observed(BaseModel):
     """A batch seen through the reference profile's bins, plus labelled performance if any."""
 
     profile: Profile
-    columns: list[str]
     metric: str | None = None
     metric_value: float | None = None
 
@@ -92,7 +91,7 @@ def observe(champion: Champion, location: str, target: str) -> Observed:
         if labelled:
             labels.append(batch.column(batch.schema.names.index(target)).to_pandas())
             scores.append(raw)
-    observed = Observed(profile=counter.profile(), columns=source.columns)
+    observed = Observed(profile=counter.profile())
     if labelled and labels and champion.profile.metric:
         observed.metric = champion.profile.metric
         observed.metric_value = labelled_metric(spec, observed.metric, labels, scores)

@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,8 +48,6 @@ class Champion:
     spec: FeatureSpec
     profile: Profile | None
     sha256: str
-    run_id: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 def load_champion(registry: Registry, cfg: ModelConfig, into: Path) -> Champion:
@@ -81,7 +79,7 @@ def load_champion(registry: Registry, cfg: ModelConfig, into: Path) -> Champion:
     profile = Profile.model_validate_json(profile_file.read_text()) if profile_file else None
     return Champion(name=cfg.name, version=ref.version, alias=alias, booster=booster,
                     spec=FeatureSpec.model_validate(local.spec), profile=profile,
-                    sha256=expected, run_id=ref.run_id, tags=ref.tags)
+                    sha256=expected)
 
 
 # -- sources --------------------------------------------------------------------------------

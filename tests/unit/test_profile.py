@@ -79,7 +79,7 @@ def champion(reference) -> Champion:
 def observed(frame, raw, reference, metric=None) -> Observed:
     counter = ProfileCounter(reference)
     counter.add(frame, raw, "binary")
-    return Observed(profile=counter.profile(), columns=list(frame.columns),
+    return Observed(profile=counter.profile(),
                     metric=metric[0] if metric else None, metric_value=metric[1] if metric else None)
 
 
