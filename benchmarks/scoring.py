@@ -63,7 +63,7 @@ def model_dir(into: Path) -> tuple[Path, str]:
     into.mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env()
     try:
-        from tasks.adapters.mlflow_registry import open_registry
+        from tasks.adapters.registries import open_registry
         from tasks.score import load_champion
 
         cfg = load_config("fraud", settings.config_dir)

@@ -20,8 +20,9 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 GATE_MARK = "GateRejected"
 # the pipeline's identity travels to the flow run (wherever a worker runs it) as job variables,
 # so the MR report and GitLab deployments land on this MR and commit; never a token
-FORWARDED = ("CI_SERVER_URL", "CI_PROJECT_ID", "CI_MERGE_REQUEST_IID", "CI_PIPELINE_ID",
-             "CI_PIPELINE_URL", "CI_JOB_URL", "CI_COMMIT_SHA", "CI_COMMIT_REF_NAME")
+FORWARDED = ("CI_SERVER_URL", "CI_PROJECT_ID", "CI_PROJECT_URL", "CI_MERGE_REQUEST_IID",
+             "CI_PIPELINE_ID", "CI_PIPELINE_URL", "CI_JOB_ID", "CI_JOB_URL", "CI_COMMIT_SHA",
+             "CI_COMMIT_REF_NAME")
 NOISE = re.compile(r"^Finished in state Completed\(\)$")
 
 

@@ -193,7 +193,7 @@ def promote(
 ) -> None:
     """Approve and promote a staged version to production (freeze windows and post-deploy
     checks apply; a failed check rolls back automatically)."""
-    from tasks.adapters.mlflow_registry import open_registry
+    from tasks.adapters.registries import open_registry
     from tasks.deploy import check_approver
     from tasks.deploy import promote as promote_version
 
@@ -233,7 +233,7 @@ def rollback(
     comment: Annotated[str, typer.Option(help="Why (audit trail).")] = "",
 ) -> None:
     """Move the champion alias back by hand."""
-    from tasks.adapters.mlflow_registry import open_registry
+    from tasks.adapters.registries import open_registry
     from tasks.deploy import rollback as rollback_champion
 
     try:
@@ -250,7 +250,7 @@ def history(
     model: Annotated[str, typer.Argument(help="Model name (or YAML path).")],
 ) -> None:
     """Print the audit trail: every staging, promotion, rejection and rollback."""
-    from tasks.adapters.mlflow_registry import open_registry
+    from tasks.adapters.registries import open_registry
 
     try:
         settings, cfg = _model(model)

@@ -207,7 +207,8 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
         local = fetch_version(registry, cfg.name, version, Path(tmp))
         registry.move_alias(cfg.name, alias, version)
         try:
-            server = server_factory(f"models:/{cfg.name}/{version}", registry.uri,
+            server = server_factory(registry.serving_uri(cfg.name, version, local.path),
+                                    registry.uri,
                                     cfg.deploy.staging.smoke.startup_timeout_s,
                                     Path(tmp) / "server.log")
             try:

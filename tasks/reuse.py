@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tasks.adapters.mlflow_registry import ModelVersionRef, open_registry
+from tasks.adapters.mlflow_registry import ModelVersionRef
+from tasks.adapters.registries import open_registry
 from tasks.config import ModelConfig
 from tasks.device import select_device
 from tasks.lineage import code_hash, run_key, source_fingerprint

@@ -10,7 +10,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.adapters.mlflow_registry import ModelVersionRef, Registry, open_registry
+from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
+from tasks.adapters.registries import open_registry
 from tasks.config import ModelConfig
 from tasks.device import select_device
 from tasks.evaluate import EvalReport, evaluate_scores, scores_from_predictions

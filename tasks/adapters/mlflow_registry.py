@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import ConfigError, RegistryError, TrackingUnavailable
+from tasks.errors import RegistryError, TrackingUnavailable
 from tasks.settings import Settings, redact
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
@@ -36,6 +35,10 @@ class Capabilities:
 
     aliases: bool = True
     version_tags: bool = True
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _is_http(uri: str) -> bool:
@@ -73,6 +76,8 @@ def check_reachable(uri: str, retries: int, delay_s: float = 1.0) -> None:
 class Registry:
     """Tracking runs and registered models behind one interface."""
 
+    max_param_chars = 6000
+
     def __init__(self, settings: Settings):
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -106,7 +111,7 @@ class Registry:
         self.client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-            params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
+            params=[Param(k, clip(str(v), self.max_param_chars)) for k, v in (params or {}).items()],
         )
 
     def log_files(self, run_id: str, paths: list[str], artifact_path: str | None = None) -> None:
@@ -127,6 +132,22 @@ class Registry:
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
+
+    def all_runs(self, experiment: str) -> list:
+        """Every run of an experiment, oldest first, a page of 1000 at a time (no filter and no
+        server-side order: GitLab's API supports neither)."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([found.experiment_id], max_results=1000,
+                                           page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token or not page:
+                break
+        return sorted(runs, key=lambda run: run.info.start_time or 0)
 
     # -- registry -------------------------------------------------------------------------
     def _ref(self, mv) -> ModelVersionRef:
@@ -218,6 +239,10 @@ class Registry:
         except MlflowException:
             return None
 
+    def serving_uri(self, name: str, version: str, local_path: Path) -> str:
+        """What `mlflow models serve -m` gets for a version downloaded to local_path."""
+        return f"models:/{name}/{version}"
+
     def download_model(self, uri: str, dst: str) -> str:
         import mlflow
 
@@ -233,28 +258,9 @@ class Registry:
         self.end_run(run_id)
 
     def events(self, name: str) -> list[dict[str, str]]:
-        found = self.client.get_experiment_by_name(f"audit/{name}")
-        if found is None:
-            return []
-        runs = self.client.search_runs([found.experiment_id], order_by=["attribute.start_time ASC"],
-                                       max_results=5000)
-        return [dict(run.data.params) for run in runs]
+        return [dict(run.data.params) for run in self.all_runs(f"audit/{name}")]
 
     def load_pyfunc(self, uri: str):
         import mlflow
 
         return mlflow.pyfunc.load_model(uri)
-
-
-GITLAB_MLFLOW = re.compile(r"/api/v4/projects/[^/]+/ml/mlflow/?$")
-
-
-def open_registry(settings: Settings) -> Registry:
-    if GITLAB_MLFLOW.search(settings.tracking_uri.split("?")[0]):
-        # refuse before anything is trained: registration would fail half-way otherwise
-        raise ConfigError(
-            f"MLFLOW_TRACKING_URI {redact(settings.tracking_uri)} is GitLab's MLflow API, which "
-            "prefect-mlops cannot use yet (it lacks aliases, model-version tags and "
-            "search_model_versions); point it at an MLflow server or leave it unset")
-    check_reachable(settings.tracking_uri, settings.tracking_retries)
-    return Registry(settings)

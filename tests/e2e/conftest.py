@@ -118,6 +118,17 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def gitlab_mlflow(mlflow_server):
+    """GitLab's MLflow API (only what GitLab implements, GitLab's rules) in front of the real
+    MLflow server."""
+    from tests.fakes.gitlab_mlflow import GitLabMlflowProxy
+
+    proxy = GitLabMlflowProxy(mlflow_server).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """A real `prefect server start` on loopback with a PostgreSQL database; its API URL."""
     root = tmp_path_factory.mktemp("prefect-server")

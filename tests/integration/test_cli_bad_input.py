@@ -141,11 +141,12 @@ def test_generate_and_models(home):
     assert_one_line(bad, 2, "output must end in .csv or .parquet")
 
 
-def test_gitlab_mlflow_api_is_refused_before_training(home, monkeypatch):
+def test_gitlab_mlflow_api_without_a_token_is_refused_before_training(home, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI",
                        "https://oauth2:glpat-s3cret@gitlab.example.com/api/v4/projects/42/ml/mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
     (home / "configs" / "ok.yaml").write_text(config_yaml(name="ok"))
     for command in (["train", "ok"], ["score", "ok", "--input", "a.parquet", "--output", "b.csv"]):
         result = run_cli(*command)
-        assert_one_line(result, 2, "is GitLab's MLflow API, which prefect-mlops cannot use yet")
+        assert_one_line(result, 2, "is GitLab's MLflow API: set MLFLOW_TRACKING_TOKEN")
         assert "glpat-s3cret" not in result.stderr + result.stdout

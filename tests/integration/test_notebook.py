@@ -27,7 +27,7 @@ def test_example_notebook_trains_and_is_logged(write_config, registry):
     assert run.data.params["notebook.device"] == "cpu"
     files = {f.path for f in reg.client.list_artifacts(result.run_id, "notebook")}
     assert files == {"notebook/train_fraud.executed.ipynb"}
-    assert {f.path for f in reg.client.list_artifacts(result.run_id, "model")} == {"model/model.ubj"}
+    assert "model.ubj" in {f.path for f in reg.client.list_artifacts(result.run_id)}
     executed = json.loads(Path(reg.client.download_artifacts(
         result.run_id, "notebook/train_fraud.executed.ipynb")).read_text())
     injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
