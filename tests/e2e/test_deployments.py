@@ -135,17 +135,21 @@ def test_deployment_run_watch_completes_on_a_process_worker(stack, tmp_path):
     assert versions(Path(env["MLOPS_HOME"]), "fraud") == ["1"]
 
 
-def test_ci_trigger_is_idempotent_and_waits_for_approval(stack):
-    """A merge request pipeline: `mlops ci` starts the run, approval resumes it, GitLab gets one
-    model report comment and a deployment per environment change."""
-    api = stack["api"]
+def test_ci_trigger_is_idempotent_and_waits_for_approval(stack, gitlab_mlflow, mlflow_server):
+    """A merge request pipeline with GitLab's MLflow API as the tracking server: `mlops ci`
+    starts the run, approval resumes it, GitLab gets one model report comment and a deployment
+    per environment change, and every MLflow call passes GitLab's routes and rules."""
+    api, proxy = stack["api"], gitlab_mlflow
+    calls_before = len(proxy.calls)
     gitlab = FakeGitLab().start()
     mr = {"CI_SERVER_URL": gitlab.url, "CI_PROJECT_ID": "42", "CI_MERGE_REQUEST_IID": "5",
-          "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_SHA": "a" * 40}
+          "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_SHA": "a" * 40, "CI_JOB_ID": "31337",
+          "CI_PROJECT_URL": "https://gitlab.example.com/claims/models"}
     env = {**stack["env"], **mr, "CI_COMMIT_MESSAGE": "train fraud\n\nretrain after the data fix",
-           "CI_PIPELINE_ID": "9001"}
-    # the runner holds only the token; the MR's identity comes with the flow run (job variables)
-    with worker(stack, "cpu-runners", "cpu-2", MLOPS_GITLAB_TOKEN="glpat-good"), background(
+           "CI_PIPELINE_ID": "9001", "MLFLOW_TRACKING_URI": proxy.url}
+    # the runner holds only the tokens; the MR's identity comes with the flow run (job variables)
+    with worker(stack, "cpu-runners", "cpu-2", MLOPS_GITLAB_TOKEN="glpat-good",
+                MLFLOW_TRACKING_URI=proxy.url, MLFLOW_TRACKING_TOKEN=proxy.token), background(
             [str(BIN / "mlops"), "ci"], stack["root"] / "ci.log", env=env) as ci:
         run_id = paused_run(api, "fraud")
         answer = mlops(["approve", run_id, "--as", "alice", "--comment", "ci e2e"], env)
@@ -160,11 +164,20 @@ def test_ci_trigger_is_idempotent_and_waits_for_approval(stack):
     assert "already started by this pipeline" in retried.stdout
     key = "gitlab-pipeline-9001-training-pipeline/fraud"
     assert len([r for r in flow_runs(api) if r["idempotency_key"] == key]) == 1
-    assert versions(Path(env["MLOPS_HOME"]), "fraud") == ["1"]  # same data, config, code
+    upstream = mlflow.MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    [version] = upstream.search_model_versions("name='fraud'")  # same data, config, code
+    assert version.tags["gitlab.version"] == "1.0.0"
+    [trained] = [r for r in upstream.search_runs(
+        [upstream.get_experiment_by_name("fraud").experiment_id])]
+    assert trained.data.tags["gitlab.CI_JOB_ID"] == "31337"  # the run links to the CI job
+    calls = proxy.calls[calls_before:]
+    assert proxy.refused == [] and not [c for c in calls if c[2] in (400, 401, 403)]
+    assert any(path.endswith("/model-versions/create") for _, path, _ in calls)
     gitlab.stop()
     [note] = gitlab.notes["5"]
     assert "model-report:fraud" in note["body"] and "gate ✅ passed" in note["body"]
     assert "/runs/flow-run/" in note["body"]  # linked to the Prefect flow run
+    assert "https://gitlab.example.com/claims/models/-/ml/experiments/" in note["body"]
     assert [(d["environment"]["name"], d["status"], d["sha"]) for d in gitlab.deployments] == [
         ("staging", "success", "a" * 40), ("production", "success", "a" * 40)]
 
