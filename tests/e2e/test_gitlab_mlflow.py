@@ -6,6 +6,7 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 
 from tasks.adapters.gitlab_mlflow import GitLabRegistry, UnsupportedByGitLab
@@ -61,6 +62,7 @@ def test_whole_pipeline_through_gitlab_mlflow_api(gitlab_mlflow, mlflow_server, 
 
     calls = proxy.calls[start:]
     assert proxy.refused == [], proxy.refused  # nothing GitLab lacks was attempted
+    assert proxy.dropped == [], proxy.dropped  # no param or tag logged twice in a batch
     assert not [c for c in calls if c[2] == 400], "a param or tag was written twice, or too long"
     assert not [c for c in calls if c[2] in (401, 403)]
 
@@ -120,6 +122,9 @@ def test_the_proxy_applies_gitlab_rules(gitlab_mlflow, tmp_path):
         client.log_param(run, "p", "1")
         with pytest.raises(MlflowException, match="400"):
             client.log_param(run, "p", "1")  # once per key
+        client.log_batch(run, params=[Param("p", "1"), Param("q", "2")])  # dropped silently
+        assert (run, "p") in proxy.dropped and client.get_run(run).data.params == {
+            "p": "1", "q": "2"}
         with pytest.raises(MlflowException, match="too long"):
             client.log_param(run, "long", "x" * 251)
         client.set_tag(run, "t", "1")

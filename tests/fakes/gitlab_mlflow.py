@@ -78,6 +78,7 @@ class GitLabMlflowProxy:
         self.token = token
         self.calls: list[tuple[str, str, int]] = []   # (method, path, status) in order
         self.refused: list[tuple[str, str]] = []      # unknown routes answered 404
+        self.dropped: list[tuple[str, str]] = []      # (run, key) written twice in a log-batch
         self.versions: dict[str, dict] = {}           # GitLab model-version id → its record
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
@@ -243,6 +244,8 @@ class GitLabMlflowProxy:
                     if item["key"] not in seen:  # GitLab ignores duplicates
                         seen.add(item["key"])
                         fresh.append(item)
+                    else:
+                        self.dropped.append((body["run_id"], item["key"]))
                 body[kind] = fresh
             too_long = [p["key"] for p in body["params"] if len(str(p["value"])) > MAX_PARAM]
             if too_long:  # validation errors block the whole batch
