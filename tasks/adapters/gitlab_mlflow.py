@@ -180,10 +180,7 @@ class GitLabRegistry(Registry):
         existing = self.find_version(name, tags["run_key"])
         if existing is not None:
             return existing
-        try:
-            self.client.get_registered_model(name)
-        except MlflowException:
-            self.client.create_registered_model(name, description="Registered by prefect-mlops.")
+        self.ensure_registered_model(name)
         mv = None
         for _ in range(5):
             semver = next_patch(self._latest(name))

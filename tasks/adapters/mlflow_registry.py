@@ -185,16 +185,12 @@ class Registry:
     def register(self, name: str, run_id: str, model_dir: Path, tags: dict[str, str],
                  description: str) -> ModelVersionRef:
         """Upload the model folder to the run and create a version; idempotent by run key."""
-        from mlflow.exceptions import MlflowException
 
         existing = self.find_version(name, tags["run_key"])
         if existing is not None:
             return existing
         self.client.log_artifacts(run_id, str(model_dir), "model")
-        try:
-            self.client.get_registered_model(name)
-        except MlflowException:
-            self.client.create_registered_model(name, description="Registered by prefect-mlops.")
+        self.ensure_registered_model(name)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
         mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=tags,
                                               description=description)
@@ -208,6 +204,14 @@ class Registry:
         if int(mv.version) != keep:
             mv = self.client.get_model_version(name, str(keep))
         return self._ref(mv)
+
+    def ensure_registered_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name, description="Registered by prefect-mlops.")
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         if not self.capabilities.aliases:
