@@ -11,11 +11,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.config import load_config  # noqa: E402
+from tasks.core.config import load_config  # noqa: E402
+from tasks.core.tasktypes import task_type  # noqa: E402
 from tasks.data import load_dataset  # noqa: E402
 from tasks.evaluate import booster_scores, evaluate_scores, make_plots  # noqa: E402
 from tasks.gate import decide  # noqa: E402
-from tasks.tasktypes import task_type  # noqa: E402
 from tasks.train import feature_spec, split_rows, train_model  # noqa: E402
 from tasks.validate import ensure_valid, validate_frame  # noqa: E402
 

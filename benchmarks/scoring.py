@@ -57,8 +57,8 @@ def model_dir(into: Path) -> tuple[Path, str]:
     """booster.ubj + feature_spec.json of the fraud champion, or of a stand-in."""
     import xgboost as xgb
 
-    from tasks.config import load_config
-    from tasks.settings import Settings
+    from tasks.core.config import load_config
+    from tasks.core.settings import Settings
 
     into.mkdir(parents=True, exist_ok=True)
     settings = Settings.from_env()

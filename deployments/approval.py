@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from uuid import UUID
 
-from tasks.config import load_config
+from tasks.core.config import load_config
+from tasks.core.errors import ApprovalError, ConfigError, DeployError
+from tasks.core.settings import Settings
 from tasks.deploy import check_approver
-from tasks.errors import ApprovalError, ConfigError, DeployError
-from tasks.settings import Settings
 
 
 def answer_paused_run(flow_run_id: str, approver: str, approve: bool, comment: str,

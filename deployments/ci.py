@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from deployments.manifest import NOTEBOOK_DEPLOYMENT, TRAINING_FLOW
-from tasks.errors import ConfigError
+from tasks.core.errors import ConfigError
 
 TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from deployments.pools import load_pools
-from tasks.config import list_configs
-from tasks.errors import ConfigError
+from tasks.core.config import list_configs
+from tasks.core.errors import ConfigError
 from tasks.monitor import DRIFT_EVENT
 
 TRAINING_ENTRYPOINT = "flows/training.py:training_pipeline"

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.errors import ConfigError
+from tasks.core.errors import ConfigError
 
 POOLS_FILE = Path(__file__).with_name("pools.yaml")
 TEMPLATES_DIR = Path(__file__).with_name("pools")

@@ -21,7 +21,7 @@ def enter_project(directory: str | None = None) -> dict[str, str]:
                            f"checkout of this project")
     os.chdir(path)
     sys.path.insert(0, str(path))  # the checkout's flows/ and tasks/ win over an image's copy
-    from tasks.settings import apply_library_defaults
+    from tasks.core.settings import apply_library_defaults
 
     apply_library_defaults()
     return {"directory": str(path)}

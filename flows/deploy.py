@@ -6,7 +6,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.adapters.mlflow_registry import Registry
-from tasks.config import ModelConfig, load_config
+from tasks.core.config import ModelConfig, load_config
+from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.settings import Settings
 from tasks.deploy import (
     Approval,
     DeployResult,
@@ -18,8 +20,6 @@ from tasks.deploy import (
     reject,
     wait_for_approval,
 )
-from tasks.errors import ApprovalError, DeployError
-from tasks.settings import Settings
 from tasks.tracking import connect, current_flow_run_id
 
 

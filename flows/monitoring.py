@@ -9,11 +9,11 @@ from datetime import UTC, date, datetime
 from prefect import flow
 
 from tasks.adapters.slack import notify_flow_failure
-from tasks.config import load_config
+from tasks.core.config import load_config
+from tasks.core.settings import Settings
 from tasks.gitlab_report import monitoring_row, write_wiki_row
 from tasks.monitor import DriftReport, announce, compare_to_reference, observe_batch, publish_report
 from tasks.score import champion_model, fill_date
-from tasks.settings import Settings
 from tasks.tracking import connect
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.adapters.slack import notify_flow_failure
-from tasks.device import select_device
+from tasks.core.device import select_device
+from tasks.core.settings import Settings
 from tasks.notebook import NotebookRun, check_notebook, execute
-from tasks.settings import Settings
 from tasks.tracking import connect
 
 

@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime
 from prefect import flow
 
 from tasks.adapters.slack import notify_flow_failure
-from tasks.config import load_config
+from tasks.core.config import load_config
+from tasks.core.settings import Settings
 from tasks.gitlab_report import scoring_row, write_wiki_row
 from tasks.score import ScoringSummary, champion_model, fill_date, publish_summary, score
-from tasks.settings import Settings
 from tasks.tracking import connect
 
 

@@ -9,17 +9,17 @@ from pydantic import BaseModel
 
 from flows.deploy import deploy_model
 from tasks.adapters.slack import notify_flow_failure
-from tasks.config import load_config
+from tasks.core.config import load_config
+from tasks.core.errors import GateRejected
+from tasks.core.settings import Settings
+from tasks.core.tasktypes import task_type
 from tasks.data import load_data
 from tasks.deploy import DeployResult
-from tasks.errors import GateRejected
 from tasks.evaluate import evaluate
 from tasks.gate import gate
 from tasks.gitlab_report import report_merge_request, report_reused
 from tasks.profile import profile_training_data
 from tasks.register import input_example, model_card, register
-from tasks.settings import Settings
-from tasks.tasktypes import task_type
 from tasks.tracking import (
     close_run,
     connect,

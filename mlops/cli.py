@@ -15,7 +15,7 @@ apply_defaults()
 import typer  # noqa: E402
 
 from mlops.local_server import LocalServer, start_if_needed  # noqa: E402
-from tasks.errors import ConfigError, MlopsError  # noqa: E402
+from tasks.core.errors import ConfigError, MlopsError  # noqa: E402
 
 app = typer.Typer(
     help="prefect-mlops: validate → train → evaluate → gate → register → deploy models as Prefect "
@@ -36,14 +36,14 @@ def fail(exc: BaseException) -> typer.Exit:
 
 
 def _settings():
-    from tasks.settings import Settings
+    from tasks.core.settings import Settings
 
     return Settings.from_env()
 
 
 def _model(model: str):
     """Settings and the model's validated config."""
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     settings = _settings()
     return settings, load_config(model, settings.config_dir)
@@ -65,7 +65,7 @@ def train(
     executed with papermill (is_local_development=False, the device injected) and kept with
     what it logged in an MLflow run of experiment notebooks/<name>.
     """
-    from tasks.config import load_config
+    from tasks.core.config import load_config
     from tasks.reuse import up_to_date
 
     notebooks = [m for m in models if m.endswith(".ipynb")]
@@ -163,7 +163,7 @@ def run(
     the UI or `mlops approve`; without one, approve up front with --approve-as or the run stops
     after staging and says how to continue (`mlops promote`).
     """
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     try:
         settings = _settings()
@@ -280,7 +280,7 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 @app.command()
 def models() -> None:
     """List the configured models under configs/models (MLOPS_CONFIG_DIR)."""
-    from tasks.config import ConfigError, list_configs
+    from tasks.core.config import ConfigError, list_configs
 
     try:
         settings = _settings()
@@ -306,7 +306,7 @@ def check_config(
     path: Annotated[Path, typer.Argument(help="Model YAML to validate.")],
 ) -> None:
     """Validate a model YAML against the schema; exit 2 with the offending key if it is wrong."""
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     try:
         cfg = load_config(str(path), _settings().config_dir)
@@ -366,7 +366,7 @@ def ci(
         if targets is None:
             typer.echo("commit message does not start with 'train <model>': nothing to start")
             return
-        from tasks.config import list_configs
+        from tasks.core.config import list_configs
 
         known = {p.stem for p, _ in list_configs(settings.config_dir)}
         models = check_targets(targets, known, Path(os.environ.get("CI_PROJECT_DIR") or "."))
@@ -562,7 +562,7 @@ def migrate_from_gitlab(
 
     from deployments.gitlab_schedules import apply, plan, yaml_entries
     from tasks.adapters.gitlab import open_gitlab, skipped
-    from tasks.config import list_configs
+    from tasks.core.config import list_configs
 
     try:
         gitlab = open_gitlab()

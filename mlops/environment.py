@@ -6,7 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
-from tasks.settings import LIBRARY_DEFAULTS
+from tasks.core.settings import LIBRARY_DEFAULTS
 
 
 def apply_defaults() -> None:

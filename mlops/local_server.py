@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from tasks.localproc import free_port, terminate
+from tasks.core.localproc import free_port, terminate
 
 
 @dataclass

@@ -13,9 +13,9 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import DataSpec
-from tasks.errors import DataError, retry_transient
-from tasks.lineage import source_fingerprint
+from tasks.core.config import DataSpec
+from tasks.core.errors import DataError, retry_transient
+from tasks.core.lineage import source_fingerprint
 
 REGIONS = np.array(["north", "south", "east", "west", "central"])
 VEHICLES = np.array(["sedan", "suv", "truck", "motorcycle", "van"])

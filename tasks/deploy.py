@@ -21,10 +21,10 @@ import pandas as pd
 from pydantic import BaseModel
 
 from tasks.adapters.mlflow_registry import Registry
-from tasks.config import FreezeWindow, ModelConfig, ProductionSpec, SmokeSpec
-from tasks.errors import ApprovalError, DeployError
-from tasks.lineage import file_sha256
-from tasks.localproc import free_port, terminate
+from tasks.core.config import FreezeWindow, ModelConfig, ProductionSpec, SmokeSpec
+from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.lineage import file_sha256
+from tasks.core.localproc import free_port, terminate
 
 
 class SmokeReport(BaseModel):

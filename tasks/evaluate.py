@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 from sklearn import metrics as skm
 
-from tasks.tasktypes import TaskType, compute_metrics, task_type
+from tasks.core.tasktypes import TaskType, compute_metrics, task_type
 from tasks.train import FeatureSpec, TrainResult
 
 

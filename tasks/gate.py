@@ -6,9 +6,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.config import GateSpec
+from tasks.core.config import GateSpec
+from tasks.core.tasktypes import METRICS, regression_amount
 from tasks.evaluate import EvalReport
-from tasks.tasktypes import METRICS, regression_amount
 
 
 class GateCheck(BaseModel):

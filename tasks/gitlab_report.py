@@ -9,9 +9,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.adapters.gitlab import GitLab, GitLabSettings, open_gitlab, skipped
+from tasks.core.tasktypes import METRICS
 from tasks.evaluate import EvalReport
 from tasks.gate import GateDecision
-from tasks.tasktypes import METRICS
 
 log = logging.getLogger("mlops.gitlab")
 ENVIRONMENT_ACTIONS = {"staged": ("staging", "success"), "staging-failed": ("staging", "failed"),

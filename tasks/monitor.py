@@ -16,12 +16,12 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.adapters.mlflow_registry import Registry
-from tasks.config import ModelConfig, MonitoringSpec
-from tasks.errors import ScoringError
+from tasks.core.config import ModelConfig, MonitoringSpec
+from tasks.core.errors import ScoringError
+from tasks.core.settings import redact
+from tasks.core.tasktypes import compute_metrics, regression_amount, task_type
 from tasks.profile import PREDICTION, ColumnProfile, Profile, ProfileCounter, psi
 from tasks.score import Champion, open_source, predict, prefetch, prepare
-from tasks.settings import redact
-from tasks.tasktypes import compute_metrics, regression_amount, task_type
 
 DRIFT_EVENT = "mlops.model.drift-detected"
 Verdict = Literal["no-drift", "drift", "insufficient"]

@@ -14,9 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.adapters.mlflow_registry import Registry
-from tasks.errors import ConfigError, MlopsError
-from tasks.lineage import git_commit
-from tasks.settings import Settings
+from tasks.core.errors import ConfigError, MlopsError
+from tasks.core.lineage import git_commit
+from tasks.core.settings import Settings
 
 KERNEL = "python3"
 

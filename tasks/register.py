@@ -14,8 +14,8 @@ from pydantic import BaseModel
 
 from tasks import pyfunc_model
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
-from tasks.config import ModelConfig, RegistrySpec
-from tasks.errors import RegistryError, retry_transient
+from tasks.core.config import ModelConfig, RegistrySpec
+from tasks.core.errors import RegistryError, retry_transient
 from tasks.evaluate import EvalReport
 from tasks.gate import GateDecision
 from tasks.profile import Profile

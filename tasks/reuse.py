@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from tasks.adapters.mlflow_registry import ModelVersionRef
 from tasks.adapters.registries import open_registry
-from tasks.config import ModelConfig
-from tasks.device import select_device
-from tasks.lineage import code_hash, run_key, source_fingerprint
-from tasks.settings import Settings
+from tasks.core.config import ModelConfig
+from tasks.core.device import select_device
+from tasks.core.lineage import code_hash, run_key, source_fingerprint
+from tasks.core.settings import Settings
 
 
 def run_key_for(cfg: ModelConfig, fingerprint: str, device: str, code: str | None = None) -> str:

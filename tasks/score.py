@@ -22,8 +22,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.adapters.mlflow_registry import Registry
-from tasks.config import ModelConfig
-from tasks.errors import DataError, IntegrityError, ScoringError, retry_transient
+from tasks.core.config import ModelConfig
+from tasks.core.errors import DataError, IntegrityError, ScoringError, retry_transient
 from tasks.profile import Profile
 from tasks.train import FeatureSpec
 

@@ -12,13 +12,13 @@ from pydantic import BaseModel
 
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
 from tasks.adapters.registries import open_registry
-from tasks.config import ModelConfig
-from tasks.device import select_device
+from tasks.core.config import ModelConfig
+from tasks.core.device import select_device
+from tasks.core.lineage import code_hash, lineage_tags
+from tasks.core.settings import Settings
 from tasks.evaluate import EvalReport, evaluate_scores, scores_from_predictions
 from tasks.gate import GateDecision
-from tasks.lineage import code_hash, lineage_tags
 from tasks.reuse import run_key_for
-from tasks.settings import Settings
 from tasks.train import FeatureSpec, TrainResult
 from tasks.validate import ValidationReport
 

@@ -18,9 +18,9 @@ from prefect import task
 from pydantic import BaseModel
 from sklearn.model_selection import train_test_split
 
-from tasks.config import ModelConfig, TrainingSpec
+from tasks.core.config import ModelConfig, TrainingSpec
+from tasks.core.tasktypes import TaskType, task_type
 from tasks.pyfunc_model import to_matrix
-from tasks.tasktypes import TaskType, task_type
 from tasks.validate import ValidationReport
 
 Progress = Callable[[str], None]

@@ -8,9 +8,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from tasks.config import ModelConfig
-from tasks.errors import DataError
-from tasks.tasktypes import task_type
+from tasks.core.config import ModelConfig
+from tasks.core.errors import DataError
+from tasks.core.tasktypes import task_type
 
 MIN_ROWS = 30
 LEAK_CORRELATION = 0.98

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tasks.settings import redact
+from tasks.core.settings import redact
 
 log = logging.getLogger("mlops.gitlab")
 T = TypeVar("T")

@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks.adapters.mlflow_registry import Capabilities, ModelVersionRef, Registry
-from tasks.errors import ConfigError, RegistryError
-from tasks.settings import Settings, redact
+from tasks.core.errors import ConfigError, RegistryError
+from tasks.core.settings import Settings, redact
 
 GITLAB_MLFLOW = re.compile(r"/api/v4/projects/(?P<project>[^/]+)/ml/mlflow/?$")
 REGISTERED = "mlops.registered_version"

@@ -9,8 +9,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import RegistryError, TrackingUnavailable
-from tasks.settings import Settings, redact
+from tasks.core.errors import RegistryError, TrackingUnavailable
+from tasks.core.settings import Settings, redact
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tasks.adapters.gitlab_mlflow import is_gitlab_mlflow, open_gitlab_registry
 from tasks.adapters.mlflow_registry import Registry, check_reachable
-from tasks.settings import Settings
+from tasks.core.settings import Settings
 
 
 def open_registry(settings: Settings) -> Registry:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from tasks.errors import ConfigError, DataError
+from tasks.core.errors import ConfigError, DataError
 
 _ENV_KEYS = {
     "account": "SNOWFLAKE_ACCOUNT",

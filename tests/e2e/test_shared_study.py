@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 WORKER = """
 import sys
 from tests.conftest import config_yaml
-from tasks.config import parse_config
+from tasks.core.config import parse_config
 from tasks.data import generate_claims
-from tasks.tasktypes import task_type
+from tasks.core.tasktypes import task_type
 from tasks.train import feature_spec, split_rows, train_model
 from tasks.validate import validate_frame
 

@@ -39,7 +39,7 @@ def write_config(home):
 @pytest.fixture
 def registry(home):
     from tasks.adapters.mlflow_registry import Registry
-    from tasks.settings import Settings
+    from tasks.core.settings import Settings
 
     def open_() -> Registry:
         return Registry(Settings.from_env())

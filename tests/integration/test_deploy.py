@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from flows.training import training_pipeline
 from mlops.cli import app
-from tasks.config import load_config
+from tasks.core.config import load_config
+from tasks.core.errors import ApprovalError, DeployError, MlopsError
 from tasks.deploy import deploy_staging, promote, rollback
-from tasks.errors import ApprovalError, DeployError, MlopsError
 
 runner = CliRunner()
 DEPLOY = """deploy:

@@ -6,8 +6,8 @@ import mlflow
 import pytest
 
 from flows.training import training_pipeline
-from tasks.errors import GateRejected
-from tasks.lineage import file_sha256
+from tasks.core.errors import GateRejected
+from tasks.core.lineage import file_sha256
 from tests.integration.conftest import versions
 
 

@@ -14,8 +14,8 @@ from flows.monitoring import monitoring
 from flows.scoring import batch_scoring
 from flows.training import training_pipeline
 from mlops.cli import app
+from tasks.core.errors import DataError, IntegrityError, ScoringError
 from tasks.data import generate_claims
-from tasks.errors import DataError, IntegrityError, ScoringError
 
 runner = CliRunner()
 

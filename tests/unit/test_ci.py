@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deployments.ci import CiContext, check_targets, idempotency_key, outcome, parse_targets
-from tasks.errors import ConfigError
+from tasks.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(("message", "targets"), [

@@ -1,7 +1,7 @@
 import pytest
 
-from tasks.config import load_config, parse_config
-from tasks.errors import ConfigError
+from tasks.core.config import load_config, parse_config
+from tasks.core.errors import ConfigError
 from tests.conftest import config_yaml
 
 ISSUE_EXAMPLE = """

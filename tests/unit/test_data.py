@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import DataSpec
+from tasks.core.config import DataSpec
+from tasks.core.errors import DataError
 from tasks.data import generate_claims, load_dataset, read_file, write_frame
-from tasks.errors import DataError
 
 
 def test_generator_is_deterministic():
@@ -85,7 +85,7 @@ def test_fsspec_url(tmp_path):
 def test_as_of_keeps_rows_up_to_that_day_and_changes_the_fingerprint():
     from datetime import date
 
-    from tasks.config import DataSpec
+    from tasks.core.config import DataSpec
     from tasks.data import load_dataset
 
     spec = DataSpec(source="synthetic", rows=2000)

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.config import GateSpec
+from tasks.core.config import GateSpec
 from tasks.evaluate import EvalReport
 from tasks.gate import decide
 

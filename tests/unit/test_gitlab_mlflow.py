@@ -14,8 +14,8 @@ from tasks.adapters.gitlab_mlflow import (
     next_patch,
 )
 from tasks.adapters.registries import open_registry
-from tasks.errors import ConfigError
-from tasks.settings import Settings
+from tasks.core.errors import ConfigError
+from tasks.core.settings import Settings
 
 GITLAB = "https://gitlab.example.com/api/v4/projects/42/ml/mlflow"
 

@@ -1,5 +1,5 @@
-from tasks.lineage import code_hash, lineage_tags, run_key
-from tasks.settings import redact
+from tasks.core.lineage import code_hash, lineage_tags, run_key
+from tasks.core.settings import redact
 
 
 def test_ci_tags_come_from_an_allow_list():

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.config import MonitoringSpec
+from tasks.core.config import MonitoringSpec
 from tasks.monitor import Observed, compare
 from tasks.profile import (
     PREDICTION,

@@ -4,15 +4,15 @@ import mlflow
 import numpy as np
 import pytest
 
+from tasks.core.tasktypes import task_type
 from tasks.register import build_model_dir, input_example
-from tasks.tasktypes import task_type
 from tasks.train import feature_spec, split_rows, train_model
 from tasks.validate import validate_frame
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, claims):
-    from tasks.config import parse_config
+    from tasks.core.config import parse_config
     from tests.conftest import config_yaml
 
     out = {}

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 
+from tasks.core.errors import DataError
 from tasks.data import generate_claims
-from tasks.errors import DataError
 from tasks.score import Champion, prepare, score_batches
 from tasks.train import FeatureSpec
 

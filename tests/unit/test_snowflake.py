@@ -2,9 +2,9 @@
 
 import pytest
 
-from tasks.config import DataSpec
+from tasks.core.config import DataSpec
+from tasks.core.errors import ConfigError, DataError
 from tasks.data import generate_claims, load_dataset
-from tasks.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")

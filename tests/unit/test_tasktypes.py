@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.tasktypes import METRICS, TASK_TYPES, compute_metrics, regression_amount
+from tasks.core.tasktypes import METRICS, TASK_TYPES, compute_metrics, regression_amount
 
 
 def test_every_task_metric_is_known_and_primary_is_listed():

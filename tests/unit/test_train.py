@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from tasks.device import select_device
-from tasks.errors import ConfigError
-from tasks.tasktypes import task_type
+from tasks.core.device import select_device
+from tasks.core.errors import ConfigError
+from tasks.core.tasktypes import task_type
 from tasks.train import base_params, feature_spec, split_rows, train_model
 from tasks.validate import validate_frame
 
@@ -46,7 +46,7 @@ def _fake_smi(monkeypatch, tmp_path, output: str):
 
 
 def test_cuda_probe_needs_a_gpu_and_a_cuda_build(monkeypatch, tmp_path):
-    from tasks import device
+    from tasks.core import device
 
     _fake_smi(monkeypatch, tmp_path, "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)")
     monkeypatch.setattr(xgb, "build_info", lambda: {"USE_CUDA": True})
@@ -59,7 +59,7 @@ def test_cuda_probe_needs_a_gpu_and_a_cuda_build(monkeypatch, tmp_path):
 
 
 def test_cuda_probe_without_nvidia_smi(monkeypatch, tmp_path):
-    from tasks import device
+    from tasks.core import device
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(xgb, "build_info", lambda: {"USE_CUDA": True})

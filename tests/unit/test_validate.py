@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.errors import DataError
+from tasks.core.errors import DataError
 from tasks.validate import ensure_valid, validate_frame
 
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
-from tasks.errors import ConfigError
+from tasks.core.errors import ConfigError
 
 
 def cuda_available() -> bool:

@@ -11,8 +11,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.errors import ConfigError
-from tasks.tasktypes import METRICS, TASK_TYPES, TaskName
+from tasks.core.errors import ConfigError
+from tasks.core.tasktypes import METRICS, TASK_TYPES, TaskName
 
 
 class _Strict(BaseModel):

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import ConfigError
+from tasks.core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 # quiet MLflow in every process that runs the pipeline (CLI and worker-started flow runs alike)

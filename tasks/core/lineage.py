@@ -8,11 +8,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from tasks.config import DataSpec
-from tasks.errors import DataError
+from tasks.core.config import DataSpec
+from tasks.core.errors import DataError
 
 GENERATOR_VERSION = "claims-v1"
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _CODE_ROOTS = ("tasks", "flows")
 _CI_TAGS = {
     "CI_PIPELINE_ID": "ci_pipeline_id",
@@ -27,7 +28,7 @@ _CI_TAGS = {
 
 def code_hash() -> str:
     """Hash of the pipeline's own source, so a code change invalidates cached results."""
-    root = Path(__file__).resolve().parent.parent
+    root = PROJECT_ROOT
     digest = hashlib.sha256()
     for pkg in _CODE_ROOTS:
         for path in sorted((root / pkg).rglob("*.py")):
@@ -68,7 +69,7 @@ def git_commit() -> str | None:
         return os.environ["CI_COMMIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent.parent)
+                             timeout=5, cwd=PROJECT_ROOT)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None

@@ -1,0 +1,1 @@
+"""Core: the typed model contract, environment settings, errors, task types, lineage."""
