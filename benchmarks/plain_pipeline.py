@@ -13,11 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.core.config import load_config  # noqa: E402
 from tasks.core.tasktypes import task_type  # noqa: E402
-from tasks.data import load_dataset  # noqa: E402
-from tasks.evaluate import booster_scores, evaluate_scores, make_plots  # noqa: E402
-from tasks.gate import decide  # noqa: E402
-from tasks.train import feature_spec, split_rows, train_model  # noqa: E402
-from tasks.validate import ensure_valid, validate_frame  # noqa: E402
+from tasks.training.data import load_dataset  # noqa: E402
+from tasks.training.evaluate import booster_scores, make_plots
+from tasks.training.gate import decide  # noqa: E402
+from tasks.training.metrics import evaluate_scores  # noqa: E402
+from tasks.training.train import feature_spec, split_rows, train_model  # noqa: E402
+from tasks.training.validate import ensure_valid, validate_frame  # noqa: E402
 
 
 def main(path: str) -> None:

@@ -37,7 +37,7 @@ def write_claims(path: Path, rows: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.data import generate_claims
+    from tasks.training.synthetic import generate_claims
 
     if path.exists():
         return path
@@ -64,7 +64,7 @@ def model_dir(into: Path) -> tuple[Path, str]:
     settings = Settings.from_env()
     try:
         from tasks.adapters.registries import open_registry
-        from tasks.score import load_champion
+        from tasks.batch.champion import load_champion
 
         cfg = load_config("fraud", settings.config_dir)
         if (settings.home / "mlflow.db").exists():
@@ -74,8 +74,8 @@ def model_dir(into: Path) -> tuple[Path, str]:
             return into, f"registered fraud champion v{champion.version}"
     except Exception as exc:  # no champion yet: measure a stand-in, and say so
         print(f"(no fraud champion in {settings.home}: {str(exc).splitlines()[0][:80]})")
-    from tasks.data import generate_claims
-    from tasks.train import FeatureSpec
+    from tasks.contracts.training import FeatureSpec
+    from tasks.training.synthetic import generate_claims
 
     frame = generate_claims(50_000, seed=5)
     cats = ["region", "vehicle_type", "claim_channel"]
@@ -94,8 +94,8 @@ def model_dir(into: Path) -> tuple[Path, str]:
 def load(folder: Path):
     import xgboost as xgb
 
-    from tasks.score import Champion
-    from tasks.train import FeatureSpec
+    from tasks.batch.champion import Champion
+    from tasks.contracts.training import FeatureSpec
 
     booster = xgb.Booster()
     booster.load_model(str(folder / "booster.ubj"))
@@ -107,7 +107,7 @@ def load(folder: Path):
 
 def child(folder: Path, src: Path, dst: Path) -> None:
     """One scoring run in its own process (the memory measurement)."""
-    from tasks.score import score_batches
+    from tasks.batch.scoring import score_batches
 
     loaded = high_water_mb()
     summary = score_batches(load(folder), str(src), str(dst))
@@ -146,7 +146,7 @@ def main() -> None:
 
     import pandas as pd
 
-    from tasks.score import score_batches
+    from tasks.batch.scoring import score_batches
 
     work = Path(os.environ.get("MLOPS_HOME", REPO / ".mlops")) / "bench-scoring"
     work.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from uuid import UUID
 
 from tasks.core.config import load_config
 from tasks.core.errors import ApprovalError, ConfigError, DeployError
 from tasks.core.settings import Settings
-from tasks.deploy import check_approver
+from tasks.release.approval import check_approver
 
 
 def answer_paused_run(flow_run_id: str, approver: str, approve: bool, comment: str,
@@ -17,7 +16,7 @@ def answer_paused_run(flow_run_id: str, approver: str, approve: bool, comment: s
 
     An unlisted approver is refused here, and the run stays paused for someone who may answer.
     """
-    if not os.environ.get("PREFECT_API_URL"):
+    if not settings.prefect_api_url:
         raise ConfigError("mlops approve needs PREFECT_API_URL: the Prefect server that runs "
                           "the paused flow")
     try:

@@ -79,7 +79,7 @@ def check_targets(targets: list[str], known_models: set[str], project: Path | No
                   ) -> list[str]:
     """Models and notebooks to run, or a ConfigError naming what cannot run (before any run
     starts). Notebooks are paths in the project (CI_PROJECT_DIR)."""
-    from tasks.notebook import check_notebook
+    from tasks.training.notebook import check_notebook
 
     for target in targets:
         if target.endswith(".ipynb"):

@@ -8,14 +8,13 @@ the same tag in shell: `cat Dockerfile uv.lock | sha256sum | cut -c1-16`.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-DEFAULT_IMAGE_NAME = "prefect-mlops-train"
+from tasks.core.settings import Settings
+
 HASHED_FILES = ("Dockerfile", "uv.lock")
-MODES = ("auto", "always", "skip")
 
 
 def content_tag(root: Path = Path("."), files: tuple[str, ...] = HASHED_FILES) -> str:
@@ -31,11 +30,8 @@ def content_tag(root: Path = Path("."), files: tuple[str, ...] = HASHED_FILES) -
 
 def image_settings() -> tuple[str, str]:
     """Image name (MLOPS_IMAGE_NAME, e.g. $CI_REGISTRY_IMAGE/train) and build mode (MLOPS_IMAGE_BUILD)."""
-    name = os.environ.get("MLOPS_IMAGE_NAME") or DEFAULT_IMAGE_NAME
-    mode = os.environ.get("MLOPS_IMAGE_BUILD", "auto")
-    if mode not in MODES:
-        raise ValueError(f"MLOPS_IMAGE_BUILD must be one of {', '.join(MODES)}, got {mode!r}")
-    return name, mode
+    settings = Settings.from_env()
+    return settings.image_name, settings.image_build
 
 
 def _exists(image: str) -> str | None:

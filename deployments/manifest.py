@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 
 from deployments.pools import load_pools
+from tasks.contracts.batch import DRIFT_EVENT
 from tasks.core.config import list_configs
 from tasks.core.errors import ConfigError
-from tasks.monitor import DRIFT_EVENT
 
 TRAINING_ENTRYPOINT = "flows/training.py:training_pipeline"
 TRAINING_FLOW = "training-pipeline"

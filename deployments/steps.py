@@ -6,12 +6,14 @@ import os
 import sys
 from pathlib import Path
 
+from tasks.core.settings import Settings, apply_process_defaults
+
 ENTRYPOINT = Path("flows") / "training.py"
 
 
 def enter_project(directory: str | None = None) -> dict[str, str]:
     """chdir to MLOPS_PROJECT_DIR (the image sets /opt/prefect-mlops; a shell runner its checkout)."""
-    target = directory or os.environ.get("MLOPS_PROJECT_DIR")
+    target = directory or Settings.from_env().project_dir
     if not target:
         raise RuntimeError("MLOPS_PROJECT_DIR is not set where this flow runs: set it to the "
                            "project checkout (the training image sets /opt/prefect-mlops)")
@@ -21,7 +23,5 @@ def enter_project(directory: str | None = None) -> dict[str, str]:
                            f"checkout of this project")
     os.chdir(path)
     sys.path.insert(0, str(path))  # the checkout's flows/ and tasks/ win over an image's copy
-    from tasks.core.settings import apply_library_defaults
-
-    apply_library_defaults()
+    apply_process_defaults()  # this is where a worker-started flow run begins
     return {"directory": str(path)}

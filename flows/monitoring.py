@@ -8,13 +8,16 @@ from datetime import UTC, date, datetime
 
 from prefect import flow
 
+from tasks.adapters.registries import connect
 from tasks.adapters.slack import notify_flow_failure
+from tasks.batch.champion import champion_model
+from tasks.batch.monitoring import announce, compare_to_reference, observe_batch, publish_report
+from tasks.batch.sources import fill_date
+from tasks.contracts.batch import DriftReport
 from tasks.core.config import load_config
 from tasks.core.settings import Settings
-from tasks.gitlab_report import monitoring_row, write_wiki_row
-from tasks.monitor import DriftReport, announce, compare_to_reference, observe_batch, publish_report
-from tasks.score import champion_model, fill_date
-from tasks.tracking import connect
+from tasks.reports.batch import monitoring_row
+from tasks.reports.gitlab import write_wiki_row
 
 
 @flow(name="monitoring", log_prints=True, on_failure=[notify_flow_failure],
@@ -28,12 +31,14 @@ def monitoring(model: str, input: str, day: date | None = None) -> DriftReport:
     location = fill_date(input, (day or started.date()).isoformat())
     registry = connect(settings)
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
-        champion = champion_model(registry, cfg, tmp)
-        observed = observe_batch(champion, location, cfg)
-    report = compare_to_reference(champion, observed, cfg, location)
-    report = publish_report(registry, report, champion, observed)
+        champion = champion_model(registry=registry, cfg=cfg, into=tmp)
+        observed = observe_batch(champion=champion, location=location, cfg=cfg)
+    report = compare_to_reference(champion=champion, observed=observed, cfg=cfg,
+                                  location=location)
+    report = publish_report(registry=registry, report=report, champion=champion,
+                            observed=observed)
     print(f"{report.model} v{report.version}: {report.verdict} — {report.message}")
     if report.verdict == "drift":
         announce(report)
-    write_wiki_row(cfg.name, monitoring_row(report, started.strftime("%Y-%m-%d %H:%M")))
+    write_wiki_row(model=cfg.name, row=monitoring_row(report, started.strftime("%Y-%m-%d %H:%M")))
     return report

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect import flow
 
+from tasks.adapters.registries import connect
 from tasks.adapters.slack import notify_flow_failure
 from tasks.core.device import select_device
 from tasks.core.settings import Settings
-from tasks.notebook import NotebookRun, check_notebook, execute
-from tasks.tracking import connect
+from tasks.training.notebook import NotebookRun, check_notebook, execute
 
 
 @flow(name="notebook-training", log_prints=True, on_failure=[notify_flow_failure],
@@ -18,4 +18,5 @@ def notebook_training(notebook: str) -> NotebookRun:
     settings = Settings.from_env()
     check_notebook(notebook)
     registry = connect(settings)
-    return execute(notebook, registry, settings, select_device(settings.device))
+    return execute(path=notebook, registry=registry, settings=settings,
+                   device=select_device(settings.device, settings.cuda_visible_devices))

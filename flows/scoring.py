@@ -7,12 +7,16 @@ from datetime import UTC, date, datetime
 
 from prefect import flow
 
+from tasks.adapters.registries import connect
 from tasks.adapters.slack import notify_flow_failure
+from tasks.batch.champion import champion_model
+from tasks.batch.scoring import publish_summary, score
+from tasks.batch.sources import fill_date
+from tasks.contracts.batch import ScoringSummary
 from tasks.core.config import load_config
 from tasks.core.settings import Settings
-from tasks.gitlab_report import scoring_row, write_wiki_row
-from tasks.score import ScoringSummary, champion_model, fill_date, publish_summary, score
-from tasks.tracking import connect
+from tasks.reports.batch import scoring_row
+from tasks.reports.gitlab import write_wiki_row
 
 
 @flow(name="batch-scoring", log_prints=True, on_failure=[notify_flow_failure],
@@ -27,8 +31,9 @@ def batch_scoring(model: str, input: str, output: str, day: date | None = None,
     stamp = (day or datetime.now(UTC).date()).isoformat()
     registry = connect(settings)
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
-        champion = champion_model(registry, cfg, tmp)
-        summary = score(champion, fill_date(input, stamp), fill_date(output, stamp), keep)
+        champion = champion_model(registry=registry, cfg=cfg, into=tmp)
+        summary = score(champion=champion, input_location=fill_date(input, stamp),
+                        output_location=fill_date(output, stamp), keep=keep)
     publish_summary(summary)
-    write_wiki_row(cfg.name, scoring_row(summary))
+    write_wiki_row(model=cfg.name, row=scoring_row(summary))
     return summary

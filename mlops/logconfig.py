@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from pathlib import Path
 
 from prefect.logging.formatters import PrefectFormatter
+
+from tasks.core.settings import debug_enabled
 
 LOGGING_YML = Path(__file__).with_name("logging.yml")
 
@@ -16,7 +17,7 @@ class OneLineFormatter(PrefectFormatter):
     """Drops tracebacks (the CLI prints the error once); MLOPS_DEBUG=1 keeps them."""
 
     def format(self, record: logging.LogRecord) -> str:
-        if os.environ.get("MLOPS_DEBUG") or not record.exc_info:
+        if debug_enabled() or not record.exc_info:
             return super().format(record)
         quiet = copy.copy(record)
         quiet.exc_info = None

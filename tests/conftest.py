@@ -19,7 +19,7 @@ import textwrap  # noqa: E402
 import pytest  # noqa: E402
 
 from tasks.core.config import ModelConfig, parse_config  # noqa: E402
-from tasks.data import generate_claims  # noqa: E402
+from tasks.training.synthetic import generate_claims  # noqa: E402
 
 TARGETS = {"binary": "is_fraud", "multiclass": "damage_severity",
            "regression": "settlement_amount"}

@@ -8,51 +8,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tasks.core.settings import redact
+from tasks.core.redact import redact
+from tasks.core.settings import GitLabSettings, Settings
 
 log = logging.getLogger("mlops.gitlab")
 T = TypeVar("T")
 NO_SDK_RETRY = {"obey_rate_limit": False, "retry_transient_errors": False}
-
-
-@dataclass(frozen=True)
-class GitLabSettings:
-    """Where the project is and who we are; the CI variables GitLab sets plus a token."""
-
-    url: str
-    project_id: str
-    token: str = field(repr=False)
-    merge_request_iid: str | None = None
-    pipeline_url: str | None = None
-    job_url: str | None = None
-    sha: str | None = None
-    ref: str | None = None
-    attempts: int = 3
-    max_wait_s: float = 30.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GitLabSettings | None:
-        """CI_SERVER_URL, CI_PROJECT_ID and a token (MLOPS_GITLAB_TOKEN, or a Prefect Secret
-        block named by MLOPS_GITLAB_TOKEN_BLOCK); None when any is missing."""
-        env = os.environ if env is None else env
-        url, project = env.get("CI_SERVER_URL"), env.get("CI_PROJECT_ID")
-        token = env.get("MLOPS_GITLAB_TOKEN")
-        if not token and env.get("MLOPS_GITLAB_TOKEN_BLOCK"):
-            from prefect.blocks.system import Secret
-
-            token = str(Secret.load(env["MLOPS_GITLAB_TOKEN_BLOCK"]).get())
-        if not (url and project and token):
-            return None
-        return cls(url=url.rstrip("/"), project_id=project, token=token,
-                   merge_request_iid=env.get("CI_MERGE_REQUEST_IID") or None,
-                   pipeline_url=env.get("CI_PIPELINE_URL"), job_url=env.get("CI_JOB_URL"),
-                   sha=env.get("CI_COMMIT_SHA"), ref=env.get("CI_COMMIT_REF_NAME"),
-                   attempts=int(env.get("MLOPS_GITLAB_ATTEMPTS", "3")),
-                   max_wait_s=float(env.get("MLOPS_GITLAB_MAX_WAIT_S", "30")))
 
 
 def skipped(what: str) -> str:
@@ -68,7 +32,8 @@ class GitLab:
 
         self.settings = settings
         self.sleep = sleep
-        self.client = gitlab.Gitlab(settings.url, private_token=settings.token, timeout=15)
+        self.client = gitlab.Gitlab(settings.url, private_token=settings.resolve_token(),
+                                    timeout=15)
         self.retry_after: str | None = None  # python-gitlab's errors drop the response headers
         self.client.session.hooks["response"].append(self._remember_retry_after)
         self.project = self.client.projects.get(settings.project_id, lazy=True)
@@ -200,6 +165,8 @@ def _retry_after(value: str | None, attempt: int) -> float:
         return float(2 ** (attempt - 1))
 
 
-def open_gitlab(env: Mapping[str, str] | None = None) -> GitLab | None:
-    settings = GitLabSettings.from_env(env)
+def open_gitlab(settings: GitLabSettings | None = None) -> GitLab | None:
+    """The project's GitLab, or None when GitLab is not configured (every GitLab step is then
+    skipped); without settings, they are read from the environment."""
+    settings = settings or Settings.from_env().gitlab
     return GitLab(settings) if settings else None

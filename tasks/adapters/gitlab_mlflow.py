@@ -20,7 +20,6 @@ one line naming the call."""
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import tarfile
@@ -29,9 +28,9 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tasks.adapters.mlflow_registry import Capabilities, ModelVersionRef, Registry
-from tasks.core.errors import ConfigError, RegistryError
-from tasks.core.settings import Settings, redact
+from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
+from tasks.core.errors import RegistryError
+from tasks.core.redact import redact
 
 GITLAB_MLFLOW = re.compile(r"/api/v4/projects/(?P<project>[^/]+)/ml/mlflow/?$")
 REGISTERED = "mlops.registered_version"
@@ -102,19 +101,17 @@ class GitLabRegistry(Registry):
 
     max_param_chars = MAX_PARAM_CHARS
 
-    def __init__(self, settings: Settings):
-        # MLflow would ask GitLab for /server-info before downloads: GitLab has no such route
-        os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
-        os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
-        super().__init__(settings)
+    def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None):
+        super().__init__(uri)
         self.client = GuardedClient(self.client)
-        self.capabilities = Capabilities(aliases=False, version_tags=False)
+        self.job_id = job_id
+        self.project_url = project_url
 
     # -- tracking -------------------------------------------------------------------------
     def start_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> str:
-        job = os.environ.get("CI_JOB_ID")
-        return super().start_run(experiment, run_name,
-                                 {**tags, "gitlab.CI_JOB_ID": job} if job else tags)
+        """Runs of a CI job carry gitlab.CI_JOB_ID: GitLab links them to the job."""
+        job = {"gitlab.CI_JOB_ID": self.job_id} if self.job_id else {}
+        return super().start_run(experiment, run_name, {**tags, **job})
 
     def log_files(self, run_id: str, paths: list[str], artifact_path: str | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="mlops-gitlab-") as tmp:
@@ -128,9 +125,8 @@ class GitLabRegistry(Registry):
 
     def run_url(self, run_id: str) -> str:
         experiment = self.client.get_run(run_id).info.experiment_id
-        project_url = os.environ.get("CI_PROJECT_URL")
-        if project_url:
-            return f"{project_url.rstrip('/')}/-/ml/experiments/{experiment}"
+        if self.project_url:
+            return f"{self.project_url.rstrip('/')}/-/ml/experiments/{experiment}"
         return f"GitLab experiment {experiment}, run {run_id} ({redact(self.uri)})"
 
     # -- registry -------------------------------------------------------------------------
@@ -139,20 +135,6 @@ class GitLabRegistry(Registry):
         semver = (list(mv.aliases or []) or [tags.get("gitlab.version", str(mv.version))])[0]
         return ModelVersionRef(name=mv.name, version=semver, run_id=tags.get(TRAINING_RUN),
                                source=mv.source, tags=tags)
-
-    def get_version(self, name: str, version: str) -> ModelVersionRef | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self._ref(self.client.get_model_version(name, version))
-        except MlflowException:
-            return None
-
-    def find_version_by_number(self, name: str, version: str) -> ModelVersionRef:
-        found = self.get_version(name, version)
-        if found is None:
-            raise RegistryError(f"{name} has no version {version} in GitLab")
-        return found
 
     def find_version(self, name: str, run_key: str) -> ModelVersionRef | None:
         """The version a training run with this run key registered (tag on the run)."""
@@ -216,15 +198,12 @@ class GitLabRegistry(Registry):
     def _pointer_experiment(self, name: str) -> str:
         return f"aliases/{name}"
 
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        self.move_alias(name, alias, version)
-
     def move_alias(self, name: str, alias: str, version: str | None) -> None:
-        run_id = self.start_run(self._pointer_experiment(name), f"{alias}-{version or 'none'}",
-                                {"mlops.alias": alias, "model": name})
-        self.log_run(run_id, params={"alias": alias, "version": version or "",
-                                     "at": datetime.now(UTC).isoformat(timespec="microseconds")})
-        self.end_run(run_id)
+        with self.run(self._pointer_experiment(name), f"{alias}-{version or 'none'}",
+                      {"mlops.alias": alias, "model": name}) as run_id:
+            self.log_run(run_id, params={
+                "alias": alias, "version": version or "",
+                "at": datetime.now(UTC).isoformat(timespec="microseconds")})
 
     def alias_version(self, name: str, alias: str) -> str | None:
         moves = [run.data.params for run in self.all_runs(self._pointer_experiment(name))
@@ -233,18 +212,11 @@ class GitLabRegistry(Registry):
             return None
         return max(moves, key=lambda p: p["at"]).get("version") or None
 
-    def version_by_alias(self, name: str, alias: str) -> ModelVersionRef | None:
-        version = self.alias_version(name, alias)
-        return self.get_version(name, version) if version else None
-
     # -- model files --------------------------------------------------------------------------
-    def serving_uri(self, name: str, version: str, local_path: Path) -> str:
-        return str(local_path)
-
-    def download_model(self, uri: str, dst: str) -> str:
+    def download_model(self, ref: ModelVersionRef, dst: str) -> str:
         from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
-        name, version = uri.removeprefix("models:/").rsplit("/", 1)
+        name, version = ref.name, ref.version
         mv = self.client.get_model_version(name, version)
         repo = MlflowArtifactsRepository(f"mlflow-artifacts:/{mv.version}", self.uri)
         if PACKED not in {f.path for f in repo.list_artifacts()}:
@@ -256,17 +228,3 @@ class GitLabRegistry(Registry):
             with tarfile.open(packed) as tar:
                 tar.extractall(target, filter="data")
         return str(target)
-
-    def load_pyfunc(self, uri: str):
-        import mlflow
-
-        with tempfile.TemporaryDirectory(prefix="mlops-load-") as tmp:
-            return mlflow.pyfunc.load_model(self.download_model(uri, tmp))
-
-
-def open_gitlab_registry(settings: Settings) -> GitLabRegistry:
-    if not os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        raise ConfigError(
-            f"MLFLOW_TRACKING_URI {redact(settings.tracking_uri)} is GitLab's MLflow API: set "
-            "MLFLOW_TRACKING_TOKEN to a GitLab access token with the api scope")
-    return GitLabRegistry(settings)

@@ -1,19 +1,23 @@
-"""The only code that talks to MLflow tracking and the model registry."""
+"""The MLflow adapter: tracking runs, model versions, aliases, downloads and the audit trail.
+
+Every MLflow call of the pipeline goes through `Registry` (or `GitLabRegistry`, its subclass
+for GitLab's MLflow API); stages get one from `open_registry` and never build a client.
+"""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import json
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.core.errors import RegistryError, TrackingUnavailable
-from tasks.core.settings import Settings, redact
+import pandas as pd
 
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+from tasks.core.errors import IntegrityError, RegistryError, UnknownVersion
+from tasks.core.lineage import file_sha256
+from tasks.core.redact import redact
 
 
 @dataclass(frozen=True)
@@ -30,78 +34,68 @@ class ModelVersionRef:
 
 
 @dataclass(frozen=True)
-class Capabilities:
-    """What the tracking backend supports; GitLab's MLflow API lacks aliases and version tags."""
+class LocalVersion:
+    """A registered version downloaded for checks: its folder, feature spec, input example and
+    the SHA-256 of its booster file."""
 
-    aliases: bool = True
-    version_tags: bool = True
+    ref: ModelVersionRef
+    path: Path
+    spec: dict
+    example: pd.DataFrame
+    booster_sha256: str
 
 
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _is_http(uri: str) -> bool:
+def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def check_reachable(uri: str, retries: int, delay_s: float = 1.0) -> None:
-    """Fail fast with one line when an HTTP tracking server does not answer (bounded retries)."""
-    if not _is_http(uri):
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return
-    url = uri.rstrip("/") + "/health"
-    last = ""
-    for attempt in range(1, retries + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                if resp.status < 500:
-                    return
-                last = f"HTTP {resp.status}"
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                return  # answered: auth or routing is the server's business, not reachability
-            last = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(getattr(exc, "reason", exc))
-        if attempt < retries:
-            time.sleep(delay_s * attempt)
-    raise TrackingUnavailable(
-        f"MLflow tracking server {redact(uri)} is unreachable after {retries} attempts ({last}); "
-        "start it or point MLFLOW_TRACKING_URI at a running server"
-    )
-
-
 class Registry:
-    """Tracking runs and registered models behind one interface."""
+    """Tracking runs and registered models of one MLflow tracking store."""
 
     max_param_chars = 6000
 
-    def __init__(self, settings: Settings):
+    def __init__(self, uri: str, artifact_root: Path | None = None):
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        self.settings = settings
-        self.uri = settings.tracking_uri
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-        self.capabilities = Capabilities()
+        self.uri = uri
+        self.artifact_root = artifact_root
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     # -- tracking -------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = None if _is_http(self.uri) else self.settings.artifact_root.as_uri()
-        if location:
-            self.settings.artifact_root.mkdir(parents=True, exist_ok=True)
+        location = None
+        if self.artifact_root is not None and not is_http(self.uri):
+            self.artifact_root.mkdir(parents=True, exist_ok=True)
+            location = self.artifact_root.as_uri()
         return self.client.create_experiment(name, artifact_location=location)
 
     def start_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
         return run.info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    @contextlib.contextmanager
+    def run(self, experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[str]:
+        """An MLflow run that ends FINISHED, or FAILED when the block raises."""
+        run_id = self.start_run(experiment, run_name, tags)
+        try:
+            yield run_id
+        except BaseException:
+            self.end_run(run_id, "FAILED")
+            raise
+        self.end_run(run_id)
 
     def log_run(self, run_id: str, params: dict[str, object] | None = None,
                 metrics: dict[str, float] | None = None) -> None:
@@ -121,17 +115,17 @@ class Registry:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
-    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
-
     def run_url(self, run_id: str) -> str:
-        if not _is_http(self.uri):
+        if not is_http(self.uri):
             return f"run {run_id} (browse with: mlflow ui --backend-store-uri {redact(self.uri)})"
         exp = self.client.get_run(run_id).info.experiment_id
         return f"{redact(self.uri).rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
+
+    def run_params(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.params)
 
     def all_runs(self, experiment: str) -> list:
         """Every run of an experiment, oldest first, a page of 1000 at a time (no filter and no
@@ -169,14 +163,29 @@ class Registry:
             return None
         return self._ref(min(found, key=lambda mv: int(mv.version)))
 
-    def find_version_by_number(self, name: str, version: str) -> ModelVersionRef:
-        return self._ref(self.client.get_model_version(name, version))
-
-    def version_by_alias(self, name: str, alias: str) -> ModelVersionRef | None:
+    def get_version(self, name: str, version: str) -> ModelVersionRef | None:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self._ref(self.client.get_model_version_by_alias(name, alias))
+            return self._ref(self.client.get_model_version(name, version))
+        except MlflowException:
+            return None
+
+    def require_version(self, name: str, version: str) -> ModelVersionRef:
+        found = self.get_version(name, version)
+        if found is None:
+            raise UnknownVersion(f"{name} has no version {version} in the registry")
+        return found
+
+    def version_by_alias(self, name: str, alias: str) -> ModelVersionRef | None:
+        version = self.alias_version(name, alias)
+        return self.get_version(name, version) if version else None
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
         except MlflowException as exc:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
@@ -185,7 +194,6 @@ class Registry:
     def register(self, name: str, run_id: str, model_dir: Path, tags: dict[str, str],
                  description: str) -> ModelVersionRef:
         """Upload the model folder to the run and create a version; idempotent by run key."""
-
         existing = self.find_version(name, tags["run_key"])
         if existing is not None:
             return existing
@@ -213,58 +221,65 @@ class Registry:
         except MlflowException:
             self.client.create_registered_model(name, description="Registered by prefect-mlops.")
 
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        if not self.capabilities.aliases:
-            raise RegistryError(f"this registry has no aliases; cannot set {name}@{alias}")
-        self.client.set_registered_model_alias(name, alias, version)
-
-    def alias_version(self, name: str, alias: str) -> str | None:
-        ref = self.version_by_alias(name, alias)
-        return ref.version if ref else None
-
     def move_alias(self, name: str, alias: str, version: str | None) -> None:
         """Point alias at version, or remove it (None) to restore a state without one."""
-        if version is None:
-            from mlflow.exceptions import MlflowException
-
-            try:
-                self.client.delete_registered_model_alias(name, alias)
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-            return
-        self.set_alias(name, alias, version)
-
-    def get_version(self, name: str, version: str) -> ModelVersionRef | None:
         from mlflow.exceptions import MlflowException
 
+        if version is not None:
+            self.client.set_registered_model_alias(name, alias, version)
+            return
         try:
-            return self._ref(self.client.get_model_version(name, version))
-        except MlflowException:
-            return None
+            self.client.delete_registered_model_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
 
-    def serving_uri(self, name: str, version: str, local_path: Path) -> str:
-        """What `mlflow models serve -m` gets for a version downloaded to local_path."""
-        return f"models:/{name}/{version}"
-
-    def download_model(self, uri: str, dst: str) -> str:
+    # -- model files ----------------------------------------------------------------------
+    def download_model(self, ref: ModelVersionRef, dst: str) -> str:
         import mlflow
 
-        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
+        return mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=dst)
+
+    def download_version(self, name: str, version: str, into: Path) -> LocalVersion:
+        """Download a version's model folder and check its booster against the registered
+        SHA-256 before anything reads it; then read its feature spec and input example."""
+        ref = self.require_version(name, version)
+        expected = ref.tags.get("artifact_sha256")
+        if not expected:
+            raise IntegrityError(f"{name} v{version} has no artifact_sha256 tag: refusing to use "
+                                 "an unverifiable model")
+        local = Path(self.download_model(ref, str(into)))
+        booster = next(local.rglob("*.ubj"), None)
+        if booster is None:
+            raise RegistryError(f"{name} v{version} has no booster file in the registry; train "
+                                "it again")
+        actual = file_sha256(booster)
+        if actual != expected:
+            raise IntegrityError(
+                f"{name} v{version}: model artifact SHA-256 {actual[:12]}… does not match the "
+                f"registered {expected[:12]}…; refusing to use it (artifact tampered?)")
+        try:
+            spec = json.loads(next(local.rglob("feature_spec.json")).read_text())
+            payload = json.loads((local / "input_example.json").read_text())
+        except (StopIteration, FileNotFoundError, ValueError):
+            raise RegistryError(f"{name} v{version} is incomplete in the registry (no feature "
+                                "spec or input example); train it again") from None
+        example = pd.DataFrame(payload["data"], columns=payload["columns"])
+        return LocalVersion(ref, local, spec, example, actual)
 
     # -- audit trail ----------------------------------------------------------------------
     def record_event(self, name: str, event: dict[str, str]) -> None:
         """Append one audit record: a run of experiment audit/<model> whose params (immutable in
         MLflow) hold the event. Nothing here updates or deletes an earlier record."""
-        run_id = self.start_run(f"audit/{name}", f"{event['action']}-{event.get('to_version')}",
-                                {"mlops.audit": "true", "model": name})
-        self.log_run(run_id, params={k: v for k, v in event.items() if v not in (None, "")})
-        self.end_run(run_id)
+        with self.run(f"audit/{name}", f"{event['action']}-{event.get('to_version')}",
+                      {"mlops.audit": "true", "model": name}) as run_id:
+            self.log_run(run_id, params={k: v for k, v in event.items() if v not in (None, "")})
 
     def events(self, name: str) -> list[dict[str, str]]:
         return [dict(run.data.params) for run in self.all_runs(f"audit/{name}")]
 
-    def load_pyfunc(self, uri: str):
+    def load_pyfunc(self, path: Path):
+        """MLflow's pyfunc model from a downloaded (and verified) local folder."""
         import mlflow
 
-        return mlflow.pyfunc.load_model(uri)
+        return mlflow.pyfunc.load_model(str(path))

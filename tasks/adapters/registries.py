@@ -2,13 +2,62 @@
 
 from __future__ import annotations
 
-from tasks.adapters.gitlab_mlflow import is_gitlab_mlflow, open_gitlab_registry
-from tasks.adapters.mlflow_registry import Registry, check_reachable
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prefect import task
+
+from tasks.adapters.gitlab_mlflow import GitLabRegistry, is_gitlab_mlflow
+from tasks.adapters.mlflow_registry import Registry, is_http
+from tasks.core.errors import ConfigError, TrackingUnavailable
+from tasks.core.redact import redact
 from tasks.core.settings import Settings
 
 
+def check_reachable(uri: str, retries: int, delay_s: float = 1.0) -> None:
+    """Fail fast with one line when an HTTP tracking server does not answer (bounded retries)."""
+    if not is_http(uri):
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return
+    url = uri.rstrip("/") + "/health"
+    last = ""
+    for attempt in range(1, retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status < 500:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return  # answered: auth or routing is the server's business, not reachability
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        if attempt < retries:
+            time.sleep(delay_s * attempt)
+    raise TrackingUnavailable(
+        f"MLflow tracking server {redact(uri)} is unreachable after {retries} attempts ({last}); "
+        "start it or point MLFLOW_TRACKING_URI at a running server"
+    )
+
+
 def open_registry(settings: Settings) -> Registry:
-    if is_gitlab_mlflow(settings.tracking_uri):
-        return open_gitlab_registry(settings)
-    check_reachable(settings.tracking_uri, settings.tracking_retries)
-    return Registry(settings)
+    """The registry of MLFLOW_TRACKING_URI, checked to be reachable (one line if not)."""
+    uri = settings.tracking_uri
+    if is_gitlab_mlflow(uri):
+        if not settings.tracking_token:
+            raise ConfigError(
+                f"MLFLOW_TRACKING_URI {redact(uri)} is GitLab's MLflow API: set "
+                "MLFLOW_TRACKING_TOKEN to a GitLab access token with the api scope")
+        return GitLabRegistry(uri, job_id=settings.ci.get("CI_JOB_ID"),
+                              project_url=settings.ci.get("CI_PROJECT_URL"))
+    check_reachable(uri, settings.tracking_retries)
+    return Registry(uri, settings.artifact_root)
+
+
+@task(name="connect-tracking")
+def connect(settings: Settings) -> Registry:
+    return open_registry(settings)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
+
+from tasks.core.settings import Settings
 
 log = logging.getLogger("mlops.slack")
 
@@ -11,7 +12,7 @@ log = logging.getLogger("mlops.slack")
 def notify(subject: str, body: str) -> bool:
     """Post to the configured Slack webhook block; never fails the caller (a broken notifier must
     not turn a good run into a failed one). Returns whether a message went out."""
-    name = os.environ.get("MLOPS_SLACK_BLOCK")
+    name = Settings.from_env().slack_block
     if not name:
         return False
     try:

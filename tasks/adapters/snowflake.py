@@ -1,69 +1,71 @@
-"""The only code that talks to Snowflake: a query read as Arrow batches, credentials never logged."""
+"""The only code that talks to Snowflake: read-only queries as Arrow batches, predictions into a
+table all or nothing; credentials come in as parameters and are never logged."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
-from collections.abc import Iterator
+import re
+import uuid
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from tasks.core.errors import ConfigError, DataError
+from tasks.core.errors import DataError
 
-_ENV_KEYS = {
-    "account": "SNOWFLAKE_ACCOUNT",
-    "user": "SNOWFLAKE_USER",
-    "password": "SNOWFLAKE_PASSWORD",
-    "warehouse": "SNOWFLAKE_WAREHOUSE",
-    "database": "SNOWFLAKE_DATABASE",
-    "schema": "SNOWFLAKE_SCHEMA",
-    "role": "SNOWFLAKE_ROLE",
-    "host": "SNOWFLAKE_HOST",
-    "port": "SNOWFLAKE_PORT",
-    "protocol": "SNOWFLAKE_PROTOCOL",
-}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}")
+_WRITES = re.compile(r"\b(insert|update|delete|merge|truncate|drop|create|alter|grant|revoke|"
+                     r"call|copy|put|remove|undrop|use|execute|begin|commit|rollback|set|unset)\b",
+                     re.IGNORECASE)
 
 
-def connection_params() -> dict[str, Any]:
-    """Connection settings from SNOWFLAKE_* variables, or from a Prefect Secret block holding JSON."""
-    block = os.environ.get("MLOPS_SNOWFLAKE_BLOCK")
-    if block:
-        from prefect.blocks.system import Secret
-
-        params = dict(Secret.load(block).get())
-    else:
-        params = {key: os.environ[env] for key, env in _ENV_KEYS.items() if os.environ.get(env)}
-    if "port" in params:
-        params["port"] = int(params["port"])
-    if "account" not in params and "host" not in params:
-        raise ConfigError(
-            "Snowflake source needs SNOWFLAKE_ACCOUNT (and SNOWFLAKE_USER, SNOWFLAKE_PASSWORD) "
-            "or MLOPS_SNOWFLAKE_BLOCK naming a Secret block"
-        )
-    return params
+def read_only_query(query: str) -> str:
+    """The query when it is one SELECT (or WITH … SELECT) statement; else a DataError. Inputs
+    are read, never changed: a DELETE or a second statement is refused before connecting."""
+    text = re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.S)
+    bare = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", text).strip().rstrip(";").strip()
+    first = bare.split(None, 1)[0].lower() if bare else ""
+    if first not in ("select", "with") or ";" in bare or _WRITES.search(bare):
+        raise DataError("a Snowflake input must be a single read-only query (SELECT … or "
+                        "WITH … SELECT …); nothing was run")
+    return query.strip().rstrip(";")
 
 
-def read_query(query: str) -> tuple[pd.DataFrame, str]:
-    """Run the query and stream its Arrow batches; the fingerprint hashes the batches as they come."""
+def quote(identifier: str) -> str:
+    """A column name as a quoted Snowflake identifier (upper-case, as unquoted names resolve)."""
+    return '"' + identifier.upper().replace('"', '""') + '"'
+
+
+@contextlib.contextmanager
+def _errors(action: str):
     import snowflake.connector
 
-    params = connection_params()
-    digest = hashlib.sha256(query.encode())
-    batches: list[pa.RecordBatch] = []
     try:
-        with snowflake.connector.connect(**params) as conn, conn.cursor() as cur:
-            cur.execute(query)
-            for table in cur.fetch_arrow_batches():
-                for batch in table.to_batches():
-                    digest.update(batch.serialize())
-                    batches.append(batch)
+        yield
     except snowflake.connector.errors.ProgrammingError as exc:
-        raise DataError(f"Snowflake rejected the query: {exc.msg}") from None
+        raise DataError(f"Snowflake rejected {action}: {exc.msg}") from None
     except snowflake.connector.errors.DatabaseError as exc:
         # DatabaseError covers login failures; its message never contains the password
         raise DataError(f"cannot connect to Snowflake: {exc.msg}") from None
+
+
+def read_query(query: str, params: Mapping[str, Any]) -> tuple[pd.DataFrame, str]:
+    """Run the query and collect its Arrow batches; the fingerprint hashes them as they come."""
+    import snowflake.connector
+
+    query = read_only_query(query)
+    digest = hashlib.sha256(query.encode())
+    batches: list[pa.RecordBatch] = []
+    with _errors("the query"), snowflake.connector.connect(**params) as conn, \
+            conn.cursor() as cur:
+        cur.execute(query, num_statements=1)
+        for table in cur.fetch_arrow_batches():
+            for batch in table.to_batches():
+                digest.update(batch.serialize())
+                batches.append(batch)
     if not batches:
         return pd.DataFrame(), digest.hexdigest()
     frame = pa.Table.from_batches(batches).to_pandas()
@@ -72,33 +74,18 @@ def read_query(query: str) -> tuple[pd.DataFrame, str]:
     return frame, digest.hexdigest()
 
 
-def _snowflake_errors(action: str):
-    import contextlib
-
-    import snowflake.connector
-
-    @contextlib.contextmanager
-    def guard():
-        try:
-            yield
-        except snowflake.connector.errors.ProgrammingError as exc:
-            raise DataError(f"Snowflake rejected {action}: {exc.msg}") from None
-        except snowflake.connector.errors.DatabaseError as exc:
-            raise DataError(f"cannot connect to Snowflake: {exc.msg}") from None
-
-    return guard()
-
-
-def query_batches(query: str, batch_rows: int) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+def query_batches(query: str, batch_rows: int, params: Mapping[str, Any]
+                  ) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     """Run the query; its (lower-cased) column names now, its rows as Arrow batches on demand.
     The connection stays open until the batches are consumed or the iterator is closed."""
     import snowflake.connector
 
-    with _snowflake_errors("the query"):
-        conn = snowflake.connector.connect(**connection_params())
+    query = read_only_query(query)
+    with _errors("the query"):
+        conn = snowflake.connector.connect(**params)
         cur = conn.cursor()
         try:
-            cur.execute(query)
+            cur.execute(query, num_statements=1)
         except BaseException:
             conn.close()
             raise
@@ -106,7 +93,7 @@ def query_batches(query: str, batch_rows: int) -> tuple[list[str], Iterator[pa.R
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
-            with _snowflake_errors("the query"):
+            with _errors("the query"):
                 for table in cur.fetch_arrow_batches():
                     table = table.rename_columns([c.lower() for c in table.column_names])
                     yield from table.to_batches(max_chunksize=batch_rows)
@@ -130,39 +117,42 @@ def _snowflake_type(kind: pa.DataType) -> str:
 
 class TableWriter:
     """Predictions into a Snowflake table, all or nothing: batches go to a staging table through
-    the connector's bulk write (write_pandas), then one INSERT … SELECT moves them."""
+    the connector's bulk write (write_pandas), then one INSERT … SELECT naming the columns moves
+    them, so a target whose columns are in another order still gets each value in its column."""
 
-    def __init__(self, table: str):
-        import re
-        import uuid
-
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}", table):
+    def __init__(self, table: str, params: Mapping[str, Any]):
+        if not _TABLE.fullmatch(table):
             raise DataError(f"Snowflake output must be a table name, got {table!r}")
         self.table = table.upper()
         self.staging = f"MLOPS_STAGING_{uuid.uuid4().hex[:12].upper()}"
+        self.params = params
+        self.columns: list[str] = []
         self._conn = None
 
     def write(self, table: pa.Table) -> None:
         import snowflake.connector
         from snowflake.connector.pandas_tools import write_pandas
 
-        with _snowflake_errors(f"writing {self.table}"):
+        with _errors(f"writing {self.table}"):
             if self._conn is None:
-                self._conn = snowflake.connector.connect(**connection_params())
-                columns = ", ".join(f"{f.name.upper()} {_snowflake_type(f.type)}"
-                                    for f in table.schema)
-                self._conn.cursor().execute(f"create transient table {self.staging} ({columns})")
+                self._conn = snowflake.connector.connect(**self.params)
+                self.columns = [f.name.upper() for f in table.schema]
+                ddl = ", ".join(f"{quote(f.name)} {_snowflake_type(f.type)}"
+                                for f in table.schema)
+                self._conn.cursor().execute(f"create transient table {self.staging} ({ddl})")
             frame = table.to_pandas()
             frame.columns = [c.upper() for c in frame.columns]
             for col in frame.select_dtypes("category"):
                 frame[col] = frame[col].astype(str)
-            write_pandas(self._conn, frame, self.staging, use_logical_type=True)
+            write_pandas(self._conn, frame, self.staging, quote_identifiers=True,
+                         use_logical_type=True)
 
     def commit(self) -> None:
-        with _snowflake_errors(f"writing {self.table}"):
+        names = ", ".join(quote(c) for c in self.columns)
+        with _errors(f"writing {self.table}"):
             cur = self._conn.cursor()
             cur.execute(f"create table if not exists {self.table} like {self.staging}")
-            cur.execute(f"insert into {self.table} select * from {self.staging}")
+            cur.execute(f"insert into {self.table} ({names}) select {names} from {self.staging}")
         self.abort()
 
     def abort(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -10,9 +9,10 @@ from collections.abc import Callable
 from tasks.core.errors import ConfigError
 
 
-def cuda_available() -> bool:
-    """Cheap checks first: importing XGBoost costs ~2 s, so it is asked last."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+def cuda_available(visible_devices: str | None = None) -> bool:
+    """Cheap checks first (CUDA_VISIBLE_DEVICES, nvidia-smi); importing XGBoost costs ~2 s, so
+    it is asked last."""
+    if visible_devices in ("", "-1"):
         return False
     smi = shutil.which("nvidia-smi")
     if not smi:
@@ -28,11 +28,12 @@ def cuda_available() -> bool:
     return bool(xgb.build_info().get("USE_CUDA"))
 
 
-def select_device(preference: str, probe: Callable[[], bool] = cuda_available) -> str:
+def select_device(preference: str, visible_devices: str | None = None,
+                  probe: Callable[[], bool] | None = None) -> str:
     """`auto` picks CUDA when present and CPU otherwise; an explicit `cuda` must be satisfiable."""
     if preference == "cpu":
         return "cpu"
-    has_cuda = probe()
+    has_cuda = probe() if probe else cuda_available(visible_devices)
     if preference == "cuda" and not has_cuda:
         raise ConfigError("MLOPS_DEVICE=cuda but no CUDA device (or CUDA-enabled XGBoost) is present")
     return "cuda" if has_cuda else "cpu"

@@ -1,4 +1,5 @@
-"""Errors the CLI maps to exit codes: bad input is 2, a gate rejection 3, the rest 1."""
+"""Errors the CLI maps to exit codes: bad input is 2, a gate rejection 3, the rest 1 (drift is
+not an error: `mlops monitor` exits 4 from its report)."""
 
 
 class MlopsError(Exception):
@@ -40,6 +41,12 @@ class RegistryError(MlopsError):
     exit_code = 1
 
 
+class UnknownVersion(MlopsError):
+    """A model version the registry does not have (a typo in --version or --to)."""
+
+    exit_code = 2
+
+
 class DeployError(MlopsError):
     """A deployment step failed or was refused; aliases are back where they were."""
 
@@ -62,9 +69,3 @@ class IntegrityError(MlopsError):
     """A model artifact does not match its registered checksum; nothing was scored."""
 
     exit_code = 1
-
-
-class DriftDetected(MlopsError):
-    """Monitoring found drift over the configured thresholds."""
-
-    exit_code = 4

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-
-from tasks.core.config import DataSpec
-from tasks.core.errors import DataError
-
-GENERATOR_VERSION = "claims-v1"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _CODE_ROOTS = ("tasks", "flows")
@@ -41,32 +35,10 @@ def run_key(data_fingerprint: str, config_hash: str, code: str, device: str) -> 
     return hashlib.sha256(f"{data_fingerprint}|{config_hash}|{code}|{device}".encode()).hexdigest()
 
 
-def source_fingerprint(spec: DataSpec) -> str | None:
-    """Fingerprint a data source without loading it: the generator's spec, or a file's bytes.
-
-    A query result cannot be known without running the query: None for Snowflake.
-    """
-    if spec.source == "synthetic":
-        payload = {"generator": GENERATOR_VERSION, "rows": spec.synthetic_rows,
-                   "seed": spec.seed, "drift": spec.drift}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    if spec.source == "file" and spec.path:
-        import fsspec
-
-        digest = hashlib.sha256()
-        try:
-            with fsspec.open(spec.path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-        except FileNotFoundError:
-            raise DataError(f"data file {spec.path} does not exist") from None
-        return digest.hexdigest()
-    return None
-
-
-def git_commit() -> str | None:
-    if os.environ.get("CI_COMMIT_SHA"):
-        return os.environ["CI_COMMIT_SHA"]
+def git_commit(ci: Mapping[str, str] | None = None) -> str | None:
+    """The CI pipeline's commit, else the checkout's HEAD."""
+    if ci and ci.get("CI_COMMIT_SHA"):
+        return ci["CI_COMMIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5, cwd=PROJECT_ROOT)
@@ -75,32 +47,32 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def lineage_tags(data_fingerprint: str, config_hash: str, code: str, key: str,
-                 flow_run_id: str | None, env: dict[str, str] | None = None) -> dict[str, str]:
+                 flow_run_id: str | None, ci: Mapping[str, str], image: str | None = None
+                 ) -> dict[str, str]:
     """Tags every run and model version carries; CI values come from a fixed allow-list."""
-    env = dict(os.environ) if env is None else env
     tags = {
         "data_fingerprint": data_fingerprint,
         "config_hash": config_hash,
         "code_hash": code,
         "run_key": key,
     }
-    commit = env.get("CI_COMMIT_SHA") or git_commit()
+    commit = git_commit(ci)
     if commit:
         tags["git_commit"] = commit
     if flow_run_id:
         tags["prefect_flow_run_id"] = flow_run_id
-    if env.get("MLOPS_IMAGE"):
-        tags["image"] = env["MLOPS_IMAGE"]
+    if image:
+        tags["image"] = image
     for var, tag in _CI_TAGS.items():
-        if env.get(var):
-            tags[tag] = env[var]
+        if ci.get(var):
+            tags[tag] = ci[var]
     return tags
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -13,10 +13,11 @@ TaskName = Literal["binary", "multiclass", "regression"]
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric: how to compute it from (y_true, scores) and which way is better."""
+    """A metric: how to compute it from (y_true, scores, predicted labels) and which way is
+    better. Labels come from the prediction table (threshold, likeliest class), never here."""
 
     name: str
-    fn: Callable[[np.ndarray, np.ndarray], float]
+    fn: Callable[[np.ndarray, np.ndarray, np.ndarray | None], float]
     higher_is_better: bool
     needs_both_classes: bool = False
 
@@ -33,19 +34,12 @@ class _LazyMetrics:
 skm = _LazyMetrics()
 
 
-def _labels(scores: np.ndarray) -> np.ndarray:
-    """Scores are P(positive) for binary and a (n, k) probability matrix for multiclass."""
-    if scores.ndim == 2:
-        return scores.argmax(axis=1)
-    return (scores >= 0.5).astype(int)
-
-
-def _log_loss(y: np.ndarray, s: np.ndarray) -> float:
+def _log_loss(y: np.ndarray, s: np.ndarray, _labels=None) -> float:
     labels = np.arange(s.shape[1]) if s.ndim == 2 else [0, 1]
     return float(skm.log_loss(y, s, labels=labels))
 
 
-def _roc_auc(y: np.ndarray, s: np.ndarray) -> float:
+def _roc_auc(y: np.ndarray, s: np.ndarray, _labels=None) -> float:
     if s.ndim == 2:
         return float(
             skm.roc_auc_score(y, s, multi_class="ovr", average="macro", labels=np.arange(s.shape[1]))
@@ -57,22 +51,15 @@ METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
         Metric("roc_auc", _roc_auc, True, needs_both_classes=True),
-        Metric("pr_auc", lambda y, s: float(skm.average_precision_score(y, s)), True, True),
+        Metric("pr_auc", lambda y, s, _: float(skm.average_precision_score(y, s)), True, True),
         Metric("log_loss", _log_loss, False),
-        Metric("accuracy", lambda y, s: float(skm.accuracy_score(y, _labels(s))), True),
-        Metric(
-            "f1",
-            lambda y, s: float(skm.f1_score(y, _labels(s), zero_division=0)),
-            True,
-        ),
-        Metric(
-            "f1_macro",
-            lambda y, s: float(skm.f1_score(y, _labels(s), average="macro", zero_division=0)),
-            True,
-        ),
-        Metric("rmse", lambda y, p: float(np.sqrt(skm.mean_squared_error(y, p))), False),
-        Metric("mae", lambda y, p: float(skm.mean_absolute_error(y, p)), False),
-        Metric("r2", lambda y, p: float(skm.r2_score(y, p)), True),
+        Metric("accuracy", lambda y, _, labels: float(skm.accuracy_score(y, labels)), True),
+        Metric("f1", lambda y, _, labels: float(skm.f1_score(y, labels, zero_division=0)), True),
+        Metric("f1_macro", lambda y, _, labels: float(
+            skm.f1_score(y, labels, average="macro", zero_division=0)), True),
+        Metric("rmse", lambda y, p, _: float(np.sqrt(skm.mean_squared_error(y, p))), False),
+        Metric("mae", lambda y, p, _: float(skm.mean_absolute_error(y, p)), False),
+        Metric("r2", lambda y, p, _: float(skm.r2_score(y, p)), True),
     ]
 }
 
@@ -133,8 +120,10 @@ def task_type(name: str) -> TaskType:
     return TASK_TYPES[name]
 
 
-def compute_metrics(task: TaskType, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """All metrics of a task type; metrics undefined on this data (one class present) are left out."""
+def compute_metrics(task: TaskType, y: np.ndarray, scores: np.ndarray,
+                    labels: np.ndarray | None = None) -> dict[str, float]:
+    """All metrics of a task type from true values, scores and the predicted labels; metrics
+    undefined on this data (one class present) are left out."""
     out: dict[str, float] = {}
     present = len(np.unique(y)) if task.name != "regression" else 0
     for name in task.metrics:
@@ -143,7 +132,7 @@ def compute_metrics(task: TaskType, y: np.ndarray, scores: np.ndarray) -> dict[s
             continue
         if name == "roc_auc" and task.name == "multiclass" and present < scores.shape[1]:
             continue
-        out[name] = metric.fn(y, scores)
+        out[name] = metric.fn(y, scores, labels)
     return out
 
 

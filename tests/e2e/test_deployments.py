@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tasks.data import generate_claims
+from tasks.training.synthetic import generate_claims
 from tests.conftest import config_yaml
 from tests.e2e.conftest import BIN, REPO, background, cli_env, descendants, mlops, paused_run
 from tests.fakes.gitlab_api import FakeGitLab

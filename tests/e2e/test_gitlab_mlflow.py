@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from tasks.adapters.gitlab_mlflow import GitLabRegistry, UnsupportedByGitLab
 from tasks.adapters.registries import open_registry
 from tasks.core.settings import Settings
-from tasks.data import generate_claims
+from tasks.training.synthetic import generate_claims
 from tests.conftest import config_yaml
 from tests.e2e.conftest import cli_env, mlops
 

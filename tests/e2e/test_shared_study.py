@@ -16,10 +16,10 @@ WORKER = """
 import sys
 from tests.conftest import config_yaml
 from tasks.core.config import parse_config
-from tasks.data import generate_claims
+from tasks.training.synthetic import generate_claims
 from tasks.core.tasktypes import task_type
-from tasks.train import feature_spec, split_rows, train_model
-from tasks.validate import validate_frame
+from tasks.training.train import feature_spec, split_rows, train_model
+from tasks.training.validate import validate_frame
 
 cfg = parse_config(config_yaml(n_trials=8, rows=3000))
 df = generate_claims(3000, seed=3)

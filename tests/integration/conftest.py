@@ -39,10 +39,11 @@ def write_config(home):
 @pytest.fixture
 def registry(home):
     from tasks.adapters.mlflow_registry import Registry
+    from tasks.adapters.registries import open_registry
     from tasks.core.settings import Settings
 
     def open_() -> Registry:
-        return Registry(Settings.from_env())
+        return open_registry(Settings.from_env())
 
     return open_
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlops.cli import app
-from tasks.data import generate_claims
+from tasks.training.synthetic import generate_claims
 from tests.conftest import config_yaml
 from tests.integration.conftest import versions
 
@@ -138,7 +138,7 @@ def test_generate_and_models(home):
     listing = run_cli("models")
     assert listing.exit_code == 0 and "a " in listing.stdout and "binary" in listing.stdout
     bad = run_cli("generate", "--rows", "5", "--output", str(home / "x.txt"))
-    assert_one_line(bad, 2, "output must end in .csv or .parquet")
+    assert_one_line(bad, 2, "output must be .parquet, .csv")
 
 
 def test_gitlab_mlflow_api_without_a_token_is_refused_before_training(home, monkeypatch):

@@ -11,8 +11,11 @@ from typer.testing import CliRunner
 from flows.training import training_pipeline
 from mlops.cli import app
 from tasks.core.config import load_config
-from tasks.core.errors import ApprovalError, DeployError, MlopsError
-from tasks.deploy import deploy_staging, promote, rollback
+from tasks.core.errors import DeployError, MlopsError, UnknownVersion
+from tasks.core.settings import Settings
+from tasks.release.promotion import promote
+from tasks.release.rollback import rollback
+from tasks.release.staging import deploy_staging
 
 runner = CliRunner()
 DEPLOY = """deploy:
@@ -34,7 +37,7 @@ def model(write_config, registry):
     write_config("dep", n_trials=3, extra=DEPLOY)
     training_pipeline(name)
     reg = registry()
-    return reg, load_config(name, reg.settings.config_dir)
+    return reg, load_config(name, Settings.from_env().config_dir)
 
 
 def actions(reg, name):
@@ -94,7 +97,7 @@ def test_promotion_in_a_freeze_window_is_refused(model):
 
 def test_version_that_does_not_exist(model):
     reg, cfg = model
-    with pytest.raises(ApprovalError, match="has no version 9"):
+    with pytest.raises(UnknownVersion, match="has no version 9"):
         promote(reg, cfg, "9", "alice")
     assert reg.alias_version(cfg.name, "champion") is None
 
@@ -131,7 +134,7 @@ def test_manual_rollback_and_history_keep_every_record(model):
 def test_rollback_to_a_named_version_and_unknown_version(model):
     reg, cfg = model
     promote(reg, cfg, "2", "alice")
-    with pytest.raises(ApprovalError, match="has no version 7"):
+    with pytest.raises(UnknownVersion, match="has no version 7"):
         rollback(reg, cfg, "carol", to_version="7")
     assert rollback(reg, cfg, "carol", to_version="1") == ("2", "1")
     assert reg.alias_version(cfg.name, "champion") == "1"
@@ -151,10 +154,10 @@ def test_smoke_test_failure_restores_staging(model):
 
 def test_model_server_that_fails_to_start(model, tmp_path):
     reg, cfg = model
-    from tasks.deploy import start_model_server
+    from tasks.release.serving import start_model_server
 
-    def bad_server(uri, tracking, timeout, log):
-        return start_model_server("models:/no-such-model/1", tracking, timeout, log)
+    def bad_server(uri, timeout, log, env):
+        return start_model_server(str(tmp_path / "no-such-model"), timeout, log, env)
 
     with pytest.raises(DeployError, match="failed to start"):
         deploy_staging(reg, cfg, "2", "alice", server_factory=bad_server)

@@ -127,11 +127,11 @@ def test_scoring_and_monitoring_runs_write_dated_wiki_rows(write_config, registr
                                                            monkeypatch):
     from flows.monitoring import monitoring
     from flows.scoring import batch_scoring
-    from tasks.data import generate_claims
+    from tasks.training.synthetic import generate_claims
 
     monkeypatch.setattr("prefect.events.emit_event", lambda *a, **kw: None)
     name = write_config("wiki-model", rows=2500)
-    registry().set_alias(name, "champion", training_pipeline(name).version)
+    registry().move_alias(name, "champion", training_pipeline(name).version)
     generate_claims(1500, seed=21).to_parquet(home / "fresh.parquet")
     generate_claims(1500, seed=22, drift=1.0).to_parquet(home / "drifted.parquet")
     batch_scoring(name, str(home / "fresh.parquet"), str(home / "scores.parquet"))

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from flows.notebook import notebook_training
 from mlops.cli import app
-from tasks.notebook import NotebookFailed
+from tasks.training.notebook import NotebookFailed
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,6 +8,7 @@ import pytest
 from flows.training import training_pipeline
 from tasks.core.errors import GateRejected
 from tasks.core.lineage import file_sha256
+from tasks.core.settings import Settings
 from tests.integration.conftest import versions
 
 
@@ -45,7 +46,7 @@ def test_rerun_with_unchanged_inputs_reuses_the_version(write_config, registry, 
     def no_training(*args, **kwargs):
         raise AssertionError("training must not run again")
 
-    monkeypatch.setattr("tasks.train.train_model", no_training)
+    monkeypatch.setattr("tasks.training.train.train_model", no_training)
     second = training_pipeline(name)
     assert second.reused and second.version == first.version
     assert second.value == pytest.approx(first.value)
@@ -65,7 +66,7 @@ def test_config_change_trains_a_new_version(write_config, registry):
 def test_gate_rejection_registers_nothing_and_reuses_training(write_config, registry,
                                                               monkeypatch):
     name = write_config("strict", gate=", max_regression: 0.0", extra="")
-    path = registry().settings.config_dir / f"{name}.yaml"
+    path = Settings.from_env().config_dir / f"{name}.yaml"
     path.write_text(path.read_text().replace("threshold: 0.6", "threshold: 0.999"))
     with pytest.raises(GateRejected, match="misses the floor 0.999"):
         training_pipeline(name)
@@ -74,18 +75,22 @@ def test_gate_rejection_registers_nothing_and_reuses_training(write_config, regi
     run = reg.client.search_runs([reg.client.get_experiment_by_name(name).experiment_id])[0]
     assert run.info.status == "FAILED" and run.data.metrics["gate_passed"] == 0.0
 
-    monkeypatch.setattr("tasks.train.train_model",
+    monkeypatch.setattr("tasks.training.train.train_model",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("not cached")))
     with pytest.raises(GateRejected):
         training_pipeline(name)  # train comes back from the Prefect cache
 
 
-def test_candidate_worse_than_champion_is_rejected(write_config, registry):
-    name = write_config("champ", rows=3000)
+@pytest.mark.parametrize("alias", ["champion", "live"])
+def test_candidate_worse_than_champion_is_rejected(write_config, registry, home, alias):
+    """The gate re-scores the version behind deploy.production.alias; with another alias it
+    used to look for `champion`, find nothing and judge on the floor alone."""
+    extra = "" if alias == "champion" else f"deploy: {{production: {{alias: {alias}}}}}\n"
+    name = write_config(f"champ-{alias}", rows=3000, extra=extra)
     training_pipeline(name)
     reg = registry()
-    reg.set_alias(name, "champion", "1")
-    path = reg.settings.config_dir / f"{name}.yaml"
+    reg.move_alias(name, alias, "1")
+    path = home / "configs" / f"{name}.yaml"
     weak = path.read_text().replace(
         "exclude: [claim_id,",
         "exclude: [claim_id, days_to_report, police_report, claim_amount, policy_tenure_months,")
@@ -93,4 +98,4 @@ def test_candidate_worse_than_champion_is_rejected(write_config, registry):
     with pytest.raises(GateRejected, match="vs champion v1"):
         training_pipeline(name)
     assert len(versions(reg, name)) == 1
-    assert str(reg.client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(reg.client.get_model_version_by_alias(name, alias).version) == "1"

@@ -15,7 +15,7 @@ from flows.scoring import batch_scoring
 from flows.training import training_pipeline
 from mlops.cli import app
 from tasks.core.errors import DataError, IntegrityError, ScoringError
-from tasks.data import generate_claims
+from tasks.training.synthetic import generate_claims
 
 runner = CliRunner()
 
@@ -32,14 +32,14 @@ def batches(tmp_path_factory):
 def champion_of(write_config, registry, name: str, task: str = "binary") -> str:
     write_config(name, task=task, rows=2500)
     result = training_pipeline(name)
-    registry().set_alias(name, "champion", result.version)
+    registry().move_alias(name, "champion", result.version)
     return result.version
 
 
 def test_reference_profile_is_registered_with_the_version(write_config, registry, home):
     version = champion_of(write_config, registry, "profiled")
     reg = registry()
-    local = Path(reg.download_model(f"models:/profiled/{version}", str(home / "dl")))
+    local = reg.download_version("profiled", version, home / "dl").path
     profile = json.loads((local / "reference_profile.json").read_text())
     assert profile["metric"] == "roc_auc" and 0.5 < profile["metric_value"] <= 1
     assert {"region", "claim_amount", "__prediction__"} <= set(profile["columns"])
@@ -116,7 +116,7 @@ def test_no_champion_yet_and_bad_input(write_config, registry, batches, home):
     training_pipeline("nochamp")  # registered (challenger), never promoted
     with pytest.raises(ScoringError, match="has no @champion version yet"):
         batch_scoring("nochamp", str(batches / "fresh.parquet"), str(home / "n.parquet"))
-    registry().set_alias("nochamp", "champion", "1")
+    registry().move_alias("nochamp", "champion", "1")
     broken = home / "broken.parquet"
     generate_claims(600, seed=3).drop(columns=["region"]).to_parquet(broken)
     with pytest.raises(DataError, match="lacks feature column.*region"):

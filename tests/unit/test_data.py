@@ -2,9 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.batch.sinks import write_frame
+from tasks.batch.sources import read_frame as read_file
 from tasks.core.config import DataSpec
 from tasks.core.errors import DataError
-from tasks.data import generate_claims, load_dataset, read_file, write_frame
+from tasks.training.data import load_dataset
+from tasks.training.synthetic import generate_claims
 
 
 def test_generator_is_deterministic():
@@ -65,7 +68,7 @@ def test_duplicate_csv_header_is_named(tmp_path):
 
 
 def test_write_frame_rejects_unknown_extension(tmp_path):
-    with pytest.raises(DataError, match="must end in .csv or .parquet"):
+    with pytest.raises(DataError, match="output must be .parquet, .csv"):
         write_frame(pd.DataFrame({"a": [1]}), tmp_path / "x.json")
     assert list(tmp_path.iterdir()) == []
 
@@ -86,7 +89,7 @@ def test_as_of_keeps_rows_up_to_that_day_and_changes_the_fingerprint():
     from datetime import date
 
     from tasks.core.config import DataSpec
-    from tasks.data import load_dataset
+    from tasks.training.data import load_dataset
 
     spec = DataSpec(source="synthetic", rows=2000)
     full = load_dataset(spec)

@@ -15,6 +15,7 @@ from deployments.manifest import check_manifest
 from deployments.pools import base_job_template, load_pools, render, template_path
 from deployments.schedules import from_manifest, next_cron
 from deployments.steps import enter_project
+from tasks.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "models"
@@ -140,7 +141,7 @@ def test_image_built_only_when_missing(tmp_path, monkeypatch):
     assert image.push_image("n", "t", "built", push=lambda **kw: pushed.append(kw))["pushed"]
     assert pushed == [{"image_name": "n", "tag": "t"}]
     monkeypatch.setenv("MLOPS_IMAGE_BUILD", "sometimes")
-    with pytest.raises(ValueError, match="MLOPS_IMAGE_BUILD must be one of"):
+    with pytest.raises(ConfigError, match="MLOPS_IMAGE_BUILD must be one of"):
         image.build_image(dockerfile)
 
 

@@ -1,8 +1,8 @@
 import pytest
 
+from tasks.contracts.training import EvalReport
 from tasks.core.config import GateSpec
-from tasks.evaluate import EvalReport
-from tasks.gate import decide
+from tasks.training.gate import decide
 
 
 def report(value, metric="roc_auc", slices=None):

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from tasks.adapters.gitlab import GitLab, GitLabSettings
+from tasks.adapters.gitlab import GitLab
+from tasks.core.settings import GitLabSettings, Settings
 from tests.fakes.gitlab_api import FakeGitLab
 
 
@@ -28,11 +29,12 @@ def test_settings_come_from_ci_variables_and_are_optional():
     env = {"CI_SERVER_URL": "https://gitlab.example.com/", "CI_PROJECT_ID": "42",
            "MLOPS_GITLAB_TOKEN": "glpat-secret", "CI_MERGE_REQUEST_IID": "17",
            "CI_COMMIT_SHA": "a" * 40, "CI_COMMIT_REF_NAME": "feature"}
-    settings = GitLabSettings.from_env(env)
+    settings = Settings.from_env(env).gitlab
     assert settings.url == "https://gitlab.example.com" and settings.merge_request_iid == "17"
     assert "glpat-secret" not in repr(settings)
-    assert GitLabSettings.from_env({k: v for k, v in env.items() if k != "MLOPS_GITLAB_TOKEN"}) \
-        is None
+    assert "glpat-secret" not in repr(Settings.from_env(env))
+    assert Settings.from_env({k: v for k, v in env.items() if k != "MLOPS_GITLAB_TOKEN"}
+                             ).gitlab is None
 
 
 def test_note_is_created_once_then_updated(fake):

@@ -73,14 +73,13 @@ def test_a_gitlab_uri_needs_a_token(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "glpat-x")
     registry = open_registry(Settings.from_env())  # no request is made until it is used
     assert isinstance(registry, GitLabRegistry)
-    assert not registry.capabilities.aliases and not registry.capabilities.version_tags
 
 
 def test_pointer_log_moves_and_clears_aliases(monkeypatch, tmp_path):
     """The alias log works on any MLflow store; here the local one."""
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    registry = GitLabRegistry(Settings.from_env())
+    registry = GitLabRegistry(Settings.from_env().tracking_uri)
     assert registry.alias_version("m", "champion") is None
     registry.move_alias("m", "champion", "1.0.0")
     registry.move_alias("m", "staging", "1.0.1")
@@ -89,5 +88,5 @@ def test_pointer_log_moves_and_clears_aliases(monkeypatch, tmp_path):
     assert registry.alias_version("m", "staging") == "1.0.1"
     registry.move_alias("m", "champion", None)
     assert registry.alias_version("m", "champion") is None
-    registry.set_alias("m", "champion", "1.0.0")
+    registry.move_alias("m", "champion", "1.0.0")
     assert registry.alias_version("m", "champion") == "1.0.0"

@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.core.config import MonitoringSpec
-from tasks.monitor import Observed, compare
-from tasks.profile import (
-    PREDICTION,
+from tasks.batch.champion import Champion
+from tasks.batch.monitoring import compare
+from tasks.batch.profiles import (
     ProfileCounter,
     count_codes,
     count_numeric,
@@ -17,8 +16,9 @@ from tasks.profile import (
     psi,
     reference_profile,
 )
-from tasks.score import Champion
-from tasks.train import FeatureSpec
+from tasks.contracts.batch import PREDICTION, Observed
+from tasks.contracts.training import FeatureSpec
+from tasks.core.config import MonitoringSpec
 
 CATS = {"colour": ["blue", "red"]}
 

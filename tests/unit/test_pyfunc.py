@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from tasks.core.tasktypes import task_type
-from tasks.register import build_model_dir, input_example
-from tasks.train import feature_spec, split_rows, train_model
-from tasks.validate import validate_frame
+from tasks.training.register import build_model_dir, input_example
+from tasks.training.train import feature_spec, split_rows, train_model
+from tasks.training.validate import validate_frame
 
 
 @pytest.fixture(scope="module")

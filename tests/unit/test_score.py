@@ -9,10 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 
+from tasks.batch.champion import Champion, prepare
+from tasks.batch.scoring import score_batches
+from tasks.contracts.training import FeatureSpec
 from tasks.core.errors import DataError
-from tasks.data import generate_claims
-from tasks.score import Champion, prepare, score_batches
-from tasks.train import FeatureSpec
+from tasks.training.synthetic import generate_claims
 
 FEATURES = ["region", "vehicle_type", "claim_channel", "policy_tenure_months", "customer_age",
             "days_to_report", "police_report", "claim_amount", "repair_estimate"]
@@ -147,7 +148,7 @@ def test_bad_locations(champion, claims, tmp_path):
 def test_prefetch_closes_the_source_when_the_consumer_stops_early():
     import time
 
-    from tasks.score import prefetch
+    from tasks.batch.sources import prefetch
 
     closed = []
 
@@ -167,7 +168,7 @@ def test_prefetch_closes_the_source_when_the_consumer_stops_early():
 
 
 def test_prefetch_hands_over_a_reader_error():
-    from tasks.score import prefetch
+    from tasks.batch.sources import prefetch
 
     def source():
         yield 1
@@ -177,3 +178,41 @@ def test_prefetch_hands_over_a_reader_error():
     assert next(reader) == 1
     with pytest.raises(DataError, match="holds text"):
         next(reader)
+
+
+def test_a_column_with_40000_categories_scores_like_training(tmp_path):
+    """Category codes used to be int16: a 40,000-category column overflowed in every batch."""
+    rng = np.random.default_rng(0)
+    codes = [f"P{i:05d}" for i in range(40_000)]
+    rows = 3000
+    frame = pd.DataFrame({"policy_code": np.array(codes)[rng.integers(0, 40_000, rows)],
+                          "x": rng.normal(size=rows).astype("float32")})
+    spec = FeatureSpec(task="binary", target="y", features=["policy_code", "x"],
+                       categories={"policy_code": codes}, classes=["0", "1"])
+    label = (frame["x"] + rng.normal(size=rows) > 0).astype(int)
+    booster = xgb.train({"objective": "binary:logistic", "tree_method": "hist", "max_depth": 3},
+                        xgb.DMatrix(spec.matrix(frame), label=label, enable_categorical=True), 5)
+    batch = pa.RecordBatch.from_pandas(frame.tail(1000).reset_index(drop=True))
+    prepared = prepare(batch, spec)
+    assert prepared.matrix["policy_code"].cat.codes.max() >= 32_767 or \
+        frame["policy_code"].tail(1000).isin(codes[32_767:]).any()
+    np.testing.assert_allclose(
+        booster.inplace_predict(prepared.matrix),
+        booster.predict(xgb.DMatrix(spec.matrix(frame.tail(1000)), enable_categorical=True)),
+        rtol=1e-6)
+
+
+def test_two_scorers_of_one_output_never_share_a_temporary_file(champion, claims, tmp_path):
+    """The temporary file used to be `.NAME.partial` for everyone: two runs writing one output
+    wrote into each other's file."""
+    from tasks.batch.sinks import Sink
+
+    first, second = Sink(str(tmp_path / "out.parquet")), Sink(str(tmp_path / "out.parquet"))
+    assert first.tmp != second.tmp
+    table = pa.table({"a": [1, 2]})
+    first.write(table)
+    second.write(pa.table({"a": [3]}))
+    second.commit()
+    first.commit()
+    assert pd.read_parquet(tmp_path / "out.parquet")["a"].tolist() == [1, 2]
+    assert leftovers(tmp_path) == ["out.parquet"]

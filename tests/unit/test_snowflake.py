@@ -4,7 +4,8 @@ import pytest
 
 from tasks.core.config import DataSpec
 from tasks.core.errors import ConfigError, DataError
-from tasks.data import generate_claims, load_dataset
+from tasks.training.data import load_dataset
+from tasks.training.synthetic import generate_claims
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def fake_snowflake(monkeypatch):
 def test_scoring_streams_a_query_in_arrow_batches(snowflake_env, monkeypatch, tmp_path):
     import pandas as pd
 
-    from tasks.score import score_batches
+    from tasks.batch.scoring import score_batches
     from tests.unit.test_score import champion as make_champion
 
     for key, value in snowflake_env.items():
@@ -108,7 +109,7 @@ def test_scoring_streams_a_query_in_arrow_batches(snowflake_env, monkeypatch, tm
 
 
 def test_scoring_bulk_writes_a_table_all_or_nothing(fake_snowflake, tmp_path):
-    from tasks.score import score_batches
+    from tasks.batch.scoring import score_batches
     from tests.unit.test_score import champion as make_champion
 
     champ = make_champion.__wrapped__()
@@ -138,3 +139,53 @@ def test_scoring_bulk_writes_a_table_all_or_nothing(fake_snowflake, tmp_path):
     assert cur.fetchone()[0] == 0
     cur.execute("select count(*) from claims")
     assert cur.fetchone()[0] == 300
+
+
+def test_inputs_are_single_read_only_queries():
+    """`snowflake:<query>` used to run any statement: a DELETE included."""
+    from tasks.adapters.snowflake import read_only_query
+
+    assert read_only_query(" select * from claims; ") == "select * from claims"
+    assert read_only_query("WITH t AS (SELECT 1 AS updated_at) SELECT * FROM t") \
+        .startswith("WITH")
+    assert read_only_query("select 'drop table x; delete' as note from claims") \
+        .startswith("select")
+    for bad in ("delete from claims", "select 1; drop table claims", "update claims set a=1",
+                "-- comment\ntruncate table claims", "with x as (select 1) delete from claims",
+                "call cleanup()", ""):
+        with pytest.raises(DataError, match="single read-only query"):
+            read_only_query(bad)
+
+
+def test_a_delete_is_refused_before_connecting(snowflake_env, monkeypatch, tmp_path):
+    from tasks.batch.scoring import score_batches
+    from tests.unit.test_score import champion as make_champion
+
+    for key, value in snowflake_env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(DataError, match="single read-only query"):
+        load_dataset(DataSpec(source="snowflake", query="delete from claims"))
+    with pytest.raises(DataError, match="single read-only query"):
+        score_batches(make_champion.__wrapped__(), "snowflake:delete from claims",
+                      str(tmp_path / "s.parquet"))
+    again = load_dataset(DataSpec(source="snowflake", query="select count(*) as n from claims"))
+    assert again.frame["n"].iloc[0] == 300
+
+
+def test_output_columns_land_by_name_in_a_table_of_another_order(fake_snowflake, tmp_path):
+    """`insert into T select * from staging` matched columns by position: a target whose columns
+    were in another order silently got values in the wrong columns."""
+    from tasks.batch.scoring import score_batches
+    from tests.unit.test_score import champion as make_champion
+
+    cur = fake_snowflake.cursor()
+    cur.execute("create table reordered (scored_at timestamp_tz, model_version varchar, "
+                "model_name varchar, probability double, prediction varchar, claim_id varchar)")
+    src = tmp_path / "claims.parquet"
+    generate_claims(50, seed=6).to_parquet(src)
+    score_batches(make_champion.__wrapped__(), str(src), "snowflake:reordered")
+    cur.execute("select count(*), min(probability), max(probability), min(model_name), "
+                "min(model_version), min(claim_id) from reordered")
+    count, low, high, name, version, claim = cur.fetchone()
+    assert (count, name, version) == (50, "fraud", "7") and 0 <= low <= high <= 1
+    assert claim.startswith("C")

@@ -23,12 +23,12 @@ def test_regression_amount_signs():
 
 
 def test_binary_metrics_skip_auc_with_one_class():
-    out = compute_metrics(TASK_TYPES["binary"], np.zeros(5), np.full(5, 0.1))
+    out = compute_metrics(TASK_TYPES["binary"], np.zeros(5), np.full(5, 0.1), np.zeros(5))
     assert "roc_auc" not in out and out["accuracy"] == 1.0
 
 
 def test_multiclass_metrics():
     y = np.array([0, 1, 2, 2])
     p = np.eye(3)[[0, 1, 2, 1]] * 0.9 + 0.1 / 3
-    out = compute_metrics(TASK_TYPES["multiclass"], y, p)
+    out = compute_metrics(TASK_TYPES["multiclass"], y, p, p.argmax(axis=1))
     assert out["accuracy"] == 0.75 and 0 < out["f1_macro"] < 1

@@ -5,8 +5,8 @@ import xgboost as xgb
 from tasks.core.device import select_device
 from tasks.core.errors import ConfigError
 from tasks.core.tasktypes import task_type
-from tasks.train import base_params, feature_spec, split_rows, train_model
-from tasks.validate import validate_frame
+from tasks.training.train import base_params, feature_spec, split_rows, train_model
+from tasks.training.validate import validate_frame
 
 
 def test_split_is_deterministic_disjoint_and_stratified(claims, make_config):
@@ -54,8 +54,9 @@ def test_cuda_probe_needs_a_gpu_and_a_cuda_build(monkeypatch, tmp_path):
     monkeypatch.setattr(xgb, "build_info", lambda: {"USE_CUDA": False})
     assert device.cuda_available() is False
     monkeypatch.setattr(xgb, "build_info", lambda: {"USE_CUDA": True})
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert device.cuda_available() is False
+    assert device.cuda_available(visible_devices="") is False
+    assert device.cuda_available(visible_devices="-1") is False
+    assert device.cuda_available(visible_devices="0") is True
 
 
 def test_cuda_probe_without_nvidia_smi(monkeypatch, tmp_path):

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from tasks.core.errors import DataError
-from tasks.validate import ensure_valid, validate_frame
+from tasks.reports.validation import validation_markdown
+from tasks.training.validate import ensure_valid, validate_frame
 
 
 def errors_of(df, cfg):
@@ -16,7 +17,7 @@ def test_clean_data_passes(claims, make_config):
     assert "region" in report.categorical and "claim_amount" in report.features
     assert "event_date" not in report.features and "claim_id" not in report.features
     assert report.classes == ["0", "1"] and sum(report.class_counts.values()) == len(claims)
-    assert "Validation report: passed" in report.to_markdown()
+    assert "Validation report: passed" in validation_markdown(report)
 
 
 def test_missing_target(claims, make_config):
@@ -108,3 +109,19 @@ def test_ensure_valid_raises_first_error(claims, make_config):
     report = validate_frame(claims.drop(columns=["is_fraud"]), make_config())
     with pytest.raises(DataError, match="validation failed: target column 'is_fraud'"):
         ensure_valid(report)
+
+
+def test_column_names_too_long_for_tracking_are_found_before_training(claims, make_config):
+    """Per-column metric names (psi.<column>, slice.<column>.<value>.<metric>) used to fail
+    only after training, when MLflow refused them."""
+    long_name = "claim_" + "x" * 260
+    errs = errors_of(claims.rename(columns={"claim_amount": long_name}), make_config())
+    assert any("is 266 characters" in e and "rename the column" in e for e in errs), errs
+    frame = claims.copy()
+    frame.loc[frame.index[:3], "region"] = "r" * 260
+    errs = errors_of(frame, make_config())
+    assert any("slice column 'region' has a value of 260 characters" in e for e in errs), errs
+    from tasks.contracts.training import TRACKING_KEY_LIMIT, tracking_key
+
+    assert len(tracking_key("slice", "region", "north", "roc_auc")) < TRACKING_KEY_LIMIT
+    assert tracking_key("psi", "odd name/%") == "psi.odd_name_"

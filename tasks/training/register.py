@@ -8,37 +8,25 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
-from tasks import pyfunc_model
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
+from tasks.contracts import predictions
+from tasks.contracts.batch import Profile
+from tasks.contracts.training import FeatureSpec, GateDecision, Registration, TrainResult
 from tasks.core.config import ModelConfig, RegistrySpec
-from tasks.core.errors import RegistryError, retry_transient
-from tasks.evaluate import EvalReport
-from tasks.gate import GateDecision
-from tasks.profile import Profile
-from tasks.train import TrainResult
-from tasks.validate import ValidationReport
+from tasks.core.errors import RegistryError
+from tasks.core.steps import NETWORK_RETRIES, step
 
 CHALLENGER = "challenger"
-
-
-class Registration(BaseModel):
-    name: str
-    version: str
-    uri: str
-    run_id: str | None
-    artifact_sha256: str
-    reused: bool
+# the model-from-code file MLflow copies into every version (executed when a version loads)
+PYFUNC_MODEL = Path(__file__).with_name("pyfunc_model.py")
 
 
 def missing_compliance_tags(spec: RegistrySpec) -> list[str]:
     return [t for t in spec.required_tags if not spec.tags.get(t)]
 
 
-def input_example(frame: pd.DataFrame, spec, rows: int = 20) -> pd.DataFrame:
+def input_example(frame: pd.DataFrame, spec: FeatureSpec, rows: int = 20) -> pd.DataFrame:
     """Raw feature rows as a caller sends them: categories as text, numbers in their training
     dtype (integers stay integers, so JSON clients can send 3 where the data held 3)."""
     example = frame[spec.features].head(rows).copy()
@@ -53,28 +41,6 @@ def input_example(frame: pd.DataFrame, spec, rows: int = 20) -> pd.DataFrame:
     return example.reset_index(drop=True)
 
 
-def model_card(cfg: ModelConfig, trained: TrainResult, report: EvalReport,
-               decision: GateDecision, validation: ValidationReport, tags: dict[str, str]) -> str:
-    lines = [
-        f"# Model card: {cfg.name}", "",
-        f"- task: {cfg.task}, target `{cfg.target}`",
-        f"- features ({len(trained.feature_spec.features)}): "
-        + ", ".join(trained.feature_spec.features),
-        f"- training rows: {validation.rows} (test {report.test_rows}), device {trained.device}",
-        f"- gate: {decision.summary()}",
-        "", "## Test metrics", "", "| metric | value |", "|---|---|",
-        *[f"| {k} | {v:.4f} |" for k, v in report.metrics.items()],
-    ]
-    rows = report.slice_table(report.primary_metric)
-    if rows:
-        lines += ["", f"## {report.primary_metric} per slice", "", "| slice | value | rows |",
-                  "|---|---|---|", *[f"| {c}={v} | {m:.4f} | {n} |" for c, v, m, n in rows]]
-    lines += ["", "## Hyperparameters", "", *[f"- {k}: {v}" for k, v in trained.params.items()],
-              f"- rounds: {trained.best_iteration + 1}",
-              "", "## Lineage and compliance", "", *[f"- {k}: {v}" for k, v in tags.items()]]
-    return "\n".join(lines) + "\n"
-
-
 def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
                     card: str, profile: Profile | None = None) -> Path:
     """Save an MLflow pyfunc model (model-from-code + UBJSON booster, no pickle) to out_dir."""
@@ -83,21 +49,21 @@ def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
     import xgboost
     from mlflow.models import infer_signature
 
+    spec = trained.feature_spec
     spec_path = out_dir.parent / "feature_spec.json"
-    spec_path.write_text(json.dumps(trained.feature_spec.model_dump(), indent=2))
+    spec_path.write_text(json.dumps(spec.model_dump(), indent=2))
     booster_path = trained.write_booster(out_dir.parent / "model.ubj")
-    spec = trained.feature_spec.model_dump()
-    booster = trained.booster()
-    matrix = xgboost.DMatrix(pyfunc_model.to_matrix(example, spec), enable_categorical=True)
-    predictions = pyfunc_model.predictions_frame(booster.predict(matrix), spec)
+    matrix = xgboost.DMatrix(spec.matrix(example), enable_categorical=True)
+    outputs = spec.predictions_frame(trained.booster().predict(matrix))
     with warnings.catch_warnings():
         # integer columns are kept on purpose: clients send 3 where the training data held 3
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        signature = infer_signature(example, predictions)
+        signature = infer_signature(example, outputs)
     mlflow.pyfunc.save_model(
         path=str(out_dir),
-        python_model=pyfunc_model.__file__,
-        artifacts={"booster": str(booster_path), "feature_spec": str(spec_path)},
+        python_model=str(PYFUNC_MODEL),
+        artifacts={"booster": str(booster_path), "feature_spec": str(spec_path),
+                   "prediction_table": predictions.__file__},
         signature=signature,
         input_example=example,
         pip_requirements=[f"mlflow=={mlflow.__version__}", f"xgboost=={xgboost.__version__}",
@@ -128,7 +94,7 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
                                     description=card.split("\n## Hyperparameters")[0])
     else:
         ref = existing
-    registry.set_alias(cfg.name, CHALLENGER, ref.version)
+    registry.move_alias(cfg.name, CHALLENGER, ref.version)
     return _registration(ref, sha, reused=existing is not None)
 
 
@@ -137,8 +103,7 @@ def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
                         artifact_sha256=sha, reused=reused)
 
 
-@task(name="register", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE,
-      retry_condition_fn=retry_transient)
+@step("register", **NETWORK_RETRIES)
 def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
              decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str],
              profile: Profile | None = None) -> Registration:

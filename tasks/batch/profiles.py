@@ -3,65 +3,15 @@ counted the same way later on scoring inputs, compared by the population stabili
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
-from tasks.evaluate import EvalReport
-from tasks.train import TrainResult
+from tasks.contracts import predictions
+from tasks.contracts.batch import PREDICTION, ColumnProfile, Profile
+from tasks.contracts.training import EvalReport, TrainResult
+from tasks.core.steps import step
 
-PREDICTION = "__prediction__"
-OTHER = "(unseen)"
-MISSING = "(missing)"
 EPSILON = 1e-4  # empty bins would make PSI infinite; the usual floor
-
-
-class ColumnProfile(BaseModel):
-    """Counts per bin: numeric columns use quantile cut points of the training data, categorical
-    ones the training categories plus one bin for values never seen in training; the last bin
-    counts missing values."""
-
-    kind: Literal["numeric", "categorical"]
-    edges: list[float] = []
-    categories: list[str] = []
-    counts: list[int]
-
-    @property
-    def rows(self) -> int:
-        return int(sum(self.counts))
-
-    def fractions(self) -> np.ndarray:
-        counts = np.asarray(self.counts, dtype=float)
-        return counts / counts.sum() if counts.sum() else counts
-
-    def labels(self) -> list[str]:
-        if self.kind == "categorical":
-            return [*self.categories, OTHER, MISSING]
-        edges = [f"{e:.3g}" for e in self.edges]
-        if not edges:
-            return ["all", MISSING]
-        middle = [f"{a}–{b}" for a, b in zip(edges, edges[1:], strict=False)]
-        return [f"< {edges[0]}", *middle, f">= {edges[-1]}", MISSING]
-
-    def empty(self) -> ColumnProfile:
-        return self.model_copy(update={"counts": [0] * len(self.counts)})
-
-
-class Profile(BaseModel):
-    """A model's data as seen at registration (or a batch as seen later), column by column."""
-
-    rows: int
-    columns: dict[str, ColumnProfile]
-    metric: str | None = None
-    metric_value: float | None = None
-
-    @property
-    def prediction(self) -> ColumnProfile:
-        return self.columns[PREDICTION]
 
 
 def numeric_edges(values: np.ndarray, bins: int) -> list[float]:
@@ -92,7 +42,7 @@ def count_codes(codes: np.ndarray, n_categories: int, missing: int) -> np.ndarra
 def prediction_values(raw: np.ndarray, task: str) -> np.ndarray:
     """What is profiled of the predictions: P(positive), the predicted class code, the value."""
     if task == "multiclass":
-        return raw.argmax(axis=1)
+        return predictions.label_codes(raw, task)
     return raw.astype(np.float64)
 
 
@@ -165,7 +115,7 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-@task(name="profile-training-data", cache_policy=NO_CACHE)
+@step("profile-training-data")
 def profile_training_data(frame: pd.DataFrame, rows: list[int], trained: TrainResult,
                           report: EvalReport, bins: int) -> Profile:
     """The reference profile stored with the version: training rows, the tuned model's

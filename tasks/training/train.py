@@ -3,90 +3,23 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 import xgboost as xgb
 from prefect import task
-from pydantic import BaseModel
 from sklearn.model_selection import train_test_split
 
+from tasks.contracts.training import FeatureSpec, Splits, TrainResult, TrialSummary, ValidationReport
 from tasks.core.config import ModelConfig, TrainingSpec
 from tasks.core.tasktypes import TaskType, task_type
-from tasks.pyfunc_model import to_matrix
-from tasks.validate import ValidationReport
 
 Progress = Callable[[str], None]
-
-
-class FeatureSpec(BaseModel):
-    """What the model needs at prediction time; stored with every model version."""
-
-    task: str
-    target: str
-    features: list[str]
-    categories: dict[str, list[str]]
-    classes: list[str]
-
-    def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return to_matrix(frame, self.model_dump())
-
-    def encode_target(self, y: pd.Series) -> np.ndarray:
-        if self.task == "regression":
-            return y.astype(float).to_numpy()
-        return y.astype(str).map({c: i for i, c in enumerate(self.classes)}).to_numpy(dtype=int)
-
-
-class Splits(BaseModel):
-    train: list[int]
-    valid: list[int]
-    test: list[int]
-
-
-class TrialSummary(BaseModel):
-    number: int
-    state: str
-    value: float | None
-
-
-class TrainResult(BaseModel):
-    """The tuned booster travels inside the result (UBJSON, base64) so a cached result is whole."""
-
-    booster_ubj: str
-    feature_spec: FeatureSpec
-    params: dict[str, float | int | str]
-    best_iteration: int
-    best_value: float
-    eval_metric: str
-    device: str
-    trials: list[TrialSummary]
-    duration_s: float
-
-    @property
-    def n_pruned(self) -> int:
-        return sum(t.state == "PRUNED" for t in self.trials)
-
-    def raw_booster(self) -> bytes:
-        return base64.b64decode(self.booster_ubj)
-
-    def booster(self) -> xgb.Booster:
-        booster = xgb.Booster()
-        booster.load_model(bytearray(self.raw_booster()))
-        return booster
-
-    def sha256(self) -> str:
-        return hashlib.sha256(self.raw_booster()).hexdigest()
-
-    def write_booster(self, path: Path) -> Path:
-        path.write_bytes(self.raw_booster())
-        return path
 
 
 def feature_spec(df: pd.DataFrame, report: ValidationReport, cfg: ModelConfig) -> FeatureSpec:

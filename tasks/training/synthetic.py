@@ -1,33 +1,17 @@
-"""Data sources (synthetic, file, Snowflake) and their fingerprints."""
+"""The embedded default data: deterministic synthetic motor claims with the three targets."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.core.config import DataSpec
-from tasks.core.errors import DataError, retry_transient
-from tasks.core.lineage import source_fingerprint
+from tasks.core.errors import DataError
 
+GENERATOR_VERSION = "claims-v1"  # part of every synthetic fingerprint: bump it when rows change
 REGIONS = np.array(["north", "south", "east", "west", "central"])
 VEHICLES = np.array(["sedan", "suv", "truck", "motorcycle", "van"])
 CHANNELS = np.array(["agent", "online", "phone"])
 SEVERITIES = np.array(["minor", "moderate", "severe", "total_loss"])
-
-
-@dataclass(frozen=True)
-class Dataset:
-    frame: pd.DataFrame
-    fingerprint: str
-    source: str
 
 
 def generate_claims(rows: int, seed: int = 7, drift: float = 0.0) -> pd.DataFrame:
@@ -130,102 +114,3 @@ def generate_claims(rows: int, seed: int = 7, drift: float = 0.0) -> pd.DataFram
             "settlement_amount": settlement.round(2),
         }
     )
-
-
-def read_file(path: str) -> pd.DataFrame:
-    """Read a local or fsspec CSV/Parquet file; a missing file is a one-line DataError."""
-    import fsspec
-
-    fs, _, paths = fsspec.get_fs_token_paths(path)
-    if not paths or not fs.exists(paths[0]):
-        raise DataError(f"data file {path} does not exist")
-    try:
-        if path.lower().endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
-        return _read_csv(path)
-    except DataError:
-        raise
-    except Exception as exc:  # parser errors differ per engine; name the file and the reason
-        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-
-
-def _read_csv(path: str) -> pd.DataFrame:
-    import fsspec
-
-    with fsspec.open(path, "rt", compression="infer") as fh:
-        header = fh.readline().rstrip("\r\n").split(",")
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            raise DataError(f"duplicate column name {name!r} in {path}")
-        seen.add(name)
-    return pd.read_csv(path, low_memory=False, parse_dates=[c for c in header if c.endswith("_date")])
-
-
-def load_dataset(
-    spec: DataSpec, snowflake_reader: Callable[[str], tuple[pd.DataFrame, str]] | None = None,
-    as_of: date | None = None,
-) -> Dataset:
-    """Load the configured data (up to an as-of date for backfills) and fingerprint it."""
-    data = _load_source(spec, snowflake_reader)
-    return data if as_of is None else until(data, spec.date_column, as_of)
-
-
-def until(data: Dataset, column: str, as_of: date) -> Dataset:
-    """The rows dated on or before as_of; the as-of date becomes part of the fingerprint."""
-    if column not in data.frame.columns:
-        raise DataError(f"an as-of date needs the date column {column!r}, which the data lacks "
-                        f"(set data.date_column)")
-    try:
-        dates = pd.to_datetime(data.frame[column])
-    except (ValueError, TypeError):
-        raise DataError(f"column {column!r} does not hold dates; it cannot bound an as-of run") from None
-    kept = data.frame.loc[dates <= pd.Timestamp(as_of) + pd.Timedelta(days=1) - pd.Timedelta(1)]
-    fingerprint = hashlib.sha256(f"{data.fingerprint}|as_of={as_of.isoformat()}".encode()).hexdigest()
-    return Dataset(kept.reset_index(drop=True), fingerprint,
-                   f"{data.source} as of {as_of.isoformat()}")
-
-
-def _load_source(
-    spec: DataSpec, snowflake_reader: Callable[[str], tuple[pd.DataFrame, str]] | None
-) -> Dataset:
-    """Load the configured data and fingerprint it without hashing DataFrames where avoidable."""
-    if spec.source == "synthetic":
-        frame = generate_claims(spec.synthetic_rows, seed=spec.seed, drift=spec.drift)
-        return Dataset(frame, source_fingerprint(spec),
-                       f"synthetic(rows={spec.synthetic_rows}, seed={spec.seed})")
-    if spec.source == "file":
-        assert spec.path is not None
-        frame = read_file(spec.path)
-        return Dataset(frame, source_fingerprint(spec), spec.path)
-    if snowflake_reader is None:
-        from tasks.adapters.snowflake import read_query
-
-        snowflake_reader = read_query
-    assert spec.query is not None
-    frame, fp = snowflake_reader(spec.query)
-    return Dataset(frame, fp, "snowflake query")
-
-
-def write_frame(frame: pd.DataFrame, path: Path) -> None:
-    """Write CSV or Parquet by extension, atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix not in {".csv", ".parquet", ".pq"}:
-        raise DataError(f"output must end in .csv or .parquet, got {path.name}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@task(name="load-data", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient,
-      cache_policy=NO_CACHE)
-def load_data(spec: DataSpec, as_of: date | None = None) -> Dataset:
-    """Load the data; network sources retry on transient errors, bad input does not."""
-    return load_dataset(spec, as_of=as_of)

@@ -1,4 +1,4 @@
-"""Evaluate stage: held-out metrics, metrics per slice, plots."""
+"""Evaluate stage: the candidate's held-out metrics, metrics per slice, and plots."""
 
 from __future__ import annotations
 
@@ -7,70 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 from sklearn import metrics as skm
 
-from tasks.core.tasktypes import TaskType, compute_metrics, task_type
-from tasks.train import FeatureSpec, TrainResult
-
-
-class EvalReport(BaseModel):
-    primary_metric: str
-    metrics: dict[str, float]
-    slices: dict[str, dict[str, dict[str, float]]]
-    test_rows: int
-    plots: list[str] = []
-
-    def slice_table(self, metric: str) -> list[tuple[str, str, float, int]]:
-        return [(col, value, m[metric], int(m["rows"]))
-                for col, values in self.slices.items() for value, m in values.items()
-                if metric in m]
+from tasks.contracts.training import EvalReport, FeatureSpec, TrainResult
+from tasks.core.steps import step
+from tasks.core.tasktypes import task_type
+from tasks.training.metrics import evaluate_scores
 
 
 def booster_scores(booster: xgb.Booster, spec: FeatureSpec, frame: pd.DataFrame) -> np.ndarray:
     matrix = xgb.DMatrix(spec.matrix(frame), enable_categorical=True)
     return booster.predict(matrix)
-
-
-def scores_from_predictions(pred: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
-    """Map a pyfunc prediction frame back to scores in this spec's class order."""
-    if spec.task == "regression":
-        return pred["prediction"].to_numpy(dtype=float)
-    if spec.task == "binary":
-        return pred["probability"].to_numpy(dtype=float)
-    cols = [f"probability_{c}" for c in spec.classes]
-    missing = [c for c in cols if c not in pred.columns]
-    if missing:
-        raise ValueError(f"champion predicts other classes (missing {', '.join(missing)})")
-    return pred[cols].to_numpy(dtype=float)
-
-
-def slice_metrics(tt: TaskType, y: np.ndarray, scores: np.ndarray, frame: pd.DataFrame,
-                  slices: list[str], min_rows: int) -> dict[str, dict[str, dict[str, float]]]:
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for col in slices:
-        values = frame[col].astype("string").fillna("<null>").to_numpy()
-        per: dict[str, dict[str, float]] = {}
-        for value in sorted(set(values)):
-            mask = values == value
-            if mask.sum() < min_rows:
-                continue
-            per[str(value)] = {**compute_metrics(tt, y[mask], scores[mask]),
-                               "rows": float(mask.sum())}
-        out[col] = per
-    return out
-
-
-def evaluate_scores(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
-                    slices: list[str], min_rows: int) -> EvalReport:
-    tt = task_type(spec.task)
-    y = spec.encode_target(frame[spec.target])
-    return EvalReport(primary_metric=tt.primary_metric,
-                      metrics=compute_metrics(tt, y, scores),
-                      slices=slice_metrics(tt, y, scores, frame, slices, min_rows),
-                      test_rows=len(frame))
 
 
 def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
@@ -101,7 +48,7 @@ def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
             ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
             ax.legend()
         elif kind == "confusion":
-            labels = scores.argmax(axis=1) if scores.ndim == 2 else (scores >= 0.5).astype(int)
+            labels = spec.labels(scores)
             skm.ConfusionMatrixDisplay.from_predictions(
                 y, labels, labels=list(range(len(spec.classes))),
                 display_labels=spec.classes, ax=ax, colorbar=False)
@@ -124,7 +71,7 @@ def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
     return paths
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@step("evaluate")
 def evaluate(df: pd.DataFrame, test_rows: list[int], trained: TrainResult, slices: list[str],
              min_slice_rows: int, plot_dir: str) -> EvalReport:
     """Score the held-out test set with the new booster; metrics, slices and plots."""

@@ -1,38 +1,25 @@
-"""Gate stage: data plus a pure decision (floor, regression vs champion, regression per slice)."""
+"""Gate stage: the current champion re-scored on this run's test set, then a pure decision
+(floor, regression vs champion, regression per slice)."""
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
+import tempfile
+from pathlib import Path
 
-from tasks.core.config import GateSpec
+import pandas as pd
+
+from tasks.adapters.mlflow_registry import Registry
+from tasks.contracts.training import (
+    ChampionScore,
+    EvalReport,
+    FeatureSpec,
+    GateCheck,
+    GateDecision,
+)
+from tasks.core.config import GateSpec, ModelConfig
+from tasks.core.steps import step
 from tasks.core.tasktypes import METRICS, regression_amount
-from tasks.evaluate import EvalReport
-
-
-class GateCheck(BaseModel):
-    name: str
-    passed: bool
-    detail: str
-
-
-class GateDecision(BaseModel):
-    passed: bool
-    metric: str
-    value: float
-    champion_value: float | None
-    champion_version: str | None
-    checks: list[GateCheck]
-
-    @property
-    def reasons(self) -> list[str]:
-        return [c.detail for c in self.checks if not c.passed]
-
-    def summary(self) -> str:
-        if self.passed:
-            return "passed"
-        return "rejected: " + "; ".join(self.reasons)
+from tasks.training.metrics import evaluate_scores
 
 
 def decide(candidate: EvalReport, champion: EvalReport | None, gate: GateSpec,
@@ -90,12 +77,36 @@ def decide(candidate: EvalReport, champion: EvalReport | None, gate: GateSpec,
                         checks=checks)
 
 
-@task(name="gate", cache_policy=NO_CACHE)
-def gate(candidate: EvalReport, champion: EvalReport | None, spec: GateSpec,
-         champion_version: str | None, champion_error: str | None) -> GateDecision:
+def rescore_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
+                     spec: FeatureSpec) -> ChampionScore:
+    """The version behind the production alias, verified and re-scored on this run's test set,
+    so the gate compares like with like. Any failure is a finding for the gate, not a crash."""
+    version = registry.alias_version(cfg.name, cfg.deploy.production.alias)
+    if version is None:
+        return ChampionScore()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
+            local = registry.download_version(cfg.name, version, Path(tmp))
+            model = registry.load_pyfunc(local.path)
+            scores = spec.scores(model.predict(test.drop(columns=[cfg.target])))
+    except Exception as exc:  # a champion that cannot be re-scored fails the gate, loudly
+        return ChampionScore(version=version, error=str(exc).splitlines()[0][:300])
+    report = evaluate_scores(spec, test, scores, cfg.slices, cfg.gate.min_slice_rows)
+    return ChampionScore(version=version, report=report)
+
+
+@step("score-champion")
+def score_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
+                   spec: FeatureSpec) -> ChampionScore:
+    return rescore_champion(registry, cfg, test, spec)
+
+
+@step("gate")
+def gate(candidate: EvalReport, champion: ChampionScore, spec: GateSpec) -> GateDecision:
+    """Judge the candidate against the floor and the re-scored champion; every check is logged."""
     from prefect.logging import get_run_logger
 
-    decision = decide(candidate, champion, spec, champion_version, champion_error)
+    decision = decide(candidate, champion.report, spec, champion.version, champion.error)
     logger = get_run_logger()
     for check in decision.checks:
         logger.info("gate %s: %s", "ok" if check.passed else "FAIL", check.detail)

@@ -5,18 +5,16 @@ notebook and what it logged kept in an MLflow run of experiment notebooks/<name>
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.adapters.mlflow_registry import Registry
 from tasks.core.errors import ConfigError, MlopsError
 from tasks.core.lineage import git_commit
 from tasks.core.settings import Settings
+from tasks.core.steps import step
 
 KERNEL = "python3"
 
@@ -52,6 +50,28 @@ def check_notebook(path: str) -> Path:
     return notebook
 
 
+def kernel_manager(env: dict[str, str]):
+    """A Jupyter kernel manager whose kernels see `env` and nothing else of this process."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class ScopedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = dict(env)
+            return await super().start_kernel(**kw)
+
+    return ScopedKernelManager
+
+
+def kernel_env(settings: Settings) -> dict[str, str]:
+    """What a notebook kernel needs: the basics, where to log, and nothing else (no GitLab,
+    Snowflake or Prefect credentials)."""
+    env = {**settings.child_env, "MLFLOW_TRACKING_URI": settings.tracking_uri,
+           "MLOPS_HOME": str(settings.home), "MLOPS_CONFIG_DIR": str(settings.config_dir)}
+    if settings.tracking_token:
+        env["MLFLOW_TRACKING_TOKEN"] = settings.tracking_token
+    return env
+
+
 def run_notebook(path: str, registry: Registry, settings: Settings, device: str,
                  parameters: dict | None = None, cwd: Path | None = None) -> NotebookRun:
     """Execute the notebook into an MLflow run; a failing cell fails the run, and the executed
@@ -63,37 +83,32 @@ def run_notebook(path: str, registry: Registry, settings: Settings, device: str,
 
     notebook = check_notebook(path)
     name = notebook.stem
-    run_id = registry.start_run(f"notebooks/{name}", name, {
-        "mlops.notebook": str(path), "git_commit": git_commit() or "unknown", "device": device})
-    injected = {"is_local_development": False, "device": device, "mlflow_run_id": run_id,
-                **(parameters or {})}
-    registry.log_run(run_id, params={f"notebook.{k}": v for k, v in injected.items()
-                                     if k != "mlflow_run_id"})
-    # the kernel is a child process: it reads the tracking URI from the environment
-    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mlops-notebook-") as tmp:
+    tags = {"mlops.notebook": str(path), "git_commit": git_commit(settings.ci) or "unknown",
+            "device": device}
+    with registry.run(f"notebooks/{name}", name, tags) as run_id, \
+            tempfile.TemporaryDirectory(prefix="mlops-notebook-") as tmp:
+        injected = {"is_local_development": False, "device": device, "mlflow_run_id": run_id,
+                    **(parameters or {})}
+        registry.log_run(run_id, params={f"notebook.{k}": v for k, v in injected.items()
+                                         if k != "mlflow_run_id"})
         executed = Path(tmp) / f"{name}.executed.ipynb"
         try:
             papermill.execute_notebook(str(notebook), str(executed), parameters=injected,
                                        kernel_name=KERNEL, cwd=str(cwd or Path.cwd()),
-                                       progress_bar=False, log_output=False)
+                                       progress_bar=False, log_output=False,
+                                       kernel_manager_class=kernel_manager(kernel_env(settings)))
         except PapermillExecutionError as exc:
             registry.log_files(run_id, [str(executed)], "notebook")
-            registry.end_run(run_id, "FAILED")
             raise NotebookFailed(f"{path}: cell {exc.exec_count} raised {exc.ename}: "
                                  f"{exc.evalue}"[:400]) from None
-        except BaseException:
-            registry.end_run(run_id, "FAILED")
-            raise
         registry.log_files(run_id, [str(executed)], "notebook")
-    registry.end_run(run_id)
     return NotebookRun(notebook=str(path), run_id=run_id, run_url=registry.run_url(run_id),
                        metrics=registry.run_metrics(run_id),
                        seconds=round(time.perf_counter() - started, 1))
 
 
-@task(name="run-notebook", cache_policy=NO_CACHE)
+@step("run-notebook")
 def execute(path: str, registry: Registry, settings: Settings, device: str) -> NotebookRun:
     from prefect.logging import get_run_logger
 

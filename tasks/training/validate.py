@@ -4,62 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
+from tasks.contracts.training import (
+    TRACKING_KEY_LIMIT,
+    ColumnSummary,
+    ValidationReport,
+    tracking_key,
+)
 from tasks.core.config import ModelConfig
 from tasks.core.errors import DataError
+from tasks.core.steps import step
 from tasks.core.tasktypes import task_type
 
 MIN_ROWS = 30
 LEAK_CORRELATION = 0.98
 NUMERIC_SHARE = 0.9
-
-
-class ColumnSummary(BaseModel):
-    name: str
-    dtype: str
-    role: str
-    nulls: int
-    unique: int
-    min: float | None = None
-    max: float | None = None
-
-
-class ValidationReport(BaseModel):
-    rows: int
-    target: str
-    features: list[str]
-    categorical: list[str]
-    classes: list[str]
-    class_counts: dict[str, int]
-    errors: list[str]
-    warnings: list[str]
-    columns: list[ColumnSummary]
-
-    @property
-    def passed(self) -> bool:
-        return not self.errors
-
-    def to_markdown(self) -> str:
-        status = "passed" if self.passed else "FAILED"
-        lines = [f"# Validation report: {status}", "",
-                 f"- rows: {self.rows}", f"- target: `{self.target}`",
-                 f"- features: {len(self.features)} ({len(self.categorical)} categorical)"]
-        if self.class_counts:
-            balance = ", ".join(f"{k}: {v}" for k, v in self.class_counts.items())
-            lines.append(f"- classes: {balance}")
-        for title, items in (("Errors", self.errors), ("Warnings", self.warnings)):
-            if items:
-                lines += ["", f"## {title}", *[f"- {item}" for item in items]]
-        lines += ["", "## Columns", "", "| column | role | dtype | nulls | unique | min | max |",
-                  "|---|---|---|---|---|---|---|"]
-        for c in self.columns:
-            lo = "" if c.min is None else f"{c.min:.4g}"
-            hi = "" if c.max is None else f"{c.max:.4g}"
-            lines.append(f"| {c.name} | {c.role} | {c.dtype} | {c.nulls} | {c.unique} | {lo} | {hi} |")
-        return "\n".join(lines) + "\n"
 
 
 def _numeric_share(values: pd.Series) -> tuple[float, str | None]:
@@ -203,6 +162,8 @@ def validate_frame(df: pd.DataFrame, cfg: ModelConfig) -> ValidationReport:
     if not errors and not features:
         errors.append("no feature columns left after exclude")
     if not errors:
+        errors.extend(_tracking_key_problems(df, cfg, features))
+    if not errors:
         _leakage(df, cfg, features, categorical, classes, errors)
     dups = int(df.duplicated().sum())
     if dups:
@@ -212,6 +173,28 @@ def validate_frame(df: pd.DataFrame, cfg: ModelConfig) -> ValidationReport:
     return ValidationReport(rows=len(df), target=cfg.target, features=features,
                             categorical=categorical, classes=classes, class_counts=class_counts,
                             errors=errors, warnings=warnings, columns=columns)
+
+
+def _tracking_key_problems(df: pd.DataFrame, cfg: ModelConfig, features: list[str]) -> list[str]:
+    """Column names (and slice values) that would make metric names longer than MLflow takes:
+    found here, before anything trains, rather than when the results are logged."""
+    metric = max(task_type(cfg.task).metrics, key=len)
+    problems = []
+    for col in features:
+        key = tracking_key("psi", col)
+        if len(key) > TRACKING_KEY_LIMIT:
+            problems.append(f"column name '{col[:40]}…' is {len(col)} characters: metric names "
+                            f"such as {key[:30]}… would exceed MLflow's {TRACKING_KEY_LIMIT}; "
+                            "rename the column")
+    for col in cfg.slices:
+        values = df[col].astype("string").fillna("<null>").unique()
+        longest = max((str(v) for v in values), key=len, default="")
+        key = tracking_key("slice", col, longest, metric)
+        if len(key) > TRACKING_KEY_LIMIT:
+            problems.append(f"slice column '{col[:40]}' has a value of {len(longest)} characters: "
+                            f"per-slice metric names would exceed MLflow's {TRACKING_KEY_LIMIT}; "
+                            "shorten its values or drop it from slices")
+    return problems
 
 
 def _leakage(df, cfg, features, categorical, classes, errors) -> None:
@@ -238,7 +221,7 @@ def ensure_valid(report: ValidationReport) -> ValidationReport:
     return report
 
 
-@task(name="validate", cache_policy=NO_CACHE)
+@step("validate")
 def validate(df: pd.DataFrame, cfg: ModelConfig) -> ValidationReport:
     """Validate the data; the report is returned even when it fails, the flow decides."""
     return validate_frame(df, cfg)

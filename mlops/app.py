@@ -1,0 +1,103 @@
+"""The Typer app every command registers on, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from tasks.core.errors import ConfigError, MlopsError
+from tasks.core.redact import redact
+from tasks.core.settings import debug_enabled
+
+EXIT_CODES = "Exit codes: 0 done, 1 failed, 2 bad input or setup, 3 gate rejected."
+# the order `mlops --help` lists commands in: the pipeline first, then release, batch, platform
+COMMAND_ORDER = ("train", "run", "approve", "promote", "rollback", "history", "score", "monitor",
+                 "generate", "models", "check-config", "check-deployments", "ci", "pools",
+                 "schedules")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one redacted line (the type is named unless it is one of ours)."""
+    text = str(exc).strip()
+    message = text.splitlines()[0] if text else type(exc).__name__
+    if not isinstance(exc, MlopsError):
+        message = f"{type(exc).__name__}: {message}"
+    return redact(message)
+
+
+def fail(exc: BaseException) -> typer.Exit:
+    """Print the error as one line on stderr; the exit code says what kind it was."""
+    typer.echo(f"error: {one_line(exc)}", err=True)
+    return typer.Exit(exc.exit_code if isinstance(exc, MlopsError) else 1)
+
+
+class MlopsGroup(TyperGroup):
+    """Every command's failures end here: one line on stderr and the error's exit code
+    (MLOPS_DEBUG=1 keeps the traceback)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort,
+                click.ClickException):
+            raise
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            raise fail(exc) from None
+
+
+def typer_app(help: str, **options) -> typer.Typer:
+    return typer.Typer(help=help, cls=MlopsGroup, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None, **options)
+
+
+app = typer_app(
+    "prefect-mlops: validate → train → evaluate → gate → register → deploy models as Prefect "
+    "flows tracked in MLflow, then score batches and watch for drift. " + EXIT_CODES)
+
+
+def settings():
+    from tasks.core.settings import Settings
+
+    return Settings.from_env()
+
+
+def model_config(model: str):
+    """Settings and the model's validated config."""
+    from tasks.core.config import load_config
+
+    found = settings()
+    return found, load_config(model, found.config_dir)
+
+
+def need_server(what: str) -> None:
+    if not settings().prefect_api_url:
+        raise ConfigError(f"PREFECT_API_URL is not set: {what} needs your Prefect server "
+                          "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)")
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    typer.echo("\n" + line + "\n" + "  ".join("-" * w for w in widths))
+    for row in rows:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def run_flow(run):
+    """Run one flow on the user's Prefect server or a temporary one."""
+    from mlops.local_server import start_if_needed
+
+    server = start_if_needed()
+    if server is not None:
+        typer.echo(f"started a temporary Prefect server at {server.api_url} "
+                   "(set PREFECT_API_URL to use your own)")
+        server.wait_ready(settings().server_startup_s)
+    return run()

@@ -1,0 +1,64 @@
+"""`mlops models | check-config | check-deployments`: what is configured, and is it right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlops.app import app, print_table, settings
+
+
+@app.command()
+def models() -> None:
+    """List the configured models under configs/models (MLOPS_CONFIG_DIR).
+    Exit codes: 0 all valid, 2 a config is invalid (named in the table)."""
+    from tasks.core.config import ConfigError, list_configs
+
+    config_dir = settings().config_dir
+    found = list_configs(config_dir)
+    if not found:
+        typer.echo(f"no model configs in {config_dir}")
+        return
+    rows = []
+    for path, cfg in found:
+        if isinstance(cfg, ConfigError):
+            rows.append((path.stem, "INVALID", "-", "-", str(cfg)))
+        else:
+            rows.append((cfg.name, cfg.task, cfg.target, cfg.gate.metric, cfg.data.source))
+    print_table(("model", "task", "target", "gate metric", "data"), rows)
+    if any(r[1] == "INVALID" for r in rows):
+        raise typer.Exit(2)
+
+
+@app.command("check-config")
+def check_config(
+    path: Annotated[Path, typer.Argument(help="Model YAML to validate.")],
+) -> None:
+    """Validate a model YAML against the schema.
+    Exit codes: 0 valid, 2 invalid (the offending key is named)."""
+    from tasks.core.config import load_config
+
+    cfg = load_config(str(path), settings().config_dir)
+    typer.echo(f"{path}: ok ({cfg.name}, {cfg.task}, target {cfg.target}, "
+               f"gate {cfg.gate.metric} {cfg.gate.threshold})")
+
+
+@app.command("check-deployments")
+def check_deployments(
+    prefect_file: Annotated[Path, typer.Option(help="The prefect.yaml to check.")
+                            ] = Path("prefect.yaml"),
+) -> None:
+    """Check prefect.yaml against configs/models and deployments/pools.yaml: every model has its
+    training-pipeline deployment on the work pool its config names, with the weekly schedule and
+    the retrain-on-drift trigger, and daily batch-scoring and monitoring deployments.
+    Exit codes: 0 consistent, 2 one line per problem."""
+    from deployments.manifest import check_manifest
+
+    problems = check_manifest(prefect_file, settings().config_dir)
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    typer.echo(f"{prefect_file}: ok")

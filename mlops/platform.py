@@ -1,0 +1,169 @@
+"""`mlops ci | pools | schedules`: running the pipeline the Prefect way on GitLab runners."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+
+from mlops.app import app, need_server, print_table, settings, typer_app
+from tasks.core.errors import ConfigError, MlopsError
+
+
+@app.command()
+def ci(
+    timeout: Annotated[float | None, typer.Option(
+        help="Stop watching after this many seconds (the runs go on).")] = None,
+) -> None:
+    """Start the deployment runs a GitLab commit message asks for (`train fraud damage`), stream
+    their progress and wait.
+
+    Reads CI_COMMIT_MESSAGE and CI_PIPELINE_ID (the pipeline id makes the runs idempotent: a
+    retried job watches the runs it started before) and TRAINING_DATA_DATE (as-of date).
+    Exit 0 when every run completed, 3 when a gate rejected a model, 1 when a run failed,
+    2 for a bad message or setup.
+    """
+    import asyncio
+
+    from deployments.ci import CiContext, check_targets, parse_targets, trigger
+    from tasks.core.config import list_configs
+
+    found = settings()
+    ctx = CiContext.from_env(found.ci)
+    targets = parse_targets(ctx.commit_message)
+    if targets is None:
+        typer.echo("commit message does not start with 'train <model>': nothing to start")
+        return
+    known = {p.stem for p, _ in list_configs(found.config_dir)}
+    models = check_targets(targets, known, Path(found.ci.get("CI_PROJECT_DIR") or "."))
+    need_server("mlops ci")
+    code = asyncio.run(trigger(ctx, models, typer.echo, found.prefect_ui_url, timeout))
+    raise typer.Exit(code)
+
+
+pools_app = typer_app("Work pools mapped to GitLab runners (deployments/pools.yaml).")
+app.add_typer(pools_app, name="pools")
+PoolTypeOption = Annotated[str, typer.Option(
+    "--type", help="process (shell runners, or a worker inside the training image) or docker "
+                   "(Docker hosts).")]
+
+
+def _pool_type(value: str) -> str:
+    if value not in ("process", "docker"):
+        raise ConfigError(f"--type must be process or docker, got {value!r}")
+    return value
+
+
+@pools_app.command("apply")
+def pools_apply(pool_type: PoolTypeOption = "process") -> None:
+    """Create or update cpu-runners and gpu-runners on the Prefect server (idempotent)."""
+    import asyncio
+
+    from deployments.pools import apply_pools, load_pools
+
+    kind = _pool_type(pool_type)
+    need_server("mlops pools apply")
+    specs = load_pools()
+    results = asyncio.run(apply_pools(specs, kind))
+    for name, action in results:
+        spec = specs[name]
+        typer.echo(f"{name} ({kind}, {spec.device}, runners tagged {', '.join(spec.runner_tags)}): "
+                   f"{action}")
+
+
+@pools_app.command("show")
+def pools_show(
+    name: Annotated[str, typer.Argument(help="Pool name from deployments/pools.yaml.")],
+    pool_type: PoolTypeOption = "process",
+) -> None:
+    """Print a pool's base job template (usable with `prefect work-pool create --base-job-template`)."""
+    from deployments.pools import base_job_template, load_pools, render
+
+    kind = _pool_type(pool_type)
+    specs = load_pools()
+    if name not in specs:
+        raise ConfigError(f"no pool {name!r} in deployments/pools.yaml (known: {', '.join(specs)})")
+    typer.echo(render(base_job_template(specs[name], kind)), nl=False)
+
+
+schedules_app = typer_app("Without a command: every deployment's schedule and next run. "
+                          "migrate-from-gitlab moves GitLab pipeline schedules to Prefect.",
+                          invoke_without_command=True)
+app.add_typer(schedules_app, name="schedules")
+
+
+@schedules_app.callback()
+def schedules(
+    ctx: typer.Context,
+    prefect_file: Annotated[Path, typer.Option(
+        help="Read schedules from this file when PREFECT_API_URL is not set.")] = Path("prefect.yaml"),
+) -> None:
+    """List every deployment's schedule and next run (from the server when PREFECT_API_URL is set,
+    else from prefect.yaml)."""
+    import asyncio
+
+    if ctx.invoked_subcommand:
+        return
+
+    from deployments.schedules import from_manifest, from_server
+
+    api = settings().prefect_api_url
+    if api:
+        rows, where = asyncio.run(from_server()), api
+    else:
+        rows, where = from_manifest(prefect_file), f"{prefect_file} (no PREFECT_API_URL)"
+    typer.echo(f"schedules on {where}")
+    print_table(("deployment", "slug", "cron", "timezone", "active", "next run"), [
+        (r.deployment, r.slug, r.cron, r.timezone, "yes" if r.active else "no",
+         r.next_run.astimezone(ZoneInfo(r.timezone)).strftime("%Y-%m-%d %H:%M %Z")
+         if r.next_run else "-") for r in rows])
+
+
+@schedules_app.command("migrate-from-gitlab")
+def migrate_from_gitlab(
+    apply_: Annotated[bool, typer.Option(
+        "--apply", help="Create the Prefect schedules and deactivate the GitLab ones (default: "
+                        "only show what would happen).")] = False,
+) -> None:
+    """Read the project's GitLab pipeline schedules (CI_SERVER_URL, CI_PROJECT_ID,
+    MLOPS_GITLAB_TOKEN) and show the equivalent Prefect schedules and prefect.yaml entries.
+    SCHEDULED_RETRAIN=true retrains every model, MODEL/MODELS name some, TRAINING_DATA_DATE
+    becomes as_of. A cron Prefect cannot take is reported and never applied."""
+    import asyncio
+
+    from deployments.gitlab_schedules import apply, plan, yaml_entries
+    from tasks.adapters.gitlab import open_gitlab, skipped
+    from tasks.core.config import list_configs
+
+    gitlab = open_gitlab()
+    if gitlab is None:
+        raise ConfigError(skipped("schedule migration").replace(" skipped", " unavailable"))
+    models = [p.stem for p, _ in list_configs(settings().config_dir)]
+    found = gitlab.pipeline_schedules()
+    if found is None:
+        raise MlopsError("could not read the GitLab pipeline schedules (see the warning above)")
+    migrations = plan(found, models)
+    if not migrations:
+        typer.echo("no pipeline schedules in this GitLab project")
+        return
+    print_table(("gitlab id", "description", "cron", "timezone", "→ Prefect", "parameters"), [
+        (str(m.gitlab_id), m.description[:30], m.cron, m.timezone,
+         ("inactive in GitLab, skipped" if not m.active else
+          f"NOT MIGRATED: {m.problem}" if m.problem else ", ".join(m.targets)),
+         ", ".join(f"{k}={v}" for k, v in m.parameters.items()) or "-") for m in migrations])
+    ready = [m for m in migrations if m.ok]
+    if ready:
+        typer.echo("\nprefect.yaml entries (under each deployment's schedules:):")
+        for m in ready:
+            typer.echo(yaml_entries(m))
+    if not apply_:
+        typer.echo("\ndry run: nothing changed (add --apply to create them and deactivate the "
+                   "GitLab schedules)")
+    else:
+        need_server("mlops schedules migrate-from-gitlab --apply")
+        for line in asyncio.run(apply(migrations, gitlab)):
+            typer.echo(line)
+    if any(m.problem and m.active for m in migrations):
+        raise typer.Exit(2)

@@ -1,0 +1,145 @@
+"""`mlops train` and `mlops run`: the training pipeline (and deploy) for models and notebooks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlops.app import app, fail, print_table, run_flow, settings
+from mlops.local_server import LocalServer, start_if_needed
+
+
+@app.command()
+def train(
+    models: Annotated[list[str], typer.Argument(
+        help="Model names under configs/models (or YAML paths), or notebooks (.ipynb); several "
+             "run in turn.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run the flow even when an identical earlier run registered a version.")
+    ] = False,
+) -> None:
+    """Run validate → train → evaluate → gate → register for each model, then print a summary.
+
+    A model whose data, config and code are unchanged since a registered version is reported
+    as up to date without starting Prefect (use --force to run the flow anyway). A notebook is
+    executed with papermill (is_local_development=False, the device injected) and kept with
+    what it logged in an MLflow run of experiment notebooks/<name>.
+    Exit codes: 0 done, 1 failed, 2 bad input, 3 gate rejected (the first failure's code).
+    """
+    from tasks.core.config import load_config
+
+    notebooks = [m for m in models if m.endswith(".ipynb")]
+    if notebooks:
+        _train_notebooks(notebooks)
+        models = [m for m in models if m not in notebooks]
+        if not models:
+            return
+    found = settings()
+    configs = {model: load_config(model, found.config_dir) for model in models}  # all, up front
+    # the temporary Prefect server boots (~8 s) while the up-to-date check runs
+    server = start_if_needed()
+    rows: list[tuple[str, ...]] = []
+    todo = models if force else _stale(configs, rows)
+    first_code = _run_flows(todo, rows, server) if todo else 0
+    if server is not None and not todo:
+        server.stop()
+    print_table(("model", "version", "metric", "value", "gate"), rows)
+    if first_code:
+        raise typer.Exit(first_code)
+
+
+def _stale(configs: dict, rows: list[tuple[str, ...]]) -> list[str]:
+    """The models to train; the up-to-date ones are reported in rows."""
+    from tasks.adapters.registries import open_registry
+    from tasks.training.planning import up_to_date
+
+    found = settings()
+    registry = open_registry(found)
+    todo = []
+    for model, cfg in configs.items():
+        ref = up_to_date(cfg, found, registry)
+        if ref is None:
+            todo.append(model)
+            continue
+        typer.echo(f"{cfg.name}: up to date (v{ref.version} was trained on the same data, "
+                   "config and code)")
+        rows.append((cfg.name, ref.version, ref.tags.get("gate_metric", ""),
+                     ref.tags.get("gate_value", ""), "passed (up to date)"))
+    return todo
+
+
+def _train_notebooks(notebooks: list[str]) -> None:
+    from flows.notebook import notebook_training
+    from tasks.training.notebook import check_notebook
+
+    for notebook in notebooks:
+        check_notebook(notebook)
+    for notebook in notebooks:
+        result = run_flow(lambda nb=notebook: notebook_training(nb))
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
+        typer.echo(f"{notebook}: executed in {result.seconds:.0f} s; {shown or 'no metrics'}; "
+                   f"MLflow {result.run_url}")
+
+
+def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServer | None,
+               **deploy: object) -> int:
+    """Each model in turn; every model gets a summary row, the first failure's code is kept."""
+    from flows.training import training_pipeline
+
+    if server is not None:
+        typer.echo(f"started a temporary Prefect server at {server.api_url} "
+                   "(set PREFECT_API_URL to use your own)")
+        server.wait_ready(settings().server_startup_s)
+    first_code = 0
+    for model in models:
+        try:
+            result = training_pipeline(model, **deploy)
+            value = "" if result.value is None else f"{result.value:.4f}"
+            note = " (reused)" if result.reused else ""
+            row = (result.model, result.version, result.metric, value, result.gate + note)
+            if result.deployment is not None:
+                row += (result.deployment.production,)
+                typer.echo(result.deployment.message)
+            rows.append(row)
+        except Exception as exc:  # summarise every model, then exit with the first code
+            err = fail(exc)
+            first_code = first_code or err.exit_code
+            why = str(exc).splitlines()[0][:70] if str(exc) else "failed"
+            rows.append((model, "-", "-", "-", why) + (("-",) if deploy else ()))
+    return first_code
+
+
+@app.command()
+def run(
+    models: Annotated[list[str], typer.Argument(
+        help="Model names under configs/models (or YAML paths); several run in turn.")],
+    approve_as: Annotated[str | None, typer.Option(
+        "--approve-as", help="Approve production up front as this person (checked against "
+                             "deploy.production.approvers).")] = None,
+    comment: Annotated[str, typer.Option(help="Comment kept with the approval.")] = "",
+) -> None:
+    """Run the whole pipeline: validate → train → evaluate → gate → register → deploy.
+
+    Deploy moves the staging alias, serves the version and smoke-tests it, then promotes it to
+    production. With your own Prefect server (PREFECT_API_URL) the run pauses for approval in
+    the UI or `mlops approve`; without one, approve up front with --approve-as or the run stops
+    after staging and says how to continue (`mlops promote`).
+    Exit codes: 0 done, 1 failed, 2 bad input, 3 gate rejected (the first failure's code).
+    """
+    from tasks.core.config import load_config
+
+    found = settings()
+    for model in models:
+        load_config(model, found.config_dir)
+    # only a server of the user's outlives this command, so only there can a pause be answered
+    users_server = bool(found.prefect_api_url)
+    server = start_if_needed()
+    if approve_as:
+        typer.echo(f"production approval given up front by {approve_as}")
+    rows: list[tuple[str, ...]] = []
+    code = _run_flows(models, rows, server, deploy=True, approve_as=approve_as, comment=comment,
+                      wait_for_approval=users_server)
+    print_table(("model", "version", "metric", "value", "gate", "production"), rows)
+    if code:
+        raise typer.Exit(code)

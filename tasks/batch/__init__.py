@@ -1,0 +1,1 @@
+"""Batch: reading and writing data, the champion ready to score, scoring, profiles, monitoring."""

@@ -1,0 +1,175 @@
+"""Monitoring: a batch of scoring inputs against the champion's reference profile, PSI per
+feature and for predictions, the primary metric when labels are present; drift emits an event
+that starts a retrain and tells Slack."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from tasks.adapters.mlflow_registry import Registry
+from tasks.adapters.slack import notify
+from tasks.batch.champion import Champion, predict, prepare
+from tasks.batch.profiles import ProfileCounter, psi
+from tasks.batch.sources import open_source, prefetch
+from tasks.contracts.batch import DRIFT_EVENT, PREDICTION, ColumnDrift, DriftReport, Observed
+from tasks.contracts.training import FeatureSpec, tracking_key
+from tasks.core.config import ModelConfig, MonitoringSpec
+from tasks.core.errors import ScoringError
+from tasks.core.redact import redact
+from tasks.core.settings import SnowflakeSettings
+from tasks.core.steps import artifact_key, step
+from tasks.core.tasktypes import compute_metrics, regression_amount, task_type
+from tasks.reports.drift import drift_markdown, write_report
+
+
+def observe(champion: Champion, location: str, target: str,
+            snowflake_settings: SnowflakeSettings | None = None) -> Observed:
+    """Count the input's features and the champion's predictions into the reference bins."""
+    if champion.profile is None:
+        raise ScoringError(f"{champion.name} v{champion.version} was registered without a "
+                           "reference profile (before monitoring existed): retrain it to monitor it")
+    spec = champion.spec
+    source = open_source(location, spec, keep=[], optional=(target,),
+                         snowflake_settings=snowflake_settings)
+    counter = ProfileCounter(champion.profile)
+    labelled = target in source.columns
+    labels, scores = [], []
+    for batch in prefetch(source.batches):
+        if batch.num_rows == 0:
+            continue
+        prepared = prepare(batch, spec)
+        raw = predict(champion.booster, prepared)
+        counter.add(prepared.matrix, raw, spec.task, prepared.missing)
+        if labelled:
+            labels.append(batch.column(batch.schema.names.index(target)).to_pandas())
+            scores.append(raw)
+    observed = Observed(profile=counter.profile())
+    if labelled and labels and champion.profile.metric:
+        observed.metric = champion.profile.metric
+        observed.metric_value = labelled_metric(spec, observed.metric, labels, scores)
+    return observed
+
+
+def labelled_metric(spec: FeatureSpec, metric: str, labels: list, scores: list[np.ndarray]
+                    ) -> float | None:
+    """The primary metric on the rows whose label is known (unknown classes are left out)."""
+    y = pd.concat(labels, ignore_index=True)
+    raw = np.concatenate(scores)
+    if spec.task == "regression":
+        encoded = pd.to_numeric(y, errors="coerce").to_numpy(dtype=float)
+        known = np.isfinite(encoded)
+    else:
+        index = {c: float(i) for i, c in enumerate(spec.classes)}
+        encoded = y.astype("string").map(index).to_numpy(dtype=float, na_value=np.nan)
+        known = ~np.isnan(encoded)
+    if not known.any():
+        return None
+    target = encoded[known] if spec.task == "regression" else encoded[known].astype(int)
+    scored = raw[known]
+    return compute_metrics(task_type(spec.task), target, scored, spec.labels(scored)).get(metric)
+
+
+def status(value: float, threshold: float) -> Literal["stable", "watch", "drift"]:
+    if value > threshold:
+        return "drift"
+    return "watch" if value > threshold / 2 else "stable"
+
+
+def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, location: str
+            ) -> DriftReport:
+    """The verdict: drift when any feature's or the predictions' PSI exceeds the threshold, or
+    the labelled primary metric is worse than at registration by more than allowed."""
+    reference = champion.profile
+    assert reference is not None
+    current = observed.profile
+    base = dict(model=champion.name, version=champion.version, input=location, rows=current.rows,
+                psi_threshold=spec.psi_threshold)
+    if current.rows < spec.min_rows:
+        return DriftReport(**base, verdict="insufficient",
+                           message=f"only {current.rows} rows, fewer than monitoring.min_rows="
+                                   f"{spec.min_rows}: no verdict")
+    columns = [ColumnDrift(name="prediction" if name == PREDICTION else name, kind=ref.kind,
+                           psi=round(value, 6), status=status(value, spec.psi_threshold))
+               for name, ref in reference.columns.items()
+               for value in [psi(ref.fractions(), current.columns[name].fractions())]]
+    report = DriftReport(**base, verdict="no-drift", message="", columns=columns)
+    if observed.metric and observed.metric_value is not None and reference.metric_value is not None:
+        worse = regression_amount(observed.metric, observed.metric_value, reference.metric_value)
+        report.metric, report.metric_reference = observed.metric, reference.metric_value
+        report.metric_current = observed.metric_value
+        report.metric_drifted = worse > spec.max_metric_regression
+    drifted = [c.name for c in report.drifted]
+    if report.metric_drifted:
+        drifted.append(f"{report.metric} {report.metric_current:.4f} vs "
+                       f"{report.metric_reference:.4f} at registration")
+    if drifted:
+        report.verdict = "drift"
+        report.message = f"drift in {len(drifted)} of {len(columns)} checks: {', '.join(drifted)}"
+    else:
+        worst = max(columns, key=lambda c: c.psi)
+        report.message = (f"no drift: every PSI <= {spec.psi_threshold:g} "
+                          f"(largest {worst.name} {worst.psi:.3f})")
+    return report
+
+
+@step("observe-batch")
+def observe_batch(champion: Champion, location: str, cfg: ModelConfig) -> Observed:
+    return observe(champion, location, cfg.target)
+
+
+@step("compare-to-reference")
+def compare_to_reference(champion: Champion, observed: Observed, cfg: ModelConfig, location: str
+                         ) -> DriftReport:
+    return compare(champion, observed, cfg.monitoring, location)
+
+
+@step("publish-drift-report")
+def publish_report(registry: Registry, report: DriftReport, champion: Champion,
+                   observed: Observed) -> DriftReport:
+    """The report to MLflow (run in experiment monitoring/<model>: PSI metrics, HTML and PNG
+    plots) and to Prefect (a markdown artifact linking to it)."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+    from prefect.runtime import flow_run
+
+    tags = {"model": report.model, "model_version": report.version, "verdict": report.verdict,
+            "prefect_flow_run_id": flow_run.get_id() or ""}
+    with registry.run(f"monitoring/{report.model}", f"drift-v{report.version}", tags) as run_id:
+        metrics = {tracking_key("psi", c.name): c.psi for c in report.columns}
+        metrics.update({"rows": report.rows, "drift": float(report.verdict == "drift")})
+        if report.metric_current is not None:
+            metrics[f"labelled_{report.metric}"] = report.metric_current
+        registry.log_run(run_id, params={"input": redact(report.input), "model_version":
+                                         report.version, "psi_threshold": report.psi_threshold},
+                         metrics=metrics)
+        if report.verdict != "insufficient":
+            with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
+                files = write_report(report, champion.profile, observed.profile, Path(tmp))
+                registry.log_files(run_id, [str(f) for f in files], "drift")
+    report = report.model_copy(update={"mlflow_run": registry.run_url(run_id)})
+    key = artifact_key("drift", report.model)
+    create_markdown_artifact(drift_markdown(report), key=key,
+                             description=f"{report.model}: {report.verdict}")
+    if report.mlflow_run.startswith("http"):
+        create_link_artifact(f"{report.mlflow_run}/artifacts/drift/drift_report.html",
+                             link_text=f"drift report {report.model} v{report.version}",
+                             key=f"{key}-report")
+    return report
+
+
+@step("announce-drift")
+def announce(report: DriftReport) -> bool:
+    """Emit the drift event (deployment triggers start a retrain) and tell Slack."""
+    from prefect.events import emit_event
+
+    emit_event(DRIFT_EVENT, resource={"prefect.resource.id": f"mlops.model.{report.model}",
+                                      "prefect.resource.name": report.model,
+                                      "mlops.model.version": report.version},
+               payload=report.event_payload())
+    notify(f"Drift detected: {report.model} v{report.version}",
+           f"{report.message}\nReport: {report.mlflow_run}")
+    return True

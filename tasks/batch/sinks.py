@@ -1,0 +1,92 @@
+"""Writing data, all or nothing: files (.parquet or .csv) go to a hidden temporary file unique to
+the writer and replace the target only on commit; Snowflake tables through a staging table."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from tasks.adapters.snowflake import TableWriter
+from tasks.batch.locations import SNOWFLAKE, file_format
+from tasks.core.errors import DataError
+from tasks.core.settings import Settings, SnowflakeSettings
+
+
+class Sink:
+    """Tables written batch by batch to a temporary target that replaces the real one only on
+    commit; abort (any failure) leaves the previous output untouched and nothing behind. Two
+    writers of one output never share a temporary file."""
+
+    def __init__(self, location: str, snowflake_settings: SnowflakeSettings | None = None):
+        self.location = location
+        self._writer = None
+        self._table: TableWriter | None = None
+        if location.startswith(SNOWFLAKE):
+            params = (snowflake_settings or Settings.from_env().snowflake).connection()
+            self._table = TableWriter(location.removeprefix(SNOWFLAKE).strip(), params)
+            return
+        self.csv = file_format(location, role="output") == "csv"
+        self.path = Path(location)
+        if self.path.is_dir():
+            raise DataError(f"output {location} is a directory")
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                                       ".partial")
+
+    def write(self, table: pa.Table) -> None:
+        if self._table is not None:
+            self._table.write(table)
+            return
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.csv:
+                import pyarrow.csv as pcsv
+
+                self._writer = pcsv.CSVWriter(self.tmp, _plain(table.schema))
+            else:
+                import pyarrow.parquet as pq
+
+                # dictionary encoding only where values repeat: trying it on unique ids costs
+                # more than the whole prediction write
+                encoded = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+                self._writer = pq.ParquetWriter(self.tmp, table.schema, use_dictionary=encoded)
+        self._writer.write_table(table.cast(_plain(table.schema)) if self.csv else table)
+
+    def commit(self) -> None:
+        if self._table is not None:
+            self._table.commit()
+            return
+        if self._writer is None:
+            raise DataError(f"nothing was written to {self.location}")
+        self._writer.close()
+        self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        if self._table is not None:
+            self._table.abort()
+            return
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # the partial file goes anyway
+                self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _plain(schema: pa.Schema) -> pa.Schema:
+    """CSV cannot hold dictionaries: their values instead."""
+    return pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type)
+                      else f for f in schema])
+
+
+def write_frame(frame: pd.DataFrame, location: str | Path) -> None:
+    """A DataFrame to .csv or .parquet, atomically (the same rules as every other output)."""
+    sink = Sink(str(location))
+    try:
+        sink.write(pa.Table.from_pandas(frame, preserve_index=False))
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise

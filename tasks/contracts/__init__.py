@@ -1,0 +1,1 @@
+"""Contracts: the types stages hand each other and the prediction table; no stage logic."""

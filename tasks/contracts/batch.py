@@ -1,0 +1,117 @@
+"""What batch scoring and monitoring hand on and report: profiles, summaries, drift reports."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+PREDICTION = "__prediction__"
+OTHER = "(unseen)"
+MISSING = "(missing)"
+DRIFT_EVENT = "mlops.model.drift-detected"
+Verdict = Literal["no-drift", "drift", "insufficient"]
+
+
+class ColumnProfile(BaseModel):
+    """Counts per bin: numeric columns use quantile cut points of the training data, categorical
+    ones the training categories plus one bin for values never seen in training; the last bin
+    counts missing values."""
+
+    kind: Literal["numeric", "categorical"]
+    edges: list[float] = []
+    categories: list[str] = []
+    counts: list[int]
+
+    @property
+    def rows(self) -> int:
+        return int(sum(self.counts))
+
+    def fractions(self) -> np.ndarray:
+        counts = np.asarray(self.counts, dtype=float)
+        return counts / counts.sum() if counts.sum() else counts
+
+    def labels(self) -> list[str]:
+        if self.kind == "categorical":
+            return [*self.categories, OTHER, MISSING]
+        edges = [f"{e:.3g}" for e in self.edges]
+        if not edges:
+            return ["all", MISSING]
+        middle = [f"{a}–{b}" for a, b in zip(edges, edges[1:], strict=False)]
+        return [f"< {edges[0]}", *middle, f">= {edges[-1]}", MISSING]
+
+    def empty(self) -> ColumnProfile:
+        return self.model_copy(update={"counts": [0] * len(self.counts)})
+
+
+class Profile(BaseModel):
+    """A model's data as seen at registration (or a batch as seen later), column by column."""
+
+    rows: int
+    columns: dict[str, ColumnProfile]
+    metric: str | None = None
+    metric_value: float | None = None
+
+    @property
+    def prediction(self) -> ColumnProfile:
+        return self.columns[PREDICTION]
+
+
+class Observed(BaseModel):
+    """A batch seen through the reference profile's bins, plus labelled performance if any."""
+
+    profile: Profile
+    metric: str | None = None
+    metric_value: float | None = None
+
+
+class ColumnDrift(BaseModel):
+    name: str
+    kind: str
+    psi: float
+    status: Literal["stable", "watch", "drift"]
+
+
+class DriftReport(BaseModel):
+    model: str
+    version: str
+    input: str
+    rows: int
+    verdict: Verdict
+    message: str
+    psi_threshold: float
+    columns: list[ColumnDrift] = []
+    metric: str | None = None
+    metric_reference: float | None = None
+    metric_current: float | None = None
+    metric_drifted: bool = False
+    mlflow_run: str | None = None
+
+    @property
+    def drifted(self) -> list[ColumnDrift]:
+        return [c for c in self.columns if c.status == "drift"]
+
+    def exit_code(self) -> int:
+        return {"no-drift": 0, "drift": 4, "insufficient": 2}[self.verdict]
+
+    def event_payload(self) -> dict[str, object]:
+        return {"model": self.model, "version": self.version, "rows": self.rows,
+                "psi_threshold": self.psi_threshold,
+                "drifted": {c.name: round(c.psi, 4) for c in self.drifted},
+                "metric": self.metric, "metric_reference": self.metric_reference,
+                "metric_current": self.metric_current, "mlflow_run": self.mlflow_run}
+
+
+class ScoringSummary(BaseModel):
+    model: str
+    version: str
+    input: str
+    output: str
+    rows: int
+    seconds: float
+    rows_per_s: float
+    kept: list[str]
+    ignored: list[str]
+    scored_at: str
+    distribution: dict[str, float]

@@ -1,0 +1,1 @@
+"""Release: staging with smoke tests, approval, promotion to production, rollback, audit trail."""

@@ -1,0 +1,23 @@
+"""How numbers look in every report: one precision, and the change against the champion marked
+better or worse by the metric's direction."""
+
+from __future__ import annotations
+
+from tasks.core.tasktypes import METRICS
+
+DIGITS = 4
+
+
+def fmt(value: float | None) -> str:
+    """Every metric in every report with the same precision."""
+    return "" if value is None else f"{value:.{DIGITS}f}"
+
+
+def delta(metric: str, new: float, old: float | None) -> str:
+    """`+0.0123 ▲` when better by the metric's direction, `▼` when worse, `=` when equal."""
+    if old is None:
+        return ""
+    diff = new - old
+    better = diff > 0 if METRICS[metric].higher_is_better else diff < 0
+    arrow = "▲" if better else ("▼" if diff else "=")
+    return f"{diff:+.{DIGITS}f} {arrow}"

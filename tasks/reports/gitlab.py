@@ -1,0 +1,83 @@
+"""Reports posted to GitLab when it is configured: the merge request comment (new or reused
+model) and the model's wiki rows. Without GitLab each step says it was skipped."""
+
+from __future__ import annotations
+
+from tasks.adapters.gitlab import GitLab, open_gitlab, skipped
+from tasks.adapters.mlflow_registry import Registry
+from tasks.contracts.training import EvalReport, GateDecision
+from tasks.core.settings import Settings
+from tasks.core.steps import step
+from tasks.reports.batch import wiki_header
+from tasks.reports.merge_request import marker, merge_request_comment, reused_comment
+
+
+def flow_run_url(settings: Settings) -> str | None:
+    """This flow run in the Prefect UI, when the API is a server people can open."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    return f"{settings.prefect_ui_url}/runs/flow-run/{run_id}" if (
+        run_id and settings.prefect_ui_url) else None
+
+
+def _merge_request() -> GitLab | None:
+    from prefect.logging import get_run_logger
+
+    gitlab = open_gitlab()
+    if gitlab is None or not gitlab.settings.merge_request_iid:
+        get_run_logger().info(skipped("merge request report") if gitlab is None else
+                              "GitLab merge request report skipped: not a merge request pipeline")
+        return None
+    return gitlab
+
+
+def _post(gitlab: GitLab, model: str, body: str) -> str:
+    from prefect.logging import get_run_logger
+
+    iid = gitlab.settings.merge_request_iid
+    done = gitlab.upsert_note(iid, marker(model), body)
+    if done is None:
+        return "failed"
+    get_run_logger().info(f"merge request !{iid}: model report {done['action']} (note {done['id']})")
+    return done["action"]
+
+
+@step("report-to-merge-request")
+def report_merge_request(model: str, report: EvalReport, champion: EvalReport | None,
+                         champion_version: str | None, decision: GateDecision, run_url: str
+                         ) -> str:
+    """Post (or update) the MR comment when this is an MR pipeline with GitLab settings."""
+    gitlab = _merge_request()
+    if gitlab is None:
+        return "skipped"
+    images = [md for path in report.plots[:3] if (md := gitlab.upload(path))]
+    body = merge_request_comment(model, report, champion, champion_version, decision, run_url,
+                                 flow_run_url(Settings.from_env()), images,
+                                 gitlab.settings.pipeline_url)
+    return _post(gitlab, model, body)
+
+
+@step("report-reuse-to-merge-request")
+def report_reused(registry: Registry, model: str, version: str, run_id: str | None) -> str:
+    """An MR pipeline that changed nothing about a model still says so on the MR."""
+    gitlab = _merge_request()
+    if gitlab is None:
+        return "skipped"
+    metrics = registry.run_metrics(run_id) if run_id else {}
+    run_url = registry.run_url(run_id) if run_id else "unknown run"
+    return _post(gitlab, model, reused_comment(model, version, metrics, run_url,
+                                               flow_run_url(Settings.from_env()),
+                                               gitlab.settings.pipeline_url))
+
+
+@step("write-wiki-row")
+def write_wiki_row(model: str, row: str) -> str:
+    """One dated row on the model's wiki page (mlops/<model>) when GitLab is configured."""
+    from prefect.logging import get_run_logger
+
+    gitlab = open_gitlab()
+    if gitlab is None:
+        get_run_logger().info(skipped("wiki page"))
+        return "skipped"
+    return gitlab.prepend_wiki_row(f"mlops/{model}", wiki_header(model), row) or "failed"

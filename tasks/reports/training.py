@@ -1,0 +1,47 @@
+"""What a training run says about itself: metrics beside the champion's, the gate's checks,
+and the model card stored with the version."""
+
+from __future__ import annotations
+
+from tasks.contracts.training import EvalReport, GateDecision, TrainResult, ValidationReport
+from tasks.core.config import ModelConfig
+from tasks.reports.format import DIGITS, delta, fmt
+
+
+def metric_rows(report: EvalReport, champion: EvalReport | None) -> list[dict[str, object]]:
+    """One row per test metric: candidate, champion and the change, rounded alike."""
+    rows = []
+    for name, value in report.metrics.items():
+        old = champion.metrics.get(name) if champion else None
+        rows.append({"metric": name, "candidate": round(value, DIGITS),
+                     "champion": None if old is None else round(old, DIGITS),
+                     "change": delta(name, value, old)})
+    return rows
+
+
+def gate_markdown(model: str, decision: GateDecision, run_url: str) -> str:
+    lines = [f"# {model}: gate {decision.summary()}", "", f"MLflow: {run_url}", "",
+             *[f"- {'ok' if c.passed else 'FAIL'}: {c.detail}" for c in decision.checks]]
+    return "\n".join(lines) + "\n"
+
+
+def model_card(cfg: ModelConfig, trained: TrainResult, report: EvalReport,
+               decision: GateDecision, validation: ValidationReport, tags: dict[str, str]) -> str:
+    lines = [
+        f"# Model card: {cfg.name}", "",
+        f"- task: {cfg.task}, target `{cfg.target}`",
+        f"- features ({len(trained.feature_spec.features)}): "
+        + ", ".join(trained.feature_spec.features),
+        f"- training rows: {validation.rows} (test {report.test_rows}), device {trained.device}",
+        f"- gate: {decision.summary()}",
+        "", "## Test metrics", "", "| metric | value |", "|---|---|",
+        *[f"| {k} | {fmt(v)} |" for k, v in report.metrics.items()],
+    ]
+    rows = report.slice_table(report.primary_metric)
+    if rows:
+        lines += ["", f"## {report.primary_metric} per slice", "", "| slice | value | rows |",
+                  "|---|---|---|", *[f"| {c}={v} | {fmt(m)} | {n} |" for c, v, m, n in rows]]
+    lines += ["", "## Hyperparameters", "", *[f"- {k}: {v}" for k, v in trained.params.items()],
+              f"- rounds: {trained.best_iteration + 1}",
+              "", "## Lineage and compliance", "", *[f"- {k}: {v}" for k, v in tags.items()]]
+    return "\n".join(lines) + "\n"

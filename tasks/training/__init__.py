@@ -1,0 +1,1 @@
+"""Training stages: data, validate, plan, train, evaluate, gate, register (and notebooks)."""

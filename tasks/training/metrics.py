@@ -1,0 +1,41 @@
+"""Held-out metrics of scores: overall and per slice, labels from the prediction table. Shared by
+evaluation (the candidate) and the gate (the champion re-scored on the same rows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tasks.contracts.training import EvalReport, FeatureSpec
+from tasks.core.tasktypes import TaskType, compute_metrics, task_type
+
+
+def slice_metrics(tt: TaskType, y: np.ndarray, scores: np.ndarray, labels: np.ndarray | None,
+                  frame: pd.DataFrame, slices: list[str], min_rows: int
+                  ) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for col in slices:
+        values = frame[col].astype("string").fillna("<null>").to_numpy()
+        per: dict[str, dict[str, float]] = {}
+        for value in sorted(set(values)):
+            mask = values == value
+            if mask.sum() < min_rows:
+                continue
+            per[str(value)] = {
+                **compute_metrics(tt, y[mask], scores[mask],
+                                  None if labels is None else labels[mask]),
+                "rows": float(mask.sum())}
+        out[col] = per
+    return out
+
+
+def evaluate_scores(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
+                    slices: list[str], min_rows: int) -> EvalReport:
+    """Metrics of `scores` against the frame's target, overall and per slice value."""
+    tt = task_type(spec.task)
+    y = spec.encode_target(frame[spec.target])
+    labels = spec.labels(scores)
+    return EvalReport(primary_metric=tt.primary_metric,
+                      metrics=compute_metrics(tt, y, scores, labels),
+                      slices=slice_metrics(tt, y, scores, labels, frame, slices, min_rows),
+                      test_rows=len(frame))

@@ -1,0 +1,67 @@
+"""Run planning: what this execution is (run key from data, config, code and device; study;
+lineage tags) and whether an identical earlier run already registered a version to reuse."""
+
+from __future__ import annotations
+
+from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
+from tasks.contracts.training import RunPlan
+from tasks.core.config import ModelConfig
+from tasks.core.device import select_device
+from tasks.core.lineage import code_hash, lineage_tags, run_key
+from tasks.core.settings import Settings
+from tasks.core.steps import step
+from tasks.training.fingerprint import source_fingerprint
+
+
+def run_key_for(cfg: ModelConfig, fingerprint: str, device: str, code: str | None = None) -> str:
+    return run_key(fingerprint, cfg.config_hash(), code or code_hash(), device)
+
+
+def make_plan(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry,
+              flow_run_id: str | None) -> RunPlan:
+    device = select_device(settings.device, settings.cuda_visible_devices)
+    code = code_hash()
+    key = run_key_for(cfg, fingerprint, device, code)
+    existing = registry.find_version(cfg.name, key)
+    work = settings.cache_dir / cfg.name / key[:16]
+    return RunPlan(
+        run_key=key, device=device, study_name=f"{cfg.name}-{key[:16]}",
+        plot_dir=str(work / "plots"),
+        tags=lineage_tags(fingerprint, cfg.config_hash(), code, key, flow_run_id,
+                          ci=settings.ci, image=settings.image),
+        existing_version=existing.version if existing else None,
+    )
+
+
+def up_to_date(cfg: ModelConfig, settings: Settings, registry: Registry
+               ) -> ModelVersionRef | None:
+    """The registered version this run would reproduce, found without loading data or Prefect.
+
+    None when the data cannot be fingerprinted up front (a query) or nothing matches.
+    """
+    fingerprint = source_fingerprint(cfg.data)
+    if fingerprint is None:
+        return None
+    device = select_device(settings.device, settings.cuda_visible_devices)
+    return registry.find_version(cfg.name, run_key_for(cfg, fingerprint, device))
+
+
+@step("plan-run")
+def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry
+             ) -> RunPlan:
+    """Derive the run key from data, config, code and device; find an identical earlier version."""
+    from prefect.runtime import flow_run
+
+    return make_plan(cfg, fingerprint, settings, registry, flow_run.get_id())
+
+
+@step("reuse-version")
+def reused_metrics(registry: Registry, cfg: ModelConfig, version: str
+                   ) -> tuple[str | None, float | None]:
+    """Metrics of an identical earlier version, so a re-run reports without retraining."""
+    from prefect.logging import get_run_logger
+
+    ref = registry.require_version(cfg.name, version)
+    get_run_logger().info("unchanged data, config and code: reusing %s v%s", cfg.name, version)
+    metrics = registry.run_metrics(ref.run_id) if ref.run_id else {}
+    return ref.run_id, metrics.get(f"test_{cfg.gate.metric}")
