@@ -91,24 +91,40 @@ def test_the_cli_logging_config_redacts_in_a_real_process():
     assert SECRET not in both
 
 
-def test_installing_redaction_covers_handlers_configured_elsewhere():
-    """A worker's flow run: logging was set up before the pull step, not from logging.yml."""
+@pytest.fixture
+def configured_elsewhere():
+    """A handler set up the way a worker's flow run has it: before the pull step, not from
+    mlops/logging.yml; every RedactFilter installed meanwhile is removed afterwards."""
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     logger = logging.getLogger("mlops.test.elsewhere")
     logger.addHandler(handler)
     logger.propagate = False
-    try:
-        assert install_log_redaction() >= 1
-        assert install_log_redaction() == 0  # idempotent
-        logger.warning("uri %s", URI)
-        assert out.getvalue() == "uri http://***@127.0.0.1:5000\n"
-    finally:
-        logger.removeHandler(handler)
-        for h in {h for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-                  if isinstance(lg, logging.Logger) for h in lg.handlers}:
-            for f in [f for f in h.filters if isinstance(f, RedactFilter)]:
-                h.removeFilter(f)
+    yield logger, out
+    logger.removeHandler(handler)
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for h in {h for lg in loggers if isinstance(lg, logging.Logger) for h in lg.handlers}:
+        for f in [f for f in h.filters if isinstance(f, RedactFilter)]:
+            h.removeFilter(f)
+
+
+def test_installing_redaction_covers_handlers_configured_elsewhere(configured_elsewhere):
+    logger, out = configured_elsewhere
+    assert install_log_redaction() >= 1
+    assert install_log_redaction() == 0  # idempotent
+    logger.warning("uri %s", URI)
+    assert out.getvalue() == "uri http://***@127.0.0.1:5000\n"
+
+
+def test_a_workers_flow_run_redacts_from_its_pull_step_on(configured_elsewhere, tmp_path,
+                                                           monkeypatch):
+    from deployments.steps import enter_project
+
+    logger, out = configured_elsewhere
+    monkeypatch.chdir(tmp_path)
+    enter_project(str(ROOT))
+    logger.error("tracking %s unreachable", URI)
+    assert out.getvalue() == "tracking http://***@127.0.0.1:5000 unreachable\n"
 
 
 def test_client_errors_leave_scrubbed_with_their_type_and_code():
