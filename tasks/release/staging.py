@@ -27,7 +27,7 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
     alias = cfg.deploy.staging.alias
     previous = registry.alias_version(cfg.name, alias)
     with tempfile.TemporaryDirectory(prefix="mlops-staging-") as tmp:
-        local = registry.download_version(cfg.name, version, Path(tmp), require_manifest=True)
+        local = registry.download_version(cfg.name, version, Path(tmp))
         registry.move_alias(cfg.name, alias, version)
         try:
             server = server_factory(str(local.path), cfg.deploy.staging.smoke.startup_timeout_s,
