@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from tasks.core.redact import install_log_redaction
 from tasks.core.settings import Settings, apply_process_defaults
 
 ENTRYPOINT = Path("flows") / "training.py"
@@ -24,4 +25,5 @@ def enter_project(directory: str | None = None) -> dict[str, str]:
     os.chdir(path)
     sys.path.insert(0, str(path))  # the checkout's flows/ and tasks/ win over an image's copy
     apply_process_defaults()  # this is where a worker-started flow run begins
+    install_log_redaction()  # its logging was set up before this step, not by mlops/logging.yml
     return {"directory": str(path)}

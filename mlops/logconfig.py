@@ -17,7 +17,8 @@ class OneLineFormatter(PrefectFormatter):
     """Drops tracebacks (the CLI prints the error once); MLOPS_DEBUG=1 keeps them."""
 
     def format(self, record: logging.LogRecord) -> str:
-        if debug_enabled() or not record.exc_info:
+        # the redaction filter has turned exc_info into (redacted) exc_text by now
+        if debug_enabled() or not (record.exc_info or record.exc_text):
             return super().format(record)
         quiet = copy.copy(record)
         quiet.exc_info = None

@@ -8,6 +8,7 @@ import typer
 
 from mlops.app import app, fail, print_table, run_flow, settings
 from mlops.local_server import LocalServer, start_if_needed
+from tasks.core.redact import redact
 
 
 @app.command()
@@ -105,7 +106,7 @@ def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServ
         except Exception as exc:  # summarise every model, then exit with the first code
             err = fail(exc)
             first_code = first_code or err.exit_code
-            why = str(exc).splitlines()[0][:70] if str(exc) else "failed"
+            why = redact(str(exc).splitlines()[0])[:70] if str(exc) else "failed"
             rows.append((model, "-", "-", "-", why) + (("-",) if deploy else ()))
     return first_code
 

@@ -75,6 +75,8 @@ class GitLab:
     # -- merge requests ---------------------------------------------------------------------
     def upsert_note(self, iid: str, marker: str, body: str) -> dict[str, Any] | None:
         """Create the MR comment carrying `marker`, or update the one an earlier run left."""
+        body = redact(body)
+
         def run() -> dict[str, Any]:
             mr = self.project.mergerequests.get(iid, lazy=True)
             for note in mr.notes.list(iterator=True, **NO_SDK_RETRY):
@@ -112,6 +114,8 @@ class GitLab:
         """Add a row to the top of the table on a wiki page, creating the page with `header`
         (title line + table head) the first time; older rows beyond `keep` are dropped."""
         from gitlab.exceptions import GitlabGetError
+
+        header, row = redact(header), redact(row)
 
         def run() -> str:
             try:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
 from tasks.core.errors import RegistryError
-from tasks.core.redact import redact
+from tasks.core.redact import redact, redact_values
 
 GITLAB_MLFLOW = re.compile(r"/api/v4/projects/(?P<project>[^/]+)/ml/mlflow/?$")
 REGISTERED = "mlops.registered_version"
@@ -121,7 +121,7 @@ class GitLabRegistry(Registry):
                 self.client.log_artifact(run_id, str(flat))
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
-        self.client.log_text(run_id, text, flat_name(None, name))
+        super().log_text(run_id, text, flat_name(None, name))
 
     def run_url(self, run_id: str) -> str:
         experiment = self.client.get_run(run_id).info.experiment_id
@@ -169,7 +169,7 @@ class GitLabRegistry(Registry):
             try:
                 mv = self.client.create_model_version(
                     name, source="", run_id=run_id, description=description,
-                    tags={**tags, "gitlab.version": semver, TRAINING_RUN: run_id})
+                    tags={**redact_values(tags), "gitlab.version": semver, TRAINING_RUN: run_id})
                 break
             except MlflowException as exc:
                 if exc.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS"):

@@ -7,42 +7,18 @@ for GitLab's MLflow API); stages get one from `open_registry` and never build a 
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
+from tasks.adapters.model_version import LocalVersion, ModelVersionRef, read_spec_and_example
+from tasks.core import integrity
 from tasks.core.errors import IntegrityError, RegistryError, UnknownVersion
 from tasks.core.lineage import file_sha256
-from tasks.core.redact import redact
+from tasks.core.redact import Scrubbed, redact, redact_values, scrubbing
 
-
-@dataclass(frozen=True)
-class ModelVersionRef:
-    name: str
-    version: str
-    run_id: str | None
-    source: str
-    tags: dict[str, str]
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-
-@dataclass(frozen=True)
-class LocalVersion:
-    """A registered version downloaded for checks: its folder, feature spec, input example and
-    the SHA-256 of its booster file."""
-
-    ref: ModelVersionRef
-    path: Path
-    spec: dict
-    example: pd.DataFrame
-    booster_sha256: str
+log = logging.getLogger("mlops.registry")
 
 
 def clip(text: str, limit: int) -> str:
@@ -66,7 +42,8 @@ class Registry:
         self.artifact_root = artifact_root
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        # the client's errors name the server's URL, credentials included: they leave redacted
+        self.client = Scrubbed(MlflowClient(tracking_uri=uri, registry_uri=uri))
 
     # -- tracking -------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -80,7 +57,8 @@ class Registry:
         return self.client.create_experiment(name, artifact_location=location)
 
     def start_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=tags)
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name,
+                                     tags=redact_values(tags))
         return run.info.run_id
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
@@ -105,7 +83,8 @@ class Registry:
         self.client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-            params=[Param(k, clip(str(v), self.max_param_chars)) for k, v in (params or {}).items()],
+            params=[Param(k, clip(v, self.max_param_chars))
+                    for k, v in redact_values(params or {}).items()],
         )
 
     def log_files(self, run_id: str, paths: list[str], artifact_path: str | None = None) -> None:
@@ -113,7 +92,7 @@ class Registry:
             self.client.log_artifact(run_id, path, artifact_path)
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
-        self.client.log_text(run_id, text, name)
+        self.client.log_text(run_id, redact(text), name)
 
     def run_url(self, run_id: str) -> str:
         if not is_http(self.uri):
@@ -177,10 +156,6 @@ class Registry:
             raise UnknownVersion(f"{name} has no version {version} in the registry")
         return found
 
-    def version_by_alias(self, name: str, alias: str) -> ModelVersionRef | None:
-        version = self.alias_version(name, alias)
-        return self.get_version(name, version) if version else None
-
     def alias_version(self, name: str, alias: str) -> str | None:
         from mlflow.exceptions import MlflowException
 
@@ -200,8 +175,8 @@ class Registry:
         self.client.log_artifacts(run_id, str(model_dir), "model")
         self.ensure_registered_model(name)
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
-        mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=tags,
-                                              description=description)
+        mv = self.client.create_model_version(name, source=source, run_id=run_id,
+                                              tags=redact_values(tags), description=description)
         # an HTTP retry can replay the create after the server committed it: keep the first
         twins = self.client.search_model_versions(
             f"name = '{name}' and tags.run_key = '{tags['run_key']}'")
@@ -236,36 +211,73 @@ class Registry:
 
     # -- model files ----------------------------------------------------------------------
     def download_model(self, ref: ModelVersionRef, dst: str) -> str:
+        """The version's folder, downloaded into a new folder `model` under dst."""
         import mlflow
 
-        return mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=dst)
+        target = Path(dst) / "model"
+        target.mkdir(parents=True)
+        with scrubbing():
+            mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(target))
+        (target / "registered_model_meta").unlink(missing_ok=True)  # the client writes it
+        return str(target)
 
-    def download_version(self, name: str, version: str, into: Path) -> LocalVersion:
-        """Download a version's model folder and check its booster against the registered
-        SHA-256 before anything reads it; then read its feature spec and input example."""
+    def manifest_digest(self, ref: ModelVersionRef) -> str | None:
+        """The registered SHA-256 of a version's integrity manifest: its tag, which must agree
+        with the param its training run recorded (params cannot change, tags can)."""
+        from mlflow.exceptions import MlflowException
+
+        tag = ref.tags.get(integrity.TAG)
+        try:
+            anchor = self.run_params(ref.run_id).get(integrity.TAG) if ref.run_id else None
+        except MlflowException:  # the training run is gone: the tag is all there is
+            anchor = None
+        if tag and anchor and tag != anchor:
+            raise IntegrityError(f"{ref.name} v{ref.version}: its {integrity.TAG} tag differs "
+                                 "from the one its training run recorded; refusing it (tag "
+                                 "altered?)")
+        return tag or anchor
+
+    def require_manifest(self, name: str, version: str) -> str:
+        """The digest of the version's manifest; a version without one cannot be promoted."""
+        found = self.manifest_digest(self.require_version(name, version))
+        if not found:
+            raise IntegrityError(f"{integrity.unsealed(f'{name} v{version}')}: it cannot be "
+                                 "promoted; train it again")
+        return found
+
+    def download_version(self, name: str, version: str, into: Path,
+                         require_manifest: bool = False) -> LocalVersion:
+        """Download a version's model folder and verify every file against its registered
+        manifest, and the booster against artifact_sha256, before anything reads it. A version
+        registered before manifests loads with a warning (refused with require_manifest)."""
         ref = self.require_version(name, version)
+        label, manifest = f"{name} v{version}", self.manifest_digest(ref)
+        if manifest is None and require_manifest:
+            self.require_manifest(name, version)
         expected = ref.tags.get("artifact_sha256")
         if not expected:
-            raise IntegrityError(f"{name} v{version} has no artifact_sha256 tag: refusing to use "
-                                 "an unverifiable model")
+            raise IntegrityError(f"{label} has no artifact_sha256 tag: refusing to use an "
+                                 "unverifiable model")
         local = Path(self.download_model(ref, str(into)))
+        problem = integrity.failure(label, local, manifest)
+        if problem:
+            raise IntegrityError(problem)
+        if manifest is None:
+            log.warning("%s: only its booster is verified; train and promote a new version",
+                        integrity.unsealed(label))
         booster = next(local.rglob("*.ubj"), None)
         if booster is None:
-            raise RegistryError(f"{name} v{version} has no booster file in the registry; train "
-                                "it again")
+            raise RegistryError(f"{label} has no booster file in the registry; train it again")
         actual = file_sha256(booster)
         if actual != expected:
             raise IntegrityError(
-                f"{name} v{version}: model artifact SHA-256 {actual[:12]}… does not match the "
-                f"registered {expected[:12]}…; refusing to use it (artifact tampered?)")
-        try:
-            spec = json.loads(next(local.rglob("feature_spec.json")).read_text())
-            payload = json.loads((local / "input_example.json").read_text())
-        except (StopIteration, FileNotFoundError, ValueError):
-            raise RegistryError(f"{name} v{version} is incomplete in the registry (no feature "
-                                "spec or input example); train it again") from None
-        example = pd.DataFrame(payload["data"], columns=payload["columns"])
-        return LocalVersion(ref, local, spec, example, actual)
+                f"{label}: model artifact SHA-256 {actual[:12]}… does not match the registered "
+                f"{expected[:12]}…; refusing to use it (artifact tampered?)")
+        read = read_spec_and_example(local)
+        if read is None:
+            raise RegistryError(f"{label} is incomplete in the registry (no feature spec or "
+                                "input example); train it again")
+        return LocalVersion(ref, local, *read, actual, manifest)
 
     # -- audit trail ----------------------------------------------------------------------
     def record_event(self, name: str, event: dict[str, str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -22,7 +23,10 @@ def check_reachable(uri: str, retries: int, delay_s: float = 1.0) -> None:
         if uri.startswith("sqlite:///"):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return
-    url = uri.rstrip("/") + "/health"
+    parts = urllib.parse.urlsplit(uri)
+    # urllib cannot send user:password from a URL (it takes it for the host); /health needs none
+    url = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1],
+                                   parts.path.rstrip("/") + "/health", "", ""))
     last = ""
     for attempt in range(1, retries + 1):
         try:

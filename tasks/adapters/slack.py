@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import logging
 
+from tasks.core.redact import redact
 from tasks.core.settings import Settings
 
 log = logging.getLogger("mlops.slack")
 
 
 def notify(subject: str, body: str) -> bool:
-    """Post to the configured Slack webhook block; never fails the caller (a broken notifier must
-    not turn a good run into a failed one). Returns whether a message went out."""
+    """Post to the configured Slack webhook block, secrets redacted; never fails the caller (a
+    broken notifier must not turn a good run into a failed one). Returns whether a message went
+    out."""
     name = Settings.from_env().slack_block
     if not name:
         return False
     try:
         from prefect.blocks.notifications import SlackWebhook
 
-        SlackWebhook.load(name, _sync=True).notify(body=body, subject=subject, _sync=True)
+        SlackWebhook.load(name, _sync=True).notify(body=redact(body), subject=redact(subject),
+                                                   _sync=True)
     except Exception as exc:  # the block's URL is a secret: report the kind of failure only
         log.warning("Slack notification through block %r failed: %s", name, type(exc).__name__)
         return False

@@ -190,4 +190,5 @@ class Registration(BaseModel):
     uri: str
     run_id: str | None
     artifact_sha256: str
+    manifest_sha256: str | None = None  # SHA-256 of the version's integrity manifest
     reused: bool

@@ -17,6 +17,7 @@ from tasks.contracts.training import (
     GateDecision,
 )
 from tasks.core.config import GateSpec, ModelConfig
+from tasks.core.errors import IntegrityError
 from tasks.core.steps import step
 from tasks.core.tasktypes import METRICS, regression_amount
 from tasks.training.metrics import evaluate_scores
@@ -80,7 +81,8 @@ def decide(candidate: EvalReport, champion: EvalReport | None, gate: GateSpec,
 def rescore_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
                      spec: FeatureSpec) -> ChampionScore:
     """The version behind the production alias, verified and re-scored on this run's test set,
-    so the gate compares like with like. Any failure is a finding for the gate, not a crash."""
+    so the gate compares like with like. Any failure is a finding for the gate, not a crash,
+    except a champion whose files fail their integrity check: that stops the run."""
     version = registry.alias_version(cfg.name, cfg.deploy.production.alias)
     if version is None:
         return ChampionScore()
@@ -89,6 +91,8 @@ def rescore_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
             local = registry.download_version(cfg.name, version, Path(tmp))
             model = registry.load_pyfunc(local.path)
             scores = spec.scores(model.predict(test.drop(columns=[cfg.target])))
+    except IntegrityError:  # a tampered champion is not a finding: nothing loads it
+        raise
     except Exception as exc:  # a champion that cannot be re-scored fails the gate, loudly
         return ChampionScore(version=version, error=str(exc).splitlines()[0][:300])
     report = evaluate_scores(spec, test, scores, cfg.slices, cfg.gate.min_slice_rows)

@@ -13,6 +13,7 @@ from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
 from tasks.contracts import predictions
 from tasks.contracts.batch import Profile
 from tasks.contracts.training import FeatureSpec, GateDecision, Registration, TrainResult
+from tasks.core import integrity
 from tasks.core.config import ModelConfig, RegistrySpec
 from tasks.core.errors import RegistryError
 from tasks.core.steps import NETWORK_RETRIES, step
@@ -90,17 +91,29 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
     if existing is None:
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
             model_dir = build_model_dir(trained, example, Path(tmp) / "model", card, profile)
+            # the manifest travels in the folder, its digest in the version's (creation) tags
+            all_tags[integrity.TAG] = integrity.seal(model_dir)
             ref = registry.register(cfg.name, run_id, model_dir, all_tags,
                                     description=card.split("\n## Hyperparameters")[0])
+        anchor_manifest(registry, ref)
     else:
         ref = existing
     registry.move_alias(cfg.name, CHALLENGER, ref.version)
     return _registration(ref, sha, reused=existing is not None)
 
 
+def anchor_manifest(registry: Registry, ref: ModelVersionRef) -> None:
+    """Record the manifest digest as a param of the version's training run too: params cannot
+    be changed afterwards, tags can, so a rewritten tag is caught on load."""
+    digest = ref.tags.get(integrity.TAG)
+    if digest and ref.run_id and integrity.TAG not in registry.run_params(ref.run_id):
+        registry.log_run(ref.run_id, params={integrity.TAG: digest})
+
+
 def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
     return Registration(name=ref.name, version=ref.version, uri=ref.uri, run_id=ref.run_id,
-                        artifact_sha256=sha, reused=reused)
+                        artifact_sha256=sha, manifest_sha256=ref.tags.get(integrity.TAG),
+                        reused=reused)
 
 
 @step("register", **NETWORK_RETRIES)

@@ -1,0 +1,47 @@
+"""A registered model version as stages see it: its reference in the registry, and its local
+copy once downloaded and verified (what every load of a version goes through)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class LocalVersion:
+    """A registered version downloaded and verified: its folder, feature spec, input example,
+    the SHA-256 of its booster and of its integrity manifest (None: registered before
+    manifests, only the booster was checked)."""
+
+    ref: ModelVersionRef
+    path: Path
+    spec: dict
+    example: pd.DataFrame
+    booster_sha256: str
+    manifest_sha256: str | None = None
+
+
+def read_spec_and_example(folder: Path) -> tuple[dict, pd.DataFrame] | None:
+    """The feature spec and input example of a model folder; None when either is missing."""
+    try:
+        spec = json.loads(next(folder.rglob("feature_spec.json")).read_text())
+        payload = json.loads((folder / "input_example.json").read_text())
+    except (StopIteration, FileNotFoundError, ValueError):
+        return None
+    return spec, pd.DataFrame(payload["data"], columns=payload["columns"])
