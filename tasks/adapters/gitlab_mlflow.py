@@ -1,99 +1,62 @@
 """GitLab's MLflow-compatible API (`…/api/v4/projects/<id>/ml/mlflow`) as tracking server and
-model registry, using only what GitLab implements.
+model registry, using only what GitLab implements. Supported: GitLab 17.x and 18.x, with either
+behaviour of `model-versions/create`: before GitLab MR !182777 it ignores `run_id` and gives each
+version a new run of its own; since then it promotes the run given, which must be a run of the
+model's own experiment `[model]<name>`.
 
 GitLab maps experiments and runs (candidates) and registered models and versions, but:
+- a model's training runs go to `[model]<name>` (GitLab creates it with the model): only its
+  runs can become versions; older GitLab gets the training's params and metrics copied to the
+  version's own run, so both show them on the version's page;
 - a version is a semantic version (tag `gitlab.version`); its API `version` is a database id;
+  a version tag needs a value (≤5,000 characters);
 - no aliases can be written and no version tags after creation, no version search: the
   staging/champion pointers are an append-only log of runs in experiment `aliases/<model>`, the
   version a training run registered is a tag on that run (`mlops.registered_version`);
 - a run's params and tags can be written once each; params hold at most 250 characters;
 - `search_runs` reads one experiment, ignores filters and orders only by a few columns: runs are
-  paged through and filtered here;
-- artifacts go to a generic package with flat file names (no folders): `plots/roc.png` becomes
-  `plots-roc.png`, a model version's folder travels as one `model.tar.gz` (+ its card) in the
-  version's own run and is unpacked on download;
-- models are served from that downloaded copy (MLflow cannot resolve `models:/` there).
+  paged through and filtered here; `search_registered_models` is never used (GitLab's name-only
+  filter refuses the prompt clause MLflow 3 adds);
+- files go to ml_model packages with flat names (`plots/roc.png` becomes `plots-roc.png`); a
+  version's model folder travels as one `model.tar.gz` (+ its card) in the version's package and
+  is unpacked on download; models are served from that downloaded copy;
+- two answers MLflow 3's client cannot parse are read as plain JSON here: `{"model_versions":
+  [null]}` for a model without versions, and versions as raw rows in `registered-models/get`
+  (some 17.x releases).
 
 A call GitLab does not implement (its router answers 404 `{"error":"404 Not Found"}`) fails with
 one line naming the call."""
 
 from __future__ import annotations
 
-import functools
-import re
-import shutil
 import tarfile
 import tempfile
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
+from tasks.adapters.gitlab_rules import (
+    GuardedClient,
+    UnsupportedByGitLab,
+    flat_name,
+    gitlab_message,
+    is_gitlab_mlflow,
+    model_experiment,
+    next_patch,
+    same_host,
+    semver_key,
+    version_tags,
+)
+from tasks.adapters.mlflow_registry import ModelVersionRef, Registry, clip
 from tasks.core.errors import RegistryError
 from tasks.core.redact import redact, redact_values
 
-GITLAB_MLFLOW = re.compile(r"/api/v4/projects/(?P<project>[^/]+)/ml/mlflow/?$")
+__all__ = ["GitLabRegistry", "GuardedClient", "UnsupportedByGitLab", "flat_name",
+           "is_gitlab_mlflow", "next_patch"]
 REGISTERED = "mlops.registered_version"
 TRAINING_RUN = "mlops.training_run_id"
 PACKED = "model.tar.gz"
 MAX_PARAM_CHARS = 250
-_UNKNOWN_ROUTE = re.compile(r"endpoint (?P<endpoint>\S+) failed with error code 404|"
-                            r"'error': '404 Not Found'|404 Client Error: Not Found for url: "
-                            r"(?P<url>\S+)")
-
-
-def is_gitlab_mlflow(uri: str) -> bool:
-    return bool(GITLAB_MLFLOW.search(uri.split("?")[0]))
-
-
-class UnsupportedByGitLab(RegistryError):
-    """A call GitLab's MLflow API does not implement."""
-
-
-class GuardedClient:
-    """An MlflowClient whose calls that GitLab does not route fail with one line naming them."""
-
-    def __init__(self, client):
-        self._client = client
-
-    def __getattr__(self, name: str):
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
-        @functools.wraps(attr)
-        def call(*args, **kwargs):
-            try:
-                return attr(*args, **kwargs)
-            except Exception as exc:
-                found = _UNKNOWN_ROUTE.search(str(exc))
-                if found is None:
-                    raise
-                where = found.group("endpoint") or redact(found.group("url") or "")
-                raise UnsupportedByGitLab(
-                    f"GitLab's MLflow API does not support {name}"
-                    + (f" ({where.rstrip('.')} answered 404 Not Found)" if where else "")
-                    + "; use an MLflow tracking server for this") from None
-
-        return call
-
-
-def flat_name(artifact_path: str | None, name: str) -> str:
-    """GitLab packages hold flat file names: `plots/roc.png` → `plots-roc.png`."""
-    full = f"{artifact_path.strip('/')}/{name}" if artifact_path else name
-    return full.replace("/", "-")
-
-
-def semver_key(version: str) -> tuple[int, int, int]:
-    parts = [int(p) for p in re.findall(r"\d+", version)[:3]]
-    return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
-
-
-def next_patch(latest: str | None) -> str:
-    if latest is None:
-        return "1.0.0"
-    major, minor, patch = semver_key(latest)
-    return f"{major}.{minor}.{patch + 1}"
+MAX_DESCRIPTION = 10_000  # model_version.rb: description ≤ 10,000 characters
 
 
 class GitLabRegistry(Registry):
@@ -101,13 +64,37 @@ class GitLabRegistry(Registry):
 
     max_param_chars = MAX_PARAM_CHARS
 
-    def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None):
+    def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None,
+                 server_url: str | None = None):
         super().__init__(uri)
         self.client = GuardedClient(self.client)
-        self.job_id = job_id
+        # GitLab looks gitlab.CI_JOB_ID up among its own jobs and answers 500 (after creating
+        # the run) for one it does not know: send it only to the CI's own GitLab
+        self.job_id = job_id if job_id and same_host(server_url, uri) else None
         self.project_url = project_url
 
+    def _rest(self, method: str, endpoint: str, **kwargs) -> dict | None:
+        """One call read as plain JSON (MLflow's parser refuses some of GitLab's answers);
+        None when GitLab says the resource does not exist."""
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request
+
+        resp = http_request(get_default_host_creds(self.uri), f"/api/2.0/mlflow/{endpoint}",
+                            method, **kwargs)
+        body = resp.json() if resp.content else {}
+        if resp.status_code == 404 and body.get("error_code") == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        if resp.status_code != 200:
+            raise RegistryError(f"GitLab's MLflow API answered {resp.status_code} to {endpoint}: "
+                                f"{redact(resp.text[:300])}")
+        return body
+
     # -- tracking -------------------------------------------------------------------------
+    def training_experiment(self, model: str) -> str:
+        """`[model]<name>`, made by GitLab with the model: the runs GitLab can promote."""
+        self.ensure_registered_model(model)
+        return model_experiment(model)
+
     def start_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> str:
         """Runs of a CI job carry gitlab.CI_JOB_ID: GitLab links them to the job."""
         job = {"gitlab.CI_JOB_ID": self.job_id} if self.job_id else {}
@@ -117,7 +104,7 @@ class GitLabRegistry(Registry):
         with tempfile.TemporaryDirectory(prefix="mlops-gitlab-") as tmp:
             for path in paths:
                 flat = Path(tmp) / flat_name(artifact_path, Path(path).name)
-                shutil.copyfile(path, flat)
+                flat.write_bytes(Path(path).read_bytes())
                 self.client.log_artifact(run_id, str(flat))
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
@@ -138,7 +125,8 @@ class GitLabRegistry(Registry):
 
     def find_version(self, name: str, run_key: str) -> ModelVersionRef | None:
         """The version a training run with this run key registered (tag on the run)."""
-        registered = sorted({run.data.tags[REGISTERED] for run in self.all_runs(name)
+        registered = sorted({run.data.tags[REGISTERED]
+                             for run in self.all_runs(model_experiment(name))
                              if run.data.tags.get("run_key") == run_key
                              and run.data.tags.get(REGISTERED)}, key=semver_key)
         for version in registered:
@@ -147,52 +135,98 @@ class GitLabRegistry(Registry):
                 return found
         return None
 
-    def _latest(self, name: str) -> str | None:
-        with warnings.catch_warnings():  # GitLab answers with the highest semantic version
-            warnings.simplefilter("ignore", FutureWarning)
-            latest = self.client.get_latest_versions(name)
-        return self._ref(latest[0]).version if latest else None
+    def ensure_registered_model(self, name: str) -> None:
+        """Create the model (and so `[model]<name>`) unless GitLab has it; read without MLflow's
+        parser, which fails on the raw version rows some 17.x releases answer with."""
+        from mlflow.exceptions import MlflowException
+
+        if self._rest("GET", "registered-models/get", params={"name": name}) is not None:
+            return
+        try:
+            self.client.create_registered_model(name, description="Registered by prefect-mlops.")
+        except MlflowException as exc:  # GitLab answers RESOURCE_ALREADY_EXISTS to any refusal
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            if self._rest("GET", "registered-models/get", params={"name": name}) is None:
+                raise RegistryError(
+                    f"GitLab refused to create model {name}: not a valid GitLab model name, or "
+                    f"the project has an experiment {model_experiment(name)} without a model "
+                    "(rename or delete it)") from None
+
+    def _latest(self, name: str) -> dict | None:
+        """The highest version as GitLab lists it (`[null]` for none: MLflow cannot parse it)."""
+        found = self._rest("POST", "registered-models/get-latest-versions", json={"name": name})
+        versions = [v for v in (found or {}).get("model_versions") or [] if v]
+        return versions[0] if versions else None
 
     def register(self, name: str, run_id: str, model_dir: Path, tags: dict[str, str],
                  description: str) -> ModelVersionRef:
-        """Create the next semantic version, upload the packed model folder to the version's
-        run, then tag the training run with it; idempotent by run key."""
-        from mlflow.exceptions import MlflowException
-
+        """Create the next semantic version from the training run, upload the packed model
+        folder to the version's package, then tag the training run; idempotent by run key, and
+        a retry resumes the version its run already made (GitLab promotes a run only once)."""
         existing = self.find_version(name, tags["run_key"])
         if existing is not None:
             return existing
         self.ensure_registered_model(name)
-        mv = None
+        mv = self._version_of_run(name, run_id) or self._create_version(name, run_id, tags,
+                                                                          description)
+        if mv.run_id != run_id:  # GitLab before !182777: the version has a run of its own
+            trained = self.client.get_run(run_id).data
+            self.log_run(mv.run_id, params=trained.params, metrics=trained.metrics)
+        self._upload(mv.run_id, model_dir)
+        if REGISTERED not in self.client.get_run(run_id).data.tags:
+            self.client.set_tag(run_id, REGISTERED, self._ref(mv).version)
+        return self._ref(mv)
+
+    def _version_of_run(self, name: str, run_id: str):
+        latest = self._latest(name)
+        tags = {t["key"]: t["value"] for t in (latest or {}).get("tags") or []}
+        if latest is None or tags.get(TRAINING_RUN) != run_id:
+            return None
+        return self.client.get_model_version(name, (latest.get("aliases") or [""])[0])
+
+    def _create_version(self, name: str, run_id: str, tags: dict[str, str], description: str):
+        """The next patch, or the version `registry.tags` pins with `gitlab.version`."""
+        from mlflow.exceptions import MlflowException
+
+        pinned = tags.get("gitlab.version")
         for _ in range(5):
-            semver = next_patch(self._latest(name))
+            latest = self._latest(name)
+            semver = pinned or next_patch((latest.get("aliases") or [None])[0] if latest else None)
             try:
-                mv = self.client.create_model_version(
-                    name, source="", run_id=run_id, description=description,
-                    tags={**redact_values(tags), "gitlab.version": semver, TRAINING_RUN: run_id})
-                break
+                return self.client.create_model_version(
+                    name, source="", run_id=run_id, description=clip(description, MAX_DESCRIPTION),
+                    tags=version_tags({**redact_values(tags), "gitlab.version": semver,
+                                       TRAINING_RUN: run_id}))
             except MlflowException as exc:
-                if exc.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS"):
-                    raise
+                refusal = gitlab_message(exc)
+                taken = "already been taken" in refusal
+                if not taken or pinned:
+                    hint = " (registry.tags pins gitlab.version)" if taken else ""
+                    raise RegistryError(f"GitLab refused version {semver} of {name}: "
+                                        f"{refusal}{hint}") from None
                 # taken: by a concurrent registration, or by our own create replayed on retry
                 mine = self.get_version(name, semver)
-                if mine is not None and mine.tags.get("run_key") == tags["run_key"]:
-                    mv = self.client.get_model_version(name, semver)
-                    break
-        if mv is None:
-            raise RegistryError(f"could not allocate a GitLab version for {name} after 5 tries")
+                if mine is not None and mine.tags.get(TRAINING_RUN) == run_id:
+                    return self.client.get_model_version(name, semver)
+        raise RegistryError(f"could not allocate a GitLab version for {name} after 5 tries")
+
+    def _upload(self, version_run: str, model_dir: Path) -> None:
+        """To the run's address as GitLab gives it now, the version's package (MLflow's client
+        keeps the address it saw before the run became a version)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repo = get_artifact_repository(self.client.get_run(version_run).info.artifact_uri)
         with tempfile.TemporaryDirectory(prefix="mlops-pack-") as tmp:
             packed = Path(tmp) / PACKED
             with tarfile.open(packed, "w:gz") as tar:
                 for path in sorted(model_dir.rglob("*")):
                     if path.is_file():
                         tar.add(path, arcname=str(path.relative_to(model_dir)))
-            self.client.log_artifact(mv.run_id, str(packed))
-            card = model_dir / "model_card.md"
-            if card.exists():  # readable on the version's page
-                self.client.log_artifact(mv.run_id, str(card))
-        self.client.set_tag(run_id, REGISTERED, self._ref(mv).version)
-        return self._ref(mv)
+            repo.log_artifact(str(packed))
+        card = model_dir / "model_card.md"
+        if card.exists():  # readable on the version's page
+            repo.log_artifact(str(card))
 
     # -- aliases: an append-only log of pointer moves ------------------------------------------
     def _pointer_experiment(self, name: str) -> str:
@@ -214,17 +248,24 @@ class GitLabRegistry(Registry):
 
     # -- model files --------------------------------------------------------------------------
     def download_model(self, ref: ModelVersionRef, dst: str) -> str:
-        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+        """From the version's package (the files route every supported GitLab has)."""
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request
 
-        name, version = ref.name, ref.version
-        mv = self.client.get_model_version(name, version)
-        repo = MlflowArtifactsRepository(f"mlflow-artifacts:/{mv.version}", self.uri)
-        if PACKED not in {f.path for f in repo.list_artifacts()}:
-            raise RegistryError(f"{name} v{version} has no {PACKED} in GitLab (its upload did not "
-                                "finish); train again to register a complete version")
+        mv = self.client.get_model_version(ref.name, ref.version)
+        folder = self.client.get_run(mv.run_id).info.artifact_uri
         target = Path(dst) / "model"
         with tempfile.TemporaryDirectory(prefix="mlops-unpack-") as tmp:
-            packed = repo.download_artifacts(PACKED, tmp)
+            resp = http_request(get_default_host_creds(folder), f"/{PACKED}", "GET", stream=True)
+            if resp.status_code == 404:
+                raise RegistryError(f"{ref.name} v{ref.version} has no {PACKED} in GitLab (its "
+                                    "upload did not finish); train again to register a "
+                                    "complete version")
+            resp.raise_for_status()
+            packed = Path(tmp) / PACKED
+            with open(packed, "wb") as out:
+                for chunk in resp.iter_content(1 << 20):
+                    out.write(chunk)
             with tarfile.open(packed) as tar:
                 tar.extractall(target, filter="data")
         return str(target)

@@ -56,6 +56,10 @@ class Registry:
             location = self.artifact_root.as_uri()
         return self.client.create_experiment(name, artifact_location=location)
 
+    def training_experiment(self, model: str) -> str:
+        """The experiment a model's training runs go to."""
+        return model
+
     def start_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name,
                                      tags=redact_values(tags))

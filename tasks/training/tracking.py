@@ -45,7 +45,8 @@ def training_run(registry: Registry, cfg: ModelConfig, plan: RunPlan,
                  validation: ValidationReport) -> Iterator[str]:
     """The MLflow run of this training: FINISHED when the block completes, FAILED otherwise
     (a gate rejection included)."""
-    with registry.run(cfg.name, f"{cfg.name}-{plan.run_key[:8]}", plan.tags) as run_id:
+    with registry.run(registry.training_experiment(cfg.name), f"{cfg.name}-{plan.run_key[:8]}",
+                      plan.tags) as run_id:
         registry.log_run(run_id, params={**flat_params(cfg), "device": plan.device,
                                          "rows": validation.rows,
                                          "features": len(validation.features)})

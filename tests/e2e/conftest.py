@@ -117,15 +117,16 @@ def mlflow_server(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="session")
-def gitlab_mlflow(mlflow_server):
-    """GitLab's MLflow API (only what GitLab implements, GitLab's rules) in front of the real
-    MLflow server."""
-    from tests.fakes.gitlab_mlflow import GitLabMlflowProxy
+@pytest.fixture(params=["older", "newer"])
+def gitlab_mlflow(request):
+    """GitLab's MLflow API as gitlabhq's source says it answers (tests/fakes/gitlab_mlflow.py),
+    in both behaviours of `model-versions/create`: older GitLab ignores `run_id`, newer GitLab
+    promotes the run. Per test: the fake is in memory and starts at once."""
+    from tests.fakes.gitlab_mlflow import GitLabMlflow
 
-    proxy = GitLabMlflowProxy(mlflow_server).start()
-    yield proxy
-    proxy.stop()
+    fake = GitLabMlflow(request.param).start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture(scope="session")

@@ -135,21 +135,23 @@ def test_deployment_run_watch_completes_on_a_process_worker(stack, tmp_path):
     assert versions(Path(env["MLOPS_HOME"]), "fraud") == ["1"]
 
 
-def test_ci_trigger_is_idempotent_and_waits_for_approval(stack, gitlab_mlflow, mlflow_server):
-    """A merge request pipeline with GitLab's MLflow API as the tracking server: `mlops ci`
-    starts the run, approval resumes it, GitLab gets one model report comment and a deployment
-    per environment change, and every MLflow call passes GitLab's routes and rules."""
-    api, proxy = stack["api"], gitlab_mlflow
-    calls_before = len(proxy.calls)
+def test_ci_trigger_is_idempotent_and_waits_for_approval(stack, gitlab_mlflow):
+    """A merge request pipeline with GitLab's MLflow API as the tracking server (older and newer
+    GitLab): `mlops ci` starts the run, approval resumes it, GitLab gets one model report comment
+    and a deployment per environment change, and every MLflow call passes GitLab's routes and
+    rules."""
+    api, fake = stack["api"], gitlab_mlflow
+    fake.ml.jobs.add("31337")  # the job of this pipeline, on the same GitLab
+    pipeline = {"older": "9001", "newer": "9011"}[fake.mode]
     gitlab = FakeGitLab().start()
     mr = {"CI_SERVER_URL": gitlab.url, "CI_PROJECT_ID": "42", "CI_MERGE_REQUEST_IID": "5",
           "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_SHA": "a" * 40, "CI_JOB_ID": "31337",
           "CI_PROJECT_URL": "https://gitlab.example.com/claims/models"}
     env = {**stack["env"], **mr, "CI_COMMIT_MESSAGE": "train fraud\n\nretrain after the data fix",
-           "CI_PIPELINE_ID": "9001", "MLFLOW_TRACKING_URI": proxy.url}
+           "CI_PIPELINE_ID": pipeline, "MLFLOW_TRACKING_URI": fake.url}
     # the runner holds only the tokens; the MR's identity comes with the flow run (job variables)
     with worker(stack, "cpu-runners", "cpu-2", MLOPS_GITLAB_TOKEN="glpat-good",
-                MLFLOW_TRACKING_URI=proxy.url, MLFLOW_TRACKING_TOKEN=proxy.token), background(
+                MLFLOW_TRACKING_URI=fake.url, MLFLOW_TRACKING_TOKEN=fake.token), background(
             [str(BIN / "mlops"), "ci"], stack["root"] / "ci.log", env=env) as ci:
         run_id = paused_run(api, "fraud")
         answer = mlops(["approve", run_id, "--as", "alice", "--comment", "ci e2e"], env)
@@ -162,18 +164,15 @@ def test_ci_trigger_is_idempotent_and_waits_for_approval(stack, gitlab_mlflow, m
         retried = mlops(["ci"], env)  # the same pipeline's job, retried
     assert retried.returncode == 0, retried.stderr
     assert "already started by this pipeline" in retried.stdout
-    key = "gitlab-pipeline-9001-training-pipeline/fraud"
+    key = f"gitlab-pipeline-{pipeline}-training-pipeline/fraud"
     assert len([r for r in flow_runs(api) if r["idempotency_key"] == key]) == 1
-    upstream = mlflow.MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
-    [version] = upstream.search_model_versions("name='fraud'")  # same data, config, code
-    assert version.tags["gitlab.version"] == "1.0.0"
-    [trained] = [r for r in upstream.search_runs(
-        [upstream.get_experiment_by_name("fraud").experiment_id])]
-    assert trained.data.tags["gitlab.CI_JOB_ID"] == "31337"  # the run links to the CI job
-    calls = proxy.calls[calls_before:]
-    assert proxy.refused == [] and proxy.dropped == []
-    assert not [c for c in calls if c[2] in (400, 401, 403)]
-    assert any(path.endswith("/model-versions/create") for _, path, _ in calls)
+    assert [v.version for v in fake.ml.versions] == ["1.0.0"]  # same data, config, code
+    [trained] = [c for c in fake.runs_of("[model]fraud") if "run_key" in c.metadata]
+    assert trained.ci_build == "31337"  # the run links to the CI job
+    assert {"model.tar.gz", "model_card.md"} <= fake.version_files("fraud", "1.0.0")
+    assert fake.refused == [] and fake.dropped == []
+    assert not [c for c in fake.calls if c[2] in (400, 401, 403) or c[2] >= 500]
+    assert any(path.endswith("/model-versions/create") for _, path, _ in fake.calls)
     gitlab.stop()
     [note] = gitlab.notes["5"]
     assert "model-report:fraud" in note["body"] and "gate ✅ passed" in note["body"]

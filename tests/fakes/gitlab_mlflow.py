@@ -1,86 +1,72 @@
-"""GitLab's MLflow-compatible API, emulated as a loopback proxy in front of a real MLflow server.
+"""GitLab's MLflow-compatible API and its `ml_models` package files, emulated on loopback from
+gitlabhq's source (not from this project's adapter).
 
-Only the endpoints GitLab documents pass (https://docs.gitlab.com/user/project/ml/experiment_tracking/
-mlflow_client/ and lib/api/ml/mlflow in gitlabhq); everything else is answered as GitLab's router
-answers an unknown route (404 `{"error":"404 Not Found"}`). On the way through, GitLab's rules are
-applied:
+`url` is what a GitLab user sets as MLFLOW_TRACKING_URI: `<host>/api/v4/projects/<id>/ml/mlflow`.
+Each route below names the gitlabhq file it follows; the data model and the services' rules are
+in tests/fakes/gitlab_ml.py. Two behaviours, chosen by `mode`:
 
-- a param or run tag can be written once per run (`log-parameter`/`set-tag` → 400 the second
-  time; `log-batch` drops duplicates silently); param values are at most 250 characters;
-- `runs/search` reads only the first experiment id, ignores `filter`, caps `max_results` at 1000
-  and orders only by `created_at`, `name` or `metrics.<key>`;
-- a run's `artifact_uri` is a generic-package URL (`…/packages/ml_models/candidate:<run>/files/`)
-  that takes flat file names only (no folders);
-- model versions are semantic versions taken from the `gitlab.version` tag (else the next patch
-  after the highest); the API's `version` field is the version's database id, `aliases` is
-  `[semver]`; `create` ignores `source` and `run_id` and makes a run of its own (experiment
-  `[model]<name>`) whose files are the version's package; no alias writes, no version tags
-  after creation, no version search;
-- `mlflow-artifacts` serves only a model version's package: list `?path=<id>` and `<id>/<file>`.
+- "older" (GitLab 17.x before MR !182777, "Promote model version through MLflow API"):
+  `model-versions/create` has no `run_id` param (model_versions.rb@f7f952a), so every version
+  gets a new run of its own in `[model]<name>`; `registered-models/get` lists the versions as raw
+  database rows (entities/ml/mlflow/registered_model.rb@bc7f4d7, `expose :versions` without
+  `using:`); `mlflow-artifacts` serves model versions only (mlflow_artifacts/artifacts.rb@415360b);
+  package files have no sub-folders (ml_model_packages.rb before `(*path/)`); no
+  `metrics/get-history`.
+- "newer" (after !182777, 18.x): `run_id` is the "Run ID of the candidate to be promoted to a model
+  version" (model_versions.rb@1737a58), checked by create_model_version_service.rb; model versions
+  are entities in `registered-models/get` (registered_model.rb@3919ad7); `candidate:<iid>` in
+  `mlflow-artifacts` (artifacts.rb@1737a58); sub-folders (ml_model_packages.rb@2d0fdb4);
+  `metrics/get-history` (metrics.rb@3f82e48).
 
-Storage is the real server's: runs, params, metrics, registered models, versions and files all
-end up in it (files through its `mlflow-artifacts` endpoint)."""
+Anything else is answered as GitLab's API catch-all answers (lib/api/api.rb `route :any, '*path'`):
+404 `{"error":"404 Not Found"}`.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, quote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
-import requests
+from tests.fakes.gitlab_ml import (
+    ArgumentError,
+    Candidate,
+    CheckViolation,
+    Experiment,
+    GitLabMl,
+    Invalid,
+    ModelVersion,
+)
+from tests.fakes.gitlab_mlflow_routes import (
+    MLFLOW_ROUTES,
+    Reply,
+    artifacts,
+    need,
+    not_found,
+    package_file,
+    pairs,
+)
 
-MLFLOW = "/api/2.0/mlflow/"
-ALLOWED = {
-    ("GET", "experiments/get"), ("GET", "experiments/get-by-name"), ("GET", "experiments/list"),
-    ("POST", "experiments/search"), ("POST", "experiments/create"),
-    ("POST", "experiments/set-experiment-tag"), ("POST", "experiments/delete"),
-    ("POST", "runs/create"), ("GET", "runs/get"), ("POST", "runs/search"),
-    ("POST", "runs/update"), ("POST", "runs/log-metric"), ("POST", "runs/log-parameter"),
-    ("POST", "runs/set-tag"), ("POST", "runs/log-batch"), ("POST", "runs/delete"),
-    ("GET", "metrics/get-history"),
-    ("POST", "registered-models/create"), ("GET", "registered-models/get"),
-    ("PATCH", "registered-models/update"), ("POST", "registered-models/get-latest-versions"),
-    ("DELETE", "registered-models/delete"), ("GET", "registered-models/search"),
-    ("GET", "registered-models/alias"),
-    ("POST", "model-versions/create"), ("GET", "model-versions/get"),
-    ("GET", "model-versions/get-download-uri"), ("PATCH", "model-versions/update"),
-}
-NOT_FOUND = {"error": "404 Not Found"}
-MAX_PARAM = 250
-ID_TAG = "fake.gitlab.id"  # the GitLab id kept upstream, so a restarted proxy knows it again
-
-
-def semver_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+MODES = ("older", "newer")
+NOT_FOUND = {"error": "404 Not Found"}  # lib/api/api.rb catch-all `route :any, '*path'`
 
 
-class Reply(Exception):
-    def __init__(self, status: int, body: dict):
-        super().__init__(status)
-        self.status, self.body = status, body
+class GitLabMlflow:
+    """One GitLab project's MLflow API in memory; `ml` holds what GitLab would have stored."""
 
-
-def mlflow_error(status: int, code: str, message: str = "") -> Reply:
-    body = {"error_code": code}
-    if message:
-        body["message"] = message
-    return Reply(status, body)
-
-
-class GitLabMlflowProxy:
-    """`url` is the tracking URI a GitLab user sets: `<host>/api/v4/projects/<id>/ml/mlflow`."""
-
-    def __init__(self, upstream: str, project_id: str = "42", token: str = "glpat-mlflow"):
-        self.upstream = upstream.rstrip("/")
-        self.project_id = project_id
-        self.token = token
-        self.calls: list[tuple[str, str, int]] = []   # (method, path, status) in order
-        self.refused: list[tuple[str, str]] = []      # unknown routes answered 404
-        self.dropped: list[tuple[str, str]] = []      # (run, key) written twice in a log-batch
-        self.versions: dict[str, dict] = {}           # GitLab model-version id → its record
-        self.lock = threading.Lock()
+    def __init__(self, mode: str = "newer", project_id: str = "42",
+                 token: str = "glpat-mlflow") -> None:
+        assert mode in MODES, mode
+        self.mode, self.project_id, self.token = mode, project_id, token
+        self.ml = GitLabMl()
+        self.calls: list[tuple[str, str, int]] = []  # (method, path, status), in order
+        self.refused: list[tuple[str, str]] = []     # unknown routes answered 404
+        self.dropped: list[tuple[str, str]] = []     # (run, key) skipped by log-batch
+        self.failing_uploads = 0  # the next N package PUTs fail as object storage failing
+        self.before_version: list[Callable[[], None]] = []  # run before the next create
+        self.lock = threading.Lock()  # one request at a time: each is one transaction
         self.server: ThreadingHTTPServer | None = None
 
     # -- addresses ----------------------------------------------------------------------------
@@ -97,268 +83,126 @@ class GitLabMlflowProxy:
     def url(self) -> str:
         return f"{self.base}{self.project}/ml/mlflow"
 
-    def package_url(self, package: str) -> str:
-        return f"{self.base}{self.project}/packages/ml_models/{quote(package, safe=':')}/files/"
+    # -- entities (lib/api/entities/ml/mlflow/*.rb) -----------------------------------------
+    def artifact_uri(self, c: Candidate) -> str:
+        """run_info.rb@de09f03: the version's package once the run is a version's, else the
+        run's own `candidate:<iid>` package."""
+        target = c.model_version.id if c.model_version else f"candidate:{c.iid}"
+        return f"{self.base}{self.project}/packages/ml_models/{target}/files/"
 
-    # -- upstream -----------------------------------------------------------------------------
-    def _up(self, method: str, endpoint: str, query: dict | None = None,
-            body: dict | None = None) -> dict:
-        resp = requests.request(method, f"{self.upstream}{MLFLOW}{endpoint}", params=query,
-                                json=body, timeout=60)
-        data = resp.json() if resp.content else {}
-        if resp.status_code != 200:
-            raise Reply(resp.status_code, data)
-        return data
+    def run_info(self, c: Candidate) -> dict:
+        """run_info.rb: run_id = eid, experiment_id = the experiment's iid as a string; nil
+        end_time and name are left out (`expose_nil: false`)."""
+        info = {"run_id": c.eid, "run_uuid": c.eid, "experiment_id": str(c.experiment.iid),
+                "start_time": c.start_time or 0, "end_time": c.end_time, "run_name": c.name,
+                "status": c.status.upper(), "artifact_uri": self.artifact_uri(c),
+                "lifecycle_stage": "active", "user_id": "1"}
+        return {k: v for k, v in info.items() if v is not None}
 
-    def _run(self, run_id: str) -> dict:
-        return self._up("GET", "runs/get", {"run_id": run_id})["run"]
+    def run(self, c: Candidate) -> dict:
+        """run.rb: data = metrics (metric.rb: name as key, tracked_at as timestamp, step left
+        out when nil), params and metadata as tags (key_value.rb)."""
+        metrics = [{k: v for k, v in m.items() if v is not None} for m in c.metrics]
+        return {"info": self.run_info(c), "data": {
+            "metrics": metrics, "params": pairs(c.params), "tags": pairs(c.metadata)}}
+
+    def model_version(self, mv: ModelVersion) -> dict:
+        """model_version.rb@1e62780: `version` is the database id, `aliases` the semantic
+        version, timestamps in seconds, `source` the version's page in GitLab's UI."""
+        candidate = self.ml.version_candidate(mv)
+        return {"name": mv.model.name, "version": str(mv.id),
+                "creation_timestamp": int(mv.created_at),
+                "last_updated_timestamp": int(mv.updated_at), "user_id": None,
+                "current_stage": "development", "description": mv.description,
+                "source": f"{self.base}/group/project/-/ml/models/{mv.model.id}/versions/{mv.id}",
+                "run_id": candidate.eid if candidate else None, "status": "READY",
+                "status_message": "", "tags": pairs(mv.metadata), "run_link": "",
+                "aliases": [mv.version]}
+
+    def registered_model(self, name: str) -> dict:
+        """registered_model.rb: `latest_versions` is every version, as entities (3919ad7) or,
+        on the older code (bc7f4d7, no `using:`), as the raw database rows."""
+        model = self.ml.model(name)
+        versions = self.ml.versions_of(model)
+        listed = ([self.model_version(v) for v in versions] if self.mode == "newer" else [
+            {"id": v.id, "project_id": int(self.project_id), "model_id": model.id,
+             "version": v.version, "package_id": v.package.id if v.package else None,
+             "description": v.description, "semver_major": v.semver[0],
+             "semver_minor": v.semver[1], "semver_patch": v.semver[2]} for v in versions])
+        return {"name": model.name, "creation_timestamp": int(model.created_at),
+                "last_updated_timestamp": int(model.updated_at),
+                "description": model.description, "user_id": "1",
+                "tags": pairs(model.metadata), "latest_versions": listed}
 
     @staticmethod
-    def _upstream_root(run: dict) -> str:
-        root = run["info"]["artifact_uri"]
-        if not root.startswith("mlflow-artifacts:/"):
-            raise RuntimeError(f"upstream must serve artifacts (mlflow-artifacts:), got {root}")
-        return root.split(":/", 1)[1].strip("/")
+    def experiment(e: Experiment) -> dict:
+        """experiment.rb entity: experiment_id is the iid as a string."""
+        return {"experiment_id": str(e.iid), "name": e.name, "lifecycle_stage": "active",
+                "artifact_location": "not_implemented", "tags": pairs(e.metadata)}
 
-    def _upstream_files(self, run: dict) -> str:
-        """The run's folder on the real server's artifact endpoint."""
-        return f"{self.upstream}/api/2.0/mlflow-artifacts/artifacts/{self._upstream_root(run)}"
+    # -- finders (api_helpers.rb) -------------------------------------------------------------
+    def find_experiment(self, p: dict):
+        found = self.ml.experiment(p.get("experiment_id"), p.get("experiment_name"))
+        if found is None:
+            raise not_found()
+        return found
 
-    def _package_of(self, run_id: str) -> str:
-        for mv_id, record in self.versions.items():
-            if record["run_id"] == run_id:
-                return mv_id
-        return f"candidate:{run_id}"
+    def find_candidate(self, p: dict) -> Candidate:
+        found = self.ml.candidate(eid=need(p, "run_id"))
+        if found is None:
+            raise not_found()
+        return found
 
-    def _gitlab_run(self, run: dict) -> dict:
-        run["info"]["artifact_uri"] = self.package_url(self._package_of(run["info"]["run_id"]))
-        return run
-
-    # -- model versions -----------------------------------------------------------------------
-    def _version_entity(self, mv_id: str) -> dict:
-        record = self.versions[mv_id]
-        upstream = self._up("GET", "model-versions/get", {
-            "name": record["name"], "version": record["upstream_version"]})["model_version"]
-        return {
-            "name": record["name"], "version": mv_id,
-            "creation_timestamp": upstream["creation_timestamp"] // 1000,
-            "last_updated_timestamp": upstream.get("last_updated_timestamp", 0) // 1000,
-            "user_id": None, "current_stage": "development",
-            "description": upstream.get("description", ""),
-            "source": f"{self.base}/group/project/-/ml/models/{record['name']}/versions/{mv_id}",
-            "run_id": record["run_id"], "status": "READY", "status_message": "",
-            "tags": [t for t in upstream.get("tags", []) if t["key"] != ID_TAG],
-            "run_link": "", "aliases": [record["semver"]],
-        }
-
-    def _find_version(self, name: str, semver: str) -> str | None:
-        return next((i for i, r in self.versions.items()
-                     if r["name"] == name and r["semver"] == semver), None)
-
-    def _create_version(self, body: dict) -> dict:
-        name = body.get("name")
-        if not name:
-            raise mlflow_error(400, "INVALID_PARAMETER_VALUE", "name is missing")
-        self._up("GET", "registered-models/get", {"name": name})  # 404 as GitLab when unknown
-        tags = body.get("tags") or []
-        semver = next((t["value"] for t in tags if t.get("key") == "gitlab.version"), None)
-        mine = sorted((r["semver"] for r in self.versions.values() if r["name"] == name),
-                      key=semver_key)
-        if semver is None:
-            major, minor, patch = semver_key(mine[-1]) if mine else (1, 0, -1)
-            semver = f"{major}.{minor}.{patch + 1}"
-        if not re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", semver):
-            raise mlflow_error(400, "INVALID_PARAMETER_VALUE", "Version must be semantic version")
-        if semver in mine:
-            raise mlflow_error(400, "INVALID_PARAMETER_VALUE", "Version has already been taken")
-        experiment = f"[model]{name}"
-        try:
-            exp_id = self._up("GET", "experiments/get-by-name",
-                              {"experiment_name": experiment})["experiment"]["experiment_id"]
-        except Reply:
-            exp_id = self._up("POST", "experiments/create", body={"name": experiment})[
-                "experiment_id"]
-        run = self._up("POST", "runs/create", body={"experiment_id": exp_id,
-                                                    "run_name": f"{name}-{semver}"})["run"]
-        mv_id = str(1000 + len(self.versions) + 1)
-        upstream = self._up("POST", "model-versions/create", body={
-            "name": name, "source": run["info"]["artifact_uri"], "run_id": run["info"]["run_id"],
-            "tags": [*tags, {"key": ID_TAG, "value": mv_id}],
-            "description": body.get("description") or ""})["model_version"]
-        self.versions[mv_id] = {"name": name, "semver": semver, "run_id": run["info"]["run_id"],
-                                "upstream_version": upstream["version"]}
-        return {"model_version": self._version_entity(mv_id)}
-
-    def _load(self) -> None:
-        """The versions an earlier proxy created on this upstream (GitLab persists them)."""
-        found = self._up("GET", "model-versions/search", {"max_results": 10000})
-        for mv in found.get("model_versions", []):
-            tags = {t["key"]: t["value"] for t in mv.get("tags", [])}
-            if ID_TAG in tags:
-                self.versions[tags[ID_TAG]] = {
-                    "name": mv["name"], "semver": tags.get("gitlab.version", ""),
-                    "run_id": mv["run_id"], "upstream_version": mv["version"]}
+    def find_model(self, p: dict):
+        found = self.ml.model(p.get("name") or "")
+        if found is None:
+            raise not_found()
+        return found
 
     # -- routing ------------------------------------------------------------------------------
-    def route(self, method: str, path: str, query: dict, raw: bytes) -> tuple[int, object]:
-        body = json.loads(raw) if raw and method in ("POST", "PATCH", "DELETE") else {}
-        mlflow_prefix = f"{self.project}/ml/mlflow/api/2.0/mlflow/"
-        artifacts_prefix = f"{self.project}/ml/mlflow/api/2.0/mlflow-artifacts/artifacts"
-        packages = re.fullmatch(rf"{self.project}/packages/ml_models/([^/]+)/files/([^/]+)", path)
-        if path.startswith(mlflow_prefix):
-            endpoint = path.removeprefix(mlflow_prefix)
-            if (method, endpoint) in ALLOWED:
-                return 200, self.mlflow(method, endpoint, query, body)
-        elif path.startswith(artifacts_prefix) and method == "GET":
-            return self.model_artifacts(path.removeprefix(artifacts_prefix).strip("/"), query)
-        elif packages and method in ("PUT", "GET"):
-            return self.package_file(method, packages.group(1), packages.group(2), raw)
+    def route(self, method: str, path: str, p: dict, raw: bytes) -> tuple[int, object]:
+        api = f"{self.project}/ml/mlflow/api/2.0/mlflow/"
+        if path.startswith(api) and (method, path.removeprefix(api)) in MLFLOW_ROUTES:
+            handler, newer_only = MLFLOW_ROUTES[(method, path.removeprefix(api))]
+            if not newer_only or self.mode == "newer":
+                return 200, handler(self, p)
+        if path.startswith(f"{self.project}/ml/mlflow/api/2.0/mlflow-artifacts/artifacts") \
+                and method == "GET":
+            return artifacts(self, path.split("/mlflow-artifacts/artifacts", 1)[1], p)
+        prefix = f"{self.project}/packages/ml_models/"
+        if path.startswith(prefix) and method in ("PUT", "GET") and "/files/" in path:
+            target, rest = path.removeprefix(prefix).split("/files/", 1)
+            folder, _, name = unquote(rest).rpartition("/")
+            if not folder or self.mode == "newer":  # `(*path/)` is the newer route
+                return package_file(self, method, unquote(target), folder, name, raw)
         self.refused.append((method, path))
         return 404, NOT_FOUND
 
-    def mlflow(self, method: str, endpoint: str, query: dict, body: dict) -> dict:
-        if endpoint == "runs/create":
-            return {"run": self._gitlab_run(self._up("POST", endpoint, body=body)["run"])}
-        if endpoint in ("runs/get", "runs/update"):
-            data = self._up(method, endpoint, query, body or None)
-            run_id = (query or body).get("run_id")
-            return {"run": self._gitlab_run(self._run(run_id))} if endpoint == "runs/get" else {
-                "run_info": self._gitlab_run({"info": data["run_info"]})["info"]}
-        if endpoint == "runs/search":
-            return self._search_runs(body)
-        if endpoint in ("runs/log-parameter", "runs/set-tag"):
-            run = self._run(body["run_id"])
-            kind = "params" if endpoint == "runs/log-parameter" else "tags"
-            if any(p["key"] == body["key"] for p in run["data"].get(kind, [])):
-                raise Reply(400, {"message": "400 Bad request"})
-            if kind == "params" and len(str(body.get("value", ""))) > MAX_PARAM:
-                raise mlflow_error(400, "INVALID_PARAMETER_VALUE",
-                                   f"Value is too long (maximum is {MAX_PARAM} characters)")
-            return self._up(method, endpoint, body=body)
-        if endpoint == "runs/log-batch":
-            run = self._run(body["run_id"])
-            for kind in ("params", "tags"):
-                seen = {p["key"] for p in run["data"].get(kind, [])}
-                fresh = []
-                for item in body.get(kind) or []:
-                    if item["key"] not in seen:  # GitLab ignores duplicates
-                        seen.add(item["key"])
-                        fresh.append(item)
-                    else:
-                        self.dropped.append((body["run_id"], item["key"]))
-                body[kind] = fresh
-            too_long = [p["key"] for p in body["params"] if len(str(p["value"])) > MAX_PARAM]
-            if too_long:  # validation errors block the whole batch
-                raise mlflow_error(400, "INVALID_PARAMETER_VALUE",
-                                   f"param {too_long[0]}: value is too long (maximum is "
-                                   f"{MAX_PARAM} characters)")
-            return self._up(method, endpoint, body=body)
-        if endpoint == "registered-models/get-latest-versions":
-            name = body.get("name")
-            self._up("GET", "registered-models/get", {"name": name})
-            mine = [(r["semver"], i) for i, r in self.versions.items() if r["name"] == name]
-            if not mine:
-                return {"model_versions": []}
-            return {"model_versions": [self._version_entity(max(
-                mine, key=lambda p: semver_key(p[0]))[1])]}
-        if endpoint in ("registered-models/get", "registered-models/create",
-                        "registered-models/update"):
-            data = self._up(method, endpoint, query, body or None)
-            data["registered_model"].pop("latest_versions", None)
-            data["registered_model"].pop("aliases", None)
-            return data
-        if endpoint == "registered-models/alias":
-            found = self._find_version(query.get("name", ""), query.get("alias", ""))
-            if found is None:
-                raise mlflow_error(404, "RESOURCE_DOES_NOT_EXIST")
-            return {"model_version": self._version_entity(found)}
-        if endpoint == "model-versions/create":
-            with self.lock:
-                return self._create_version(body)
-        if endpoint == "model-versions/get":
-            for param in ("name", "version"):
-                if not query.get(param):
-                    raise Reply(400, {"error": f"{param} is missing"})
-            found = self._find_version(query["name"], query["version"])
-            if found is None:
-                raise mlflow_error(404, "RESOURCE_DOES_NOT_EXIST")
-            return {"model_version": self._version_entity(found)}
-        if endpoint == "model-versions/get-download-uri":
-            if not str(query.get("version", "")).isdigit():
-                raise Reply(400, {"error": "version is invalid"})
-            return {"artifact_uri": f"mlflow-artifacts:/{query['version']}"}
-        if endpoint == "model-versions/update":
-            found = self._find_version(body.get("name", ""), body.get("version", ""))
-            if found is None or "description" not in body:
-                raise mlflow_error(400, "INVALID_PARAMETER_VALUE")
-            record = self.versions[found]
-            self._up("PATCH", endpoint, body={"name": record["name"],
-                                             "version": record["upstream_version"],
-                                             "description": body["description"]})
-            return {"model_version": self._version_entity(found)}
-        return self._up(method, endpoint, query or None, body or None)
+    def handle(self, method: str, path: str, p: dict, raw: bytes) -> tuple[int, object]:
+        """Grape's rescue_from: ActiveRecordError → 400 INVALID_PARAMETER_VALUE with the message
+        (entrypoint.rb); anything else (ArgumentError) → 500."""
+        with self.lock:
+            try:
+                return self.route(method, path, p, raw)
+            except Reply as reply:
+                return reply.status, reply.body
+            except (Invalid, CheckViolation) as exc:
+                return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": str(exc)}
+            except ArgumentError:
+                return 500, {"message": "500 Internal Server Error"}
 
-    def _search_runs(self, body: dict) -> dict:
-        ids = body.get("experiment_ids") or []
-        if not ids:
-            raise Reply(400, {"error": "experiment_ids is missing"})
-        order = (body.get("order_by") or ["created_at DESC"])[0].split(" ")
-        column, direction = order[0], (order[1] if len(order) > 1 else "ASC").upper()
-        mapped = {"created_at": "attributes.start_time", "name": "attributes.run_name"}.get(
-            column, column if column.startswith("metrics.") else "attributes.start_time")
-        if mapped == "attributes.start_time" and column != "created_at":
-            direction = "DESC"  # GitLab's default order when the column is not supported
-        query = {"experiment_ids": ids[:1], "max_results": min(int(body.get("max_results", 200)),
-                                                                1000),
-                 "order_by": [f"{mapped} {direction}"]}
-        if body.get("page_token"):
-            query["page_token"] = body["page_token"]
-        data = self._up("POST", "runs/search", body=query)
-        data["runs"] = [self._gitlab_run(r) for r in data.get("runs", [])]
-        return data
+    # -- what GitLab holds, for assertions ------------------------------------------------------
+    def version_files(self, name: str, semver: str) -> set[str]:
+        mv = self.ml.version(name, semver)
+        return set(mv.package.files) if mv and mv.package else set()
 
-    def model_artifacts(self, rest: str, query: dict) -> tuple[int, object]:
-        """GitLab serves only model-version packages here: list `?path=<id>`, get `<id>/<f>`."""
-        if not rest:
-            path = query.get("path", "")
-            mv_id, _, sub = path.partition("/")
-            if mv_id not in self.versions:
-                return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST"}
-            if sub:  # GitLab's answer to MLflow asking whether a path is a folder
-                return 200, {"files": []}
-            run = self._run(self.versions[mv_id]["run_id"])
-            listing = requests.get(f"{self.upstream}/api/2.0/mlflow-artifacts/artifacts",
-                                   params={"path": self._upstream_root(run)}, timeout=60)
-            files = [f for f in listing.json().get("files", []) if not f.get("is_dir")]
-            return 200, {"files": [{"path": f["path"], "is_dir": False,
-                                    "file_size": int(f.get("file_size", 0))} for f in files]}
-        mv_id, _, name = rest.partition("/")
-        if mv_id not in self.versions or not name or "/" in name:
-            return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST"}
-        return self.package_file("GET", mv_id, name, b"")
-
-    def package_file(self, method: str, package: str, name: str, raw: bytes
-                     ) -> tuple[int, object]:
-        run_id = (self.versions[package]["run_id"] if package in self.versions
-                  else package.removeprefix("candidate:"))
-        try:
-            run = self._run(run_id)
-        except Reply:
-            return 404, {"message": "404 Package Not Found"}
-        target = f"{self._upstream_files(run)}/{quote(name)}"
-        if method == "PUT":
-            resp = requests.put(target, data=raw, timeout=120)
-            resp.raise_for_status()
-            return 201, {"message": "201 Created"}
-        resp = requests.get(target, timeout=120)
-        if resp.status_code != 200:
-            return 404, {"message": "404 Not Found"}
-        return 200, resp.content
+    def runs_of(self, experiment: str) -> list[Candidate]:
+        found = self.ml.experiment(name=experiment)
+        return [c for c in self.ml.candidates if c.experiment is found] if found else []
 
     # -- server -------------------------------------------------------------------------------
-    def start(self) -> GitLabMlflowProxy:
-        proxy = self
-        self._load()
+    def start(self) -> GitLabMlflow:
+        fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # quiet
@@ -368,16 +212,15 @@ class GitLabMlflowProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 parsed = urlparse(self.path)
-                query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
-                auth = self.headers.get("Authorization", "")
-                if auth != f"Bearer {proxy.token}":
+                params = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+                if raw and method != "PUT":
+                    params.update(json.loads(raw))  # Grape merges query and JSON body params
+                # entrypoint.rb `authenticate!`; packages accept the token as Bearer only
+                if self.headers.get("Authorization", "") != f"Bearer {fake.token}":
                     status, body = 401, {"message": "401 Unauthorized"}
                 else:
-                    try:
-                        status, body = proxy.route(method, parsed.path, query, raw)
-                    except Reply as reply:
-                        status, body = reply.status, reply.body
-                proxy.calls.append((method, parsed.path, status))
+                    status, body = fake.handle(method, parsed.path, params, raw)
+                fake.calls.append((method, parsed.path, status))
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/octet-stream"
@@ -402,10 +245,29 @@ class GitLabMlflowProxy:
                 self._handle("DELETE")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+def serve(mode: str, monkeypatch) -> Iterator[GitLabMlflow]:
+    """A started fake for one test: the client's token and tracking URI set, MLflow's retries
+    off (GitLab's 500s would otherwise be retried for minutes), MLflow's global URIs restored."""
+    import mlflow.tracking._model_registry.utils as registry_uris
+    import mlflow.tracking._tracking_service.utils as tracking_uris
+
+    fake = GitLabMlflow(mode).start()
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", fake.token)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fake.url)  # restored after the test
+    monkeypatch.setattr(tracking_uris, "_tracking_uri", tracking_uris._tracking_uri)
+    monkeypatch.setattr(registry_uris, "_registry_uri", registry_uris._registry_uri)
+    try:
+        yield fake
+    finally:
+        fake.stop()
