@@ -25,10 +25,11 @@ import shutil
 import tarfile
 import tempfile
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
+from tasks.adapters import audit_store
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
+from tasks.core import chain
 from tasks.core.errors import RegistryError
 from tasks.core.redact import redact
 
@@ -101,11 +102,13 @@ class GitLabRegistry(Registry):
 
     max_param_chars = MAX_PARAM_CHARS
 
-    def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None):
+    def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None,
+                 audit_key: bytes | None = None):
         super().__init__(uri)
         self.client = GuardedClient(self.client)
         self.job_id = job_id
         self.project_url = project_url
+        self.audit_key = audit_key
 
     # -- tracking -------------------------------------------------------------------------
     def start_run(self, experiment: str, run_name: str, tags: dict[str, str]) -> str:
@@ -194,23 +197,16 @@ class GitLabRegistry(Registry):
         self.client.set_tag(run_id, REGISTERED, self._ref(mv).version)
         return self._ref(mv)
 
-    # -- aliases: an append-only log of pointer moves ------------------------------------------
-    def _pointer_experiment(self, name: str) -> str:
-        return f"aliases/{name}"
-
+    # -- aliases: the audit chain is the pointer log ----------------------------------------
     def move_alias(self, name: str, alias: str, version: str | None) -> None:
-        with self.run(self._pointer_experiment(name), f"{alias}-{version or 'none'}",
-                      {"mlops.alias": alias, "model": name}) as run_id:
-            self.log_run(run_id, params={
-                "alias": alias, "version": version or "",
-                "at": datetime.now(UTC).isoformat(timespec="microseconds")})
+        """GitLab cannot store aliases: the release stage's audit record of the move (a link of
+        the hash chain, signed when an audit key is set) is the pointer; nothing to write here."""
 
     def alias_version(self, name: str, alias: str) -> str | None:
-        moves = [run.data.params for run in self.all_runs(self._pointer_experiment(name))
-                 if run.data.params.get("alias") == alias and "at" in run.data.params]
-        if not moves:
-            return None
-        return max(moves, key=lambda p: p["at"]).get("version") or None
+        """The newest move of the alias in the intact part of the audit chain: a pointer written
+        outside the pipeline, dated in the future or breaking the chain does not count."""
+        return audit_store.alias_from(chain.intact(audit_store.read(self, name) or [],
+                                                   self.audit_key), alias)
 
     # -- model files --------------------------------------------------------------------------
     def download_model(self, ref: ModelVersionRef, dst: str) -> str:

@@ -53,7 +53,8 @@ def open_registry(settings: Settings) -> Registry:
                 f"MLFLOW_TRACKING_URI {redact(uri)} is GitLab's MLflow API: set "
                 "MLFLOW_TRACKING_TOKEN to a GitLab access token with the api scope")
         return GitLabRegistry(uri, job_id=settings.ci.get("CI_JOB_ID"),
-                              project_url=settings.ci.get("CI_PROJECT_URL"))
+                              project_url=settings.ci.get("CI_PROJECT_URL"),
+                              audit_key=settings.resolve_audit_key())
     check_reachable(uri, settings.tracking_retries)
     return Registry(uri, settings.artifact_root)
 
