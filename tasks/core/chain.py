@@ -12,19 +12,20 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 SEALS = ("hash", "hmac")
+NOT_HASHED = (*SEALS, "deleted")  # "deleted" is the store's mark, not the record's content
 GENESIS = "0" * 64
 FUTURE_SKEW = timedelta(minutes=5)
 
 
 def canonical(record: Mapping[str, str]) -> bytes:
     """The bytes a record's hash covers: every field but the seals, sorted, as compact JSON."""
-    body = {k: str(v) for k, v in record.items() if k not in SEALS}
+    body = {k: str(v) for k, v in record.items() if k not in NOT_HASHED}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def seal(record: Mapping[str, str], key: bytes | None = None) -> dict[str, str]:
     """The record with its hash (and HMAC when a key is given)."""
-    sealed = {k: str(v) for k, v in record.items() if k not in SEALS}
+    sealed = {k: str(v) for k, v in record.items() if k not in NOT_HASHED}
     body = canonical(sealed)
     sealed["hash"] = hashlib.sha256(body).hexdigest()
     if key:
