@@ -22,8 +22,8 @@ $(SYNCED): uv.lock pyproject.toml | $(UV)
 install: $(SYNCED)  ## create .venv from the lock file (only when it changed)
 
 run: install  ## the three reference models to production on the embedded synthetic data
-	@echo "make run approves production up front as 'make-run' (no Prefect server to pause on)"
-	$(VENV)/bin/mlops run fraud damage settlement --approve-as make-run \
+	@echo "make run approves production up front as 'make-run', a declared identity (no Prefect server to pause on)"
+	$(VENV)/bin/mlops run fraud damage settlement --as make-run \
 		--comment "make run: embedded demo, approved up front"
 	@echo; echo "== batch scoring and monitoring: a fresh batch of claims, then a drifted one"
 	$(VENV)/bin/mlops generate --rows 20000 --seed 101 --output $(BATCHES)/claims-fresh.parquet

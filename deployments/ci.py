@@ -14,6 +14,7 @@ from uuid import UUID
 
 from deployments.manifest import NOTEBOOK_DEPLOYMENT, TRAINING_FLOW
 from tasks.core.errors import ConfigError
+from tasks.release.approval import AWAITING
 
 TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -114,6 +115,8 @@ class Watched:
     state: str = ""
     message: str = ""
     children: set[UUID] = field(default_factory=set)
+    waiting: bool = False  # a deploy run suspended for a person's approval: done, for CI
+    handed_over: bool = False  # its deploy run (if it started one) is watched too
 
 
 def outcome(state: str, message: str) -> int:
@@ -175,8 +178,19 @@ async def _run_with_key(client: Any, deployment_id: UUID, key: str) -> Any | Non
     return found[0] if found else None
 
 
+async def _deploy_runs(client: Any, training: Watched) -> list[Watched]:
+    """The deploy run a finished training run handed its version to (tag training-run:<id>)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    found = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[f"training-run:{training.flow_run_id}"])))
+    return [Watched(model=f"{training.model} deploy", flow_run_id=r.id, name=r.name,
+                    reused=False, handed_over=True) for r in found]
+
+
 async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
-                poll_s: float = 2.0, timeout_s: float | None = None) -> int:
+                poll_s: float = 2.0, timeout_s: float | None = None,
+                ui_url: str | None = None) -> int:
     """Stream state changes and logs of the runs and their subflows until all have finished."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -214,10 +228,14 @@ async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
 
     while True:
         await stream_logs()
-        for run in runs:
+        for run in list(runs):
             flow_run = await client.read_flow_run(run.flow_run_id)
             state = flow_run.state
             name = state.type.value if state else "PENDING"
+            run.waiting = name == "PAUSED" and AWAITING in flow_run.tags
+            if name == "COMPLETED" and not run.handed_over:
+                run.handed_over = True
+                runs.extend(await _deploy_runs(client, run))
             if name != run.state:
                 if name in FINAL:  # logs are shipped in batches: catch up before the verdict
                     await asyncio.sleep(poll_s)
@@ -226,8 +244,12 @@ async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
                 emit(f"[{run.model}] {run.name}: {label}"
                      + (f" ({state.message})" if state and state.message and name in FINAL else ""))
                 run.state, run.message = name, (state.message or "") if state else ""
-        if all(r.state in FINAL for r in runs):
-            return max((outcome(r.state, r.message) for r in runs),
+        if all(r.state in FINAL or r.waiting for r in runs):
+            for run in (r for r in runs if r.waiting):
+                link = f" {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}" if ui_url else ""
+                emit(f"[{run.model}] {run.name} waits for approval (no job is held):{link} — "
+                     f"or `mlops approve {run.model.removesuffix(' deploy')}`")
+            return max((0 if r.waiting else outcome(r.state, r.message) for r in runs),
                        key=lambda code: {0: 0, 3: 1, 1: 2}[code])
         if timeout_s is not None and time.monotonic() - started > timeout_s:
             emit(f"gave up watching after {timeout_s:.0f}s; the runs go on in Prefect")
@@ -247,4 +269,4 @@ async def trigger(ctx: CiContext, models: list[str], emit: Callable[[str], None]
             emit(f"{deployment_for(run.model)[0]} ({run.model}): run {run.name} {verb}{link}"
                  if run.model.endswith(".ipynb") else
                  f"{TRAINING_FLOW}/{run.model}: run {run.name} {verb}{link}")
-        return await watch(client, runs, emit, timeout_s=timeout_s)
+        return await watch(client, runs, emit, timeout_s=timeout_s, ui_url=ui_url)

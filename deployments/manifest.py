@@ -19,6 +19,10 @@ WEEKLY_CRON = "0 2 * * 1"
 NOTEBOOK_ENTRYPOINT = "flows/notebook.py:notebook_training"
 NOTEBOOK_FLOW = "notebook-training"
 NOTEBOOK_DEPLOYMENT = f"{NOTEBOOK_FLOW}/notebooks"
+DEPLOY_ENTRYPOINT = "flows/deploy.py:deploy_model"
+DEPLOY_FLOW = "deploy"
+EXPIRY_ENTRYPOINT = "flows/approval_expiry.py:approval_expiry"
+EXPIRY_FLOW = "approval-expiry"
 # every model also scores and is monitored every day
 DAILY_FLOWS = {"flows/scoring.py:batch_scoring": "batch-scoring",
                "flows/monitoring.py:monitoring": "monitoring"}
@@ -53,7 +57,8 @@ def load_manifest(path: Path) -> list[DeploymentEntry]:
         raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
     except ValidationError as exc:
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
-    flows = {TRAINING_ENTRYPOINT: TRAINING_FLOW, NOTEBOOK_ENTRYPOINT: NOTEBOOK_FLOW, **DAILY_FLOWS}
+    flows = {TRAINING_ENTRYPOINT: TRAINING_FLOW, NOTEBOOK_ENTRYPOINT: NOTEBOOK_FLOW,
+             DEPLOY_ENTRYPOINT: DEPLOY_FLOW, EXPIRY_ENTRYPOINT: EXPIRY_FLOW, **DAILY_FLOWS}
     return [
         DeploymentEntry(
             name=d.name or "",
@@ -107,6 +112,15 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
                          for s in entry.schedules):
                 problems.append(f"{path}: deployment {entry.full_name} lacks a daily schedule "
                                 "with a slug")
+    deploys = {d.model for d in deployments if d.flow == DEPLOY_FLOW}
+    for name in sorted(set(configs) - deploys):
+        problems.append(f"{config_dir}/{name}.yaml has no {DEPLOY_FLOW}/{name} deployment in "
+                        f"{path} (training runs on workers hand their versions to it)")
+    expiry = [d for d in deployments if d.flow == EXPIRY_FLOW]
+    if not any(any("prefect.flow-run.Failed" in (t.get("expect") or []) for t in d.triggers)
+               for d in expiry):
+        problems.append(f"{path}: no {EXPIRY_FLOW} deployment with a trigger on "
+                        "prefect.flow-run.Failed (unanswered approvals would not be recorded)")
     for name, cfg in sorted(configs.items()):
         if cfg.training.work_pool not in yaml_pools:
             problems.append(f"{config_dir}/{name}.yaml names work pool "

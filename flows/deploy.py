@@ -5,36 +5,56 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.adapters.registries import connect
+from tasks.adapters.slack import notify_flow_failure
 from tasks.contracts.release import DeployResult
 from tasks.core.config import load_config
 from tasks.core.settings import Settings
 from tasks.release.approval import obtain_approval
-from tasks.release.promotion import production
+from tasks.release.production import production
 from tasks.release.staging import staging
+from tasks.reports.release import publish_deploy_summary
 
 
-@flow(name="deploy")
-def deploy_model(model: str, version: str, approve_as: str | None = None, comment: str = "",
-                 wait: bool = True) -> DeployResult:
-    """Stage, approve and promote one registered version."""
+@flow(name="deploy", flow_run_name="deploy-{model}-v{version}", log_prints=True,
+      on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
+def deploy_model(model: str, version: str, comment: str = "", wait: bool = True
+                 ) -> DeployResult:
+    """Stage one registered version, get it approved, promote it to production.
+
+    Args:
+        model: A model configured under configs/models (its name).
+        version: The registered version to deploy (as the registry numbers it).
+        comment: Kept with the approval in the audit trail.
+        wait: Wait for a person's approval (False: stop after staging when nobody can answer
+            here, e.g. a temporary local server).
+    """
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
     registry = connect(settings)
     alias = cfg.deploy.production.alias
     if registry.alias_version(cfg.name, alias) == version:
-        return DeployResult(model=cfg.name, version=version, staging="skipped",
-                            production="already champion", champion=version,
-                            message=f"{cfg.name} v{version} is already the champion")
-    report = staging(registry=registry, cfg=cfg, version=version,
-                     actor=approve_as or "pipeline", env=settings.child_env)
+        result = DeployResult(model=cfg.name, version=version, staging="skipped",
+                              production="already champion", champion=version,
+                              message=f"{cfg.name}@{alias} is v{version} already: nothing moved")
+        publish_deploy_summary(result)
+        return result
+    report = staging(registry=registry, cfg=cfg, version=version, actor="pipeline",
+                     env=settings.child_env)
     approval = obtain_approval(registry=registry, cfg=cfg, version=version, staging=report,
-                               approve_as=approve_as, comment=comment, wait=wait)
+                               comment=comment, wait=wait)
     if approval is None:
-        return DeployResult(
+        result = DeployResult(
             model=cfg.name, version=version, staging="passed", production="awaiting approval",
             champion=registry.alias_version(cfg.name, alias),
-            message=f"continue with: mlops promote {cfg.name} --version {version} --as NAME")
+            message=f"{cfg.name} v{version} staged; promote it with: mlops promote {cfg.name} "
+                    f"--version {version} --as NAME")
+        publish_deploy_summary(result)
+        return result
     previous = production(registry=registry, cfg=cfg, version=version, approval=approval)
-    return DeployResult(model=cfg.name, version=version, staging="passed",
-                        production=f"promoted by {approval.approver}", champion=version,
-                        message=f"{cfg.name}@{alias}: v{previous or '-'} -> v{version}")
+    who = approval.approver.label()
+    result = DeployResult(model=cfg.name, version=version, staging="passed",
+                          production=f"promoted by {who}", champion=version,
+                          message=f"{cfg.name}@{alias}: v{previous or '-'} → v{version}, "
+                                  f"approved by {who}")
+    publish_deploy_summary(result, approver=who, comment=approval.comment)
+    return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from prefect import flow
+from prefect.runtime import deployment
 
 from flows.deploy import deploy_model
 from tasks.adapters.registries import connect
@@ -15,6 +16,7 @@ from tasks.core.config import load_config
 from tasks.core.errors import GateRejected
 from tasks.core.settings import Settings
 from tasks.core.tasktypes import task_type
+from tasks.release.handoff import start_deploy_run
 from tasks.reports.gitlab import report_merge_request, report_reused
 from tasks.reports.training import model_card
 from tasks.reports.validation import publish_validation
@@ -30,15 +32,26 @@ from tasks.training.validate import ensure_valid, validate
 
 @flow(name="training-pipeline", log_prints=True, on_failure=[notify_flow_failure],
       on_crashed=[notify_flow_failure])
-def training_pipeline(model: str, deploy: bool = False, approve_as: str | None = None,
-                      comment: str = "", wait_for_approval: bool = True,
-                      as_of: date | None = None) -> PipelineResult:
-    """Train one configured model (a name under configs/models or a YAML path) on its data as of
-    a date (default: all of it); with deploy, stage it, get approval and promote it."""
+def training_pipeline(model: str, deploy: bool = False, comment: str = "",
+                      wait_for_approval: bool = True, as_of: date | None = None
+                      ) -> PipelineResult:
+    """Train one configured model on its data as of a date; with deploy, stage it, get approval
+    and promote it.
+
+    Args:
+        model: A model configured under configs/models (its name), or a YAML path.
+        deploy: Also deploy the version: staging, approval, production.
+        comment: Kept with the approval in the audit trail.
+        wait_for_approval: Wait for a person's approval (False stops after staging when nobody
+            can answer, e.g. on a temporary local server).
+        as_of: Leave out rows dated after this day (backfills); default: all the data.
+    """
     result = train_and_register(model=model, as_of=as_of)
-    if deploy:
-        result.deployment = deploy_model(model=model, version=result.version,
-                                         approve_as=approve_as, comment=comment,
+    if deploy and deployment.get_id():  # on a worker: a deploy run waits, holding no runner
+        result.deployment = start_deploy_run(model=result.model, version=result.version,
+                                             comment=comment)
+    elif deploy:
+        result.deployment = deploy_model(model=model, version=result.version, comment=comment,
                                          wait=wait_for_approval)
     return result
 

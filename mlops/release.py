@@ -1,4 +1,5 @@
-"""`mlops promote | approve | rollback | history`: production decisions by hand, and the trail."""
+"""`mlops approve | promote | rollback | history | audit verify`: production decisions and the
+trail that proves them. Models are named (their policy is configs/models/<model>.yaml)."""
 
 from __future__ import annotations
 
@@ -6,79 +7,168 @@ from typing import Annotated
 
 import typer
 
-from mlops.app import app, model_config, print_table, settings
+from mlops.app import app, print_table, settings, typer_app
+
+AsOption = Annotated[str | None, typer.Option(
+    "--as", help="Who decides. With identity gitlab it must match MLOPS_APPROVER_TOKEN's user "
+                 "(or be left out); with identity declared it is recorded as typed.")]
 
 
-@app.command()
-def promote(
-    model: Annotated[str, typer.Argument(help="Model name (or YAML path).")],
-    version: Annotated[str, typer.Option(help="Registered version to promote.")],
-    as_: Annotated[str, typer.Option("--as", help="Approver's name.")],
-    comment: Annotated[str, typer.Option(help="Comment kept in the audit trail.")] = "",
-) -> None:
-    """Approve and promote a staged version to production (freeze windows and post-deploy
-    checks apply; a failed check rolls back automatically).
-    Exit codes: 0 promoted, 1 refused or rolled back, 2 bad input or unlisted approver."""
-    from tasks.adapters.registries import open_registry
-    from tasks.release.approval import check_approver
-    from tasks.release.promotion import promote as promote_version
+def _named(model: str):
+    from tasks.core.config import load_named_config
 
-    found, cfg = model_config(model)
-    check_approver(cfg, as_)
-    previous = promote_version(open_registry(found), cfg, version, as_, comment)
-    typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{previous or '-'} -> v{version} "
-               f"(approved by {as_})")
+    found = settings()
+    return found, load_named_config(model, found.config_dir)
+
+
+def identity_for(cfg, typed: str | None):
+    """The person deciding: proven by MLOPS_APPROVER_TOKEN (GET /user) when the model asks for
+    a GitLab identity or a token is set; else the name typed with --as (declared)."""
+    from tasks.adapters.gitlab_identity import whoami
+    from tasks.contracts.release import Identity
+    from tasks.core.errors import ApprovalError, ConfigError
+
+    found = settings()
+    if cfg.deploy.production.identity == "gitlab" or found.approver_token:
+        if not found.approver_token:
+            raise ApprovalError(f"{cfg.name} needs a verified approver: set MLOPS_APPROVER_TOKEN "
+                                "to your own GitLab token (api scope)")
+        if found.gitlab is None:
+            raise ConfigError("a GitLab identity needs CI_SERVER_URL and CI_PROJECT_ID")
+        user = whoami(found.gitlab, found.approver_token)
+        if typed and typed != user["username"]:
+            raise ApprovalError(f"--as {typed} but MLOPS_APPROVER_TOKEN belongs to "
+                                f"{user['username']}: refused")
+        return Identity(username=user["username"], user_id=user["id"], name=user["name"],
+                        verified=True, via="gitlab-token")
+    if not typed:
+        raise ApprovalError(f"say who decides with --as NAME ({cfg.name}'s identity is declared)")
+    return Identity(username=typed)
 
 
 @app.command()
 def approve(
-    flow_run_id: Annotated[str, typer.Argument(help="The paused flow run (from the log or UI).")],
-    as_: Annotated[str, typer.Option("--as", help="Approver's name.")],
+    target: Annotated[str, typer.Argument(
+        help="The model whose deploy run waits (or that run's flow run id).")],
+    as_: AsOption = None,
     reject_: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
+    comment: Annotated[str, typer.Option(help="Why (required with --reject); kept in the audit "
+                                              "trail.")] = "",
+) -> None:
+    """Answer the deploy run waiting for a model's production approval (needs PREFECT_API_URL).
+    Several waiting runs of one model: name the run by its id. Exit codes: 0 answered,
+    1 Prefect refused, 2 nothing waiting, several waiting, or an approver who may not decide."""
+    from deployments.approval import answer, find
+    from tasks.adapters.registries import open_registry
+    from tasks.core.errors import ApprovalError
+    from tasks.release.policy import refusal
+
+    found = settings()
+    run = find(found, target)
+    _, cfg = _named(run.model)
+    who = identity_for(cfg, as_)
+    tags = open_registry(found).require_version(cfg.name, run.version).tags
+    reason = refusal(cfg, who, tags)
+    if reason:
+        raise ApprovalError(f"{reason} (the run keeps waiting)")
+    typer.echo(answer(found, run, cfg, who, not reject_, comment, tags.get("git_commit", "")))
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="Model name (its policy: configs/models).")],
+    version: Annotated[str, typer.Option("--version", help="The staged version to promote.")],
+    as_: AsOption = None,
     comment: Annotated[str, typer.Option(help="Comment kept in the audit trail.")] = "",
 ) -> None:
-    """Answer a flow run paused for production approval (needs PREFECT_API_URL).
-    Exit codes: 0 answered, 1 Prefect refused, 2 not a paused deploy run or unlisted approver."""
-    from deployments.approval import answer_paused_run
+    """Approve and promote a staged version to production: the approver's right to decide (four
+    eyes included), a passed staging of this version, freeze windows and post-deploy checks apply;
+    a failed check rolls back automatically. Exit codes: 0 promoted, 1 refused by a freeze window
+    or rolled back, 2 bad input or an approver who may not decide."""
+    from tasks.adapters.registries import open_registry
+    from tasks.release.production import promote as promote_version
 
-    typer.echo(answer_paused_run(flow_run_id, as_, not reject_, comment, settings()))
+    found, cfg = _named(model)
+    who = identity_for(cfg, as_)
+    previous = promote_version(open_registry(found), cfg, version, who, comment)
+    typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{previous or '-'} -> v{version} "
+               f"(approved by {who.label()})")
 
 
 @app.command()
 def rollback(
-    model: Annotated[str, typer.Argument(help="Model name (or YAML path).")],
+    model: Annotated[str, typer.Argument(help="Model name (its policy: configs/models).")],
     to: Annotated[str | None, typer.Option(
-        help="Version to go back to (default: the champion before the current one).")] = None,
-    as_: Annotated[str, typer.Option("--as", help="Who rolls back (audit trail).")] = "operator",
+        help="A former champion to go back to (default: the one before the current).")] = None,
+    as_: AsOption = None,
     comment: Annotated[str, typer.Option(help="Why (audit trail).")] = "",
 ) -> None:
-    """Move the champion alias back by hand.
-    Exit codes: 0 rolled back, 1 nothing to roll back to, 2 bad input."""
+    """Move the champion back to a version that was champion before, with post-deploy checks,
+    outside freeze windows. Exit codes: 0 rolled back, 1 refused or nothing to roll back to,
+    2 bad input or a person who may not decide."""
     from tasks.adapters.registries import open_registry
-    from tasks.release.rollback import rollback as rollback_champion
+    from tasks.release.production import rollback as rollback_champion
 
-    found, cfg = model_config(model)
-    current, target = rollback_champion(open_registry(found), cfg, as_, to, comment)
+    found, cfg = _named(model)
+    who = identity_for(cfg, as_)
+    current, target = rollback_champion(open_registry(found), cfg, who, to, comment)
     after = f"v{target}" if target else "none (the first champion was rolled back)"
     typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> {after}")
 
 
+def _trail(model: str):
+    from tasks.adapters.registries import open_registry
+    from tasks.release.audit import AuditTrail
+
+    found, cfg = _named(model)
+    registry = open_registry(found)
+    return registry, cfg, AuditTrail(registry, cfg.name, key=found.resolve_audit_key())
+
+
 @app.command()
 def history(
-    model: Annotated[str, typer.Argument(help="Model name (or YAML path).")],
+    model: Annotated[str, typer.Argument(help="Model name.")],
 ) -> None:
-    """Print the audit trail: every staging, promotion, rejection and rollback."""
-    from tasks.adapters.registries import open_registry
-
-    found, cfg = model_config(model)
-    events = open_registry(found).events(cfg.name)
-    if not events:
+    """Print the audit trail in chain order: every staging, approval, promotion, refusal and
+    rollback, who decided and whether that identity was verified. A broken chain is shown first.
+    """
+    registry, cfg, trail = _trail(model)
+    problems = trail.problems()
+    if problems:
+        typer.echo(f"!! AUDIT TRAIL OF {cfg.name.upper()} IS NOT INTACT ({len(problems)} "
+                   f"problem(s)): {problems[0]} — run `mlops audit verify {cfg.name}`", err=True)
+    records = trail.records()
+    if not records:
         typer.echo(f"no deployment history for {cfg.name}")
         return
-    rows = [(e.get("at", "")[:19].replace("T", " "), e.get("action", ""),
-             e.get("environment", ""), f"{e.get('from_version') or '-'} -> "
-             f"{e.get('to_version') or '-'}", e.get("actor", ""),
-             (e.get("comment") or e.get("reason") or "")[:60], e.get("flow_run_id", "")[:8])
-            for e in events]
-    print_table(("when (UTC)", "action", "env", "version", "who", "comment / reason",
-                 "flow run"), rows)
+    print_table(("#", "when (UTC)", "action", "version", "who", "comment / reason"), [
+        (r.get("seq", "?"), r.get("at", "")[:19].replace("T", " "), r.get("action", ""),
+         f"{r.get('from_version') or '-'} -> {r.get('to_version') or '-'}",
+         r.get("identity") or r.get("actor", ""),
+         (r.get("comment") or r.get("reason") or "")[:50]
+         + ("  [DELETED]" if r.get("deleted") else "")) for r in records])
+
+
+audit_app = typer_app("The audit trail's integrity.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+) -> None:
+    """Walk the model's audit chain (every record present, unaltered, in order, signed when
+    MLOPS_AUDIT_KEY is set) and compare the live aliases with the last records. Exit codes:
+    0 intact, 1 a problem (each one named), 2 bad input."""
+    registry, cfg, trail = _trail(model)
+    aliases = {a: registry.alias_version(cfg.name, a)
+               for a in (cfg.deploy.production.alias, cfg.deploy.staging.alias)}
+    problems = trail.problems(aliases)
+    for problem in problems:
+        typer.echo(f"FAIL: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    count = len(trail.records())
+    signed = "signed" if trail.key else "hash-chained (no MLOPS_AUDIT_KEY: not signed)"
+    typer.echo(f"{cfg.name}: {count} record(s) intact, {signed}; "
+               + ", ".join(f"@{a} v{v or '-'}" for a, v in aliases.items()) + " as recorded")

@@ -116,8 +116,10 @@ def run(
     models: Annotated[list[str], typer.Argument(
         help="Model names under configs/models (or YAML paths); several run in turn.")],
     approve_as: Annotated[str | None, typer.Option(
-        "--approve-as", help="Approve production up front as this person (checked against "
-                             "deploy.production.approvers).")] = None,
+        "--as", "--approve-as", help="Approve production up front as this person: checked like "
+        "any approval (approvers, four eyes; with identity gitlab MLOPS_APPROVER_TOKEN must "
+        "belong to them). Only this command can approve up front: a deployment run cannot.")
+    ] = None,
     comment: Annotated[str, typer.Option(help="Comment kept with the approval.")] = "",
 ) -> None:
     """Run the whole pipeline: validate → train → evaluate → gate → register → deploy.
@@ -128,19 +130,28 @@ def run(
     after staging and says how to continue (`mlops promote`).
     Exit codes: 0 done, 1 failed, 2 bad input, 3 gate rejected (the first failure's code).
     """
+    from mlops.release import identity_for
+    from tasks.contracts.release import Approval
     from tasks.core.config import load_config
+    from tasks.release.approval import UP_FRONT
 
     found = settings()
-    for model in models:
-        load_config(model, found.config_dir)
+    configs = [load_config(model, found.config_dir) for model in models]
+    up_front = None
+    if approve_as:  # checked as a person now; each model's policy applies again at promotion
+        who = identity_for(configs[0], approve_as)
+        up_front = Approval(approver=who, approved=True, comment=comment or "approved up front")
+        typer.echo(f"production approval given up front by {who.label()}")
     # only a server of the user's outlives this command, so only there can a pause be answered
     users_server = bool(found.prefect_api_url)
     server = start_if_needed()
-    if approve_as:
-        typer.echo(f"production approval given up front by {approve_as}")
     rows: list[tuple[str, ...]] = []
-    code = _run_flows(models, rows, server, deploy=True, approve_as=approve_as, comment=comment,
-                      wait_for_approval=users_server)
+    token = UP_FRONT.set(up_front)
+    try:
+        code = _run_flows(models, rows, server, deploy=True, comment=comment,
+                          wait_for_approval=users_server)
+    finally:
+        UP_FRONT.reset(token)
     print_table(("model", "version", "metric", "value", "gate", "production"), rows)
     if code:
         raise typer.Exit(code)

@@ -174,3 +174,14 @@ def open_gitlab(settings: GitLabSettings | None = None) -> GitLab | None:
     skipped); without settings, they are read from the environment."""
     settings = settings or Settings.from_env().gitlab
     return GitLab(settings) if settings else None
+
+
+def open_gitlab_quietly() -> GitLab | None:
+    """open_gitlab for mirrors: a GitLab that cannot be opened (its token block unreadable) is a
+    warning, never a reason to skip what the mirror follows."""
+    try:
+        return open_gitlab()
+    except Exception as exc:  # the secret block, the network: none of it may stop a release
+        log.warning("GitLab not available for mirroring (%s); continuing without it",
+                    type(exc).__name__)
+        return None

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
+from tasks.adapters import audit_store
 from tasks.adapters.gitlab_rules import (
     GuardedClient,
     UnsupportedByGitLab,
@@ -47,6 +47,7 @@ from tasks.adapters.gitlab_rules import (
     version_tags,
 )
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry, clip
+from tasks.core import chain
 from tasks.core.errors import RegistryError
 from tasks.core.redact import redact, redact_values
 
@@ -65,13 +66,14 @@ class GitLabRegistry(Registry):
     max_param_chars = MAX_PARAM_CHARS
 
     def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None,
-                 server_url: str | None = None):
+                 server_url: str | None = None, audit_key: bytes | None = None):
         super().__init__(uri)
         self.client = GuardedClient(self.client)
         # GitLab looks gitlab.CI_JOB_ID up among its own jobs and answers 500 (after creating
         # the run) for one it does not know: send it only to the CI's own GitLab
         self.job_id = job_id if job_id and same_host(server_url, uri) else None
         self.project_url = project_url
+        self.audit_key = audit_key
 
     def _rest(self, method: str, endpoint: str, **kwargs) -> dict | None:
         """One call read as plain JSON (MLflow's parser refuses some of GitLab's answers);
@@ -228,23 +230,16 @@ class GitLabRegistry(Registry):
         if card.exists():  # readable on the version's page
             repo.log_artifact(str(card))
 
-    # -- aliases: an append-only log of pointer moves ------------------------------------------
-    def _pointer_experiment(self, name: str) -> str:
-        return f"aliases/{name}"
-
+    # -- aliases: the audit chain is the pointer log ----------------------------------------
     def move_alias(self, name: str, alias: str, version: str | None) -> None:
-        with self.run(self._pointer_experiment(name), f"{alias}-{version or 'none'}",
-                      {"mlops.alias": alias, "model": name}) as run_id:
-            self.log_run(run_id, params={
-                "alias": alias, "version": version or "",
-                "at": datetime.now(UTC).isoformat(timespec="microseconds")})
+        """GitLab cannot store aliases: the release stage's audit record of the move (a link of
+        the hash chain, signed when an audit key is set) is the pointer; nothing to write here."""
 
     def alias_version(self, name: str, alias: str) -> str | None:
-        moves = [run.data.params for run in self.all_runs(self._pointer_experiment(name))
-                 if run.data.params.get("alias") == alias and "at" in run.data.params]
-        if not moves:
-            return None
-        return max(moves, key=lambda p: p["at"]).get("version") or None
+        """The newest move of the alias in the intact part of the audit chain: a pointer written
+        outside the pipeline, dated in the future or breaking the chain does not count."""
+        return audit_store.alias_from(chain.intact(audit_store.read(self, name) or [],
+                                                   self.audit_key), alias)
 
     # -- model files --------------------------------------------------------------------------
     def download_model(self, ref: ModelVersionRef, dst: str) -> str:

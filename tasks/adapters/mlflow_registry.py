@@ -283,17 +283,6 @@ class Registry:
                                 "input example); train it again")
         return LocalVersion(ref, local, *read, actual, manifest)
 
-    # -- audit trail ----------------------------------------------------------------------
-    def record_event(self, name: str, event: dict[str, str]) -> None:
-        """Append one audit record: a run of experiment audit/<model> whose params (immutable in
-        MLflow) hold the event. Nothing here updates or deletes an earlier record."""
-        with self.run(f"audit/{name}", f"{event['action']}-{event.get('to_version')}",
-                      {"mlops.audit": "true", "model": name}) as run_id:
-            self.log_run(run_id, params={k: v for k, v in event.items() if v not in (None, "")})
-
-    def events(self, name: str) -> list[dict[str, str]]:
-        return [dict(run.data.params) for run in self.all_runs(f"audit/{name}")]
-
     def load_pyfunc(self, path: Path):
         """MLflow's pyfunc model from a downloaded (and verified) local folder."""
         import mlflow

@@ -58,7 +58,8 @@ def open_registry(settings: Settings) -> Registry:
                 "MLFLOW_TRACKING_TOKEN to a GitLab access token with the api scope")
         return GitLabRegistry(uri, job_id=settings.ci.get("CI_JOB_ID"),
                               project_url=settings.ci.get("CI_PROJECT_URL"),
-                              server_url=settings.ci.get("CI_SERVER_URL"))
+                              server_url=settings.ci.get("CI_SERVER_URL"),
+                              audit_key=settings.resolve_audit_key())
     check_reachable(uri, settings.tracking_retries)
     return Registry(uri, settings.artifact_root)
 

@@ -15,8 +15,24 @@ class SmokeReport(BaseModel):
         return [c for c in self.checks if c.startswith("FAIL")]
 
 
+class Identity(BaseModel):
+    """Who decided: a GitLab user proven by their own token (or GitLab's record of their
+    answer), or a name someone typed (declared, unverified)."""
+
+    username: str
+    user_id: int | None = None
+    name: str = ""
+    verified: bool = False
+    via: str = "declared"  # "gitlab-token", "policy", "declared"
+
+    def label(self) -> str:
+        if self.verified:
+            return f"{self.username} (GitLab user {self.user_id}, verified)"
+        return f"{self.username} (declared, unverified)" if self.via == "declared" else self.username
+
+
 class Approval(BaseModel):
-    approver: str
+    approver: Identity
     approved: bool
     comment: str = ""
 

@@ -103,9 +103,19 @@ class FreezeWindow(_Strict):
 class ProductionSpec(_Strict):
     alias: str = "champion"
     approval: Literal["required", "none"] = "required"
+    identity: Literal["gitlab", "declared"] = Field(
+        default="declared", description="gitlab: approvers prove who they are with their own "
+                                        "GitLab token; declared: a typed name (laptops, demos)")
     approvers: list[str] | None = None
     approval_timeout_h: float = Field(default=72, gt=0)
     freeze: list[FreezeWindow] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _approvers_for_verified(self) -> ProductionSpec:
+        if self.approval == "required" and self.identity == "gitlab" and not self.approvers:
+            raise ValueError("deploy.production.approvers must list the GitLab usernames who may "
+                             "approve when identity is gitlab")
+        return self
 
     def may_approve(self, who: str) -> bool:
         return not self.approvers or who in self.approvers
@@ -214,6 +224,15 @@ def resolve_config_path(model_or_path: str, config_dir: Path) -> Path:
         known = ", ".join(sorted(p.stem for p in config_dir.glob("*.yaml"))) or "none"
         raise ConfigError(f"no model named {model_or_path!r} in {config_dir} (known: {known})")
     return named
+
+
+def load_named_config(model: str, config_dir: Path) -> ModelConfig:
+    """A model's config by name only: release decisions follow the policy in configs/models,
+    never a YAML file passed on the command line."""
+    if Path(model).suffix in {".yaml", ".yml"} or "/" in model:
+        raise ConfigError(f"name the model ({Path(model).stem!r}), not a YAML path: production "
+                          f"decisions follow {config_dir}/<model>.yaml only")
+    return load_config(model, config_dir)
 
 
 def load_config(model_or_path: str, config_dir: Path) -> ModelConfig:

@@ -47,10 +47,24 @@ def git_commit(ci: Mapping[str, str] | None = None) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def commit_author(ci: Mapping[str, str] | None = None) -> str | None:
+    """`Name <email>` of the commit's author: the CI pipeline's, else the checkout's HEAD."""
+    if ci and ci.get("CI_COMMIT_AUTHOR"):
+        return ci["CI_COMMIT_AUTHOR"]
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%an <%ae>"], capture_output=True,
+                             text=True, timeout=5, cwd=PROJECT_ROOT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
 def lineage_tags(data_fingerprint: str, config_hash: str, code: str, key: str,
-                 flow_run_id: str | None, ci: Mapping[str, str], image: str | None = None
-                 ) -> dict[str, str]:
-    """Tags every run and model version carries; CI values come from a fixed allow-list."""
+                 flow_run_id: str | None, ci: Mapping[str, str], image: str | None = None,
+                 user: str | None = None) -> dict[str, str]:
+    """Tags every run and model version carries; CI values come from a fixed allow-list. Who
+    built it (the pipeline's triggerer, else the local user) and who wrote its commit are kept
+    for the four-eyes rule: neither may approve it."""
     tags = {
         "data_fingerprint": data_fingerprint,
         "config_hash": config_hash,
@@ -60,6 +74,12 @@ def lineage_tags(data_fingerprint: str, config_hash: str, code: str, key: str,
     commit = git_commit(ci)
     if commit:
         tags["git_commit"] = commit
+    built_by = ci.get("GITLAB_USER_LOGIN") or user
+    if built_by:
+        tags["built_by"] = built_by
+    author = commit_author(ci)
+    if author:
+        tags["commit_author"] = author
     if flow_run_id:
         tags["prefect_flow_run_id"] = flow_run_id
     if image:

@@ -155,6 +155,10 @@ class Settings:
     gitlab: GitLabSettings | None = None
     snowflake: SnowflakeSettings = field(default_factory=SnowflakeSettings)
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    user: str | None = None
+    approver_token: str = field(default="", repr=False)
+    audit_key: str = field(default="", repr=False)
+    audit_key_block: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -189,7 +193,17 @@ class Settings:
                 {k: env[v] for k, v in SNOWFLAKE_VARIABLES.items() if env.get(v)},
                 env.get("MLOPS_SNOWFLAKE_BLOCK") or None),
             child_env={k: env[k] for k in CHILD_VARIABLES if k in env},
+            user=env.get("USER") or env.get("LOGNAME") or None,
+            approver_token=env.get("MLOPS_APPROVER_TOKEN", ""),
+            audit_key=env.get("MLOPS_AUDIT_KEY", ""),
+            audit_key_block=env.get("MLOPS_AUDIT_KEY_BLOCK") or None,
         )
+
+    def resolve_audit_key(self) -> bytes | None:
+        """The key that signs audit records (MLOPS_AUDIT_KEY or its Prefect Secret block)."""
+        if self.audit_key:
+            return self.audit_key.encode()
+        return str(_secret_block(self.audit_key_block)).encode() if self.audit_key_block else None
 
     @property
     def artifact_root(self) -> Path:
@@ -210,7 +224,7 @@ def _gitlab(env: Mapping[str, str]) -> GitLabSettings | None:
     named by MLOPS_GITLAB_TOKEN_BLOCK); None when any is missing."""
     url, project = env.get("CI_SERVER_URL"), env.get("CI_PROJECT_ID")
     token, block = env.get("MLOPS_GITLAB_TOKEN", ""), env.get("MLOPS_GITLAB_TOKEN_BLOCK")
-    if not (url and project and (token or block)):
+    if not (url and project and (token or block or env.get("MLOPS_APPROVER_TOKEN"))):
         return None
     return GitLabSettings(
         url=url.rstrip("/"), project_id=project, token=token, token_block=block or None,

@@ -1,101 +1,234 @@
-"""Approval for production: the policy (none, up front, or a person answering a paused run),
-who may approve, and what they read before deciding. Refusals and rejections are audited."""
+"""Approval for production: the policy (none, given up front by the CLI, or a person answering a
+waiting run), the form they answer, who they are, and what they read before deciding.
+
+A run waits by `pause_flow_run` when it runs in the CLI's own process, and by
+`suspend_flow_run` when a worker runs it: then the job ends, no runner is held, and the answer
+resumes the run in a new job, which replays this code up to the answered question. An answer
+that is empty, invalid or not allowed is never a decision: the run asks again."""
 
 from __future__ import annotations
 
-from tasks.adapters.gitlab import open_gitlab
+from contextvars import ContextVar
+from typing import Literal
+
+from prefect.input import RunInput
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from tasks.adapters.gitlab import open_gitlab_quietly
+from tasks.adapters.gitlab_identity import signed_approvals
 from tasks.adapters.mlflow_registry import Registry
-from tasks.contracts.release import Approval, SmokeReport
+from tasks.contracts.release import Approval, Identity, SmokeReport
 from tasks.core.config import ModelConfig
 from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.settings import Settings
+from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
+from tasks.release.policy import refusal
 from tasks.reports.approval import approval_markdown
 
-
-def check_approver(cfg: ModelConfig, approver: str) -> None:
-    if not approver.strip():
-        raise ApprovalError("an approver name is required")
-    if not cfg.deploy.production.may_approve(approver):
-        allowed = ", ".join(cfg.deploy.production.approvers or [])
-        raise ApprovalError(f"{approver} may not approve {cfg.name} (approvers: {allowed})")
+AWAITING = "awaiting-approval"
+# approval given up front by the CLI that runs the flow in its own process (`mlops run --as`);
+# never a flow parameter, so no deployment run can carry one
+UP_FRONT: ContextVar[Approval | None] = ContextVar("mlops_up_front_approval", default=None)
 
 
-def reject(registry: Registry, cfg: ModelConfig, version: str, approver: str, comment: str,
-           flow_run_id: str | None, reason: str = "rejected") -> None:
-    """Record that a version was not approved (rejected, refused or timed out)."""
-    current = registry.alias_version(cfg.name, cfg.deploy.production.alias)
-    AuditTrail(registry, cfg.name, open_gitlab()).write(
-        event("approval-" + reason, "production", current, version, approver, comment,
-              flow_run_id))
+class ApprovalForm(RunInput):
+    """Promote this version to production? Nothing is preset: choose, and say who you are."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
+        "then": {"properties": {"comment": {"pattern": "\\S"}}, "required": ["comment"]},
+    })
+    decision: Literal["approve", "reject"] = Field(
+        ..., description="approve: promote to production now (freeze windows and post-deploy "
+                         "checks apply); reject: stop this deployment.")
+    approver: str = Field(..., min_length=1, pattern=r"\S",
+                          description="Your GitLab username; it goes to the audit trail.")
+    comment: str = Field("", description="Why. Required when you reject.")
+
+    @field_validator("approver", "comment")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _rules(self) -> ApprovalForm:
+        if not self.approver:
+            raise ValueError("the approver must not be blank")
+        if self.decision == "reject" and not self.comment:
+            raise ValueError("a comment is required when rejecting")
+        return self
 
 
-def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport
-                    ) -> str:
-    """What an approver reads: metrics vs champion, gate, validation, smoke tests, links."""
+def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
+                    ui_url: str | None = None) -> str:
+    """What an approver reads: the verdict first, then metrics vs champion, data, links."""
     ref = registry.require_version(cfg.name, version)
-    metrics = registry.run_metrics(ref.run_id) if ref.run_id else {}
-    params = registry.run_params(ref.run_id) if ref.run_id else {}
+    training = ref.tags.get("prefect_flow_run_id")
     return approval_markdown(
         model=cfg.name, version=version,
         champion=registry.alias_version(cfg.name, cfg.deploy.production.alias),
-        tags=ref.tags, metrics=metrics, params=params,
+        tags=ref.tags, metrics=registry.run_metrics(ref.run_id) if ref.run_id else {},
+        params=registry.run_params(ref.run_id) if ref.run_id else {},
         run_url=registry.run_url(ref.run_id) if ref.run_id else None, smoke=staging,
-        approvers=cfg.deploy.production.approvers)
+        approvers=cfg.deploy.production.approvers, identity=cfg.deploy.production.identity,
+        training_run_url=f"{ui_url}/runs/flow-run/{training}" if ui_url and training else None,
+        floor=cfg.gate.threshold, max_regression=cfg.gate.max_regression)
 
 
-def wait_for_approval(cfg: ModelConfig, report: str, poll_interval_s: int = 2) -> Approval:
-    """Pause the current flow run with an approval form; the Prefect UI or `mlops approve`
-    resumes it. Raises TimeoutError when nobody answers within approval_timeout_h."""
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run
-    from prefect.input import RunInput
+def _ask(report: str, attempt: int, suspend: bool, timeout_s: int) -> ApprovalForm:
+    """One question; a fresh key each attempt (a reused key would replay the old answer)."""
+    import pydantic
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
-    class ApprovalInput(RunInput):
-        approver: str
-        approve: bool = False
-        comment: str = ""
-
-    form = ApprovalInput.with_initial_data(description=report, approver="", approve=False)
+    form = ApprovalForm.with_initial_data(description=report)
+    key = f"approval-{attempt}"
     try:
-        answer = pause_flow_run(wait_for_input=form,
-                                timeout=int(cfg.deploy.production.approval_timeout_h * 3600),
-                                poll_interval=poll_interval_s)
-    except FlowPauseTimeout:
-        raise TimeoutError(f"no approval within {cfg.deploy.production.approval_timeout_h:g} h") \
-            from None
-    return Approval(approver=answer.approver, approved=answer.approve, comment=answer.comment)
+        if suspend:
+            return suspend_flow_run(wait_for_input=form, timeout=timeout_s, key=key)
+        return pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=2, key=key)
+    except pydantic.ValidationError as exc:
+        raise ApprovalError("; ".join(e["msg"].removeprefix("Value error, ")
+                                      for e in exc.errors())) from None
+
+
+def _identity(cfg: ModelConfig, settings: Settings, answer: ApprovalForm, sha: str,
+              run_id: str) -> Identity:
+    """Who answered: the name typed (declared), or for identity gitlab the GitLab user who
+    signed this answer on the version's commit with their own token."""
+    if cfg.deploy.production.identity == "declared":
+        return Identity(username=answer.approver)
+    if settings.gitlab is None or not sha:
+        raise ApprovalError("identity gitlab needs GitLab settings where the run executes "
+                            "(CI_SERVER_URL, CI_PROJECT_ID, MLOPS_GITLAB_TOKEN) and a commit")
+    for signed in reversed(signed_approvals(settings.gitlab, sha, run_id)):
+        if signed["decision"] == answer.decision and signed["username"] == answer.approver:
+            return Identity(username=signed["username"], user_id=signed["user_id"],
+                            verified=True, via="gitlab-token")
+    raise ApprovalError(f"no {answer.decision} signed in GitLab by {answer.approver} for this "
+                        f"run: answer with `mlops approve {cfg.name}` and MLOPS_APPROVER_TOKEN")
 
 
 def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
-                    approve_as: str | None, comment: str, wait: bool) -> Approval | None:
-    """Approval by policy (none), up front (approve_as), or by pausing for a person; None when
-    nobody could answer (no server of the user's to pause on): the version stays staged."""
-    from prefect.runtime import flow_run
+                    comment: str, wait: bool) -> Approval | None:
+    """Approval by policy (none), up front (the CLI's own process), or by a person answering
+    this run; None when nobody can answer here (no server of the user's to wait on)."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.logging import get_run_logger
+    from prefect.runtime import deployment, flow_run
 
     spec = cfg.deploy.production
     if spec.approval == "none":
-        return Approval(approver="policy: approval none", approved=True, comment=comment)
-    if approve_as:
-        check_approver(cfg, approve_as)
-        return Approval(approver=approve_as, approved=True, comment=comment or "approved up front")
+        return Approval(approver=Identity(username="policy: approval none", via="policy"),
+                        approved=True, comment=comment)
+    if UP_FRONT.get() is not None:
+        return UP_FRONT.get()
     if not wait:
         return None
-    from prefect.logging import get_run_logger
+    log, run_id, settings = get_run_logger(), flow_run.get_id(), Settings.from_env()
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+    tags = registry.require_version(cfg.name, version).tags
+    requested = _request(trail, cfg, version, run_id)
+    report = approval_report(registry, cfg, version, staging, settings.prefect_ui_url)
+    attempt = 0
+    while True:
+        attempt += 1
+        _tag(add=[AWAITING])
+        if requested:  # said once per request, not on every replay after a resume
+            log.info("waiting for approval of %s v%s: %s — or `mlops approve %s`", cfg.name,
+                     version, flow_run.ui_url or run_id, cfg.name)
+        try:
+            answer = _ask(report, attempt, suspend=deployment.get_id() is not None,
+                          timeout_s=int(spec.approval_timeout_h * 3600))
+            who = _identity(cfg, settings, answer, tags.get("git_commit", ""), run_id)
+        except ApprovalError as exc:
+            log.warning("answer not accepted, asking again: %s", exc)
+            continue
+        except FlowPauseTimeout:  # in the CLI's process; a suspended run is failed by the server
+            _tag(remove=[AWAITING])
+            trail.write(event("approval-timeout", "production", None, version, "nobody",
+                              reason=f"no answer within {spec.approval_timeout_h:g} h",
+                              flow_run_id=run_id))
+            raise DeployError(f"{cfg.name} v{version} not promoted: no approval within "
+                              f"{spec.approval_timeout_h:g} h") from None
+        reason = refusal(cfg, who, tags)
+        if reason:
+            trail.write(event("approval-refused", "production", None, version, who.username,
+                              answer.comment, run_id, reason, identity=who.label()))
+            log.warning("%s; asking again", reason)
+            continue
+        _tag(remove=[AWAITING])
+        _emit("mlops.approval.answered", cfg.name, version,
+              {"decision": answer.decision, "approver": who.label(), "comment": answer.comment})
+        approval = Approval(approver=who, approved=answer.decision == "approve",
+                            comment=answer.comment or comment)
+        if not approval.approved:
+            trail.write(event("approval-rejected", "production", None, version, who.username,
+                              answer.comment, run_id, identity=who.label(),
+                              actor_id=str(who.user_id or "")))
+            raise DeployError(f"{cfg.name} v{version} rejected by {who.label()}: "
+                              f"{answer.comment}")
+        return approval
 
-    run_id = flow_run.get_id()
-    get_run_logger().info("waiting for approval of %s v%s: approve in the Prefect UI or run "
-                          "`mlops approve %s --as NAME [--reject] [--comment TEXT]`",
-                          cfg.name, version, run_id)
-    try:
-        answer = wait_for_approval(cfg, approval_report(registry, cfg, version, staging))
-    except TimeoutError as exc:
-        reject(registry, cfg, version, "nobody", str(exc), run_id, "timeout")
-        raise DeployError(f"{cfg.name} v{version} not promoted: {exc}") from None
-    if not spec.may_approve(answer.approver):
-        reject(registry, cfg, version, answer.approver, "not an approver", run_id, "refused")
-        raise ApprovalError(f"{answer.approver} may not approve {cfg.name}; not promoted")
-    if not answer.approved:
-        reject(registry, cfg, version, answer.approver, answer.comment, run_id)
-        raise DeployError(f"{cfg.name} v{version} rejected by {answer.approver}"
-                          + (f": {answer.comment}" if answer.comment else ""))
-    return answer
+
+def _request(trail: AuditTrail, cfg: ModelConfig, version: str, run_id: str) -> bool:
+    """Record and announce the request once per run (a resumed run replays this code)."""
+    if any(r.get("action") == "approval-requested" and r.get("flow_run_id") == run_id
+           for r in trail.events()):
+        return False
+    trail.write(event("approval-requested", "production", None, version, "pipeline",
+                      flow_run_id=run_id))
+    from prefect.runtime import flow_run
+
+    _emit("mlops.approval.requested", cfg.name, version, {"url": flow_run.ui_url or ""})
+    return True
+
+
+def _tag(add: list[str] = (), remove: list[str] = ()) -> None:
+    """Add or remove tags of the current flow run (the run shows them in the UI's lists)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run.get_id())
+        tags = [t for t in run.tags if t not in remove]
+        client.update_flow_run(run.id, tags=tags + [t for t in add if t not in tags])
+
+
+def _emit(name: str, model: str, version: str, payload: dict) -> None:
+    from prefect.events import emit_event
+
+    emit_event(name, resource={"prefect.resource.id": f"mlops.model.{model}",
+                               "prefect.resource.name": f"{model} v{version}"},
+               payload={"model": model, "version": version, **payload})
+
+
+EXPIRED = "paused and never resumed"
+
+
+@step("record-expired-approval")
+def record_expired(registry: Registry, flow_run_id: str) -> str:
+    """A suspended deploy run whose approval time ran out is failed by the Prefect server, with no
+    process left to say so: this writes its `approval-timeout` record (once) and clears its tag."""
+    from prefect import get_client
+
+    from tasks.core.config import load_config
+
+    run_id = flow_run_id.removeprefix("prefect.flow-run.")
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        message = (run.state.message or "") if run.state else ""
+        if AWAITING not in run.tags or EXPIRED not in message:
+            return f"flow run {run_id} did not expire waiting for approval: nothing to record"
+        client.update_flow_run(run.id, tags=[t for t in run.tags if t != AWAITING])
+    settings = Settings.from_env()
+    cfg = load_config(str(run.parameters["model"]), settings.config_dir)
+    version = str(run.parameters["version"])
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+    if any(r.get("action") == "approval-timeout" and r.get("flow_run_id") == str(run.id)
+           for r in trail.events()):
+        return f"{cfg.name} v{version}: timeout already recorded"
+    trail.write(event("approval-timeout", "production", None, version, "nobody",
+                      flow_run_id=str(run.id),
+                      reason=f"no answer within {cfg.deploy.production.approval_timeout_h:g} h"))
+    return f"{cfg.name} v{version}: approval timed out; recorded"

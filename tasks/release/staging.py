@@ -1,5 +1,6 @@
 """Staging: move the staging alias, serve the verified version, smoke-test it; on failure the
-alias goes back. Both outcomes go to the audit trail."""
+alias goes back. Both outcomes go to the audit trail; a run that staged a version already (a
+resumed deploy run replays its start) does not stage it again."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from tasks.adapters.gitlab import open_gitlab
+from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import SmokeReport
 from tasks.core.config import ModelConfig
 from tasks.core.errors import DeployError
+from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
 from tasks.release.serving import ServerFactory, smoke_test, start_model_server
@@ -23,8 +25,12 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
     """Serve the downloaded, verified copy of the version (what production will load) and
     smoke-test it with its own input example; the staging alias points at it if it passes."""
     server_factory = server_factory or start_model_server
-    trail = AuditTrail(registry, cfg.name, open_gitlab())
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(),
+                       Settings.from_env().resolve_audit_key())
     alias = cfg.deploy.staging.alias
+    done = _staged_by(trail.events(), version, flow_run_id)
+    if done is not None:
+        return SmokeReport(passed=True, checks=[f"ok: staged by this run at {done['at'][:19]}"])
     previous = registry.alias_version(cfg.name, alias)
     with tempfile.TemporaryDirectory(prefix="mlops-staging-") as tmp:
         local = registry.download_version(cfg.name, version, Path(tmp))
@@ -45,8 +51,18 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
                               flow_run_id=flow_run_id, reason=str(exc)))
             raise
     trail.write(event("staged", "staging", previous, version, actor, flow_run_id=flow_run_id,
-                      reason="; ".join(report.checks)))
+                      reason="; ".join(report.checks), alias=alias,
+                      digest=local.booster_sha256))
     return report
+
+
+def _staged_by(events: list[dict[str, str]], version: str, flow_run_id: str | None
+               ) -> dict[str, str] | None:
+    if not flow_run_id:
+        return None
+    return next((r for r in reversed(events) if r.get("action") == "staged"
+                 and r.get("to_version") == version and r.get("flow_run_id") == flow_run_id),
+                None)
 
 
 @step("deploy-staging")

@@ -1,32 +1,63 @@
-"""What an approver reads before deciding: metrics vs champion, the gate, data checks, the
-staging smoke tests and where to look further."""
+"""What an approver reads before deciding: the verdict in three lines (gate, staging, change vs
+champion), then metrics beside the champion's, slices, data checks and where to look further."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from tasks.contracts.release import SmokeReport
-from tasks.reports.format import fmt
+from tasks.core.tasktypes import METRICS
+from tasks.reports.format import delta, fmt
+
+
+def _link(text: str, url: str | None) -> str:
+    return f"[{text}]({url})" if url and url.startswith("http") else (url or "")
 
 
 def approval_markdown(model: str, version: str, champion: str | None, tags: Mapping[str, str],
                       metrics: Mapping[str, float], params: Mapping[str, str],
-                      run_url: str | None, smoke: SmokeReport, approvers: list[str] | None
-                      ) -> str:
-    lines = [f"## Promote {model} v{version} to production?", "",
-             f"Current champion: {'v' + champion if champion else 'none'}. "
-             f"Gate: {tags.get('gate_metric', '?')} = {tags.get('gate_value', '?')} (passed).", "",
-             "| metric | candidate | champion |", "|---|---|---|"]
+                      run_url: str | None, smoke: SmokeReport, approvers: list[str] | None,
+                      identity: str = "declared", training_run_url: str | None = None,
+                      floor: float | None = None, max_regression: float | None = None) -> str:
+    primary = tags.get("gate_metric", "")
+    value, old = metrics.get(f"test_{primary}"), metrics.get(f"champion_{primary}")
+    higher = METRICS[primary].higher_is_better if primary in METRICS else True
+    bound = ("floor" if higher else "ceiling") if floor is not None else ""
+    gate = (f"**Gate passed**: {primary} {fmt(value)}"
+            + (f" (the {bound} is {floor:g})" if bound else "")
+            + (f", allowed regression vs champion {max_regression:g}"
+               if max_regression is not None and champion else ""))
+    staging = ("**Staging passed**: " if smoke.passed else "**Staging FAILED**: ") + "; ".join(
+        c.removeprefix("ok: ").removeprefix("FAIL: ") for c in smoke.checks[-2:])
+    change = (f"**Against champion v{champion}**: {primary} {fmt(value)} vs {fmt(old)} "
+              f"({delta(primary, value, old)})" if champion and value is not None
+              and old is not None else "**No champion yet**: this would be the first.")
+    who = ("Approve with your GitLab identity: `mlops approve " + model + "` with "
+           "MLOPS_APPROVER_TOKEN set to your own token (an answer typed in this form is "
+           "refused)." if identity == "gitlab" else
+           "Identity is declared: the name you type is recorded as given (unverified).")
+    lines = [f"## Promote {model} v{version} to production?", "", f"- {gate}", f"- {staging}",
+             f"- {change}", "", who + (f" Approvers: {', '.join(approvers)}." if approvers
+                                       else ""), "",
+             "| metric | candidate | champion | change |", "|---|---|---|---|"]
     for key in sorted(k for k in metrics if k.startswith("test_")):
         name = key.removeprefix("test_")
-        lines.append(f"| {name} | {fmt(metrics[key])} | {fmt(metrics.get(f'champion_{name}'))} |")
-    if run_url:
-        lines += ["", f"Validation: {params.get('rows', '?')} rows, "
-                      f"{params.get('features', '?')} features, report in the MLflow run.",
-                  f"MLflow run: {run_url}"]
-    lines += ["", "Staging smoke tests:", *[f"- {c}" for c in smoke.checks],
-              "", f"Data fingerprint `{tags.get('data_fingerprint', '?')[:16]}`, "
-                  f"commit `{tags.get('git_commit', '?')[:12]}`."]
-    if approvers:
-        lines.append(f"Approvers: {', '.join(approvers)}.")
+        champ = metrics.get(f"champion_{name}")
+        lines.append(f"| {name} | {fmt(metrics[key])} | {fmt(champ)} | "
+                     f"{delta(name, metrics[key], champ) if name in METRICS else ''} |")
+    slices = sorted(k for k in metrics if k.startswith("slice.") and k.endswith(f".{primary}"))
+    if slices:
+        lines += ["", f"{primary} per slice: " + ", ".join(
+            f"{k.removeprefix('slice.').removesuffix('.' + primary)} {fmt(metrics[k])}"
+            for k in slices)]
+    lines += ["", f"Data: {params.get('rows', '?')} rows, {params.get('features', '?')} features "
+                  f"(validation report in the MLflow run); fingerprint "
+                  f"`{tags.get('data_fingerprint', '?')[:16]}`, commit "
+                  f"`{tags.get('git_commit', '?')[:12]}`, built by "
+                  f"{tags.get('built_by', 'unknown')}."]
+    links = [link for link in (_link("training flow run", training_run_url),
+                               _link("MLflow run and plots", run_url)) if link]
+    if links:
+        lines += ["", "Links: " + " · ".join(links)]
+    lines += ["", "Staging smoke tests:", *[f"- {c}" for c in smoke.checks]]
     return "\n".join(lines)

@@ -28,7 +28,7 @@ def make_plan(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: 
         run_key=key, device=device, study_name=f"{cfg.name}-{key[:16]}",
         plot_dir=str(work / "plots"),
         tags=lineage_tags(fingerprint, cfg.config_hash(), code, key, flow_run_id,
-                          ci=settings.ci, image=settings.image),
+                          ci=settings.ci, image=settings.image, user=settings.user),
         existing_version=existing.version if existing else None,
     )
 

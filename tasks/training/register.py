@@ -16,7 +16,9 @@ from tasks.contracts.training import FeatureSpec, GateDecision, Registration, Tr
 from tasks.core import integrity
 from tasks.core.config import ModelConfig, RegistrySpec
 from tasks.core.errors import RegistryError
+from tasks.core.settings import Settings
 from tasks.core.steps import NETWORK_RETRIES, step
+from tasks.release.audit import AuditTrail, event
 
 CHALLENGER = "challenger"
 # the model-from-code file MLflow copies into every version (executed when a version loads)
@@ -98,7 +100,12 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
         anchor_manifest(registry, ref)
     else:
         ref = existing
-    registry.move_alias(cfg.name, CHALLENGER, ref.version)
+    if registry.alias_version(cfg.name, CHALLENGER) != ref.version:
+        registry.move_alias(cfg.name, CHALLENGER, ref.version)
+        AuditTrail(registry, cfg.name, key=Settings.from_env().resolve_audit_key()).write(
+            event("challenger", "registry", None, ref.version, "pipeline", alias=CHALLENGER,
+                  flow_run_id=tags.get("prefect_flow_run_id", ""),
+                  digest=all_tags["artifact_sha256"]))
     return _registration(ref, sha, reused=existing is not None)
 
 

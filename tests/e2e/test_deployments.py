@@ -135,11 +135,12 @@ def test_deployment_run_watch_completes_on_a_process_worker(stack, tmp_path):
     assert versions(Path(env["MLOPS_HOME"]), "fraud") == ["1"]
 
 
-def test_ci_trigger_is_idempotent_and_waits_for_approval(stack, gitlab_mlflow):
+def test_ci_trigger_is_idempotent_and_approval_holds_no_runner(stack, gitlab_mlflow):
     """A merge request pipeline with GitLab's MLflow API as the tracking server (older and newer
-    GitLab): `mlops ci` starts the run, approval resumes it, GitLab gets one model report comment
-    and a deployment per environment change, and every MLflow call passes GitLab's routes and
-    rules."""
+    GitLab): `mlops ci` starts the run and ends once its deploy run waits for approval; that run
+    waits suspended (its process gone, nothing held); the answer resumes it in a new process
+    that promotes. GitLab gets one model report comment and a deployment per environment change,
+    and every MLflow call passes GitLab's routes and rules."""
     api, fake = stack["api"], gitlab_mlflow
     fake.ml.jobs.add("31337")  # the job of this pipeline, on the same GitLab
     pipeline = {"older": "9001", "newer": "9011"}[fake.mode]
@@ -148,19 +149,29 @@ def test_ci_trigger_is_idempotent_and_waits_for_approval(stack, gitlab_mlflow):
           "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_SHA": "a" * 40, "CI_JOB_ID": "31337",
           "CI_PROJECT_URL": "https://gitlab.example.com/claims/models"}
     env = {**stack["env"], **mr, "CI_COMMIT_MESSAGE": "train fraud\n\nretrain after the data fix",
-           "CI_PIPELINE_ID": pipeline, "MLFLOW_TRACKING_URI": fake.url}
+           "CI_PIPELINE_ID": pipeline, "MLFLOW_TRACKING_URI": fake.url,
+           "MLFLOW_TRACKING_TOKEN": fake.token}
     # the runner holds only the tokens; the MR's identity comes with the flow run (job variables)
     with worker(stack, "cpu-runners", "cpu-2", MLOPS_GITLAB_TOKEN="glpat-good",
-                MLFLOW_TRACKING_URI=fake.url, MLFLOW_TRACKING_TOKEN=fake.token), background(
-            [str(BIN / "mlops"), "ci"], stack["root"] / "ci.log", env=env) as ci:
+                MLFLOW_TRACKING_URI=fake.url, MLFLOW_TRACKING_TOKEN=fake.token):
+        ci = mlops(["ci"], env)
+        assert ci.returncode == 0, ci.stdout[-3000:] + ci.stderr[-2000:]
+        assert "training-pipeline/fraud: run" in ci.stdout and "started" in ci.stdout
+        assert "waits for approval (no job is held)" in ci.stdout
         run_id = paused_run(api, "fraud")
-        answer = mlops(["approve", run_id, "--as", "alice", "--comment", "ci e2e"], env)
+        waiting = api_get(api, f"/flow_runs/{run_id}")
+        assert waiting["state"]["name"] == "Suspended" and waiting["name"] == "deploy-fraud-v1.0.0"
+        assert "awaiting-approval" in waiting["tags"]
+        assert f"gitlab-pipeline:{pipeline}" in waiting["tags"]
+        answer = mlops(["approve", "fraud", "--as", "alice", "--comment", "ci e2e"], env)
         assert answer.returncode == 0, answer.stderr
-        assert ci.wait(timeout=240) == 0, (stack["root"] / "ci.log").read_text()[-3000:]
-        log = (stack["root"] / "ci.log").read_text()
-        assert "training-pipeline/fraud: run" in log and "started" in log
-        assert "[fraud] smoke ok" in log and "Completed" in log
-
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            state = api_get(api, f"/flow_runs/{run_id}")["state"]
+            if state["type"] in ("COMPLETED", "FAILED", "CRASHED"):
+                break
+            time.sleep(1)
+        assert state["type"] == "COMPLETED", (stack["root"] / "cpu-2.log").read_text()[-3000:]
         retried = mlops(["ci"], env)  # the same pipeline's job, retried
     assert retried.returncode == 0, retried.stderr
     assert "already started by this pipeline" in retried.stdout
@@ -170,6 +181,9 @@ def test_ci_trigger_is_idempotent_and_waits_for_approval(stack, gitlab_mlflow):
     [trained] = [c for c in fake.runs_of("[model]fraud") if "run_key" in c.metadata]
     assert trained.ci_build == "31337"  # the run links to the CI job
     assert {"model.tar.gz", "model_card.md"} <= fake.version_files("fraud", "1.0.0")
+    verify = mlops(["audit", "verify", "fraud"], env)
+    assert verify.returncode == 0, verify.stderr
+    assert "@champion v1.0.0 as recorded" in verify.stdout
     assert fake.refused == [] and fake.dropped == []
     assert not [c for c in fake.calls if c[2] in (400, 401, 403) or c[2] >= 500]
     assert any(path.endswith("/model-versions/create") for _, path, _ in fake.calls)
@@ -180,6 +194,10 @@ def test_ci_trigger_is_idempotent_and_waits_for_approval(stack, gitlab_mlflow):
     assert "https://gitlab.example.com/claims/models/-/ml/experiments/" in note["body"]
     assert [(d["environment"]["name"], d["status"], d["sha"]) for d in gitlab.deployments] == [
         ("staging", "success", "a" * 40), ("production", "success", "a" * 40)]
+    bypass = subprocess.run([str(BIN / "prefect"), "deployment", "run", "training-pipeline/fraud",
+                             "--param", "approve_as=mallory"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert bypass.returncode != 0  # no parameter approves on a server
 
 
 def test_drift_event_starts_a_retrain_through_the_deployment_trigger(stack):

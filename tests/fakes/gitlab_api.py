@@ -1,6 +1,7 @@
 """A fake GitLab REST API on loopback: only the endpoints prefect-mlops uses, with the request
 and response shapes of GitLab's API documentation (notes, uploads, deployments, pipeline
-schedules), token scopes (401/403 bodies as GitLab sends them) and injectable 429/5xx."""
+schedules, the current user, commit comments), token scopes and owners (401/403 bodies as GitLab
+sends them) and injectable 429/5xx."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ def now() -> str:
 class FakeGitLab:
     """State of one project; `tokens` maps a token to its scopes."""
 
-    def __init__(self, project_id: str = "42", tokens: dict[str, list[str]] | None = None):
+    def __init__(self, project_id: str = "42", tokens: dict[str, list[str]] | None = None,
+                 users: dict[str, dict] | None = None):
         self.project_id = project_id
         self.tokens = tokens if tokens is not None else {"glpat-good": ["api"]}
+        self.users = users or {}  # token -> its owner (GET /user); other tokens: the bot USER
+        self.commit_comments: dict[str, list[dict]] = {}
         self.notes: dict[str, list[dict]] = {}
         self.uploads: list[dict] = []
         self.deployments: list[dict] = []
@@ -95,7 +99,10 @@ class FakeGitLab:
                                              "provided by the access token.",
                         "scope": "api"})
                 body = self._body(raw)
-                status, payload = fake.route(method, path, body, self.headers)
+                user = fake.users.get(token, USER)
+                if path == "/api/v4/user" and method == "GET":  # doc/api/users.md
+                    return self._send(200, {"state": "active", "bot": False, **user})
+                status, payload = fake.route(method, path, body, self.headers, user)
                 return self._send(status, payload)
 
             def _body(self, raw: bytes) -> dict:
@@ -127,7 +134,8 @@ class FakeGitLab:
             self.server.server_close()
 
     # -- the API ----------------------------------------------------------------------------
-    def route(self, method: str, path: str, body: dict, headers) -> tuple[int, object]:
+    def route(self, method: str, path: str, body: dict, headers, user: dict = USER
+              ) -> tuple[int, object]:
         prefix = f"/api/v4/projects/{self.project_id}"
         path = unquote(path)
         if not path.startswith(prefix):
@@ -154,6 +162,18 @@ class FakeGitLab:
                             note.update(body=body.get("body", note["body"]), updated_at=now())
                         return 200, note
                 return 404, {"message": "404 Not found"}
+            if m := re.fullmatch(r"/repository/commits/([0-9a-f]{7,40})/comments", rest):
+                # doc/api/commits.md: "Post comment to commit" / "Get the comments of a commit"
+                comments = self.commit_comments.setdefault(m.group(1), [])
+                if method == "GET":
+                    return 200, comments
+                if not body.get("note"):
+                    return 400, {"message": "400 Bad request - note is missing"}
+                comment = {"note": body["note"], "path": None, "line": None, "line_type": None,
+                           "author": {k: user.get(k) for k in ("id", "username", "name", "state")},
+                           "created_at": now()}
+                comments.append(comment)
+                return 201, comment
             if rest == "/uploads" and method == "POST":
                 name, secret = body.get("filename", "file"), secrets.token_hex(16)
                 upload = {"id": len(self.uploads) + 1, "alt": name,

@@ -4,6 +4,8 @@ leave the pipeline's result alone."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from flows.training import training_pipeline
@@ -24,9 +26,23 @@ def gitlab(monkeypatch):
     fake.stop()
 
 
+@contextlib.contextmanager
+def approved_up_front(name: str):
+    """What `mlops run --as NAME` does in its own process (no flow parameter can do it)."""
+    from tasks.contracts.release import Approval, Identity
+    from tasks.release.approval import UP_FRONT
+
+    token = UP_FRONT.set(Approval(approver=Identity(username=name), approved=True))
+    try:
+        yield
+    finally:
+        UP_FRONT.reset(token)
+
+
 def test_mr_pipeline_comments_once_and_records_environments(write_config, gitlab):
     name = write_config("mr-model", extra=SMOKE)
-    first = training_pipeline(name, deploy=True, approve_as="ci-bot", wait_for_approval=False)
+    with approved_up_front("ci-bot"):
+        first = training_pipeline(name, deploy=True, wait_for_approval=False)
     assert first.deployment.production.startswith("promoted")
     [note] = gitlab.notes["17"]
     body = note["body"]
@@ -55,7 +71,8 @@ def test_token_without_scope_leaves_the_pipeline_result_alone(write_config, gitl
                                                               caplog):
     monkeypatch.setenv("MLOPS_GITLAB_TOKEN", "glpat-read")
     name = write_config("scoped", extra=SMOKE)
-    result = training_pipeline(name, deploy=True, approve_as="ci-bot", wait_for_approval=False)
+    with approved_up_front("ci-bot"):
+        result = training_pipeline(name, deploy=True, wait_for_approval=False)
     assert result.deployment.production.startswith("promoted")
     assert gitlab.notes.get("17", []) == [] and gitlab.deployments == []
     assert "HTTP 403" in caplog.text

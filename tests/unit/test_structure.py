@@ -19,8 +19,8 @@ STAGES = {
     "tasks.training.data", "tasks.training.validate", "tasks.training.planning",
     "tasks.training.train", "tasks.training.evaluate", "tasks.training.gate",
     "tasks.training.tracking", "tasks.training.register", "tasks.training.notebook",
-    "tasks.release.staging", "tasks.release.approval", "tasks.release.promotion",
-    "tasks.release.rollback", "tasks.batch.scoring", "tasks.batch.monitoring",
+    "tasks.release.staging", "tasks.release.approval", "tasks.release.production",
+    "tasks.release.handoff", "tasks.batch.scoring", "tasks.batch.monitoring",
 }
 
 

@@ -1,0 +1,112 @@
+"""Release governance as processes against a real MLflow server on PostgreSQL: two promotions at
+once, a promotion killed between the alias move and its checks, a tracking server that is down.
+The audit chain stays consistent in every case (`mlops audit verify`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import mlflow
+import pytest
+
+from tests.conftest import config_yaml
+from tests.e2e.conftest import BIN, cli_env, free_port, mlops
+
+pytestmark = pytest.mark.slow
+DEPLOY = """deploy:
+  staging:
+    smoke: {max_latency_ms: 2000}
+  production:
+    approvers: [alice, bob]
+"""
+
+
+@pytest.fixture(scope="module")
+def staged(mlflow_server, tmp_path_factory):
+    """Model `gov` with v1 and v2 registered and staged on the MLflow server."""
+    root = tmp_path_factory.mktemp("governance")
+    configs = root / "configs"
+    configs.mkdir()
+    env = cli_env(MLFLOW_TRACKING_URI=mlflow_server, MLOPS_HOME=str(root / "state"),
+                  MLOPS_CONFIG_DIR=str(configs), MLOPS_DEVICE="cpu", USER="builder")
+    for trials in (2, 3):
+        (configs / "gov.yaml").write_text(config_yaml(name="gov", n_trials=trials, extra=DEPLOY))
+        run = mlops(["run", "gov"], env)  # no server of ours to wait on: stops after staging
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return env, mlflow.MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+
+
+def champion(client) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias("gov", "champion").version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def records(client) -> list[dict]:
+    audit = client.get_experiment_by_name("audit/gov")
+    runs = client.search_runs([audit.experiment_id], max_results=1000)
+    return sorted((r.data.params for r in runs), key=lambda p: int(p.get("seq", 0)))
+
+
+def test_two_promotions_at_once_end_with_one_champion_and_a_whole_chain(staged):
+    env, client = staged
+    procs = [subprocess.Popen([str(BIN / "mlops"), "promote", "gov", "--version", v, "--as", who],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for v, who in (("1", "alice"), ("2", "bob"))]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    moves = [r for r in records(client) if r["action"] in ("promotion-intent", "promoted")]
+    # one after the other under the lock: intent, completion, intent, completion
+    assert [r["action"] for r in moves] == ["promotion-intent", "promoted"] * 2
+    assert moves[0]["to_version"] == moves[1]["to_version"] != moves[2]["to_version"]
+    assert champion(client) == moves[-1]["to_version"]
+    verify = mlops(["audit", "verify", "gov"], env)
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_a_promotion_killed_between_alias_and_checks_is_finished_by_the_next_command(staged):
+    env, client = staged
+    before = champion(client)
+    target = "1" if before == "2" else "2"
+    seen = len(records(client))
+    proc = subprocess.Popen([str(BIN / "mlops"), "promote", "gov", "--version", target,
+                             "--as", "alice"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        fresh = records(client)[seen:]
+        if any(r["action"] == "promotion-intent" for r in fresh):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the promotion finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)  # the machine is gone mid-promotion
+    proc.wait()
+    verify = mlops(["audit", "verify", "gov"], env)
+    assert verify.returncode == 1 and "was started but not finished" in verify.stderr
+    # the next production command completes the interrupted promotion (or reverts it) first
+    again = mlops(["promote", "gov", "--version", target, "--as", "bob"], env)
+    assert again.returncode == 0, again.stderr
+    after = records(client)
+    finished = [r for r in after[seen:] if "interrupted" in r.get("reason", "")]
+    assert finished and finished[0]["action"] in ("promoted", "rolled-back",
+                                                   "promotion-abandoned"), after[seen:]
+    assert champion(client) == target
+    verify = mlops(["audit", "verify", "gov"], env)
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_a_tracking_server_that_is_down_moves_nothing_and_leaks_nothing(staged):
+    env, client = staged
+    before = champion(client)
+    dead = f"http://svc:s3cret-token@127.0.0.1:{free_port()}"
+    result = mlops(["promote", "gov", "--version", "1", "--as", "alice"],
+                   {**env, "MLFLOW_TRACKING_URI": dead, "MLOPS_TRACKING_RETRIES": "1"})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unreachable" in lines[0], result.stderr
+    assert "s3cret-token" not in result.stderr + result.stdout
+    assert champion(client) == before
