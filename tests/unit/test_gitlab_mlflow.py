@@ -88,21 +88,30 @@ def test_a_gitlab_uri_needs_a_token(monkeypatch, tmp_path):
     assert isinstance(registry, GitLabRegistry)
 
 
-def test_pointer_log_moves_and_clears_aliases(monkeypatch, tmp_path):
-    """The alias log works on any MLflow store; here the local one."""
+def test_aliases_are_the_audit_chain_and_a_forged_pointer_does_not_count(monkeypatch, tmp_path):
+    """GitLab cannot store aliases: the audit chain's moves are the pointers (shown here on the
+    local store). A pointer written outside the pipeline, future-dated, counts for nothing."""
+    from tasks.release.audit import AuditTrail, event
+
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     registry = GitLabRegistry(Settings.from_env().tracking_uri)
+    trail = AuditTrail(registry, "m")
     assert registry.alias_version("m", "champion") is None
-    registry.move_alias("m", "champion", "1.0.0")
-    registry.move_alias("m", "staging", "1.0.1")
-    registry.move_alias("m", "champion", "1.0.1")
+    for action, alias, version in (("promoted", "champion", "1.0.0"),
+                                   ("staged", "staging", "1.0.1"),
+                                   ("promotion-intent", "champion", "1.0.1")):
+        registry.move_alias("m", alias, version)  # nothing to write: the record is the pointer
+        trail.write(event(action, "production", None, version, "alice", alias=alias))
     assert registry.alias_version("m", "champion") == "1.0.1"
     assert registry.alias_version("m", "staging") == "1.0.1"
-    registry.move_alias("m", "champion", None)
+    trail.write(event("rolled-back", "production", "1.0.1", None, "alice", alias="champion"))
     assert registry.alias_version("m", "champion") is None
-    registry.move_alias("m", "champion", "1.0.0")
-    assert registry.alias_version("m", "champion") == "1.0.0"
+    forged = registry.start_run("audit/m", "forged", {})
+    registry.log_run(forged, params={"seq": "5", "action": "promoted", "alias": "champion",
+                                     "to_version": "6.6.6", "prev_hash": "0" * 64,
+                                     "hash": "1" * 64, "at": "2999-01-01T00:00:00+00:00"})
+    assert registry.alias_version("m", "champion") is None
 
 
 # -- registration against GitLab's answers, both behaviours -------------------------------------
