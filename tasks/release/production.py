@@ -51,7 +51,7 @@ def post_deploy_checks(registry: Registry, cfg: ModelConfig, version: str) -> No
     if resolved != version:
         raise DeployError(f"{cfg.name}@{alias} resolves to v{resolved}, expected v{version}")
     with tempfile.TemporaryDirectory(prefix="mlops-check-") as tmp:
-        local = registry.download_version(cfg.name, version, Path(tmp))
+        local = registry.download_version(cfg.name, version, Path(tmp), require_manifest=True)
         model = registry.load_pyfunc(local.path)
         problems = check_predictions(model.predict(local.example), len(local.example),
                                      local.spec)
@@ -134,8 +134,9 @@ def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identi
         if recovered:
             log.warning("%s", recovered)
         previous = registry.alias_version(cfg.name, spec.alias)
+        digest = registry.require_manifest(cfg.name, version)  # no manifest, no promotion
         reason = (refusal(cfg, approver, ref.tags) if spec.approval != "none" else None) \
-            or _not_staged(trail, version, ref.tags.get("artifact_sha256", ""))
+            or _not_staged(trail, version, digest)
         window = active_freeze(spec, today or now_utc().date())
         if reason is None and window is not None:
             reason = freeze_reason(window)

@@ -33,7 +33,8 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
         return SmokeReport(passed=True, checks=[f"ok: staged by this run at {done['at'][:19]}"])
     previous = registry.alias_version(cfg.name, alias)
     with tempfile.TemporaryDirectory(prefix="mlops-staging-") as tmp:
-        local = registry.download_version(cfg.name, version, Path(tmp))
+        digest = registry.require_manifest(cfg.name, version)
+        local = registry.download_version(cfg.name, version, Path(tmp), require_manifest=True)
         registry.move_alias(cfg.name, alias, version)
         try:
             server = server_factory(str(local.path), cfg.deploy.staging.smoke.startup_timeout_s,
@@ -51,8 +52,7 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
                               flow_run_id=flow_run_id, reason=str(exc)))
             raise
     trail.write(event("staged", "staging", previous, version, actor, flow_run_id=flow_run_id,
-                      reason="; ".join(report.checks), alias=alias,
-                      digest=local.booster_sha256))
+                      reason="; ".join(report.checks), alias=alias, digest=digest))
     return report
 
 

@@ -49,7 +49,7 @@ def model(write_config, registry, monkeypatch):
 
 def staged(reg, cfg, version: str) -> None:
     """The record a passed staging writes (serving the model is tested on its own below)."""
-    digest = reg.require_version(cfg.name, version).tags["artifact_sha256"]
+    digest = reg.require_manifest(cfg.name, version)
     reg.move_alias(cfg.name, "staging", version)
     trail(reg, cfg).write(event("staged", "staging", None, version, "pipeline",
                                 alias="staging", digest=digest))
