@@ -306,3 +306,36 @@ def test_worker_killed_mid_run_crashes_and_rerun_registers_once(stack, tmp_path)
                                env=env, capture_output=True, text=True, timeout=450)
     assert rerun.returncode == 0, rerun.stdout[-2000:]
     assert versions(tmp_path / "state", "fraud") == ["1"]
+
+
+def test_an_approval_nobody_answers_in_time_is_recorded_by_the_expiry_trigger(stack, tmp_path):
+    """The suspended deploy run is failed by the server at its deadline, with no process left to
+    say so; the prefect.yaml trigger starts approval-expiry/record, which writes the record."""
+    api = stack["api"]
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    hurry = APPROVERS.replace("approvers: [alice]", "approvers: [alice]\n    "
+                              "approval_timeout_h: 0.002")  # about 7 s
+    (configs / "fraud.yaml").write_text(config_yaml(name="fraud", rows=3000, extra=hurry))
+    env = {**stack["env"], "MLOPS_HOME": str(tmp_path / "state"), "MLOPS_CONFIG_DIR": str(configs)}
+    trained = mlops(["train", "fraud"], env)
+    assert trained.returncode == 0, trained.stderr
+    with worker(stack, "cpu-runners", "cpu-expiry", **env):
+        made = subprocess.run([str(BIN / "prefect"), "deployment", "run", "deploy/fraud",
+                               "--param", "version=1"], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert made.returncode == 0, made.stderr
+        run_id = made.stdout.split("UUID:")[1].split()[0]
+        deadline, recorded = time.monotonic() + 300, None
+        while time.monotonic() < deadline and recorded is None:
+            trail = mlops(["history", "fraud"], env).stdout
+            recorded = trail if "approval-timeout" in trail else None
+            time.sleep(3)
+    failed = api_get(api, f"/flow_runs/{run_id}")
+    assert failed["state"]["type"] == "FAILED" and "never resumed" in failed["state"]["message"]
+    assert recorded is not None, (stack["root"] / "cpu-expiry.log").read_text()[-3000:]
+    assert "awaiting-approval" not in failed["tags"]
+    assert versions(tmp_path / "state", "fraud") == ["1"]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("fraud", "champion")
