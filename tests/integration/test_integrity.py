@@ -20,7 +20,7 @@ from tasks.core import integrity
 from tasks.core.config import load_config
 from tasks.core.errors import IntegrityError
 from tasks.core.settings import Settings
-from tasks.release.promotion import post_deploy_checks
+from tasks.release.production import post_deploy_checks
 from tasks.release.staging import deploy_staging
 from tasks.training.gate import rescore_champion
 from tasks.training.synthetic import generate_claims
