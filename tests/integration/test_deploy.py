@@ -283,9 +283,10 @@ def test_model_server_that_fails_to_start(model, tmp_path):
     def bad_server(uri, timeout, log, env):
         return start_model_server(str(tmp_path / "no-such-model"), timeout, log, env)
 
+    before = reg.alias_version(cfg.name, "staging")
     with pytest.raises(DeployError, match="failed to start"):
-        deploy_staging(reg, cfg, "2", "alice", server_factory=bad_server)
-    assert reg.alias_version(cfg.name, "staging") is None
+        deploy_staging(reg, cfg, "1", "alice", server_factory=bad_server)
+    assert reg.alias_version(cfg.name, "staging") == before
     assert reg.alias_version(cfg.name, "champion") is None
     last = trail(reg, cfg).events()[-1]
     assert last["action"] == "staging-failed" and "failed to start" in last["reason"]

@@ -156,7 +156,14 @@ def test_added_missing_files_and_a_rewritten_manifest_are_refused(sealed, restor
 
 
 def test_a_promotion_of_a_tampered_version_rolls_back(sealed, restore):
+    """Staged intact, tampered afterwards in the store: the post-deploy checks catch it."""
+    from tasks.release.audit import AuditTrail, event
+
     registry, version, _, _ = sealed
+    AuditTrail(registry, NAME).write(event("staged", "staging", None, version, "pipeline",
+                                           alias="staging",
+                                           digest=registry.require_manifest(NAME, version)))
+    registry.move_alias(NAME, "staging", version)
     named = swap_classes(restore)
     registry.move_alias(NAME, "champion", None)
     try:
