@@ -44,17 +44,16 @@ class MlopsGroup(TyperGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort,
-                click.ClickException):
-            raise
         except Exception as exc:
-            if debug_enabled():
+            # usage errors, help and exits belong to Typer/Click (Typer vendors its own Click)
+            if debug_enabled() or type(exc).__module__.startswith(("click", "typer")):
                 raise
             raise fail(exc) from None
 
 
 def typer_app(help: str, **options) -> typer.Typer:
-    return typer.Typer(help=help, cls=MlopsGroup, no_args_is_help=True, add_completion=False,
+    options = {"no_args_is_help": True, **options}
+    return typer.Typer(help=help, cls=MlopsGroup, add_completion=False,
                        pretty_exceptions_enable=False, rich_markup_mode=None, **options)
 
 

@@ -101,7 +101,7 @@ def pools_show(
 
 schedules_app = typer_app("Without a command: every deployment's schedule and next run. "
                           "migrate-from-gitlab moves GitLab pipeline schedules to Prefect.",
-                          invoke_without_command=True)
+                          invoke_without_command=True, no_args_is_help=False)
 app.add_typer(schedules_app, name="schedules")
 
 
