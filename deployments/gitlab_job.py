@@ -37,10 +37,11 @@ class GitLabFields(BaseModel):
                            "`prefect flow-run execute`; its status decides the run's fate.")
     prefect_api_url: str = _field("", "Prefect API URL for runners", "PREFECT_API_URL as the "
                                   "runners reach it. Empty: the worker's own.")
-    pending_timeout_s: int = _field(3600, "Pending timeout (s)", "How long the job may wait for "
-                                    "a runner with the tag before the pipeline is canceled and "
-                                    "the run crashed; 0 waits forever. Run time is limited by "
-                                    "the job's timeout in .gitlab-ci.yml.")
+    pending_timeout_s: int = _field(0, "Pending timeout (s)", "How long the job may wait for a "
+                                    "runner with the tag before the worker cancels the pipeline "
+                                    "and crashes the run. 0: as long as GitLab keeps the job "
+                                    "pending (GitLab fails stuck jobs itself). Run time is "
+                                    "limited by the job's timeout in .gitlab-ci.yml.")
     poll_interval_s: float = _field(10.0, "Poll interval (s)", "How often the worker reads the "
                                     "pipeline and the flow run.")
 
