@@ -7,6 +7,7 @@ it), so a rule that lets lint/test/build-image into such a pipeline turns it red
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -22,6 +23,29 @@ KEYWORDS = {"stages", "variables", "workflow", "default", "include", "image", "s
             "before_script", "after_script", "cache"}
 FINAL = {"success", "failed", "canceled", "skipped"}
 VAR = re.compile(r"\$\{?(\w+)\}?")
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and every process below it (a flow run's engine starts in a session of its own)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo.extend(parents.get(out[-1], []))
+    return out
+
+
+def _signal(pid: int, sig: int) -> None:
+    """What stopping a job's container does: every process of the job gets the signal."""
+    for member in _tree(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, sig)
 
 
 def now() -> str:
@@ -156,7 +180,7 @@ class FakeCI:
             for job in pipeline["_jobs"]:
                 proc = job.get("_proc")
                 if proc is not None and proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)  # what a runner does to a canceled job
+                    _signal(proc.pid, signal.SIGTERM)  # what a runner does to a canceled job
                 elif job["status"] not in FINAL:
                     self._set(pipeline, job, "canceled")
             return self.public(pipeline)
@@ -239,4 +263,4 @@ class FakeCI:
                 for job in pipeline["_jobs"]:
                     proc = job.get("_proc")
                     if proc is not None and proc.poll() is None:
-                        os.killpg(proc.pid, signal.SIGKILL)
+                        _signal(proc.pid, signal.SIGKILL)
