@@ -14,7 +14,6 @@ from uuid import UUID
 
 from deployments.manifest import NOTEBOOK_DEPLOYMENT, TRAINING_FLOW
 from tasks.core.errors import ConfigError
-from tasks.release.approval import AWAITING
 
 TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -115,13 +114,17 @@ class Watched:
     state: str = ""
     message: str = ""
     children: set[UUID] = field(default_factory=set)
-    waiting: bool = False  # a deploy run suspended for a person's approval: done, for CI
-    handed_over: bool = False  # its deploy run (if it started one) is watched too
+    follow_up: bool = False  # a deploy run a training run started: done once it awaits approval
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL or (self.follow_up and self.state == "PAUSED")
 
 
-def outcome(state: str, message: str) -> int:
-    """Exit code of one finished run: 0 completed, 3 gate rejected, 1 anything else."""
-    if state == "COMPLETED":
+def outcome(state: str, message: str, follow_up: bool = False) -> int:
+    """Exit code of one finished run: 0 completed (or a deploy run awaiting approval), 3 gate
+    rejected, 1 anything else."""
+    if state == "COMPLETED" or (follow_up and state == "PAUSED"):
         return 0
     return 3 if GATE_MARK in (message or "") else 1
 
@@ -146,19 +149,21 @@ async def start_runs(client: Any, ctx: CiContext, models: list[str]) -> list[Wat
         params = {"as_of": ctx.as_of.isoformat()} if ctx.as_of and not target.endswith(".ipynb") \
             else {}
         params.update(deployment_for(target)[1])
-        env = {**await _pool_env(client, deployment), **ctx.gitlab}
+        pool = await client.read_work_pool(deployment.work_pool_name)
+        variables = {"env": {**_pool_env(pool, deployment), **ctx.gitlab}} if ctx.gitlab else {}
+        if pool.type == "gitlab-ci" and ctx.ref:
+            variables["ref"] = ctx.ref  # the worker's pipeline runs this commit's branch
         run = existing or await client.create_flow_run_from_deployment(
             deployment.id, parameters=params, idempotency_key=key, tags=ctx.tags(),
-            job_variables={"env": env} if ctx.gitlab else None)
+            job_variables=variables or None)
         runs.append(Watched(model=target, flow_run_id=run.id, name=run.name,
                             reused=existing is not None))
     return runs
 
 
-async def _pool_env(client: Any, deployment: Any) -> dict[str, str]:
+def _pool_env(pool: Any, deployment: Any) -> dict[str, str]:
     """The env a run would get without us (pool default, then deployment): a flow run's `env`
     job variable replaces it, so what the pool sets (MLOPS_DEVICE=cuda) is carried over."""
-    pool = await client.read_work_pool(deployment.work_pool_name)
     default = (pool.base_job_template.get("variables", {}).get("properties", {})
                .get("env", {}).get("default") or {})
     return {**default, **((deployment.job_variables or {}).get("env") or {})}
@@ -178,20 +183,26 @@ async def _run_with_key(client: Any, deployment_id: UUID, key: str) -> Any | Non
     return found[0] if found else None
 
 
-async def _deploy_runs(client: Any, training: Watched) -> list[Watched]:
-    """The deploy run a finished training run handed its version to (tag training-run:<id>)."""
+async def _follow_ups(client: Any, runs: list[Watched]) -> list[Watched]:
+    """Deploy runs the training runs started (tagged `training-run:<id>`), not yet watched."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
-    found = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[f"training-run:{training.flow_run_id}"])))
-    return [Watched(model=f"{training.model} deploy", flow_run_id=r.id, name=r.name,
-                    reused=False, handed_over=True) for r in found]
+    known, found = {r.flow_run_id for r in runs}, []
+    for run in [r for r in runs if not r.follow_up]:
+        for other in await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[f"training-run:{run.flow_run_id}"]))):
+            if other.id not in known:
+                found.append(Watched(model=run.model, flow_run_id=other.id, name=other.name,
+                                     reused=False, follow_up=True))
+    return found
 
 
 async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
-                poll_s: float = 2.0, timeout_s: float | None = None,
-                ui_url: str | None = None) -> int:
-    """Stream state changes and logs of the runs and their subflows until all have finished."""
+                poll_s: float = 2.0, timeout_s: float | None = None, ui_url: str | None = None
+                ) -> int:
+    """Stream state changes and logs of the runs, their subflows and the deploy runs they start
+    until all have finished (a deploy run waiting for approval counts as finished here: it
+    holds no job while it waits)."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterParentFlowRunId,
@@ -228,29 +239,28 @@ async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
 
     while True:
         await stream_logs()
-        for run in list(runs):
+        for run in runs:
             flow_run = await client.read_flow_run(run.flow_run_id)
             state = flow_run.state
             name = state.type.value if state else "PENDING"
-            run.waiting = name == "PAUSED" and AWAITING in flow_run.tags
-            if name == "COMPLETED" and not run.handed_over:
-                run.handed_over = True
-                runs.extend(await _deploy_runs(client, run))
             if name != run.state:
                 if name in FINAL:  # logs are shipped in batches: catch up before the verdict
                     await asyncio.sleep(poll_s)
                     await stream_logs()
                 label = state.name if state else "Pending"
+                if run.follow_up and name == "PAUSED":
+                    label = "waits for approval (no job is held): " + (
+                        f"{ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id} or " if ui_url
+                        else "") + f"`mlops approve {run.model}`"
                 emit(f"[{run.model}] {run.name}: {label}"
                      + (f" ({state.message})" if state and state.message and name in FINAL else ""))
                 run.state, run.message = name, (state.message or "") if state else ""
-        if all(r.state in FINAL or r.waiting for r in runs):
-            for run in (r for r in runs if r.waiting):
-                link = f" {ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id}" if ui_url else ""
-                emit(f"[{run.model}] {run.name} waits for approval (no job is held):{link} — "
-                     f"or `mlops approve {run.model.removesuffix(' deploy')}`")
-            return max((0 if r.waiting else outcome(r.state, r.message) for r in runs),
-                       key=lambda code: {0: 0, 3: 1, 1: 2}[code])
+        if all(r.done for r in runs):
+            fresh = await _follow_ups(client, runs)
+            if not fresh:
+                return max((outcome(r.state, r.message, r.follow_up) for r in runs),
+                           key=lambda code: {0: 0, 3: 1, 1: 2}[code])
+            runs.extend(fresh)
         if timeout_s is not None and time.monotonic() - started > timeout_s:
             emit(f"gave up watching after {timeout_s:.0f}s; the runs go on in Prefect")
             return 1

@@ -35,10 +35,14 @@ def image_settings() -> tuple[str, str]:
 
 
 def _exists(image: str) -> str | None:
-    """'registry' or 'local' when the tagged image is already there, else None."""
+    """'registry' or 'local' when the tagged image is already there, 'no-engine' when no Docker
+    engine answers here, else None."""
     import docker
 
-    client = docker.from_env()
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException:
+        return "no-engine"
     try:
         try:
             client.images.get_registry_data(image)
@@ -60,12 +64,18 @@ def build_image(dockerfile: str = "Dockerfile", base_image: str | None = None,
     """prefect.yaml build step: the image `name:content-hash`, built unless it already exists.
 
     MLOPS_IMAGE_BUILD=skip only computes the tag (process pools on shell runners run the checkout,
-    not an image); `always` rebuilds.
+    not an image); `always` rebuilds; `auto` without a Docker engine says so in one line and
+    skips (process and gitlab-ci pools need no image built here).
     """
     name, mode = image_settings()
     tag = content_tag(Path(dockerfile).parent)
     image = f"{name}:{tag}"
     found = None if mode == "always" else ("skipped" if mode == "skip" else exists(image))
+    if found == "no-engine":
+        print(f"image {image}: build skipped (no Docker engine here; process and gitlab-ci pools "
+              "need none, docker pools need the image built where Docker runs)")
+        return {"image_name": name, "tag": tag, "image": image, "built": False,
+                "found": found}
     if found:
         why = "not built (MLOPS_IMAGE_BUILD=skip)" if found == "skipped" else f"up to date ({found})"
         print(f"image {image}: {why}")
@@ -84,6 +94,8 @@ def push_image(image_name: str, tag: str, found: str,
                push: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """prefect.yaml push step: push what was built or exists only locally; skip the rest."""
     image = f"{image_name}:{tag}"
+    if found == "no-engine":  # the build step said it already
+        return {"image": image, "pushed": False}
     if found in ("registry", "skipped"):
         why = "already in the registry" if found == "registry" else "build skipped"
         print(f"image {image}: not pushed ({why})")

@@ -14,7 +14,8 @@ from tasks.core.errors import ConfigError
 
 POOLS_FILE = Path(__file__).with_name("pools.yaml")
 TEMPLATES_DIR = Path(__file__).with_name("pools")
-PoolType = Literal["process", "docker"]
+PoolType = Literal["gitlab-ci", "process", "docker"]
+POOL_TYPES: tuple[str, ...] = ("gitlab-ci", "process", "docker")
 
 
 class PoolSpec(BaseModel):
@@ -38,6 +39,10 @@ def load_pools(path: Path = POOLS_FILE) -> dict[str, PoolSpec]:
 
 
 def _default_template(pool_type: PoolType) -> dict[str, Any]:
+    if pool_type == "gitlab-ci":
+        from deployments.gitlab_worker import GitLabCIWorker
+
+        return GitLabCIWorker.get_default_base_job_template()
     if pool_type == "process":
         from prefect.workers.process import ProcessWorker
 
@@ -52,6 +57,12 @@ def base_job_template(spec: PoolSpec, pool_type: PoolType) -> dict[str, Any]:
     template = copy.deepcopy(_default_template(pool_type))
     props = template["variables"]["properties"]
     props["env"]["default"] = dict(spec.env)
+    if pool_type == "gitlab-ci":
+        if len(spec.runner_tags) != 1:
+            raise ConfigError(f"pool {spec.name}: a gitlab-ci pool has one runner tag (the job "
+                              f"takes it from MLOPS_RUNNER_TAG), got {spec.runner_tags}")
+        props["runner_tag"]["default"] = spec.runner_tags[0]
+        return template
     props["stream_output"]["default"] = True
     if pool_type == "docker":
         props["auto_remove"]["default"] = True
@@ -104,5 +115,5 @@ async def apply_pools(specs: dict[str, PoolSpec], pool_type: PoolType) -> list[t
 
 if __name__ == "__main__":  # regenerate deployments/pools/*.json after editing pools.yaml
     for pool in load_pools().values():
-        for kind in ("process", "docker"):
+        for kind in POOL_TYPES:
             template_path(pool.name, kind).write_text(render(base_job_template(pool, kind)))

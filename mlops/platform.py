@@ -45,19 +45,26 @@ def ci(
 
 pools_app = typer_app("Work pools mapped to GitLab runners (deployments/pools.yaml).")
 app.add_typer(pools_app, name="pools")
-PoolTypeOption = Annotated[str, typer.Option(
-    "--type", help="process (shell runners, or a worker inside the training image) or docker "
-                   "(Docker hosts).")]
+PoolTypeOption = Annotated[str | None, typer.Option(
+    "--type", help="gitlab-ci (each run a GitLab job on runners with the pool's tag; the default "
+                   "when CI_SERVER_URL and CI_PROJECT_ID are set), process (shell runners, or a "
+                   "worker inside the training image; the default otherwise) or docker (Docker "
+                   "hosts).")]
 
 
-def _pool_type(value: str) -> str:
-    if value not in ("process", "docker"):
-        raise ConfigError(f"--type must be process or docker, got {value!r}")
+def _pool_type(value: str | None) -> str:
+    from deployments.pools import POOL_TYPES
+
+    if value is None:
+        ci = settings().ci
+        return "gitlab-ci" if ci.get("CI_SERVER_URL") and ci.get("CI_PROJECT_ID") else "process"
+    if value not in POOL_TYPES:
+        raise ConfigError(f"--type must be one of {', '.join(POOL_TYPES)}, got {value!r}")
     return value
 
 
 @pools_app.command("apply")
-def pools_apply(pool_type: PoolTypeOption = "process") -> None:
+def pools_apply(pool_type: PoolTypeOption = None) -> None:
     """Create or update cpu-runners and gpu-runners on the Prefect server (idempotent)."""
     import asyncio
 
@@ -71,12 +78,16 @@ def pools_apply(pool_type: PoolTypeOption = "process") -> None:
         spec = specs[name]
         typer.echo(f"{name} ({kind}, {spec.device}, runners tagged {', '.join(spec.runner_tags)}): "
                    f"{action}")
+    if kind == "gitlab-ci":
+        typer.echo("start one worker per pool next to the Prefect server (CI_SERVER_URL, "
+                   "CI_PROJECT_ID and MLOPS_GITLAB_TOKEN set): prefect worker start --pool "
+                   f"{next(iter(specs))}")
 
 
 @pools_app.command("show")
 def pools_show(
     name: Annotated[str, typer.Argument(help="Pool name from deployments/pools.yaml.")],
-    pool_type: PoolTypeOption = "process",
+    pool_type: PoolTypeOption = None,
 ) -> None:
     """Print a pool's base job template (usable with `prefect work-pool create --base-job-template`)."""
     from deployments.pools import base_job_template, load_pools, render

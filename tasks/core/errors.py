@@ -69,3 +69,16 @@ class IntegrityError(MlopsError):
     """A model artifact does not match its registered checksum; nothing was scored."""
 
     exit_code = 1
+
+
+class GitLabRefused(MlopsError):
+    """GitLab refused a call the worker needs (token scope, role, project setting, rules)."""
+
+    exit_code = 2
+    status: int | None = None
+
+
+class GitLabUnavailable(MlopsError):
+    """GitLab did not answer (connection errors, timeouts, 429/5xx) after bounded retries."""
+
+    exit_code = 1

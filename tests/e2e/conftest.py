@@ -107,7 +107,8 @@ def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     with postgres_database("mlflow_e2e") as db_uri, background(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", db_uri,
+        [str(BIN / "mlflow"), "server", "--backend-store-uri",
+         db_uri.replace("postgresql://", "postgresql+psycopg://"),  # SQLAlchemy 2.0: psycopg 3
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
         root / "server.log", env=cli_env(),

@@ -4,11 +4,13 @@ repository, the work pools, process workers, `prefect deployment run --watch`, t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -55,22 +57,31 @@ def write_configs(folder: Path, fraud_rows: int = 3000, fraud_trials: int = 2) -
 
 
 @pytest.fixture(scope="module")
-def stack(prefect_server, tmp_path_factory):
-    """Pools applied and the repository deployed, as a platform engineer would."""
+def stack(prefect_server, tmp_path_factory, request):
+    """Pools applied and the repository deployed, as a platform engineer would. A test module
+    may set POOL_TYPE (default process) and IMAGE_BUILD (default skip); pools of another type
+    that an earlier module left on the shared server are replaced."""
+    pool_type = getattr(request.module, "POOL_TYPE", "process")
     root = tmp_path_factory.mktemp("deployments")
     env = cli_env(PREFECT_API_URL=prefect_server, MLOPS_HOME=str(root / "state"),
                   MLOPS_CONFIG_DIR=str(write_configs(root / "configs")),
-                  MLOPS_PROJECT_DIR=str(REPO), MLOPS_IMAGE_BUILD="skip",
+                  MLOPS_PROJECT_DIR=str(REPO),
+                  MLOPS_IMAGE_BUILD=getattr(request.module, "IMAGE_BUILD", "skip"),
                   PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_HOME=str(root / "prefect-home"))
-    first = mlops(["pools", "apply"], env)
+    for pool in ("cpu-runners", "gpu-runners"):
+        with contextlib.suppress(urllib.error.HTTPError):
+            if api_get(prefect_server, f"/work_pools/{pool}")["type"] != pool_type:
+                urllib.request.urlopen(urllib.request.Request(
+                    f"{prefect_server}/work_pools/{pool}", method="DELETE"), timeout=10)
+    first = mlops(["pools", "apply", "--type", pool_type], env)
     assert first.returncode == 0, first.stderr
-    assert "cpu-runners (process, cpu" in first.stdout and "created" in first.stdout
-    again = mlops(["pools", "apply"], env)
+    assert f"cpu-runners ({pool_type}, cpu" in first.stdout and "created" in first.stdout
+    again = mlops(["pools", "apply", "--type", pool_type], env)
     assert again.stdout.count("unchanged") == 2, again.stdout
     deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
-    return {"api": prefect_server, "env": env, "root": root}
+    return {"api": prefect_server, "env": env, "root": root, "deploy": deploy.stdout}
 
 
 def worker(stack, pool: str, name: str, **env):

@@ -1,7 +1,8 @@
 """A fake GitLab REST API on loopback: only the endpoints prefect-mlops uses, with the request
 and response shapes of GitLab's API documentation (notes, uploads, deployments, pipeline
-schedules, the current user, commit comments), token scopes and owners (401/403 bodies as GitLab
-sends them) and injectable 429/5xx."""
+schedules, the token, the project and the current user, commit comments; pipelines and jobs
+through `gitlab_runner.FakeCI`), token scopes and owners (401/403 bodies as GitLab sends them)
+and injectable 429/5xx."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import secrets
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlparse
+from pathlib import Path
+from urllib.parse import parse_qs, parse_qsl, unquote, urlparse
+
+from tests.fakes.gitlab_runner import FakeCI
 
 USER = {"id": 7, "username": "project_42_bot", "name": "mlops bot", "state": "active"}
 
@@ -36,6 +40,10 @@ class FakeGitLab:
         self.wikis: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.failures: list[tuple[int, dict[str, str]]] = []  # (status, headers) served first
+        self.ci: FakeCI | None = None
+        # the token's role in the project and the project's "Minimum role to use pipeline variables"
+        self.access_level = 30
+        self.variables_role = "developer"
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -54,6 +62,11 @@ class FakeGitLab:
                                   for k, v in (variables or {}).items()]}
         self.schedules.append(schedule)
         return schedule
+
+    def enable_ci(self, ci_yaml: Path, runner_env: dict[str, str], log_dir: Path) -> FakeCI:
+        """Pipelines and jobs: `.gitlab-ci.yml` read from `ci_yaml`, its folder the checkout."""
+        self.ci = FakeCI(ci_yaml, runner_env, log_dir, self.project_id)
+        return self.ci
 
     @property
     def url(self) -> str:
@@ -80,7 +93,7 @@ class FakeGitLab:
             def _handle(self, method: str):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                path = urlparse(self.path).path
+                path, query = urlparse(self.path).path, dict(parse_qsl(urlparse(self.path).query))
                 with fake.lock:
                     fake.requests.append((method, path))
                     if fake.failures:
@@ -102,7 +115,12 @@ class FakeGitLab:
                 user = fake.users.get(token, USER)
                 if path == "/api/v4/user" and method == "GET":  # doc/api/users.md
                     return self._send(200, {"state": "active", "bot": False, **user})
-                status, payload = fake.route(method, path, body, self.headers, user)
+                if path == "/api/v4/personal_access_tokens/self":
+                    return self._send(200, {"id": 3, "name": "mlops worker", "revoked": False,
+                                            "active": True, "scopes": scopes, "user_id": user["id"],
+                                            "expires_at": None, "created_at": now()})
+                status, payload = fake.route(method, path, body, self.headers, query,
+                                             base=f"http://{self.headers['Host']}", user=user)
                 return self._send(status, payload)
 
             def _body(self, raw: bytes) -> dict:
@@ -129,18 +147,22 @@ class FakeGitLab:
         return self
 
     def stop(self) -> None:
+        if self.ci:
+            self.ci.stop()
         if self.server:
             self.server.shutdown()
             self.server.server_close()
 
     # -- the API ----------------------------------------------------------------------------
-    def route(self, method: str, path: str, body: dict, headers, user: dict = USER
-              ) -> tuple[int, object]:
+    def route(self, method: str, path: str, body: dict, headers, query: dict | None = None,
+              base: str = "", user: dict = USER) -> tuple[int, object]:
         prefix = f"/api/v4/projects/{self.project_id}"
         path = unquote(path)
         if not path.startswith(prefix):
             return 404, {"message": "404 Project Not Found"}
         rest = path[len(prefix):]
+        if rest == "" or rest.startswith(("/pipeline", "/pipelines")):
+            return self.route_ci(method, rest, body, query or {}, base)
         with self.lock:
             if m := re.fullmatch(r"/merge_requests/(\d+)/notes", rest):
                 notes = self.notes.setdefault(m.group(1), [])
@@ -230,3 +252,37 @@ class FakeGitLab:
                         return 200, schedule
                 return 404, {"message": "404 Not found"}
         return 404, {"message": "404 Not Found"}
+
+    def route_ci(self, method: str, rest: str, body: dict, query: dict, base: str
+                 ) -> tuple[int, object]:
+        """The project, its pipelines and their jobs (GitLab's pipelines and jobs API)."""
+        if rest == "":
+            return 200, {"id": int(self.project_id), "path_with_namespace": "claims/models",
+                         "default_branch": "main", "web_url": f"{base}/claims/models",
+                         "ci_pipeline_variables_minimum_override_role": self.variables_role,
+                         "permissions": {"project_access": {"access_level": self.access_level},
+                                         "group_access": None}}
+        if self.ci is None:
+            return 404, {"message": "404 Not Found"}
+        if rest == "/pipeline" and method == "POST":
+            roles = {"developer": 30, "maintainer": 40, "owner": 50}
+            if body.get("variables") and self.access_level < roles.get(self.variables_role, 99):
+                return 400, {"message": {"base": [
+                    "Insufficient permissions to set pipeline variables"]}}
+            if not body.get("ref"):
+                return 400, {"message": "400 Bad request - ref is missing"}
+            return self.ci.create(base, body)
+        if rest == "/pipelines" and method == "GET":
+            return 200, self.ci.list(query)
+        m = re.fullmatch(r"/pipelines/(\d+)(/jobs|/cancel|/variables)?", rest)
+        if not m or self.ci.get(int(m.group(1))) is None:
+            return 404, {"message": "404 Not found"}
+        pid, what = int(m.group(1)), m.group(2)
+        if what == "/cancel" and method == "POST":
+            return 200, self.ci.cancel(pid)
+        if what == "/jobs":
+            return 200, self.ci.jobs(pid)
+        if what == "/variables":
+            return 200, [{"key": k, "value": v, "variable_type": "env_var"}
+                         for k, v in self.ci.variables(pid).items()]
+        return 200, self.ci.get(pid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
@@ -68,3 +69,82 @@ def test_outcome_codes():
     assert outcome("FAILED", "Flow run encountered an exception: DataError: empty") == 1
     assert outcome("CRASHED", "Execution was aborted by a termination signal.") == 1
     assert outcome("CANCELLED", "") == 1
+
+
+class FakePrefect:
+    """The few client calls `mlops ci` makes, over in-memory runs."""
+
+    def __init__(self, states: dict, tagged: dict | None = None, pool_type: str = "gitlab-ci"):
+        self.states, self.tagged, self.pool_type, self.created = states, tagged or {}, pool_type, []
+
+    async def read_flow_runs(self, flow_run_filter=None, **kw):
+        tags = flow_run_filter.tags.all_ if flow_run_filter and flow_run_filter.tags else None
+        return self.tagged.get(tags[0], []) if tags else []
+
+    async def read_logs(self, **kw):
+        return []
+
+    async def read_flow_run(self, run_id):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(state=self.states[run_id])
+
+    async def read_deployment_by_name(self, name):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(id=uuid4(), name=name, work_pool_name="gpu-runners",
+                               job_variables={"image": "img"})
+
+    async def read_work_pool(self, name):
+        from types import SimpleNamespace
+
+        template = {"variables": {"properties": {"env": {"default": {"MLOPS_DEVICE": "cuda"}}}}}
+        return SimpleNamespace(type=self.pool_type, base_job_template=template)
+
+    async def create_flow_run_from_deployment(self, deployment_id, **kw):
+        from types import SimpleNamespace
+
+        self.created.append(kw)
+        return SimpleNamespace(id=uuid4(), name="brave-otter")
+
+
+def test_ci_ends_when_the_deploy_run_awaits_approval():
+    """Training on a worker ends after staging by starting a deploy run: `mlops ci` reports its
+    approval link and exits instead of holding the CI job while a person decides."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from prefect.states import Completed, Failed, Suspended
+
+    from deployments.ci import Watched, watch
+
+    train, deploy = uuid4(), uuid4()
+    tagged = {f"training-run:{train}": [SimpleNamespace(id=deploy, name="deploy-fraud-v3")]}
+    lines: list[str] = []
+    client = FakePrefect({train: Completed(), deploy: Suspended(timeout_seconds=3600)}, tagged)
+    runs = [Watched(model="fraud", flow_run_id=train, name="train-fraud", reused=False)]
+    code = asyncio.run(watch(client, runs, lines.append, poll_s=0, ui_url="http://ui/"))
+    assert code == 0
+    assert f"[fraud] deploy-fraud-v3: awaiting approval http://ui/runs/flow-run/{deploy}" in lines
+    client.states[deploy] = Failed(message="smoke test failed")
+    runs = [Watched(model="fraud", flow_run_id=train, name="train-fraud", reused=False)]
+    assert asyncio.run(watch(client, runs, lines.append, poll_s=0)) == 1
+
+
+def test_ci_runs_on_a_gitlab_ci_pool_train_this_commits_branch():
+    import asyncio
+
+    from deployments.ci import start_runs
+
+    ctx = CiContext.from_env({"CI_COMMIT_MESSAGE": "train damage", "CI_PIPELINE_ID": "9",
+                              "CI_COMMIT_REF_NAME": "feature/x", "CI_MERGE_REQUEST_IID": "5"})
+    gitlab = FakePrefect({})
+    asyncio.run(start_runs(gitlab, ctx, ["damage"]))
+    [made] = gitlab.created
+    assert made["job_variables"]["ref"] == "feature/x"
+    assert made["job_variables"]["env"] == {"MLOPS_DEVICE": "cuda", "CI_MERGE_REQUEST_IID": "5",
+                                            "CI_COMMIT_REF_NAME": "feature/x",
+                                            "CI_PIPELINE_ID": "9"}
+    process = FakePrefect({}, pool_type="process")
+    asyncio.run(start_runs(process, ctx, ["damage"]))
+    assert "ref" not in process.created[0]["job_variables"]

@@ -12,7 +12,7 @@ import yaml
 
 from deployments import image
 from deployments.manifest import check_manifest
-from deployments.pools import base_job_template, load_pools, render, template_path
+from deployments.pools import POOL_TYPES, base_job_template, load_pools, render, template_path
 from deployments.schedules import from_manifest, next_cron
 from deployments.steps import enter_project
 from tasks.core.errors import ConfigError
@@ -90,7 +90,7 @@ def test_check_deployments_cli_exit_code(tmp_path):
 
 def test_committed_pool_templates_are_current():
     for pool in load_pools().values():
-        for kind in ("process", "docker"):
+        for kind in POOL_TYPES:
             assert template_path(pool.name, kind).read_text() == render(
                 base_job_template(pool, kind)), f"run python -m deployments.pools ({pool.name})"
 
@@ -182,12 +182,25 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_gitlab_ci_pipeline_shape():
+    """A flow-run job for the gitlab-ci worker, every other job kept out of its pipelines, and no
+    `--run-once` worker jobs any more."""
     ci = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
-    assert ci["build-image"]["rules"] == [{"changes": ["Dockerfile", "uv.lock"]}]
-    assert ci["gpu-worker"]["tags"] == load_pools()["gpu-runners"].runner_tags
-    assert ci["cpu-worker"]["tags"] == load_pools()["cpu-runners"].runner_tags
-    worker = ci[".worker"]["script"][0]
-    assert "prefect worker start" in worker and "--run-once" in worker
-    assert ci["train"]["rules"] == [{"if": "$CI_COMMIT_MESSAGE =~ /^train /"}]
+    skip = {"if": "$PREFECT__FLOW_RUN_ID", "when": "never"}
+    jobs = {n: j for n, j in ci.items() if not n.startswith(".") and isinstance(j, dict)
+            and n not in ("variables", "workflow", "default")}
+    assert set(jobs) == {"lint", "test", "build-image", "prefect-deploy", "train", "flow-run"}
+    for name, job in jobs.items():
+        if name != "flow-run":
+            assert job["rules"][0] == skip, name
+    assert ci["build-image"]["rules"][1:] == [{"changes": ["Dockerfile", "uv.lock"]}]
+    assert ci["train"]["rules"][1:] == [{"if": "$CI_COMMIT_MESSAGE =~ /^train /"}]
     assert ".venv/bin/mlops ci" in ci["train"]["script"]
+    assert ".venv/bin/mlops pools apply --type gitlab-ci" in ci["prefect-deploy"]["script"]
     assert "make test" in ci["test"]["script"]
+    run = ci["flow-run"]
+    assert run["rules"] == [{"if": "$PREFECT__FLOW_RUN_ID"}]
+    assert run["tags"] == ["$MLOPS_RUNNER_TAG"] and run["image"] == "$MLOPS_IMAGE"
+    assert run["script"] == ['prefect flow-run execute "$PREFECT__FLOW_RUN_ID"']
+    assert run["variables"]["MLOPS_PROJECT_DIR"] == "$CI_PROJECT_DIR"
+    assert ci["workflow"]["name"] == "$MLOPS_PIPELINE_NAME"
+    assert "--run-once" not in (REPO / ".gitlab-ci.yml").read_text()

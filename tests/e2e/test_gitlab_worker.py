@@ -1,0 +1,168 @@
+"""Running on GitLab the way the product promises: a real Prefect server on PostgreSQL, `mlops pools
+apply --type gitlab-ci`, `prefect deploy --all` on a machine without Docker, one `gitlab-ci` worker
+next to the server, and the fake GitLab whose simulated runner runs this repository's `flow-run`
+job. A deployment run and a schedule both execute as GitLab jobs with the pool's tag; no worker
+job and no GitLab schedule exist; a job canceled in GitLab mid-training registers nothing and the
+re-run registers exactly one version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from deployments.image import _exists
+from tests.e2e import test_deployments
+from tests.e2e.conftest import BIN, REPO, background
+from tests.e2e.test_deployments import api_get, api_post, flow_runs, versions, write_configs
+from tests.fakes.gitlab_api import FakeGitLab
+
+pytestmark = pytest.mark.slow
+POOL_TYPE = "gitlab-ci"
+IMAGE_BUILD = "auto"  # this machine has no Docker engine: the build step says so and goes on
+TAG = "saas-linux-medium-amd64"
+stack = test_deployments.stack  # the platform engineer's setup, with the pool type above
+
+
+@pytest.fixture(scope="module")
+def gitlab(stack):
+    """The fake GitLab (its runner has the training dependencies and the CI/CD variables a
+    project would set) and one gitlab-ci worker for cpu-runners."""
+    root = stack["root"]
+    fake = FakeGitLab(tokens={"glpat-worker": ["api"], "glpat-read": ["read_api"]}).start()
+    runner = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": str(root),
+              "LANG": "C.UTF-8", "MLOPS_HOME": str(root / "runner-state"),
+              "MLOPS_CONFIG_DIR": str(write_configs(root / "runner-configs", fraud_trials=25)),
+              "PREFECT_HOME": str(root / "runner-prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    ci = fake.enable_ci(REPO / ".gitlab-ci.yml", runner, root)
+    env = {**stack["env"], "CI_SERVER_URL": fake.url, "CI_PROJECT_ID": "42",
+           "MLOPS_GITLAB_TOKEN": "glpat-worker"}
+    cmd = [str(BIN / "prefect"), "worker", "start", "--pool", "cpu-runners", "--name", "gl-cpu"]
+    with background(cmd, root / "gl-cpu.log", env=env) as proc:
+        yield {"fake": fake, "ci": ci, "env": env, "worker": proc, "state": root / "runner-state"}
+    fake.stop()
+
+
+def _pipeline_of(ci, run_id: str) -> dict | None:
+    return next((p for p in list(ci.pipelines.values())
+                 if p["_pipeline_variables"].get("PREFECT__FLOW_RUN_ID") == run_id), None)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+    return found
+
+
+def test_setup_needs_no_docker_engine_and_makes_gitlab_ci_pools(stack):
+    gpu = api_get(stack["api"], "/work_pools/gpu-runners")
+    assert gpu["type"] == "gitlab-ci"
+    props = gpu["base_job_template"]["variables"]["properties"]
+    assert props["runner_tag"]["default"] == "saas-linux-medium-amd64-gpu-standard"
+    if _exists("prefect-mlops-train:probe") == "no-engine":
+        assert "build skipped (no Docker engine here; process and gitlab-ci pools need none" \
+            in stack["deploy"]
+        assert "Traceback" not in stack["deploy"] and "DockerException" not in stack["deploy"]
+
+
+def test_deployment_run_executes_as_a_gitlab_job(stack, gitlab):
+    """A job canceled in GitLab mid-training crashes its run and registers nothing; the same
+    deployment run by hand (`--watch`) then completes through a pipeline and registers one
+    version."""
+    ci, env = gitlab["ci"], gitlab["env"]
+    made = subprocess.run([str(BIN / "prefect"), "deployment", "run", "training-pipeline/fraud",
+                           "--param", "deploy=false"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode == 0, made.stderr
+    doomed = made.stdout.split("UUID:")[1].split()[0]
+    pipeline = _wait(lambda: _pipeline_of(ci, doomed), 120, "the pipeline")
+    [job] = pipeline["_jobs"]
+    _wait(lambda: job["id"] in ci.logs and "trial 2/" in ci.logs[job["id"]].read_text(), 240,
+          "training in the job")
+    ci.cancel(pipeline["id"])  # someone presses Cancel in GitLab
+    _wait(lambda: api_get(stack["api"], f"/flow_runs/{doomed}")["state"]["type"] in (
+        "CRASHED", "CANCELLED"), 90, "the run to end")
+    assert versions(gitlab["state"], "fraud") == []
+
+    worker_cpu = _cpu_seconds(gitlab["worker"].pid)
+    requests = len(gitlab["fake"].requests)
+    started = time.perf_counter()
+    run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "training-pipeline/fraud",
+                          "--param", "deploy=false", "--watch", "--watch-timeout", "400"],
+                         env=env, capture_output=True, text=True, timeout=450)
+    wall = time.perf_counter() - started
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert versions(gitlab["state"], "fraud") == ["1"]  # the canceled run left nothing behind
+    run_id = run.stdout.split("UUID:")[1].split()[0]
+    done = api_get(stack["api"], f"/flow_runs/{run_id}")
+    pipeline = _pipeline_of(ci, run_id)
+    _wait(lambda: pipeline["status"] == "success", 60, "the job to exit")
+    [job] = pipeline["_jobs"]  # the flow-run job alone, on the pool's runners
+    assert (job["name"], job["status"], job["tag_list"]) == ("flow-run", "success", [TAG])
+    assert done["state"]["type"] == "COMPLETED"
+    assert done["infrastructure_pid"] == f"gitlab:42:{pipeline['id']}"
+    assert done["labels"]["gitlab.job.url"] == job["web_url"]
+    read = ("GET", f"/api/v4/projects/42/pipelines/{pipeline['id']}")
+    seen = gitlab["fake"].requests.count(read)
+    _wait(lambda: gitlab["fake"].requests.count(read) > seen, 30, "the worker to see the end")
+    created = datetime.fromisoformat(done["created"])
+    print(f"\ndeployment run -> flow Running: "
+          f"{(datetime.fromisoformat(done['start_time']) - created).total_seconds():.1f}s "
+          f"(pipeline created after "
+          f"{(datetime.fromisoformat(pipeline['created_at']) - created).total_seconds():.1f}s, "
+          f"job started after "
+          f"{(datetime.fromisoformat(job['started_at']) - created).total_seconds():.1f}s); "
+          f"whole run {wall:.1f}s; worker CPU {_cpu_seconds(gitlab['worker'].pid) - worker_cpu:.2f}s"
+          f", GitLab requests {len(gitlab['fake'].requests) - requests} for this run")
+
+
+def test_a_schedule_runs_on_gitlab_with_no_gitlab_schedule_and_no_worker_job(stack, gitlab):
+    api, ci = stack["api"], gitlab["ci"]
+    [fraud] = [d for d in api_post(api, "/deployments/filter", {
+        "flows": {"name": {"any_": ["training-pipeline"]}}}) if d["name"] == "fraud"]
+    now = datetime.now(UTC)
+    [schedule] = api_post(api, f"/deployments/{fraud['id']}/schedules", [{
+        "schedule": {"interval": 86400, "anchor_date": (now + timedelta(seconds=5)).isoformat(),
+                     "timezone": "UTC"},
+        "active": True, "parameters": {"deploy": False}, "slug": "e2e-in-a-few-seconds"}])
+    try:
+        api_post(api, f"/deployments/{fraud['id']}/schedule", {
+            "start_time": now.isoformat(), "end_time": (now + timedelta(minutes=1)).isoformat()})
+        [due] = [r for r in flow_runs(api, deployment_id={"any_": [fraud["id"]]},
+                                      state={"type": {"any_": ["SCHEDULED"]}})
+                 if r["auto_scheduled"] and r["parameters"].get("deploy") is False]
+        _wait(lambda: api_get(api, f"/flow_runs/{due['id']}")["state"]["type"] in (
+            "COMPLETED", "FAILED", "CRASHED"), 300, "the scheduled run")
+    finally:
+        urllib.request.urlopen(urllib.request.Request(
+            f"{api}/deployments/{fraud['id']}/schedules/{schedule['id']}", method="DELETE"),
+            timeout=10)
+    ran = api_get(api, f"/flow_runs/{due['id']}")
+    assert ran["state"]["type"] == "COMPLETED", ran["state"]
+    pipeline = _pipeline_of(ci, due["id"])
+    assert [j["name"] for j in pipeline["_jobs"]] == ["flow-run"]
+    assert gitlab["fake"].schedules == []  # nothing in GitLab but the runners
+    assert {j["name"] for p in ci.pipelines.values() for j in p["_jobs"]} == {"flow-run"}
+
+
+def test_worker_start_with_a_read_only_token_is_one_error_line(stack, gitlab):
+    env = {**gitlab["env"], "MLOPS_GITLAB_TOKEN": "glpat-read"}
+    started = subprocess.run([str(BIN / "prefect"), "worker", "start", "--pool", "cpu-runners"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 1
+    assert "Traceback" not in started.stderr + started.stdout
+    assert started.stderr.strip().splitlines()[-1] == (
+        "error: gitlab-ci worker: the GitLab token has scopes read_api: the gitlab-ci worker "
+        "needs the api scope to create and cancel pipelines")
