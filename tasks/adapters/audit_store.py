@@ -3,8 +3,9 @@
 Records are MLflow runs of experiment `audit/<model>` whose params (written once, never
 overwritten) hold the record. Deleted runs are read too, so a removal shows. The per-model lock
 works across processes and machines: a file lock beside a local store, and for a tracking server
-(MLflow or GitLab) a registered model `mlops-lock.<model>` whose creation is the mutex, with an
-expiry so a crashed holder cannot block for ever."""
+(MLflow or GitLab) a registered model `mlops-lock.<model>` whose creation is the mutex. Its
+holder renews a short lease while it holds it, so a holder that vanished frees it within the
+lease (at once when it was a process of this machine)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def alias_from(records: list[dict[str, str]], alias: str) -> str | None:
 
 
 @contextlib.contextmanager
-def model_lock(registry: Any, model: str, timeout_s: float = 120, ttl_s: float = 900
+def model_lock(registry: Any, model: str, timeout_s: float = 180, ttl_s: float = 90
                ) -> Iterator[None]:
     """One promotion, rollback or audit write per model at a time, across processes and
     machines; re-entrant within a process."""
@@ -130,17 +131,15 @@ def _registry_mutex(registry: Any, model: str, timeout_s: float, ttl_s: float
     from mlflow.exceptions import MlflowException
 
     name = f"mlops-lock.{model}"
-    holder = f"{socket.gethostname()}:{os.getpid()}"
     deadline = time.monotonic() + timeout_s
     while True:
-        expires = (datetime.now(UTC) + timedelta(seconds=ttl_s)).isoformat(timespec="seconds")
         try:
-            registry.client.create_registered_model(name, description=f"{expires} {holder}")
+            registry.client.create_registered_model(name, description=_lease(ttl_s))
             break
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE"):
                 raise
-        if _expired(registry, name):
+        if _abandoned(registry, name):
             with contextlib.suppress(MlflowException):
                 registry.client.delete_registered_model(name)
             continue
@@ -148,19 +147,45 @@ def _registry_mutex(registry: Any, model: str, timeout_s: float, ttl_s: float
             raise RegistryError(f"another promotion of {model} holds its lock (registered model "
                                 f"{name}); try again when it has finished")
         time.sleep(1)
+    held = threading.Event()
+
+    def renew() -> None:  # the lease lives as long as this process holds the lock
+        while not held.wait(ttl_s / 3):
+            with contextlib.suppress(Exception):
+                registry.client.update_registered_model(name, description=_lease(ttl_s))
+
+    threading.Thread(target=renew, name="mlops-lock-lease", daemon=True).start()
     try:
         yield
     finally:
+        held.set()
         with contextlib.suppress(MlflowException):
             registry.client.delete_registered_model(name)
 
 
-def _expired(registry: Any, name: str) -> bool:
+def _lease(ttl_s: float) -> str:
+    expires = (datetime.now(UTC) + timedelta(seconds=ttl_s)).isoformat(timespec="seconds")
+    return f"{expires} {socket.gethostname()}:{os.getpid()}"
+
+
+def _abandoned(registry: Any, name: str) -> bool:
+    """The holder's lease ran out (it stopped renewing it), or it was a process of this machine
+    that no longer exists."""
     from mlflow.exceptions import MlflowException
 
     try:
-        description = registry.client.get_registered_model(name).description or ""
-        expires = datetime.fromisoformat(description.split()[0])
-    except (MlflowException, ValueError, IndexError):
+        expires, holder = (registry.client.get_registered_model(name).description or "").split()
+        host, pid = holder.rsplit(":", 1)
+        if datetime.now(UTC) > datetime.fromisoformat(expires):
+            return True
+    except (MlflowException, ValueError):
         return False
-    return datetime.now(UTC) > expires
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False

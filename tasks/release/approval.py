@@ -133,7 +133,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     attempt = 0
     while True:
         attempt += 1
-        _tag(add=[AWAITING])
+        _tag(add=[AWAITING, f"model:{cfg.name}", f"version:{version}"])
         if requested:  # said once per request, not on every replay after a resume
             log.info("waiting for approval of %s v%s: %s — or `mlops approve %s`", cfg.name,
                      version, flow_run.ui_url or run_id, cfg.name)
