@@ -20,6 +20,7 @@ def gitlab_env(fake, tmp_path, **extra) -> dict[str, str]:
     """A CI job of the same GitLab: its job id is one GitLab knows."""
     fake.ml.jobs.add("4242")
     return cli_env(MLFLOW_TRACKING_URI=fake.url, MLFLOW_TRACKING_TOKEN=fake.token,
+                   PREFECT_API_URL=extra.pop("api"),  # one server for every command
                    MLOPS_HOME=str(tmp_path / "state"), MLOPS_CONFIG_DIR=str(tmp_path / "configs"),
                    CI_JOB_ID="4242", CI_SERVER_URL=fake.base,
                    CI_PROJECT_URL="https://gitlab.example.com/claims/models", **extra)
@@ -31,12 +32,12 @@ def run_ok(args: list[str], env: dict) -> str:
     return result.stdout
 
 
-def test_whole_pipeline_through_gitlab_mlflow_api(gitlab_mlflow, tmp_path):
+def test_whole_pipeline_through_gitlab_mlflow_api(gitlab_mlflow, prefect_server, tmp_path):
     fake = gitlab_mlflow
     configs = tmp_path / "configs"
     configs.mkdir()
     (configs / "glfraud.yaml").write_text(config_yaml(name="glfraud", rows=3000, extra=DEPLOY))
-    env = gitlab_env(fake, tmp_path)
+    env = gitlab_env(fake, tmp_path, api=prefect_server)
 
     first = run_ok(["run", "glfraud", "--approve-as", "alice"], env)  # a model GitLab lacks
     assert "glfraud@champion: v- -> v1.0.0" in first and "promoted by alice" in first
