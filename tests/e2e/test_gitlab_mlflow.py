@@ -40,13 +40,13 @@ def test_whole_pipeline_through_gitlab_mlflow_api(gitlab_mlflow, prefect_server,
     env = gitlab_env(fake, tmp_path, api=prefect_server)
 
     first = run_ok(["run", "glfraud", "--approve-as", "alice"], env)  # a model GitLab lacks
-    assert "glfraud@champion: v- -> v1.0.0" in first and "promoted by alice" in first
+    assert "glfraud@champion: v- → v1.0.0" in first and "promoted by alice" in first
     again = run_ok(["run", "glfraud", "--approve-as", "alice"], env)
     assert "(reused)" in again and "already champion" in again
     (configs / "glfraud.yaml").write_text(config_yaml(name="glfraud", rows=3000, n_trials=3,
                                                       gate=LENIENT, extra=DEPLOY))
     second = run_ok(["run", "glfraud", "--approve-as", "alice"], env)
-    assert "glfraud@champion: v1.0.0 -> v1.0.1" in second
+    assert "glfraud@champion: v1.0.0 → v1.0.1" in second
 
     generate_claims(1500, seed=9).to_parquet(tmp_path / "batch.parquet")
     run_ok(["score", "glfraud", "--input", str(tmp_path / "batch.parquet"),
