@@ -185,3 +185,14 @@ def require_compliant_config(loaded: LoadedPolicy, name: str, spec: RegistrySpec
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(f"{name}: {problems[0]}{more}; set by {loaded.label}")
+
+
+def deployment_refusal(loaded: LoadedPolicy, environment: str, version: str,
+                       tags: Mapping[str, str], events: list[Mapping[str, str]]) -> str | None:
+    """Why the current policy refuses this version in `environment` (the rule named), or None."""
+    problems = environment_problems(loaded.policy, environment, tags,
+                                    version_checks(tags, events, version))
+    if not problems:
+        return None
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{loaded.label} refuses v{version} in {environment}: {problems[0]}{more}"
