@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from tasks.contracts.release import SmokeReport
 from tasks.core.tasktypes import METRICS
+from tasks.reports.compliance import REPORT_NAME
 from tasks.reports.format import delta, fmt
 
 
@@ -59,5 +60,12 @@ def approval_markdown(model: str, version: str, champion: str | None, tags: Mapp
                                _link("MLflow run and plots", run_url)) if link]
     if links:
         lines += ["", "Links: " + " · ".join(links)]
+    checks = ", ".join(f"{k.removeprefix('check.')} {v}" for k, v in sorted(tags.items())
+                       if k.startswith("check."))
+    lines += ["", f"Compliance: policy {tags.get('policy_version', 'not recorded')}"
+                  + (f"; checks: {checks}" if checks else "")
+                  + f". Report: `{REPORT_NAME}` in the {_link('MLflow run', run_url) or 'run'} "
+                  f"(`mlops compliance {model} --version {version} --report` refreshes it with "
+                  "the approvals so far)."]
     lines += ["", "Staging smoke tests:", *[f"- {c}" for c in smoke.checks]]
     return "\n".join(lines)
