@@ -104,7 +104,11 @@ def parse_policy(text: str, origin: str = "<policy>") -> LoadedPolicy:
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: policy {_format_pydantic(exc)}") from None
+        # a misspelt key is also a missing one: name the misspelling, it is what to fix
+        typo = [e for e in exc.errors() if e["type"] == "extra_forbidden"]
+        problem = (f"unknown key {'.'.join(str(p) for p in typo[0]['loc'])!r}" if typo
+                   else _format_pydantic(exc))
+        raise ConfigError(f"{origin}: policy {problem}") from None
     return LoadedPolicy(policy=policy, origin=origin,
                         sha256=hashlib.sha256(text.encode()).hexdigest())
 
