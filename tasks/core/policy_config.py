@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tasks.core.config import RegistrySpec, _format_pydantic, _UniqueKeyLoader
 from tasks.core.errors import ConfigError
@@ -60,6 +67,12 @@ class Policy(_Strict):
     required_tags: list[str] = Field(min_length=1)
     allowed_values: dict[str, list[str]] = Field(default_factory=dict)
     environments: Environments
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _number_is_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+            else value
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

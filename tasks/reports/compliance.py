@@ -48,7 +48,7 @@ def compliance_html(model: str, version: str, tags: Mapping[str, str], policy_ve
         policy_rows.append(("note", "the policy changed since registration: the verdicts below "
                                     "are against the current policy"))
     plain_tags = sorted((k, v) for k, v in tags.items()
-                        if not k.startswith("check.") and k not in LINEAGE_TAGS)
+                        if not k.startswith(("check.", "policy_")) and k not in LINEAGE_TAGS)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>Compliance report: {escape(model)}"
         f" v{escape(version)}</title><style>{_STYLE}</style></head><body>",

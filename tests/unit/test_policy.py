@@ -214,6 +214,10 @@ def test_the_report_escapes_and_holds_every_section():
         assert part in html, part
 
 
+def test_a_numeric_policy_version_is_kept_as_text():
+    assert parse_policy(POLICY.replace('version: "t-1"', "version: 2")).policy.version == "2"
+
+
 def test_load_policy_names_a_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_policy(tmp_path / "policy.yaml")
