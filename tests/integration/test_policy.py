@@ -12,7 +12,7 @@ from mlops.cli import app
 from tasks.adapters.run_files import run_text
 from tasks.contracts.release import Identity
 from tasks.core.config import load_config
-from tasks.core.errors import PolicyRefused
+from tasks.core.errors import ConfigError, PolicyRefused
 from tasks.core.policy_config import load_policy
 from tasks.core.settings import Settings
 from tasks.release.audit import AuditTrail, event
@@ -58,6 +58,8 @@ def test_a_config_the_policy_refuses_trains_nothing(write_config, registry, poli
     assert result.exit_code == 2, result.output
     assert "tag department='marketing' is not allowed (allowed_values.department: claims)" \
         in result.stderr
+    with pytest.raises(ConfigError, match="department='marketing'"):
+        training_pipeline("bad")  # a worker's run checks too, before any data is read
     assert versions(registry(), "bad") == []
 
 
