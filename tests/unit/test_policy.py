@@ -233,3 +233,33 @@ def test_a_policy_needs_a_classification_rule():
                                           "compliance]", "required_tags: [department]")
     with pytest.raises(ConfigError, match="required_tags must include classification"):
         parse_policy(bad, "p.yaml")
+
+
+def test_the_mr_comment_and_the_approval_form_point_to_the_report():
+    from tasks.contracts.release import SmokeReport
+    from tasks.contracts.training import EvalReport, GateCheck, GateDecision
+    from tasks.reports.approval import approval_markdown
+    from tasks.reports.compliance import REPORT_NAME
+    from tasks.reports.merge_request import merge_request_comment
+
+    report = EvalReport(primary_metric="roc_auc", metrics={"roc_auc": 0.9}, slices={},
+                        test_rows=10)
+
+    def comment(passed: bool) -> str:
+        decision = GateDecision(passed=passed, metric="roc_auc", value=0.9, champion_value=None,
+                                champion_version=None,
+                                checks=[GateCheck(name="floor", passed=passed, detail="d")])
+        return merge_request_comment("m", report, None, None, decision, "http://mlflow/run",
+                                     None, [])
+
+    assert REPORT_NAME in comment(True) and REPORT_NAME not in comment(False)
+    form = approval_markdown(
+        model="m", version="3", champion=None,
+        tags={"gate_metric": "roc_auc", "policy_version": "t-1",
+              "check.security_scan": "passed"},
+        metrics={}, params={}, run_url="http://mlflow/run", smoke=SmokeReport(passed=True,
+                                                                             checks=["ok: x"]),
+        approvers=None)
+    assert "Compliance: policy t-1; checks: security_scan passed" in form
+    assert f"`{REPORT_NAME}` in the [MLflow run](http://mlflow/run)" in form
+    assert "mlops compliance m --version 3 --report" in form
