@@ -263,3 +263,10 @@ def test_the_mr_comment_and_the_approval_form_point_to_the_report():
     assert "Compliance: policy t-1; checks: security_scan passed" in form
     assert f"`{REPORT_NAME}` in the [MLflow run](http://mlflow/run)" in form
     assert "mlops compliance m --version 3 --report" in form
+    assert "would refuse" not in form
+    refused = approval_markdown(
+        model="m", version="3", champion=None, tags={"gate_metric": "roc_auc"}, metrics={},
+        params={}, run_url=None, smoke=SmokeReport(passed=True, checks=[]), approvers=None,
+        policy_refusal="environments.production.checks: check 'security_scan' has not passed")
+    assert "**The compliance policy would refuse it in production now**: " \
+           "environments.production.checks" in refused
