@@ -22,7 +22,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>" if rows else "<p>none recorded</p>"
+    head = f"<tr>{head}</tr>" if any(header) else ""
+    return f"<table>{head}{body}</table>" if rows else "<p>none recorded</p>"
 
 
 def _verdict(problems: list[str]) -> str:
