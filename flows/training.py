@@ -14,6 +14,7 @@ from tasks.batch.profiles import profile_training_data
 from tasks.contracts.release import PipelineResult
 from tasks.core.config import load_config
 from tasks.core.errors import GateRejected
+from tasks.core.policy_config import load_policy, require_compliant_config
 from tasks.core.settings import Settings
 from tasks.core.tasktypes import task_type
 from tasks.release.handoff import start_deploy_run
@@ -60,6 +61,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     """validate → train → evaluate → gate → register."""
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
+    require_compliant_config(load_policy(settings.policy_path), cfg.name, cfg.registry)
     registry = connect(settings)
     data = load_data(spec=cfg.data, as_of=as_of)
     validation = validate(df=data.frame, cfg=cfg)
@@ -100,7 +102,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
             registry=registry, cfg=cfg, run_id=run_id, trained=trained, decision=decision,
             example=input_example(test, spec),
             card=model_card(cfg, trained, report, decision, validation, plan.tags),
-            tags=plan.tags, profile=profile)
+            tags=plan.tags, profile=profile, validation=validation)
     return PipelineResult(model=cfg.name, version=registration.version, metric=cfg.gate.metric,
                           value=decision.value, gate=decision.summary(), run_id=run_id,
                           reused=False)

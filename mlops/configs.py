@@ -12,11 +12,14 @@ from mlops.app import app, print_table, settings
 
 @app.command()
 def models() -> None:
-    """List the configured models under configs/models (MLOPS_CONFIG_DIR).
-    Exit codes: 0 all valid, 2 a config is invalid (named in the table)."""
+    """List the configured models under configs/models (MLOPS_CONFIG_DIR), each checked against
+    the organisation policy (configs/policy.yaml, MLOPS_POLICY).
+    Exit codes: 0 all valid, 2 a config or the policy is invalid (named in the table)."""
     from tasks.core.config import ConfigError, list_configs
+    from tasks.core.policy_config import config_problems, load_policy
 
     config_dir = settings().config_dir
+    policy = load_policy(settings().policy_path).policy
     found = list_configs(config_dir)
     if not found:
         typer.echo(f"no model configs in {config_dir}")
@@ -25,6 +28,9 @@ def models() -> None:
     for path, cfg in found:
         if isinstance(cfg, ConfigError):
             rows.append((path.stem, "INVALID", "-", "-", str(cfg)))
+        elif config_problems(policy, cfg.registry):
+            rows.append((cfg.name, "INVALID", "-", "-",
+                         "policy: " + "; ".join(config_problems(policy, cfg.registry))))
         else:
             rows.append((cfg.name, cfg.task, cfg.target, cfg.gate.metric, cfg.data.source))
     print_table(("model", "task", "target", "gate metric", "data"), rows)
@@ -36,13 +42,18 @@ def models() -> None:
 def check_config(
     path: Annotated[Path, typer.Argument(help="Model YAML to validate.")],
 ) -> None:
-    """Validate a model YAML against the schema.
-    Exit codes: 0 valid, 2 invalid (the offending key is named)."""
+    """Validate a model YAML against the schema and the organisation policy (configs/policy.yaml,
+    MLOPS_POLICY: required tags and their allowed values).
+    Exit codes: 0 valid, 2 invalid (the offending key, or the tag and its allowed values)."""
     from tasks.core.config import load_config
+    from tasks.core.policy_config import load_policy, require_compliant_config
 
-    cfg = load_config(str(path), settings().config_dir)
+    found = settings()
+    loaded = load_policy(found.policy_path)
+    cfg = load_config(str(path), found.config_dir)
+    require_compliant_config(loaded, str(path), cfg.registry)
     typer.echo(f"{path}: ok ({cfg.name}, {cfg.task}, target {cfg.target}, "
-               f"gate {cfg.gate.metric} {cfg.gate.threshold})")
+               f"gate {cfg.gate.metric} {cfg.gate.threshold}; {loaded.label})")
 
 
 @app.command("check-deployments")

@@ -38,6 +38,7 @@ def train(
             return
     found = settings()
     configs = {model: load_config(model, found.config_dir) for model in models}  # all, up front
+    check_policy(found, list(configs.values()))
     # the temporary Prefect server boots (~8 s) while the up-to-date check runs
     server = start_if_needed()
     rows: list[tuple[str, ...]] = []
@@ -48,6 +49,16 @@ def train(
     print_table(("model", "version", "metric", "value", "gate"), rows)
     if first_code:
         raise typer.Exit(first_code)
+
+
+def check_policy(found, configs: list) -> None:
+    """Every model against the organisation policy before anything starts (exit 2 naming the
+    tag); the training flow checks again, so a worker's run cannot skip it."""
+    from tasks.core.policy_config import load_policy, require_compliant_config
+
+    loaded = load_policy(found.policy_path)
+    for cfg in configs:
+        require_compliant_config(loaded, cfg.name, cfg.registry)
 
 
 def _stale(configs: dict, rows: list[tuple[str, ...]]) -> list[str]:
@@ -137,6 +148,7 @@ def run(
 
     found = settings()
     configs = [load_config(model, found.config_dir) for model in models]
+    check_policy(found, configs)
     up_front = None
     if approve_as:  # checked as a person now; each model's policy applies again at promotion
         who = identity_for(configs[0], approve_as)

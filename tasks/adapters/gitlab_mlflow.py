@@ -137,6 +137,13 @@ class GitLabRegistry(Registry):
                 return found
         return None
 
+    def versions(self, name: str) -> list[ModelVersionRef]:
+        """The versions the model's training runs registered (GitLab has no version search)."""
+        found = {run.data.tags[REGISTERED] for run in self.all_runs(model_experiment(name))
+                 if run.data.tags.get(REGISTERED)}
+        refs = [self.get_version(name, v) for v in sorted(found, key=semver_key)]
+        return [ref for ref in refs if ref is not None]
+
     def ensure_registered_model(self, name: str) -> None:
         """Create the model (and so `[model]<name>`) unless GitLab has it; read without MLflow's
         parser, which fails on the raw version rows some 17.x releases answer with."""

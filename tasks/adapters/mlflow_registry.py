@@ -154,6 +154,11 @@ class Registry:
         except MlflowException:
             return None
 
+    def versions(self, name: str) -> list[ModelVersionRef]:
+        """Every version of a model, lowest first ([] when the model is not registered)."""
+        found = self.client.search_model_versions(f"name = '{name}'")
+        return [self._ref(mv) for mv in sorted(found, key=lambda mv: int(mv.version))]
+
     def require_version(self, name: str, version: str) -> ModelVersionRef:
         found = self.get_version(name, version)
         if found is None:

@@ -53,6 +53,13 @@ class DeployError(MlopsError):
     exit_code = 1
 
 
+class PolicyRefused(MlopsError):
+    """The organisation policy refuses a version in an environment (tags, classification or a
+    check); the refusal is an audit record naming the rule, and no alias moved."""
+
+    exit_code = 2
+
+
 class ApprovalError(MlopsError):
     """An approval that cannot be accepted (unlisted approver, unknown version)."""
 

@@ -164,6 +164,7 @@ class Settings:
     approver_token: str = field(default="", repr=False)
     audit_key: str = field(default="", repr=False)
     audit_key_block: str | None = None
+    policy_path: Path = Path("configs/policy.yaml")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -202,6 +203,7 @@ class Settings:
             approver_token=env.get("MLOPS_APPROVER_TOKEN", ""),
             audit_key=env.get("MLOPS_AUDIT_KEY", ""),
             audit_key_block=env.get("MLOPS_AUDIT_KEY_BLOCK") or None,
+            policy_path=Path(env.get("MLOPS_POLICY") or "configs/policy.yaml"),
         )
 
     def resolve_audit_key(self) -> bytes | None:

@@ -20,6 +20,7 @@ from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity, SmokeReport
 from tasks.core.config import ModelConfig
 from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.policy_config import deployment_refusal, load_policy
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
@@ -61,9 +62,13 @@ class ApprovalForm(RunInput):
 
 
 def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
-                    ui_url: str | None = None) -> str:
-    """What an approver reads: the verdict first, then metrics vs champion, data, links."""
+                    ui_url: str | None = None, events: list[dict[str, str]] | None = None
+                    ) -> str:
+    """What an approver reads: the verdict first, then metrics vs champion, data, links; and
+    whether the compliance policy would let the version into production now."""
     ref = registry.require_version(cfg.name, version)
+    ruled = deployment_refusal(load_policy(Settings.from_env().policy_path), "production",
+                               version, ref.tags, events or [])
     training = ref.tags.get("prefect_flow_run_id")
     return approval_markdown(
         model=cfg.name, version=version,
@@ -73,7 +78,7 @@ def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging:
         run_url=registry.run_url(ref.run_id) if ref.run_id else None, smoke=staging,
         approvers=cfg.deploy.production.approvers, identity=cfg.deploy.production.identity,
         training_run_url=f"{ui_url}/runs/flow-run/{training}" if ui_url and training else None,
-        floor=cfg.gate.threshold, max_regression=cfg.gate.max_regression)
+        floor=cfg.gate.threshold, max_regression=cfg.gate.max_regression, policy_refusal=ruled)
 
 
 def _ask(report: str, attempt: int, suspend: bool, timeout_s: int) -> ApprovalForm:
@@ -129,7 +134,8 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
-    report = approval_report(registry, cfg, version, staging, settings.prefect_ui_url)
+    report = approval_report(registry, cfg, version, staging, settings.prefect_ui_url,
+                             trail.events())
     attempt = 0
     while True:
         attempt += 1

@@ -16,7 +16,8 @@ from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity
 from tasks.core.config import FreezeWindow, ModelConfig, ProductionSpec
-from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.errors import ApprovalError, DeployError, PolicyRefused
+from tasks.core.policy_config import deployment_refusal, load_policy
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import (
@@ -128,6 +129,7 @@ def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identi
     """Move the champion alias to `version` if policy allows; returns the previous champion."""
     spec = cfg.deploy.production
     ref = registry.require_version(cfg.name, version)
+    policy = load_policy(Settings.from_env().policy_path)
     trail = open_trail(registry, cfg)
     with trail.locked():
         recovered = finish_interrupted(registry, cfg, trail, checks)
@@ -140,12 +142,15 @@ def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identi
         window = active_freeze(spec, today or now_utc().date())
         if reason is None and window is not None:
             reason = freeze_reason(window)
+        ruled = None if reason else deployment_refusal(policy, "production", version, ref.tags,
+                                                       trail.events())
+        reason = reason or ruled
         if reason:
             trail.write(event("promotion-refused", "production", previous, version,
                               approver.username, comment, flow_run_id, reason,
                               identity=approver.label()))
             error = DeployError if window is not None and reason.startswith("freeze") \
-                else ApprovalError
+                else PolicyRefused if ruled else ApprovalError
             raise error(f"promotion of {cfg.name} v{version} refused: {reason}")
         move_checked(registry, cfg, trail, "promotion", previous, version, approver, comment,
                      flow_run_id, checks)

@@ -12,7 +12,8 @@ from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import SmokeReport
 from tasks.core.config import ModelConfig
-from tasks.core.errors import DeployError
+from tasks.core.errors import DeployError, PolicyRefused
+from tasks.core.policy_config import deployment_refusal, load_policy
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
@@ -32,6 +33,12 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
     if done is not None:
         return SmokeReport(passed=True, checks=[f"ok: staged by this run at {done['at'][:19]}"])
     previous = registry.alias_version(cfg.name, alias)
+    ruled = deployment_refusal(load_policy(Settings.from_env().policy_path), "staging", version,
+                               registry.require_version(cfg.name, version).tags, trail.events())
+    if ruled:
+        trail.write(event("promotion-refused", "staging", previous, version, actor,
+                          flow_run_id=flow_run_id, reason=ruled, alias=alias))
+        raise PolicyRefused(f"staging of {cfg.name} v{version} refused: {ruled}")
     with tempfile.TemporaryDirectory(prefix="mlops-staging-") as tmp:
         digest = registry.require_manifest(cfg.name, version)
         local = registry.download_version(cfg.name, version, Path(tmp), require_manifest=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from tasks.contracts.release import SmokeReport
 from tasks.core.tasktypes import METRICS
+from tasks.reports.compliance import REPORT_NAME
 from tasks.reports.format import delta, fmt
 
 
@@ -18,7 +19,8 @@ def approval_markdown(model: str, version: str, champion: str | None, tags: Mapp
                       metrics: Mapping[str, float], params: Mapping[str, str],
                       run_url: str | None, smoke: SmokeReport, approvers: list[str] | None,
                       identity: str = "declared", training_run_url: str | None = None,
-                      floor: float | None = None, max_regression: float | None = None) -> str:
+                      floor: float | None = None, max_regression: float | None = None,
+                      policy_refusal: str | None = None) -> str:
     primary = tags.get("gate_metric", "")
     value, old = metrics.get(f"test_{primary}"), metrics.get(f"champion_{primary}")
     higher = METRICS[primary].higher_is_better if primary in METRICS else True
@@ -59,5 +61,15 @@ def approval_markdown(model: str, version: str, champion: str | None, tags: Mapp
                                _link("MLflow run and plots", run_url)) if link]
     if links:
         lines += ["", "Links: " + " · ".join(links)]
+    checks = ", ".join(f"{k.removeprefix('check.')} {v}" for k, v in sorted(tags.items())
+                       if k.startswith("check."))
+    lines += ["", f"Compliance: policy {tags.get('policy_version', 'not recorded')}"
+                  + (f"; checks: {checks}" if checks else "")
+                  + f". Report: `{REPORT_NAME}` in the {_link('MLflow run', run_url) or 'run'} "
+                  f"(`mlops compliance {model} --version {version} --report` refreshes it with "
+                  "the approvals so far)."]
+    if policy_refusal:
+        lines += ["", f"**The compliance policy would refuse it in production now**: "
+                      f"{policy_refusal}. Approving does not override the policy."]
     lines += ["", "Staging smoke tests:", *[f"- {c}" for c in smoke.checks]]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ A hidden marker per model lets a re-run find and replace its comment."""
 from __future__ import annotations
 
 from tasks.contracts.training import EvalReport, GateDecision
+from tasks.reports.compliance import REPORT_NAME
 from tasks.reports.format import delta, fmt
 
 
@@ -47,6 +48,9 @@ def merge_request_comment(model: str, report: EvalReport, champion: EvalReport |
         lines += ["", "</details>"]
     lines += ["", "**Gate**", *[f"- {'✅' if c.passed else '❌'} {c.detail}" for c in decision.checks]]
     lines += ["", _links(run_url, flow_run_url, pipeline_url)]
+    if decision.passed:
+        lines += ["", f"Compliance report (tags, policy, checks, lineage): `{REPORT_NAME}` in "
+                      "the MLflow run once the version is registered."]
     if images:
         lines += ["", *images]
     return "\n".join(lines) + "\n"

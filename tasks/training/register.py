@@ -12,13 +12,29 @@ import pandas as pd
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
 from tasks.contracts import predictions
 from tasks.contracts.batch import Profile
-from tasks.contracts.training import FeatureSpec, GateDecision, Registration, TrainResult
+from tasks.contracts.training import (
+    FeatureSpec,
+    GateDecision,
+    Registration,
+    TrainResult,
+    ValidationReport,
+)
 from tasks.core import integrity
 from tasks.core.config import ModelConfig, RegistrySpec
 from tasks.core.errors import RegistryError
+from tasks.core.policy_config import (
+    ENVIRONMENTS,
+    LoadedPolicy,
+    environment_problems,
+    load_policy,
+    registration_tags,
+    require_compliant_config,
+    version_checks,
+)
 from tasks.core.settings import Settings
 from tasks.core.steps import NETWORK_RETRIES, step
 from tasks.release.audit import AuditTrail, event
+from tasks.reports.compliance import REPORT_NAME, compliance_html
 
 CHALLENGER = "challenger"
 # the model-from-code file MLflow copies into every version (executed when a version loads)
@@ -80,15 +96,23 @@ def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
 
 def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
                      decision: GateDecision, example: pd.DataFrame, card: str,
-                     tags: dict[str, str], profile: Profile | None = None) -> Registration:
-    """Check compliance tags, upload, create the version (idempotent), point challenger at it."""
+                     tags: dict[str, str], profile: Profile | None = None,
+                     validation: ValidationReport | None = None) -> Registration:
+    """Check the tags against the model's and the organisation's policy, upload, create the
+    version (idempotent) with the policy's hash and each check's result, store its compliance
+    report in the run, point challenger at it."""
     missing = missing_compliance_tags(cfg.registry)
     if missing:
         raise RegistryError(f"required compliance tag(s) missing: {', '.join(missing)}")
+    loaded = load_policy(Settings.from_env().policy_path)
+    require_compliant_config(loaded, cfg.name, cfg.registry)
+    computed = {"compliance_validated": True, "gate_passed": decision.passed}
+    if validation is not None:
+        computed["data_validated"] = validation.passed
     sha = trained.sha256()
     all_tags = {**cfg.registry.tags, **tags, "artifact_sha256": sha, "device": trained.device,
                 "task": cfg.task, "gate_metric": decision.metric,
-                "gate_value": f"{decision.value:.6g}"}
+                "gate_value": f"{decision.value:.6g}", **registration_tags(loaded, computed)}
     existing = registry.find_version(cfg.name, tags["run_key"])
     if existing is None:
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
@@ -98,6 +122,10 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
             ref = registry.register(cfg.name, run_id, model_dir, all_tags,
                                     description=card.split("\n## Hyperparameters")[0])
         anchor_manifest(registry, ref)
+        if ref.run_id:
+            registry.log_text(ref.run_id, registration_report(
+                loaded, cfg.name, ref.version, ref.tags or all_tags, decision, validation, card),
+                REPORT_NAME)
     else:
         ref = existing
     if registry.alias_version(cfg.name, CHALLENGER) != ref.version:
@@ -107,6 +135,30 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
                   flow_run_id=tags.get("prefect_flow_run_id", ""),
                   digest=all_tags["artifact_sha256"]))
     return _registration(ref, sha, reused=existing is not None)
+
+
+def registration_report(loaded: LoadedPolicy, model: str, version: str, tags: dict[str, str],
+                        decision: GateDecision, validation: ValidationReport | None,
+                        card: str) -> str:
+    """The version's compliance report as registered (`mlops compliance` rewrites it later with
+    the approvals so far)."""
+    from datetime import UTC, datetime
+
+    checks = version_checks(tags)
+    summary = ([f"{validation.rows:,} rows, {len(validation.features)} features, target "
+                f"{validation.target}: {'passed' if validation.passed else 'FAILED'}",
+                *[f"error: {e}" for e in validation.errors],
+                *[f"warning: {w}" for w in validation.warnings]]
+               if validation is not None else ["no validation report was given"])
+    return compliance_html(
+        model=model, version=version, tags=tags, policy_version=loaded.policy.version,
+        policy_sha256=loaded.sha256, checks=checks,
+        environments={env: environment_problems(loaded.policy, env, tags, checks)
+                      for env in ENVIRONMENTS},
+        validation=summary,
+        gate=[f"{decision.summary()} ({decision.metric} {decision.value:.6g})",
+              *[f"{'ok' if c.passed else 'FAIL'}: {c.detail}" for c in decision.checks]],
+        records=[], card=card, generated_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
 def anchor_manifest(registry: Registry, ref: ModelVersionRef) -> None:
@@ -126,7 +178,8 @@ def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
 @step("register", **NETWORK_RETRIES)
 def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
              decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str],
-             profile: Profile | None = None) -> Registration:
+             profile: Profile | None = None, validation: ValidationReport | None = None
+             ) -> Registration:
     """Registration retries on transient registry errors; it is idempotent by run key."""
     return register_version(registry, cfg, run_id, trained, decision, example, card, tags,
-                            profile)
+                            profile, validation)

@@ -196,6 +196,7 @@ def test_a_taken_version_is_skipped_and_a_pinned_one_refused(gitlab, model_dir):
     gitlab.before_version.append(
         lambda: gitlab.ml.create_model_version(model, "1.0.1", "", [], None))
     assert register(registry, trained(registry, run_key="k2"), model_dir, "k2").version == "1.0.2"
+    assert [ref.version for ref in registry.versions("fraud")] == ["1.0.0", "1.0.2"]  # ours
     assert sum(1 for c in gitlab.calls if c[1].endswith("model-versions/create")
                and c[2] == 400) == 1
 

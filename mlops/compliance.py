@@ -1,0 +1,126 @@
+"""`mlops compliance | check-off`: every version against the organisation policy, its compliance
+report, and checks recorded from outside (a CI security scan)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlops.app import app, print_table, settings
+
+
+def _open(model: str):
+    from tasks.adapters.registries import open_registry
+    from tasks.core.config import load_named_config
+    from tasks.core.policy_config import load_policy
+    from tasks.release.audit import AuditTrail
+
+    found = settings()
+    loaded = load_policy(found.policy_path)
+    cfg = load_named_config(model, found.config_dir)
+    registry = open_registry(found)
+    return found, loaded, cfg, registry, AuditTrail(registry, cfg.name,
+                                                    key=found.resolve_audit_key())
+
+
+def _cell(problems: list[str]) -> str:
+    return "ok" if not problems else f"refused: {problems[0][:60]}"
+
+
+@app.command()
+def compliance(
+    model: Annotated[str, typer.Argument(help="Model name (configs/models/<model>.yaml).")],
+    version: Annotated[str | None, typer.Option(help="Only this version.")] = None,
+    report: Annotated[bool, typer.Option(
+        "--report", help="Write each listed version's compliance report now (current policy, "
+                         "checks, approvals so far) under MLOPS_HOME/reports/compliance and "
+                         "store it in the version's MLflow run.")] = False,
+) -> None:
+    """Check every registered version of a model against the current policy (configs/policy.yaml,
+    MLOPS_POLICY): a policy change never silently re-classifies a version, it is listed here.
+    Exit codes: 0 all compliant, 1 a version is non-compliant (each named with the rule),
+    2 bad input or a malformed policy."""
+    from tasks.core.errors import UnknownVersion
+    from tasks.release.compliance import current_report, versions_status
+    from tasks.reports.compliance import REPORT_NAME
+
+    found, loaded, cfg, registry, trail = _open(model)
+    events = trail.events()
+    aliases = {a: registry.alias_version(cfg.name, a)
+               for a in (cfg.deploy.staging.alias, cfg.deploy.production.alias, "challenger")}
+    statuses = versions_status(registry, loaded, cfg.name, events, aliases)
+    if version is not None:
+        statuses = [s for s in statuses if s.version == version]
+        if not statuses:
+            raise UnknownVersion(f"{cfg.name} has no version {version} in the registry")
+    typer.echo(f"{cfg.name} against {loaded.label}")
+    if not statuses:
+        typer.echo(f"no registered versions of {cfg.name}")
+        return
+    print_table(("version", "aliases", "registered under", "staging", "production", "status"), [
+        (s.version, ",".join(s.aliases) or "-",
+         (s.registered_under or "-") + (" (policy changed)" if s.policy_changed else ""),
+         _cell(s.environments["staging"]), _cell(s.environments["production"]),
+         "compliant" if s.compliant else "NON-COMPLIANT") for s in statuses])
+    for status in statuses:
+        for problem in status.problems:
+            typer.echo(f"NON-COMPLIANT v{status.version}: {problem}", err=True)
+    if report:
+        report_path(found.home, cfg.name, "").parent.mkdir(parents=True, exist_ok=True)
+        for status in statuses:
+            ref = registry.require_version(cfg.name, status.version)
+            html = current_report(registry, loaded, ref, events)
+            path = report_path(found.home, cfg.name, status.version)
+            path.write_text(html)
+            if ref.run_id:
+                registry.log_text(ref.run_id, html, REPORT_NAME)
+            typer.echo(f"report: {path}")
+    if any(not s.compliant for s in statuses):
+        raise typer.Exit(1)
+
+
+@app.command("check-off")
+def check_off(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="The registered version the check was run on.")],
+    check: Annotated[str, typer.Argument(help="The check's name as the policy lists it, e.g. "
+                                              "security_scan.")],
+    result: Annotated[str, typer.Option(help="passed or failed.")],
+    as_: Annotated[str | None, typer.Option(
+        "--as", help="Who ran or vouches for the check (default: GITLAB_USER_LOGIN in CI).")
+                   ] = None,
+    evidence: Annotated[str, typer.Option(
+        help="Where the evidence is (a CI job URL, a report path); kept in the audit trail.")
+                        ] = "",
+) -> None:
+    """Record a check's result on a version, such as a CI security scan, as an audit record the
+    policy's environment checks read. Checks computed at registration cannot be checked off.
+    Exit codes: 0 recorded, 2 bad input."""
+    import re
+
+    from tasks.core.errors import ConfigError
+    from tasks.core.policy_config import COMPUTED_CHECKS
+    from tasks.release.audit import event
+
+    found, loaded, cfg, registry, trail = _open(model)
+    if result not in ("passed", "failed"):
+        raise ConfigError(f"--result must be passed or failed, got {result!r}")
+    if not re.match(r"^[a-z][a-z0-9_]*$", check):
+        raise ConfigError(f"check name {check!r} must be lower_snake_case")
+    if check in COMPUTED_CHECKS:
+        raise ConfigError(f"{check} is computed at registration ({COMPUTED_CHECKS[check]}); "
+                          "it cannot be checked off")
+    who = as_ or found.ci.get("GITLAB_USER_LOGIN")
+    if not who:
+        raise ConfigError("say who records the check with --as NAME")
+    registry.require_version(cfg.name, version)
+    trail.write(event("check-recorded", "registry", None, version, who,
+                      comment=evidence, check=check, result=result,
+                      policy_sha256=loaded.sha256))
+    typer.echo(f"{cfg.name} v{version}: {check} {result} (recorded by {who})")
+
+
+def report_path(home: Path, model: str, version: str) -> Path:
+    return home / "reports" / "compliance" / f"{model}-v{version}.html"
