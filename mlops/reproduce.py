@@ -15,7 +15,11 @@ from mlops.app import app, model_config
 @app.command()
 def reproduce(
     model: Annotated[str, typer.Argument(help="Model name under configs/models (or a YAML path).")],
-    version: Annotated[str, typer.Option("--version", "-v", help="The registered version.")],
+    version: Annotated[str, typer.Option(
+        "--version", "-v", help="The registered version, or an alias (champion).")],
+    show_commit: Annotated[bool, typer.Option(
+        "--show-commit", help="Only print the git commit the version was trained from (CI checks "
+        "it out, then reproduces there).")] = False,
 ) -> None:
     """Retrain a registered version from its lineage alone (data fingerprint, config hash, code
     hash, seed, device) and compare the new booster, and every file of the model folder, with
@@ -29,13 +33,24 @@ def reproduce(
     """
     from tasks.adapters.registries import open_registry
     from tasks.core.device import select_device
+    from tasks.core.errors import LineageIncomplete, UnknownVersion
     from tasks.core.lineage import code_hash, environment
     from tasks.training import reproduce as rp
 
     found, cfg = model_config(model)
     registry = open_registry(found)
+    if not version.isdigit():
+        aliased = registry.alias_version(cfg.name, version)
+        if aliased is None:
+            raise UnknownVersion(f"{cfg.name} has no alias {version!r}: give a version number")
+        version = aliased
     ref = registry.require_version(cfg.name, version)
     label = f"{cfg.name} v{ref.version}"
+    if show_commit:
+        if not ref.tags.get("git_commit"):
+            raise LineageIncomplete(f"{label} has no git_commit tag")
+        typer.echo(ref.tags["git_commit"])
+        return
     rp.check_lineage(label, ref.tags, cfg.data.source)
     params = registry.run_params(ref.run_id) if ref.run_id else {}
     note = rp.timeout_note(label, params)
