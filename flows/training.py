@@ -68,7 +68,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     publish_validation(report=validation, model=cfg.name, reports_dir=settings.home / "reports")
     ensure_valid(validation)
 
-    plan = plan_run(cfg=cfg, fingerprint=data.fingerprint, settings=settings, registry=registry)
+    plan = plan_run(cfg=cfg, fingerprint=data.fingerprint, settings=settings, registry=registry,
+                    as_of=as_of, data_at=data.at)
     if plan.existing_version:
         run_id, value = reused_metrics(registry=registry, cfg=cfg, version=plan.existing_version)
         report_reused(registry=registry, model=cfg.name, version=plan.existing_version,

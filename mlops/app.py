@@ -13,7 +13,7 @@ from tasks.core.settings import debug_enabled
 EXIT_CODES = "Exit codes: 0 done, 1 failed, 2 bad input or setup, 3 gate rejected."
 # the order `mlops --help` lists commands in: the pipeline first, then release, batch, platform
 COMMAND_ORDER = ("train", "run", "approve", "promote", "rollback", "history", "compliance",
-                 "check-off", "score", "monitor",
+                 "check-off", "score", "monitor", "reproduce",
                  "generate", "models", "check-config", "check-deployments", "ci", "pools",
                  "schedules")
 

@@ -8,7 +8,8 @@ from mlops.environment import apply_defaults
 
 apply_defaults()  # before Prefect or MLflow are imported: the one place the environment changes
 
-from mlops import batch, compliance, configs, platform, release, training  # noqa: E402,F401
+from mlops import (  # noqa: E402,F401 (each module adds its commands)
+    batch, compliance, configs, platform, release, reproduce, training)
 from mlops.app import app  # noqa: E402
 
 

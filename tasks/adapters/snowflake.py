@@ -34,6 +34,24 @@ def read_only_query(query: str) -> str:
     return query.strip().rstrip(";")
 
 
+AT_PLACEHOLDER = "{at}"
+
+
+def time_travel(query: str, at: str) -> str:
+    """The query with each `{at}` (written after a table name) replaced by a time-travel clause
+    at an ISO timestamp, so the same rows can be read again later (within the table's Time
+    Travel retention)."""
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        raise DataError(f"time-travel point {at!r} is not an ISO timestamp") from None
+    if moment.tzinfo is None:
+        raise DataError(f"time-travel point {at!r} has no time zone")
+    return query.replace(AT_PLACEHOLDER, f"AT(TIMESTAMP => '{moment.isoformat()}'::timestamp_tz)")
+
+
 def quote(identifier: str) -> str:
     """A column name as a quoted Snowflake identifier (upper-case, as unquoted names resolve)."""
     return '"' + identifier.upper().replace('"', '""') + '"'

@@ -14,7 +14,7 @@ import pandas as pd
 from tasks.adapters.mlflow_registry import Registry
 from tasks.adapters.slack import notify
 from tasks.batch.champion import Champion, predict, prepare
-from tasks.batch.profiles import ProfileCounter, psi
+from tasks.batch.profiles import ProfileCounter, psi, psi_noise_bound
 from tasks.batch.sources import open_source, prefetch
 from tasks.contracts.batch import DRIFT_EVENT, PREDICTION, ColumnDrift, DriftReport, Observed
 from tasks.contracts.training import FeatureSpec, tracking_key
@@ -74,7 +74,12 @@ def labelled_metric(spec: FeatureSpec, metric: str, labels: list, scores: list[n
     return compute_metrics(task_type(spec.task), target, scored, spec.labels(scored)).get(metric)
 
 
-def status(value: float, threshold: float) -> Literal["stable", "watch", "drift"]:
+def status(value: float, threshold: float, noise: float = 0.0
+           ) -> Literal["stable", "watch", "drift"]:
+    """Drift above the threshold, watch above half of it; neither when sampling noise alone
+    reaches the value (noise: the chi-square bound for the column's bins and both sizes)."""
+    if value <= noise:
+        return "stable"
     if value > threshold:
         return "drift"
     return "watch" if value > threshold / 2 else "stable"
@@ -94,9 +99,12 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
                            message=f"only {current.rows} rows, fewer than monitoring.min_rows="
                                    f"{spec.min_rows}: no verdict")
     columns = [ColumnDrift(name="prediction" if name == PREDICTION else name, kind=ref.kind,
-                           psi=round(value, 6), status=status(value, spec.psi_threshold))
+                           psi=round(value, 6), noise_bound=round(noise, 6),
+                           status=status(value, spec.psi_threshold, noise))
                for name, ref in reference.columns.items()
-               for value in [psi(ref.fractions(), current.columns[name].fractions())]]
+               for value, noise in [(psi(ref.fractions(), current.columns[name].fractions()),
+                                     psi_noise_bound(ref.counts, current.columns[name].counts,
+                                                     spec.psi_significance))]]
     report = DriftReport(**base, verdict="no-drift", message="", columns=columns)
     if observed.metric and observed.metric_value is not None and reference.metric_value is not None:
         worse = regression_amount(observed.metric, observed.metric_value, reference.metric_value)
@@ -112,7 +120,8 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
         report.message = f"drift in {len(drifted)} of {len(columns)} checks: {', '.join(drifted)}"
     else:
         worst = max(columns, key=lambda c: c.psi)
-        report.message = (f"no drift: every PSI <= {spec.psi_threshold:g} "
+        report.message = (f"no drift: no PSI above both {spec.psi_threshold:g} and its noise "
+                          "bound "
                           f"(largest {worst.name} {worst.psi:.3f})")
     return report
 

@@ -115,6 +115,21 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+def psi_noise_bound(expected_counts, actual_counts, significance: float) -> float:
+    """The PSI two samples of the same distribution exceed with probability `significance`:
+    PSI / (1/n + 1/m) is about chi-square with (bins - 1) degrees of freedom (bins: those
+    non-empty in either sample; n, m: the two sample sizes). Small batches and many bins raise
+    it, so noise alone is not called drift."""
+    from scipy.stats import chi2
+
+    e, a = np.asarray(expected_counts, dtype=float), np.asarray(actual_counts, dtype=float)
+    n, m = e.sum(), a.sum()
+    if n == 0 or m == 0:
+        return float("inf")
+    dof = max(int(np.count_nonzero((e + a) > 0)) - 1, 1)
+    return float(chi2.ppf(1 - significance, dof) * (1 / n + 1 / m))
+
+
 @step("profile-training-data")
 def profile_training_data(frame: pd.DataFrame, rows: list[int], trained: TrainResult,
                           report: EvalReport, bins: int) -> Profile:

@@ -71,6 +71,7 @@ class ColumnDrift(BaseModel):
     kind: str
     psi: float
     status: Literal["stable", "watch", "drift"]
+    noise_bound: float | None = None  # PSI sampling noise reaches at the chosen significance
 
 
 class DriftReport(BaseModel):

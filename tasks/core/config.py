@@ -128,6 +128,9 @@ class DeploySpec(_Strict):
 
 class MonitoringSpec(_Strict):
     psi_threshold: float = Field(default=0.2, gt=0, description="PSI above this is drift")
+    psi_significance: float = Field(
+        default=0.01, gt=0, lt=1, description="a column is marked only when its PSI also exceeds "
+        "what sampling noise reaches with this probability (chi-square, per bin count and sizes)")
     min_rows: int = Field(default=500, ge=1, description="fewer rows give no verdict")
     bins: int = Field(default=10, ge=2, le=50, description="quantile bins per numeric feature")
     max_metric_regression: float = Field(

@@ -41,6 +41,12 @@ class RegistryError(MlopsError):
     exit_code = 1
 
 
+class LineageIncomplete(MlopsError):
+    """A registered version lacks what a rebuild needs (lineage tags, a time-travel point)."""
+
+    exit_code = 2
+
+
 class UnknownVersion(MlopsError):
     """A model version the registry does not have (a typo in --version or --to)."""
 

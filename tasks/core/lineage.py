@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,26 @@ def code_hash() -> str:
             digest.update(path.relative_to(root).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+# what a rebuild's result can depend on besides data, config, code and seed
+_ENV_PACKAGES = ("xgboost", "numpy", "pandas", "scikit-learn", "optuna")
+
+
+def environment() -> str:
+    """`key=value …`: Python, the packages training depends on, the CPU count (XGBoost's
+    threads) and the machine, kept with every version so a rebuild can say what differs."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = {"python": platform.python_version(), "machine": platform.machine(),
+             "cpus": str(os.cpu_count() or 1)}
+    for name in _ENV_PACKAGES:
+        try:
+            parts[name] = version(name)
+        except PackageNotFoundError:
+            parts[name] = "absent"
+    return " ".join(f"{k}={v}" for k, v in parts.items())
 
 
 def run_key(data_fingerprint: str, config_hash: str, code: str, device: str) -> str:
@@ -70,6 +91,7 @@ def lineage_tags(data_fingerprint: str, config_hash: str, code: str, key: str,
         "config_hash": config_hash,
         "code_hash": code,
         "run_key": key,
+        "environment": environment(),
     }
     commit = git_commit(ci)
     if commit:

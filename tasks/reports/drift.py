@@ -33,6 +33,10 @@ def plot_psi(report: DriftReport) -> bytes:
             color=[colours[c.status] for c in ordered])
     ax.axvline(report.psi_threshold, color="black", linestyle="--", linewidth=1,
                label=f"threshold {report.psi_threshold:g}")
+    noisy = [(c.name, c.noise_bound) for c in ordered if c.noise_bound is not None]
+    if noisy:  # what sampling noise alone reaches for each column's bins and sizes
+        ax.scatter([b for _, b in noisy], [n for n, _ in noisy], marker="|", s=120,
+                   color="black", label="noise bound (chi-square)", zorder=3)
     ax.set_xlabel("population stability index (PSI)")
     ax.set_title(f"{report.model} v{report.version}: drift per feature ({report.rows:,} rows)")
     ax.legend(loc="lower right")
@@ -83,6 +87,7 @@ def render_html(report: DriftReport, psi_png: bytes, dist_png: bytes) -> str:
     colour = {"drift": "#c0392b", "no-drift": "#4c9a2a", "insufficient": "#e0a800"}[report.verdict]
     rows = "".join(
         f"<tr><td>{html.escape(c.name)}</td><td>{c.kind}</td><td>{c.psi:.4f}</td>"
+        f"<td>{_bound(c.noise_bound)}</td>"
         f"<td style='color:{'#c0392b' if c.status == 'drift' else 'inherit'}'>{c.status}</td></tr>"
         for c in sorted(report.columns, key=lambda c: -c.psi))
     metric = ""
@@ -101,8 +106,15 @@ def render_html(report: DriftReport, psi_png: bytes, dist_png: bytes) -> str:
         f"<p>Input {html.escape(report.input)}, {report.rows:,} rows, PSI threshold "
         f"{report.psi_threshold:g} (watch above {report.psi_threshold / 2:g}).</p>{metric}"
         f"{img(psi_png)}<h2>Distributions, most shifted first</h2>{img(dist_png)}"
-        "<h2>PSI per column</h2><table><tr><th>column</th><th>kind</th><th>PSI</th>"
+        "<h2>PSI per column</h2><p>A column is marked only when its PSI exceeds both the "
+        "threshold and its noise bound: the PSI two samples of one distribution reach by chance "
+        "(chi-square for its bin count and both sample sizes).</p><table><tr><th>column</th>"
+        "<th>kind</th><th>PSI</th><th>noise bound</th>"
         f"<th>status</th></tr>{rows}</table></body></html>")
+
+
+def _bound(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def write_report(report: DriftReport, reference: Profile, current: Profile, out_dir: Path
@@ -124,7 +136,7 @@ def drift_markdown(report: DriftReport) -> str:
              report.message, "", f"- input: {redact(report.input)} ({report.rows:,} rows)",
              f"- report (HTML, plots): MLflow {report.mlflow_run}, artifacts drift/", ""]
     if report.columns:
-        lines += ["| column | PSI | status |", "|---|---|---|",
-                  *[f"| {c.name} | {c.psi:.4f} | {c.status} |"
+        lines += ["| column | PSI | noise bound | status |", "|---|---|---|---|",
+                  *[f"| {c.name} | {c.psi:.4f} | {_bound(c.noise_bound)} | {c.status} |"
                     for c in sorted(report.columns, key=lambda c: -c.psi)]]
     return "\n".join(lines) + "\n"

@@ -32,3 +32,8 @@ def source_fingerprint(spec: DataSpec) -> str | None:
             raise DataError(f"data file {spec.path} does not exist") from None
         return digest.hexdigest()
     return None
+
+
+def as_of_fingerprint(fingerprint: str, as_of: str) -> str:
+    """The fingerprint of a source's rows up to an as-of date (ISO day)."""
+    return hashlib.sha256(f"{fingerprint}|as_of={as_of}".encode()).hexdigest()

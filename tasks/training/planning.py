@@ -3,6 +3,8 @@ lineage tags) and whether an identical earlier run already registered a version 
 
 from __future__ import annotations
 
+from datetime import date
+
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
 from tasks.contracts.training import RunPlan
 from tasks.core.config import ModelConfig
@@ -18,17 +20,23 @@ def run_key_for(cfg: ModelConfig, fingerprint: str, device: str, code: str | Non
 
 
 def make_plan(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry,
-              flow_run_id: str | None) -> RunPlan:
+              flow_run_id: str | None, as_of: date | None = None,
+              data_at: str | None = None) -> RunPlan:
     device = select_device(settings.device, settings.cuda_visible_devices)
     code = code_hash()
     key = run_key_for(cfg, fingerprint, device, code)
     existing = registry.find_version(cfg.name, key)
     work = settings.cache_dir / cfg.name / key[:16]
+    tags = lineage_tags(fingerprint, cfg.config_hash(), code, key, flow_run_id, ci=settings.ci,
+                        image=settings.image, user=settings.user)
+    if as_of is not None:  # a rebuild reads the data up to the same day
+        tags["as_of"] = as_of.isoformat()
+    if data_at is not None:  # a query's time-travel point: the same rows can be read again
+        tags["data_at"] = data_at
     return RunPlan(
         run_key=key, device=device, study_name=f"{cfg.name}-{key[:16]}",
         plot_dir=str(work / "plots"),
-        tags=lineage_tags(fingerprint, cfg.config_hash(), code, key, flow_run_id,
-                          ci=settings.ci, image=settings.image, user=settings.user),
+        tags=tags,
         existing_version=existing.version if existing else None,
     )
 
@@ -47,12 +55,12 @@ def up_to_date(cfg: ModelConfig, settings: Settings, registry: Registry
 
 
 @step("plan-run")
-def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry
-             ) -> RunPlan:
+def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry,
+             as_of: date | None = None, data_at: str | None = None) -> RunPlan:
     """Derive the run key from data, config, code and device; find an identical earlier version."""
     from prefect.runtime import flow_run
 
-    return make_plan(cfg, fingerprint, settings, registry, flow_run.get_id())
+    return make_plan(cfg, fingerprint, settings, registry, flow_run.get_id(), as_of, data_at)
 
 
 @step("reuse-version")

@@ -188,7 +188,8 @@ def test_gitlab_ci_pipeline_shape():
     skip = {"if": "$PREFECT__FLOW_RUN_ID", "when": "never"}
     jobs = {n: j for n, j in ci.items() if not n.startswith(".") and isinstance(j, dict)
             and n not in ("variables", "workflow", "default")}
-    assert set(jobs) == {"lint", "test", "build-image", "prefect-deploy", "train", "flow-run"}
+    assert set(jobs) == {"lint", "test", "build-image", "prefect-deploy", "train", "flow-run",
+                         "reproduce-champions"}
     for name, job in jobs.items():
         if name != "flow-run":
             assert job["rules"][0] == skip, name
@@ -203,4 +204,10 @@ def test_gitlab_ci_pipeline_shape():
     assert run["script"] == ['prefect flow-run execute "$PREFECT__FLOW_RUN_ID"']
     assert run["variables"]["MLOPS_PROJECT_DIR"] == "$CI_PROJECT_DIR"
     assert ci["workflow"]["name"] == "$MLOPS_PIPELINE_NAME"
+    rebuild = ci["reproduce-champions"]  # scheduled, or by hand on the default branch only
+    assert rebuild["rules"][1:] == [
+        {"if": '$CI_PIPELINE_SOURCE == "schedule" && $MLOPS_REPRODUCE == "1"'},
+        {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual", "allow_failure": True}]
+    assert "--version champion" in rebuild["script"][1]
+    assert rebuild["variables"]["GIT_DEPTH"] == 0
     assert "--run-once" not in (REPO / ".gitlab-ci.yml").read_text()

@@ -119,3 +119,56 @@ def test_labelled_metric_drop_is_drift_even_when_inputs_are_stable():
                     MonitoringSpec(), "b")
     assert worse.verdict == "drift" and worse.metric_drifted
     assert "roc_auc 0.8000 vs 0.9000" in worse.message
+
+
+WIDE = {"code": [f"c{i:02d}" for i in range(50)]}
+
+
+def wide(n: int, seed: int, skew: float = 0.0) -> pd.DataFrame:
+    """A 50-category column, uniform (skew 0) or with the first ten categories favoured."""
+    rng = np.random.default_rng(seed)
+    weights = np.ones(50)
+    weights[:10] += skew
+    codes = rng.choice(WIDE["code"], size=n, p=weights / weights.sum())
+    return pd.DataFrame({"code": pd.Categorical(codes, categories=WIDE["code"])})
+
+
+def wide_champion(reference) -> Champion:
+    spec = FeatureSpec(task="binary", target="y", features=["code"], categories=WIDE,
+                       classes=["0", "1"])
+    return Champion(name="m", version="1", alias="champion", booster=None, spec=spec,
+                    profile=reference, sha256="x")
+
+
+def test_a_small_batch_of_a_many_category_column_is_not_drift_from_noise():
+    rng = np.random.default_rng(0)
+    reference = reference_profile(wide(30_000, 1), rng.beta(1, 8, 30_000), WIDE, ["0", "1"],
+                                  "binary", bins=10)
+    champ, spec = wide_champion(reference), MonitoringSpec(psi_threshold=0.08)
+    small = observed(wide(500, 2), rng.beta(1, 8, 500), reference)
+    calm = compare(champ, small, spec, "small.parquet")
+    code = next(c for c in calm.columns if c.name == "code")
+    # noise alone puts PSI above the threshold here: the bound is what keeps it unmarked
+    assert code.psi > spec.psi_threshold, code
+    assert code.noise_bound > code.psi and code.status == "stable"
+    assert calm.verdict == "no-drift", calm.message
+    from tasks.reports.drift import drift_markdown, render_html
+
+    shown = f"| code | {code.psi:.4f} | {code.noise_bound:.4f} | stable |"
+    assert shown in drift_markdown(calm)
+    assert f"<td>{code.noise_bound:.4f}</td>" in render_html(calm, b"", b"")
+
+    big = observed(wide(20_000, 3, skew=2.0), rng.beta(1, 8, 20_000), reference)
+    moved = compare(champ, big, spec, "big.parquet")
+    code = next(c for c in moved.columns if c.name == "code")
+    assert code.status == "drift" and code.psi > code.noise_bound > 0
+    assert moved.verdict == "drift" and [c.name for c in moved.drifted] == ["code"]
+
+
+def test_the_noise_bound_shrinks_with_sample_size_and_grows_with_bins():
+    from tasks.batch.profiles import psi_noise_bound
+
+    few, many = [100] * 10, [20] * 50  # 1000 reference rows either way
+    assert psi_noise_bound(many, [10] * 50, 0.01) > psi_noise_bound(few, [50] * 10, 0.01)
+    assert psi_noise_bound(few, [50] * 10, 0.01) > psi_noise_bound(few, [1000] * 10, 0.01)
+    assert psi_noise_bound(few, [0] * 10, 0.01) == float("inf")

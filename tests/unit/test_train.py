@@ -93,3 +93,28 @@ def test_shared_storage_runs_one_study_across_calls(claims, make_config, tmp_pat
     again = train_model(claims, spec, splits, cfg.training, "cpu", "shared", storage,
                         progress=lambda m: None)
     assert len(again.trials) == cfg.training.n_trials  # the second worker found the study done
+
+
+def test_the_kept_best_trial_is_the_booster_a_refit_gives(claims, make_config):
+    """Training keeps the best trial's booster instead of refitting: it must be the same bytes
+    a refit of the best parameters gives (what training did before)."""
+    from tasks.training.train import MAX_BIN
+
+    cfg = make_config(n_trials=3)
+    report = validate_frame(claims, cfg)
+    spec = feature_spec(claims, report, cfg)
+    y = spec.encode_target(claims[cfg.target])
+    splits = split_rows(y, cfg.training, task_type("binary"))
+    result = train_model(claims, spec, splits, cfg.training, "cpu", "kept", progress=lambda m: None)
+    X = spec.matrix(claims)
+    dtrain = xgb.QuantileDMatrix(X.iloc[splits.train], y[splits.train], enable_categorical=True,
+                                 max_bin=MAX_BIN)
+    dvalid = xgb.QuantileDMatrix(X.iloc[splits.valid], y[splits.valid], ref=dtrain,
+                                 enable_categorical=True, max_bin=MAX_BIN)
+    params = {**base_params(task_type("binary"), len(spec.classes), "cpu", cfg.training.seed),
+              **result.params}
+    refit = xgb.train(params, dtrain, num_boost_round=cfg.training.max_rounds,
+                      evals=[(dvalid, "valid")], verbose_eval=False,
+                      early_stopping_rounds=cfg.training.early_stopping_rounds)
+    assert bytes(refit[: refit.best_iteration + 1].save_raw(raw_format="ubj")) == \
+        result.raw_booster()
