@@ -8,7 +8,7 @@ from mlops.environment import apply_defaults
 
 apply_defaults()  # before Prefect or MLflow are imported: the one place the environment changes
 
-from mlops import batch, configs, platform, release, server, training  # noqa: E402,F401 (commands)
+from mlops import batch, configs, platform, release, server, status, training  # noqa: E402,F401
 from mlops.app import app  # noqa: E402
 
 
