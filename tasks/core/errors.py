@@ -42,7 +42,7 @@ class RegistryError(MlopsError):
 
 
 class UnknownVersion(MlopsError):
-    """A model version the registry does not have (a typo in --version or --to)."""
+    """A model version the registry does not have (a typo in --version)."""
 
     exit_code = 2
 

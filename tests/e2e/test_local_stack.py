@@ -56,6 +56,16 @@ def test_the_local_stack_starts_serves_commands_and_stops(tmp_path):
         assert trained.returncode == 0, trained.stderr
         assert "temporary Prefect server" not in trained.stdout
         assert any(r["parameters"].get("model") == "tiny" for r in _flow_runs(api))
+        status = mlops(["status", "tiny", "--json"], env)
+        assert status.returncode == 0, status.stderr
+        shown = json.loads(status.stdout)
+        assert shown["prefect"] == f"http://127.0.0.1:{prefect_port}"
+        assert shown["mlflow"] == f"http://127.0.0.1:{mlflow_port}"
+        (tiny,) = shown["models"]
+        assert tiny["pending"] == []  # known, since the server answers
+        assert tiny["aliases"][0]["alias"] == "champion"
+        training = next(r for r in tiny["last"] if r["kind"] == "training")
+        assert training["link"].startswith(f"http://127.0.0.1:{mlflow_port}/#/experiments/")
 
         again = mlops(["server", "start"], env)
         assert again.returncode == 0, again.stderr

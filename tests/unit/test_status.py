@@ -119,3 +119,13 @@ def test_a_stale_or_missing_stack_file_means_no_stack(tmp_path):
     found.stack_dir.mkdir(parents=True)
     prefect.pid_file(found.stack_dir).write_text("1\n")  # pid 1 is not our server
     assert state(prefect, found.stack_dir).pid is None
+
+
+@pytest.mark.parametrize(("command", "new", "old"), [
+    (["run"], "--as", "--approve-as"), (["rollback"], "--version", "--to")])
+def test_options_have_one_name_and_the_old_spelling_still_parses(home, command, new, old):
+    shown = runner.invoke(app, [*command, "--help"]).stdout
+    assert new in shown and old not in shown and "Exit codes" in " ".join(shown.split())
+    result = runner.invoke(app, [*command, "nope", old, "x"])
+    assert result.exit_code == 2
+    assert "No such option" not in result.output and "nope" in result.output
