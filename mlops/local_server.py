@@ -60,9 +60,10 @@ def use_local_stack() -> bool:
     from tasks.core.settings import Settings
 
     try:
-        urls = read_state(Settings.from_env().stack_dir)
+        found = Settings.from_env()
     except MlopsError:  # a bad setting: the command itself says so
         return False
+    urls = read_state(found.stack_dir) if found.use_local_stack else None
     if urls is None:
         return False
     os.environ["PREFECT_API_URL"] = urls["prefect_api_url"]

@@ -162,6 +162,7 @@ class Settings:
     prefect_port: int = 4200
     mlflow_port: int = 5000
     mlflow_ui: str | None = None
+    use_local_stack: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -203,6 +204,7 @@ class Settings:
             prefect_port=_int(env, "MLOPS_PREFECT_PORT", "4200"),
             mlflow_port=_int(env, "MLOPS_MLFLOW_PORT", "5000"),
             mlflow_ui=env.get("MLOPS_MLFLOW_UI_URL") or None,
+            use_local_stack=env.get("MLOPS_LOCAL_STACK", "auto").lower() != "off",
         )
 
     def resolve_audit_key(self) -> bytes | None:
