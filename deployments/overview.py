@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks.core.config import ModelConfig
+from tasks.core.redact import redact
 from tasks.core.settings import Settings
 from tasks.release.approval import AWAITING
 
@@ -64,7 +65,7 @@ def _iso(millis: int | None) -> str:
 
 
 def _mlflow_link(found: Settings, run) -> str:
-    ui = found.mlflow_ui_url
+    ui = redact(found.mlflow_ui_url) if found.mlflow_ui_url else None
     return f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" if ui else \
         f"MLflow run {run.info.run_id}"
 

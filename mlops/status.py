@@ -50,6 +50,7 @@ def status(
     from deployments.overview import NO_SERVER, from_prefect, from_registry, next_runs
     from tasks.adapters.registries import open_registry
     from tasks.core.config import list_configs, load_named_config
+    from tasks.core.redact import redact
 
     found = settings()
     if model:
@@ -63,14 +64,15 @@ def status(
     if server:
         from_prefect(found, statuses)
     next_runs(statuses, server, prefect_file)
+    mlflow_ui = redact(found.mlflow_ui_url) if found.mlflow_ui_url else None
     if as_json:
         typer.echo(json.dumps({
-            "prefect": found.prefect_ui_url, "mlflow": found.mlflow_ui_url,
-            "tracking_uri": found.tracking_uri if found.tracking_uri.startswith("http") else
-            "local store", "models": [asdict(s) for s in statuses.values()]}, indent=2))
+            "prefect": found.prefect_ui_url, "mlflow": mlflow_ui,
+            "tracking_uri": redact(found.tracking_uri) if found.tracking_uri.startswith("http")
+            else "local store", "models": [asdict(s) for s in statuses.values()]}, indent=2))
         return
     where = found.prefect_ui_url or NO_SERVER
-    typer.echo(f"Prefect: {where}   MLflow UI: {found.mlflow_ui_url or 'none (mlops server start)'}")
+    typer.echo(f"Prefect: {where}   MLflow UI: {mlflow_ui or 'none (mlops server start)'}")
     for s in statuses.values():
         typer.echo(f"\n== {s.model}: " + ", ".join(
             f"@{a.alias} " + (f"v{a.version}" + (f" ({a.metric} {a.value})" if a.metric else "")
