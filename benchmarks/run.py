@@ -200,7 +200,9 @@ def main() -> None:
             up = base if not (args.prefect_server or args.temporary_servers) else \
                 stack.enter_context(local_stack(bare))
             alone = {**bare, "MLOPS_HOME": str(tmp / "home-temporary")}  # sees no stack
-            make_run_like(alone, bench_config(tmp / "warm3", args.trials, 1), tmp, 300)
+            warm = bench_config(tmp / "warm3", args.trials, 1)
+            for side in (up, alone):  # both get a champion first: each round re-scores it
+                make_run_like(side, warm, tmp, 300)
             for i in range(args.repeats):
                 config = bench_config(tmp / f"seq{i}", args.trials, 400 + i)
                 with_stack.append(make_run_like(up, config, tmp, 500 + i))
