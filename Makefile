@@ -8,7 +8,7 @@ BATCHES := .mlops/batches
 SYNCED := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run stop test test-fast lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -22,7 +22,8 @@ $(SYNCED): uv.lock pyproject.toml | $(UV)
 install: $(SYNCED)  ## create .venv from the lock file (only when it changed)
 
 run: install  ## the three reference models to production on the embedded synthetic data
-	@echo "make run approves production up front as 'make-run', a declared identity (no Prefect server to pause on)"
+	$(VENV)/bin/mlops server start
+	@echo "make run approves production up front as 'make-run', a declared identity, so it finishes without a human"
 	$(VENV)/bin/mlops run fraud damage settlement --as make-run \
 		--comment "make run: embedded demo, approved up front"
 	@echo; echo "== batch scoring and monitoring: a fresh batch of claims, then a drifted one"
@@ -37,6 +38,10 @@ run: install  ## the three reference models to production on the embedded synthe
 	@$(VENV)/bin/mlops monitor fraud --input $(BATCHES)/claims-drifted.parquet; code=$$?; \
 		if [ $$code -eq 4 ]; then echo "make run: the drifted batch was flagged (exit 4), as it should be"; \
 		else echo "make run: the drifted batch was NOT flagged (exit $$code)"; exit 1; fi
+	@echo; echo "Prefect UI: http://127.0.0.1:$${MLOPS_PREFECT_PORT:-4200} — MLflow UI: http://127.0.0.1:$${MLOPS_MLFLOW_PORT:-5000} — stop with \`mlops server stop\` or \`make stop\`"
+
+stop:  ## stop the local stack that make run (or mlops server start) left running
+	@if [ -x $(VENV)/bin/mlops ]; then $(VENV)/bin/mlops server stop; fi
 
 test: install  ## every test, end-to-end included
 	$(VENV)/bin/pytest -q

@@ -5,16 +5,22 @@
   2. cached re-run vs cold run of `mlops train fraud` as shipped (unchanged data, config,
      code): the CLI's up-to-date check, and for reference the flow's own reuse path
      (`--force`: Prefect starts, data is loaded and validated, the version is found). goal <= 0.1x
+  3. a `make run`-like sequence (`mlops run fraud --as make-run`, generate, score, monitor) with
+     the local stack up (`mlops server start`) vs a temporary Prefect server per command
+     (today's laptop mode without the stack).                              reported, no goal
 
 Both are whole processes (what a user waits for) and are alternated, so machine noise hits
 both sides alike; medians are reported. Absolute times on a shared 2-core box mean little:
 read the ratios. Every round trains on new data (another generator seed), so each `mlops`
 cold run really trains, against a tracking store that already exists, as a user's would.
 
-With --prefect-server, every `mlops` command talks to one `prefect server start` that the
-benchmark starts first (the production setup) instead of starting a temporary server of its own.
+By default budgets 1 and 2 run with the local stack up (`mlops server start` on free ports in a
+temp MLOPS_HOME), as `make run` now does. --temporary-servers measures them with a temporary
+Prefect server per command instead; --prefect-server with one bare `prefect server start` (the
+production setup, no MLflow server).
 
-Usage: python benchmarks/run.py [--repeats N] [--trials N] [--prefect-server]
+Usage: python benchmarks/run.py [--repeats N] [--trials N]
+                                [--temporary-servers | --prefect-server] [--skip-make-run]
 """
 
 from __future__ import annotations
@@ -35,11 +41,11 @@ BIN = Path(sys.executable).parent
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n"
                  f"{proc.stderr[-2000:]}")
     return elapsed
@@ -54,6 +60,44 @@ def bench_config(tmp: Path, trials: int | None, seed: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_stack(base: dict[str, str]):
+    """`mlops server start` on free ports for base's MLOPS_HOME; stopped afterwards."""
+    env = {**base, "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port())}
+    mlops = str(BIN / "mlops")
+    started = time.perf_counter()
+    timed([mlops, "server", "start"], env)
+    print(f"local stack up in {time.perf_counter() - started:.1f}s "
+          f"(Prefect on {env['MLOPS_PREFECT_PORT']}, MLflow on {env['MLOPS_MLFLOW_PORT']})",
+          flush=True)
+    try:
+        yield env
+    finally:
+        subprocess.run([mlops, "server", "stop"], env=env, capture_output=True)
+
+
+def make_run_like(env: dict[str, str], config: Path, tmp: Path, seed: int) -> float:
+    """`make run`'s commands for one model: run (approved up front), generate, score, monitor."""
+    mlops = str(BIN / "mlops")
+    env = {**env, "MLOPS_CONFIG_DIR": str(config.parent)}
+    batch, scores = tmp / f"batch-{seed}.parquet", tmp / f"scores-{seed}.parquet"
+    start = time.perf_counter()
+    timed([mlops, "run", "fraud", "--as", "make-run", "--comment", "benchmark"], env)
+    timed([mlops, "generate", "--rows", "20000", "--seed", str(seed), "--output", str(batch)],
+          env)
+    timed([mlops, "score", "fraud", "--input", str(batch), "--output", str(scores)], env)
+    timed([mlops, "monitor", "fraud", "--input", str(batch)], env, ok=(0, 4))
+    return time.perf_counter() - start
 
 
 @contextlib.contextmanager
@@ -99,8 +143,13 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="runs per side (default 3)")
     parser.add_argument("--trials", type=int, default=5, help="Optuna trials (default 5)")
-    parser.add_argument("--prefect-server", action="store_true",
-                        help="run every mlops command against one long-running Prefect server")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--prefect-server", action="store_true",
+                      help="budgets 1-2 against one bare long-running Prefect server")
+    mode.add_argument("--temporary-servers", action="store_true",
+                      help="budgets 1-2 with a temporary Prefect server per command")
+    parser.add_argument("--skip-make-run", action="store_true",
+                        help="leave out budget 3 (stack vs temporary servers)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmpdir, \
@@ -110,9 +159,12 @@ def main() -> None:
                 if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
         base.update(MLOPS_DEVICE="cpu", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                     MLOPS_HOME=str(tmp / "home"))
+        bare = dict(base)
         if args.prefect_server:
             base["PREFECT_API_URL"] = stack.enter_context(prefect_server(tmp, base))
             print(f"using a long-running Prefect server at {base['PREFECT_API_URL']}")
+        elif not args.temporary_servers:
+            base = stack.enter_context(local_stack(base))
         mlops = [str(BIN / "mlops"), "train", "fraud"]
 
         def env(config: Path) -> dict[str, str]:
@@ -142,6 +194,22 @@ def main() -> None:
             print(f"  round {i + 1}: cold {cold[-1]:.1f}s, cached {cached[-1]:.1f}s, "
                   f"cached through the flow {forced[-1]:.1f}s", flush=True)
 
+        with_stack, temporary = [], []
+        if not args.skip_make_run:
+            print(f"budget 3: make-run-like sequence, fraud with {args.trials} trials", flush=True)
+            up = base if not (args.prefect_server or args.temporary_servers) else \
+                stack.enter_context(local_stack(bare))
+            alone = {**bare, "MLOPS_HOME": str(tmp / "home-temporary")}  # sees no stack
+            warm = bench_config(tmp / "warm3", args.trials, 1)
+            for side in (up, alone):  # both get a champion first: each round re-scores it
+                make_run_like(side, warm, tmp, 300)
+            for i in range(args.repeats):
+                config = bench_config(tmp / f"seq{i}", args.trials, 400 + i)
+                with_stack.append(make_run_like(up, config, tmp, 500 + i))
+                temporary.append(make_run_like(alone, config, tmp, 600 + i))
+                print(f"  round {i + 1}: stack up {with_stack[-1]:.1f}s, temporary servers "
+                      f"{temporary[-1]:.1f}s", flush=True)
+
     results = [
         summarize("1. orchestration + tracking overhead", flow_small, plain_runs,
                   "mlops train (Prefect + MLflow)", "plain script", 1.2),
@@ -150,11 +218,16 @@ def main() -> None:
         summarize("2b. cached re-run through the flow (--force) vs cold run", forced, cold,
                   "mlops train --force, cached", "mlops train, cold", 0.1),
     ]
+    if with_stack:
+        results.append(summarize("3. make-run-like sequence: local stack up vs temporary servers",
+                                 with_stack, temporary, "local stack up", "temporary servers",
+                                 1.0))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
-    mode = "one long-running Prefect server" if args.prefect_server else \
-        "a temporary Prefect server per command (laptop mode)"
+    mode = ("one long-running Prefect server" if args.prefect_server else
+            "a temporary Prefect server per command" if args.temporary_servers else
+            "the local stack (mlops server start)")
     print(f"mode: {mode}")
     print(f"\nraw timings: {out.relative_to(REPO)}")
 

@@ -13,9 +13,8 @@ from tasks.core.settings import debug_enabled
 EXIT_CODES = "Exit codes: 0 done, 1 failed, 2 bad input or setup, 3 gate rejected."
 # the order `mlops --help` lists commands in: the pipeline first, then release, batch, platform
 COMMAND_ORDER = ("train", "run", "approve", "promote", "rollback", "history", "compliance",
-                 "check-off", "score", "monitor", "reproduce",
-                 "generate", "models", "check-config", "check-deployments", "ci", "pools",
-                 "schedules")
+                 "check-off", "score", "monitor", "reproduce", "generate", "status", "models",
+                 "check-config", "check-deployments", "ci", "pools", "schedules", "server")
 
 
 def one_line(exc: BaseException) -> str:
@@ -80,7 +79,8 @@ def model_config(model: str):
 def need_server(what: str) -> None:
     if not settings().prefect_api_url:
         raise ConfigError(f"PREFECT_API_URL is not set: {what} needs your Prefect server "
-                          "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api)")
+                          "(e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api), or start the local "
+                          "one: mlops server start")
 
 
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -87,7 +87,8 @@ def generate(
     drift: Annotated[float, typer.Option(help="Distribution shift (0 = reference).", min=0)] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same rows).")] = 7,
 ) -> None:
-    """Write deterministic synthetic claims with the fraud, damage and settlement targets."""
+    """Write deterministic synthetic claims with the fraud, damage and settlement targets.
+    Exit codes: 0 written, 2 bad options or an unknown file type."""
     from tasks.batch.sinks import write_frame
     from tasks.training.synthetic import generate_claims
 

@@ -9,7 +9,7 @@ from mlops.environment import apply_defaults
 apply_defaults()  # before Prefect or MLflow are imported: the one place the environment changes
 
 from mlops import (  # noqa: E402,F401 (each module adds its commands)
-    batch, compliance, configs, platform, release, reproduce, training)
+    batch, compliance, configs, platform, release, reproduce, server, status, training)
 from mlops.app import app  # noqa: E402
 
 

@@ -1,4 +1,5 @@
-"""Laptop mode: a temporary Prefect API server started before the heavy imports.
+"""Laptop mode: the local stack when it is up (`mlops server start`), else a temporary Prefect
+API server started before the heavy imports.
 
 Without PREFECT_API_URL, Prefect starts the same temporary server itself on the first flow
 run, but only after this process has imported everything (about 5 s of the server's own
@@ -44,9 +45,37 @@ class LocalServer:
         terminate(self.process, timeout_s=5)
 
 
-def start_if_needed() -> LocalServer | None:
-    """Start a temporary server unless PREFECT_API_URL names one; must run before prefect import."""
+def environment() -> dict[str, str]:
+    """This process's environment, for the local stack's servers to inherit."""
+    return dict(os.environ)
+
+
+def use_local_stack() -> bool:
+    """Point this process at the local stack (`mlops server start`) when it is up and no
+    PREFECT_API_URL is set; must run before prefect is imported. True when it is used."""
     if os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules:
+        return False
+    from mlops.stack import read_state
+    from tasks.core.errors import MlopsError
+    from tasks.core.settings import Settings
+
+    try:
+        found = Settings.from_env()
+    except MlopsError:  # a bad setting: the command itself says so
+        return False
+    urls = read_state(found.stack_dir) if found.use_local_stack else None
+    if urls is None:
+        return False
+    os.environ["PREFECT_API_URL"] = urls["prefect_api_url"]
+    if urls.get("mlflow_url"):
+        os.environ.setdefault("MLOPS_MLFLOW_UI_URL", urls["mlflow_url"])
+    return True
+
+
+def start_if_needed() -> LocalServer | None:
+    """The local stack when it is up, else a temporary server, unless PREFECT_API_URL names
+    one; must run before prefect import."""
+    if os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules or use_local_stack():
         return None
     port = free_port()
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",

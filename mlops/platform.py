@@ -65,7 +65,8 @@ def _pool_type(value: str | None) -> str:
 
 @pools_app.command("apply")
 def pools_apply(pool_type: PoolTypeOption = None) -> None:
-    """Create or update cpu-runners and gpu-runners on the Prefect server (idempotent)."""
+    """Create or update cpu-runners and gpu-runners on the Prefect server (idempotent).
+    Exit codes: 0 applied, 1 the Prefect server refused, 2 no server or a bad pool file."""
     import asyncio
 
     from deployments.pools import apply_pools, load_pools
@@ -89,7 +90,8 @@ def pools_show(
     name: Annotated[str, typer.Argument(help="Pool name from deployments/pools.yaml.")],
     pool_type: PoolTypeOption = None,
 ) -> None:
-    """Print a pool's base job template (usable with `prefect work-pool create --base-job-template`)."""
+    """Print a pool's base job template (usable with `prefect work-pool create --base-job-template`).
+    Exit codes: 0 printed, 2 an unknown pool or type."""
     from deployments.pools import base_job_template, load_pools, render
 
     kind = _pool_type(pool_type)
@@ -100,7 +102,8 @@ def pools_show(
 
 
 schedules_app = typer_app("Without a command: every deployment's schedule and next run. "
-                          "migrate-from-gitlab moves GitLab pipeline schedules to Prefect.",
+                          "migrate-from-gitlab moves GitLab pipeline schedules to Prefect. Exit codes: 0 "
+                          "listed, 1 the server failed, 2 a bad prefect.yaml.",
                           invoke_without_command=True, no_args_is_help=False)
 app.add_typer(schedules_app, name="schedules")
 
@@ -111,8 +114,9 @@ def schedules(
     prefect_file: Annotated[Path, typer.Option(
         help="Read schedules from this file when PREFECT_API_URL is not set.")] = Path("prefect.yaml"),
 ) -> None:
-    """List every deployment's schedule and next run (from the server when PREFECT_API_URL is set,
-    else from prefect.yaml)."""
+    """List every deployment's schedule and next run (from the server when PREFECT_API_URL is set
+    or the local stack is up, else from prefect.yaml). Exit codes: 0 listed, 1 the server
+    failed, 2 a bad prefect.yaml."""
     import asyncio
 
     if ctx.invoked_subcommand:
@@ -141,7 +145,9 @@ def migrate_from_gitlab(
     """Read the project's GitLab pipeline schedules (CI_SERVER_URL, CI_PROJECT_ID,
     MLOPS_GITLAB_TOKEN) and show the equivalent Prefect schedules and prefect.yaml entries.
     SCHEDULED_RETRAIN=true retrains every model, MODEL/MODELS name some, TRAINING_DATA_DATE
-    becomes as_of. A cron Prefect cannot take is reported and never applied."""
+    becomes as_of. A cron Prefect cannot take is reported and never applied.
+    Exit codes: 0 planned or applied, 1 GitLab or Prefect failed, 2 a schedule that cannot be
+    migrated or missing GitLab settings."""
     import asyncio
 
     from deployments.gitlab_schedules import apply, plan, yaml_entries

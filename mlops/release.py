@@ -98,10 +98,12 @@ def promote(
 @app.command()
 def rollback(
     model: Annotated[str, typer.Argument(help="Model name (its policy: configs/models).")],
-    to: Annotated[str | None, typer.Option(
-        help="A former champion to go back to (default: the one before the current).")] = None,
+    version: Annotated[str | None, typer.Option(
+        "--version", help="A former champion to go back to (default: the one before the "
+                          "current).")] = None,
     as_: AsOption = None,
     comment: Annotated[str, typer.Option(help="Why (audit trail).")] = "",
+    to: Annotated[str | None, typer.Option("--to", hidden=True)] = None,
 ) -> None:
     """Move the champion back to a version that was champion before, with post-deploy checks,
     outside freeze windows. Exit codes: 0 rolled back, 1 refused or nothing to roll back to,
@@ -111,7 +113,7 @@ def rollback(
 
     found, cfg = _named(model)
     who = identity_for(cfg, as_)
-    current, target = rollback_champion(open_registry(found), cfg, who, to, comment)
+    current, target = rollback_champion(open_registry(found), cfg, who, version or to, comment)
     after = f"v{target}" if target else "none (the first champion was rolled back)"
     typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> {after}")
 
@@ -131,7 +133,8 @@ def history(
 ) -> None:
     """Print the audit trail in chain order: every staging, approval, promotion, refusal and
     rollback, who decided and whether that identity was verified. A broken chain is shown first.
-    """
+    Exit codes: 0 shown (a broken chain is shown, not an error: see `mlops audit verify`),
+    2 an unknown model."""
     registry, cfg, trail = _trail(model)
     problems = trail.problems()
     if problems:

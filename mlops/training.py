@@ -127,18 +127,20 @@ def run(
     models: Annotated[list[str], typer.Argument(
         help="Model names under configs/models (or YAML paths); several run in turn.")],
     approve_as: Annotated[str | None, typer.Option(
-        "--as", "--approve-as", help="Approve production up front as this person: checked like "
+        "--as", help="Approve production up front as this person: checked like "
         "any approval (approvers, four eyes; with identity gitlab MLOPS_APPROVER_TOKEN must "
         "belong to them). Only this command can approve up front: a deployment run cannot.")
     ] = None,
     comment: Annotated[str, typer.Option(help="Comment kept with the approval.")] = "",
+    old_as: Annotated[str | None, typer.Option("--approve-as", hidden=True)] = None,
 ) -> None:
     """Run the whole pipeline: validate → train → evaluate → gate → register → deploy.
 
     Deploy moves the staging alias, serves the version and smoke-tests it, then promotes it to
     production. With your own Prefect server (PREFECT_API_URL) the run pauses for approval in
-    the UI or `mlops approve`; without one, approve up front with --approve-as or the run stops
-    after staging and says how to continue (`mlops promote`).
+    the UI or `mlops approve`; without one, approve up front with --as or the run stops
+    after staging and says how to continue (`mlops promote`). With the local stack up
+    (`mlops server start`) the run pauses there and prints the link.
     Exit codes: 0 done, 1 failed, 2 bad input, 3 gate rejected (the first failure's code).
     """
     from mlops.release import identity_for
@@ -149,6 +151,7 @@ def run(
     found = settings()
     configs = [load_config(model, found.config_dir) for model in models]
     check_policy(found, configs)
+    approve_as = approve_as or old_as  # --approve-as: the old spelling
     up_front = None
     if approve_as:  # checked as a person now; each model's policy applies again at promotion
         who = identity_for(configs[0], approve_as)

@@ -8,6 +8,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
 os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# a local stack left up by `make run` is the developer's, not the tests' (test_local_stack starts
+# its own through cli_env, which drops MLOPS_* variables)
+os.environ.setdefault("MLOPS_LOCAL_STACK", "off")
 
 import tempfile  # noqa: E402
 

@@ -48,7 +48,7 @@ class LineageIncomplete(MlopsError):
 
 
 class UnknownVersion(MlopsError):
-    """A model version the registry does not have (a typo in --version or --to)."""
+    """A model version the registry does not have (a typo in --version)."""
 
     exit_code = 2
 

@@ -165,6 +165,10 @@ class Settings:
     audit_key: str = field(default="", repr=False)
     audit_key_block: str | None = None
     policy_path: Path = Path("configs/policy.yaml")
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    mlflow_ui: str | None = None
+    use_local_stack: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -204,6 +208,10 @@ class Settings:
             audit_key=env.get("MLOPS_AUDIT_KEY", ""),
             audit_key_block=env.get("MLOPS_AUDIT_KEY_BLOCK") or None,
             policy_path=Path(env.get("MLOPS_POLICY") or "configs/policy.yaml"),
+            prefect_port=_int(env, "MLOPS_PREFECT_PORT", "4200"),
+            mlflow_port=_int(env, "MLOPS_MLFLOW_PORT", "5000"),
+            mlflow_ui=env.get("MLOPS_MLFLOW_UI_URL") or None,
+            use_local_stack=env.get("MLOPS_LOCAL_STACK", "auto").lower() != "off",
         )
 
     def resolve_audit_key(self) -> bytes | None:
@@ -219,6 +227,18 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def stack_dir(self) -> Path:
+        """The local stack's pid files, logs and Prefect home (`mlops server`)."""
+        return self.home / "stack"
+
+    @property
+    def mlflow_ui_url(self) -> str | None:
+        """The MLflow UI: the tracking server itself, or the local stack's MLflow server."""
+        if self.tracking_uri.startswith("http"):
+            return self.tracking_uri.rstrip("/")
+        return self.mlflow_ui.rstrip("/") if self.mlflow_ui else None
 
     @property
     def prefect_ui_url(self) -> str | None:

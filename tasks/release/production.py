@@ -190,7 +190,7 @@ def rollback(registry: Registry, cfg: ModelConfig, actor: Identity, to_version: 
         else:
             found, target = previous_champion(events, current, alias)
             reason = None if found else (f"no promotion of {cfg.name} v{current} is recorded; "
-                                         "name a former champion with --to")
+                                         "name a former champion with --version")
         who = refusal(cfg, actor, {}) if cfg.deploy.production.approval != "none" else None
         window = active_freeze(cfg.deploy.production, today or now_utc().date())
         reason = reason or who or (freeze_reason(window) if window else None)
