@@ -22,7 +22,7 @@ from tasks.reports.training import model_card
 from tasks.reports.validation import publish_validation
 from tasks.training.data import load_data
 from tasks.training.evaluate import evaluate
-from tasks.training.gate import gate, score_champion
+from tasks.training.gate import decision_of, gate, rejected_state, score_champion
 from tasks.training.planning import plan_run, reused_metrics
 from tasks.training.register import input_example, register
 from tasks.training.tracking import log_results, training_run
@@ -46,7 +46,10 @@ def training_pipeline(model: str, deploy: bool = False, comment: str = "",
             can answer, e.g. on a temporary local server).
         as_of: Leave out rows dated after this day (backfills); default: all the data.
     """
-    result = train_and_register(model=model, as_of=as_of)
+    try:
+        result = train_and_register(model=model, as_of=as_of)
+    except GateRejected as exc:  # an outcome, not a crash: Failed("GateRejected"), no traceback
+        return rejected_state(exc)
     if deploy and deployment.get_id():  # on a worker: a deploy run waits, holding no runner
         result.deployment = start_deploy_run(model=result.model, version=result.version,
                                              comment=comment)
@@ -86,7 +89,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
         report = evaluate(df=data.frame, test_rows=splits.test, trained=trained, slices=cfg.slices,
                           min_slice_rows=cfg.gate.min_slice_rows, plot_dir=plan.plot_dir)
         champion = score_champion(registry=registry, cfg=cfg, test=test, spec=spec)
-        decision = gate(candidate=report, champion=champion, spec=cfg.gate)
+        decision = decision_of(gate(candidate=report, champion=champion, spec=cfg.gate,
+                                    return_state=True))
         log_results(registry=registry, run_id=run_id, cfg=cfg, trained=trained, report=report,
                     champion=champion, decision=decision)
         report_merge_request(model=cfg.name, report=report, champion=champion.report,
