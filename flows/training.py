@@ -14,6 +14,7 @@ from tasks.batch.profiles import profile_training_data
 from tasks.contracts.release import PipelineResult
 from tasks.core.config import load_config
 from tasks.core.errors import GateRejected
+from tasks.core.parameters import ModelName
 from tasks.core.settings import Settings
 from tasks.core.tasktypes import task_type
 from tasks.release.handoff import start_deploy_run
@@ -32,7 +33,7 @@ from tasks.training.validate import ensure_valid, validate
 
 @flow(name="training-pipeline", log_prints=True, on_failure=[notify_flow_failure],
       on_crashed=[notify_flow_failure])
-def training_pipeline(model: str, deploy: bool = False, comment: str = "",
+def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
                       wait_for_approval: bool = True, as_of: date | None = None
                       ) -> PipelineResult:
     """Train one configured model on its data as of a date; with deploy, stage it, get approval
