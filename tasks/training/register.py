@@ -17,8 +17,9 @@ from tasks.core import integrity
 from tasks.core.config import ModelConfig, RegistrySpec
 from tasks.core.errors import RegistryError
 from tasks.core.settings import Settings
-from tasks.core.steps import NETWORK_RETRIES, step
+from tasks.core.steps import NETWORK_RETRIES, artifact_key, step
 from tasks.release.audit import AuditTrail, event
+from tasks.reports.artifacts import publish_link
 
 CHALLENGER = "challenger"
 # the model-from-code file MLflow copies into every version (executed when a version loads)
@@ -127,6 +128,11 @@ def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
 def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
              decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str],
              profile: Profile | None = None) -> Registration:
-    """Registration retries on transient registry errors; it is idempotent by run key."""
-    return register_version(registry, cfg, run_id, trained, decision, example, card, tags,
-                            profile)
+    """Registration retries on transient registry errors; it is idempotent by run key. The
+    model card gets a link artifact (the MLflow UI's view of it, or its path)."""
+    registration = register_version(registry, cfg, run_id, trained, decision, example, card,
+                                    tags, profile)
+    publish_link(registry, registration.run_id or run_id, "model/model_card.md",
+                 f"{cfg.name} v{registration.version} model card",
+                 key=artifact_key(cfg.name, "model-card"))
+    return registration
