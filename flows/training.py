@@ -31,8 +31,8 @@ from tasks.training.train import feature_spec, split_rows, train
 from tasks.training.validate import ensure_valid, validate
 
 
-@flow(name="training-pipeline", log_prints=True, on_failure=[notify_flow_failure],
-      on_crashed=[notify_flow_failure])
+@flow(name="training-pipeline", flow_run_name="train-{model}", log_prints=True,
+      on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
 def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
                       wait_for_approval: bool = True, as_of: date | None = None
                       ) -> PipelineResult:
