@@ -40,7 +40,7 @@ def test_plots_are_images_served_by_the_tracking_server(prefect_server, mlflow_s
     env = cli_env(PREFECT_API_URL=prefect_server, MLFLOW_TRACKING_URI=mlflow_server,
                   MLOPS_HOME=str(tmp_path / "state"), MLOPS_CONFIG_DIR=str(configs),
                   MLOPS_DEVICE="cpu")
-    done = mlops(["train", "pics"], env, timeout=600)
+    done = mlops(["train", "pics"], env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     found = artifacts(prefect_server, latest_training_run(prefect_server, "pics"))
