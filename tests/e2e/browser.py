@@ -50,11 +50,17 @@ def browser_page(width: int = 1400, height: int = 1000) -> Iterator:
 
 def open_resume_form(page, ui: str, flow_run_id: str):
     """The paused run's page, then its Resume button: the dialog with the run's input form."""
-    page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
-    page.get_by_role("button", name="Resume").click()
-    dialog = page.get_by_role("dialog")
-    dialog.get_by_role("button", name="Submit").wait_for()
-    return dialog
+    for _ in range(10):
+        page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
+        page.get_by_role("button", name="Resume").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_role("button", name="Submit").wait_for()
+        try:  # a page loaded between the pause and its question shows a bare confirmation
+            dialog.locator(".schema-form-property").first.wait_for(timeout=5_000)
+            return dialog
+        except Exception:
+            dialog.get_by_role("button", name="Close").click()
+    raise AssertionError(f"flow run {flow_run_id} shows no input form in the UI")
 
 
 def choose(page, dialog, option: str, index: int = 0) -> None:

@@ -61,6 +61,15 @@ def test_approval_in_the_prefect_ui(prefect_server, tmp_path):
             page.get_by_text("uiapp v1: promoted by alice").first.wait_for()
         browsing_s = time.monotonic() - started
         assert run.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    # the training run (Running the whole time) said in its own log where the question was
+    via = api(prefect_server, f"/flow_runs/{run_id}")["parent_task_run_id"]
+    task = api(prefect_server, f"/task_runs/{via}")
+    parent = api(prefect_server, f"/flow_runs/{task['flow_run_id']}")
+    assert parent["name"] == "train-uiapp"
+    said = [entry["message"] for entry in api(prefect_server, "/logs/filter", {
+        "logs": {"flow_run_id": {"any_": [parent["id"]]}}})]
+    assert any("uiapp v1 waits for approval in run deploy-uiapp-v1: " in m
+               and run_id in m for m in said), said
     log = (tmp_path / "run.log").read_text()
     assert "uiapp@champion: v- → v1, approved by alice" in log
     print(f"browser part: {browsing_s:.1f}s")  # the training before it is the slow bit
