@@ -244,7 +244,8 @@ async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
                         else "") + f"`mlops approve {run.model}`"
                 emit(f"[{run.model}] {run.name}: {label}"
                      + (f" ({state.message})" if state and state.message and name in FINAL else ""))
-                run.state, run.message = name, (state.message or "") if state else ""
+                run.state, run.message = name, (
+                    f"{state.name}: {state.message or ''}" if state else "")  # GateRejected: …
         if all(r.done for r in runs):
             fresh = await _follow_ups(client, runs)
             if not fresh:

@@ -26,7 +26,15 @@ EXPIRY_FLOW = "approval-expiry"
 # every model also scores and is monitored every day
 DAILY_FLOWS = {"flows/scoring.py:batch_scoring": "batch-scoring",
                "flows/monitoring.py:monitoring": "monitoring"}
+# per-model deployment names, unique across flows: the Prefect UI lists deployments by name
+# (training keeps <model>: CI and schedules address training-pipeline/<model>)
+NAMES = {TRAINING_FLOW: "{model}", DEPLOY_FLOW: "deploy-{model}", "batch-scoring": "score-{model}",
+         "monitoring": "monitor-{model}"}
 
+
+def deployment_name(flow: str, model: str) -> str:
+    """`<flow>/<name>` of a model's deployment of `flow` (`batch-scoring/score-fraud`)."""
+    return f"{flow}/{NAMES[flow].format(model=model)}"
 
 
 @dataclass(frozen=True)
@@ -88,9 +96,6 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
             problems.append(f"{path}: deployment {d.full_name} names model {d.model!r}, which has "
                             f"no config in {config_dir}")
             continue
-        if d.name != d.model:
-            problems.append(f"{path}: deployment {d.full_name} trains {d.model!r}; name it "
-                            f"{d.model!r} so CI finds {TRAINING_FLOW}/{d.model}")
         wanted = configs[d.model].training.work_pool
         if d.work_pool != wanted:
             problems.append(f"{path}: deployment {d.full_name} uses work pool {d.work_pool!r} but "
@@ -101,21 +106,24 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
         if not any(_retrains_on_drift(t, d.model) for t in d.triggers):
             problems.append(f"{path}: deployment {d.full_name} has no trigger on {DRIFT_EVENT} "
                             f"matching prefect.resource.id mlops.model.{d.model}")
+    problems += _naming_problems(path, deployments)
     deployed = {d.model for d in training}
     for flow in DAILY_FLOWS.values():
         daily = {d.model: d for d in deployments if d.flow == flow}
         for name in sorted(configs):
             entry = daily.get(name)
             if entry is None:
-                problems.append(f"{config_dir}/{name}.yaml has no {flow}/{name} deployment in {path}")
+                problems.append(f"{config_dir}/{name}.yaml has no {deployment_name(flow, name)} "
+                                f"deployment in {path}")
             elif not any(s.get("cron", "").split()[2:] == ["*", "*", "*"] and s.get("slug")
                          for s in entry.schedules):
                 problems.append(f"{path}: deployment {entry.full_name} lacks a daily schedule "
                                 "with a slug")
     deploys = {d.model for d in deployments if d.flow == DEPLOY_FLOW}
     for name in sorted(set(configs) - deploys):
-        problems.append(f"{config_dir}/{name}.yaml has no {DEPLOY_FLOW}/{name} deployment in "
-                        f"{path} (training runs on workers hand their versions to it)")
+        problems.append(f"{config_dir}/{name}.yaml has no {deployment_name(DEPLOY_FLOW, name)} "
+                        f"deployment in {path} (training runs on workers hand their versions to "
+                        "it)")
     expiry = [d for d in deployments if d.flow == EXPIRY_FLOW]
     if not any(any("prefect.flow-run.Failed" in (t.get("expect") or []) for t in d.triggers)
                for d in expiry):
@@ -131,6 +139,21 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
                             f"in {path}")
     for pool in sorted(yaml_pools - set(pools)):
         problems.append(f"{path}: work pool {pool!r} is not defined in deployments/pools.yaml")
+    return problems
+
+
+def _naming_problems(path: Path, deployments: list[DeploymentEntry]) -> list[str]:
+    """Names that say which model and purpose (`score-fraud`), each used once in the file."""
+    problems = []
+    seen: dict[str, str] = {}
+    for d in deployments:
+        if d.flow in NAMES and d.model and d.full_name != deployment_name(d.flow, d.model):
+            problems.append(f"{path}: deployment {d.full_name} serves model {d.model!r}; name it "
+                            f"{deployment_name(d.flow, d.model).split('/', 1)[1]!r}")
+        if d.name in seen:
+            problems.append(f"{path}: deployment name {d.name!r} is used by {seen[d.name]} and "
+                            f"{d.full_name}; the Prefect UI lists deployments by name")
+        seen.setdefault(d.name, d.full_name)
     return problems
 
 

@@ -8,6 +8,7 @@ from tasks.adapters.registries import connect
 from tasks.adapters.slack import notify_flow_failure
 from tasks.contracts.release import DeployResult
 from tasks.core.config import load_config
+from tasks.core.parameters import ModelName
 from tasks.core.settings import Settings
 from tasks.release.approval import obtain_approval
 from tasks.release.production import production
@@ -17,7 +18,7 @@ from tasks.reports.release import publish_deploy_summary
 
 @flow(name="deploy", flow_run_name="deploy-{model}-v{version}", log_prints=True,
       on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
-def deploy_model(model: str, version: str, comment: str = "", wait: bool = True
+def deploy_model(model: ModelName, version: str, comment: str = "", wait: bool = True
                  ) -> DeployResult:
     """Stage one registered version, get it approved, promote it to production.
 

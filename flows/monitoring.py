@@ -15,6 +15,7 @@ from tasks.batch.monitoring import announce, compare_to_reference, observe_batch
 from tasks.batch.sources import fill_date
 from tasks.contracts.batch import DriftReport
 from tasks.core.config import load_config
+from tasks.core.parameters import ModelName
 from tasks.core.settings import Settings
 from tasks.reports.batch import monitoring_row
 from tasks.reports.gitlab import write_wiki_row
@@ -22,9 +23,16 @@ from tasks.reports.gitlab import write_wiki_row
 
 @flow(name="monitoring", log_prints=True, on_failure=[notify_flow_failure],
       on_crashed=[notify_flow_failure])
-def monitoring(model: str, input: str, day: date | None = None) -> DriftReport:
-    """Compare `input` (.parquet, .csv or snowflake:<query>; `{date}` becomes `day`, default
-    today UTC) with the reference profile of the model's champion."""
+def monitoring(model: ModelName, input: str, day: date | None = None) -> DriftReport:
+    """Compare a batch of inputs with the reference profile of the model's champion; drift emits
+    mlops.model.drift-detected (a retrain trigger) and tells Slack.
+
+    Args:
+        model: A model configured under configs/models (its name).
+        input: The batch to check: a .parquet or .csv path (relative to the worker's project
+            dir) or snowflake:<query>; {date} in it becomes the day.
+        day: The day to check (YYYY-MM-DD, UTC); empty: today.
+    """
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
     started = datetime.now(UTC)

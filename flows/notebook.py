@@ -14,7 +14,12 @@ from tasks.training.notebook import NotebookRun, check_notebook, execute
 @flow(name="notebook-training", log_prints=True, on_failure=[notify_flow_failure],
       on_crashed=[notify_flow_failure])
 def notebook_training(notebook: str) -> NotebookRun:
-    """Run `notebook` (a path in the project) with is_local_development=False and the device."""
+    """Run a parameterized notebook with papermill (is_local_development=False, the runner's
+    device), tracked in MLflow.
+
+    Args:
+        notebook: The notebook to run: a .ipynb path in the project (notebooks/<name>.ipynb).
+    """
     settings = Settings.from_env()
     check_notebook(notebook)
     registry = connect(settings)

@@ -14,6 +14,7 @@ from tasks.batch.scoring import publish_summary, score
 from tasks.batch.sources import fill_date
 from tasks.contracts.batch import ScoringSummary
 from tasks.core.config import load_config
+from tasks.core.parameters import ModelName
 from tasks.core.settings import Settings
 from tasks.reports.batch import scoring_row
 from tasks.reports.gitlab import write_wiki_row
@@ -21,11 +22,19 @@ from tasks.reports.gitlab import write_wiki_row
 
 @flow(name="batch-scoring", log_prints=True, on_failure=[notify_flow_failure],
       on_crashed=[notify_flow_failure])
-def batch_scoring(model: str, input: str, output: str, day: date | None = None,
+def batch_scoring(model: ModelName, input: str, output: str, day: date | None = None,
                   keep: list[str] | None = None) -> ScoringSummary:
-    """Score `input` (.parquet, .csv or snowflake:<query>) with the model's champion into
-    `output` (.parquet, .csv or snowflake:<table>); `{date}` in either becomes `day` (default
-    today, UTC)."""
+    """Score a batch of claims with the model's champion and write the predictions.
+
+    Args:
+        model: A model configured under configs/models (its name).
+        input: The claims to score: a .parquet or .csv path (relative to the worker's project
+            dir) or snowflake:<query>; {date} in it becomes the day.
+        output: Where the predictions go: a .parquet or .csv path or snowflake:<table>; {date}
+            in it becomes the day.
+        day: The day to score (YYYY-MM-DD, UTC); empty: today.
+        keep: Input columns copied next to the predictions (e.g. claim_id); empty: none.
+    """
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
     stamp = (day or datetime.now(UTC).date()).isoformat()

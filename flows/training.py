@@ -14,6 +14,7 @@ from tasks.batch.profiles import profile_training_data
 from tasks.contracts.release import PipelineResult
 from tasks.core.config import load_config
 from tasks.core.errors import GateRejected
+from tasks.core.parameters import ModelName
 from tasks.core.policy_config import load_policy, require_compliant_config
 from tasks.core.settings import Settings
 from tasks.core.tasktypes import task_type
@@ -23,7 +24,7 @@ from tasks.reports.training import model_card
 from tasks.reports.validation import publish_validation
 from tasks.training.data import load_data
 from tasks.training.evaluate import evaluate
-from tasks.training.gate import gate, score_champion
+from tasks.training.gate import decision_of, gate, rejected_state, score_champion
 from tasks.training.planning import plan_run, reused_metrics
 from tasks.training.register import input_example, register
 from tasks.training.tracking import log_results, training_run
@@ -31,9 +32,9 @@ from tasks.training.train import feature_spec, split_rows, train
 from tasks.training.validate import ensure_valid, validate
 
 
-@flow(name="training-pipeline", log_prints=True, on_failure=[notify_flow_failure],
-      on_crashed=[notify_flow_failure])
-def training_pipeline(model: str, deploy: bool = False, comment: str = "",
+@flow(name="training-pipeline", flow_run_name="train-{model}", log_prints=True,
+      on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
+def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
                       wait_for_approval: bool = True, as_of: date | None = None
                       ) -> PipelineResult:
     """Train one configured model on its data as of a date; with deploy, stage it, get approval
@@ -47,7 +48,10 @@ def training_pipeline(model: str, deploy: bool = False, comment: str = "",
             can answer, e.g. on a temporary local server).
         as_of: Leave out rows dated after this day (backfills); default: all the data.
     """
-    result = train_and_register(model=model, as_of=as_of)
+    try:
+        result = train_and_register(model=model, as_of=as_of)
+    except GateRejected as exc:  # an outcome, not a crash: Failed("GateRejected"), no traceback
+        return rejected_state(exc)
     if deploy and deployment.get_id():  # on a worker: a deploy run waits, holding no runner
         result.deployment = start_deploy_run(model=result.model, version=result.version,
                                              comment=comment)
@@ -89,7 +93,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
         report = evaluate(df=data.frame, test_rows=splits.test, trained=trained, slices=cfg.slices,
                           min_slice_rows=cfg.gate.min_slice_rows, plot_dir=plan.plot_dir)
         champion = score_champion(registry=registry, cfg=cfg, test=test, spec=spec)
-        decision = gate(candidate=report, champion=champion, spec=cfg.gate)
+        decision = decision_of(gate(candidate=report, champion=champion, spec=cfg.gate,
+                                    return_state=True))
         log_results(registry=registry, run_id=run_id, cfg=cfg, trained=trained, report=report,
                     champion=champion, decision=decision)
         report_merge_request(model=cfg.name, report=report, champion=champion.report,

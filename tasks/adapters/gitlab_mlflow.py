@@ -64,6 +64,7 @@ class GitLabRegistry(Registry):
     """Registry on GitLab's MLflow API; same interface, GitLab's rules."""
 
     max_param_chars = MAX_PARAM_CHARS
+    serves_artifact_files = False  # artifacts live in GitLab's package registry
 
     def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None,
                  server_url: str | None = None, audit_key: bytes | None = None):

@@ -33,6 +33,7 @@ class Registry:
     """Tracking runs and registered models of one MLflow tracking store."""
 
     max_param_chars = 6000
+    serves_artifact_files = True  # an MLflow server answers /get-artifact (artifact_links.py)
 
     def __init__(self, uri: str, artifact_root: Path | None = None):
         import mlflow

@@ -24,6 +24,7 @@ from tasks.core.redact import redact
 from tasks.core.settings import SnowflakeSettings
 from tasks.core.steps import artifact_key, step
 from tasks.core.tasktypes import compute_metrics, regression_amount, task_type
+from tasks.reports.artifacts import publish_images, publish_link
 from tasks.reports.drift import drift_markdown, write_report
 
 
@@ -142,7 +143,7 @@ def publish_report(registry: Registry, report: DriftReport, champion: Champion,
                    observed: Observed) -> DriftReport:
     """The report to MLflow (run in experiment monitoring/<model>: PSI metrics, HTML and PNG
     plots) and to Prefect (a markdown artifact linking to it)."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+    from prefect.artifacts import create_markdown_artifact
     from prefect.runtime import flow_run
 
     tags = {"model": report.model, "model_version": report.version, "verdict": report.verdict,
@@ -163,10 +164,11 @@ def publish_report(registry: Registry, report: DriftReport, champion: Champion,
     key = artifact_key("drift", report.model)
     create_markdown_artifact(drift_markdown(report), key=key,
                              description=f"{report.model}: {report.verdict}")
-    if report.mlflow_run.startswith("http"):
-        create_link_artifact(f"{report.mlflow_run}/artifacts/drift/drift_report.html",
-                             link_text=f"drift report {report.model} v{report.version}",
-                             key=f"{key}-report")
+    if report.verdict != "insufficient":
+        publish_images(registry, run_id, ["drift/drift_psi.png", "drift/drift_distributions.png"],
+                       key=key, what=f"{report.model} drift")
+        publish_link(registry, run_id, "drift/drift_report.html",
+                     f"drift report {report.model} v{report.version}", key=f"{key}-report")
     return report
 
 

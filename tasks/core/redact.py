@@ -35,6 +35,9 @@ def redact_values(values: Mapping[str, object]) -> dict[str, str]:
 
 
 # -- logging ------------------------------------------------------------------------------------
+NO_EXCEPTION = "NoneType: None"  # logging's rendering of exc_info=True outside an except block
+
+
 class RedactFilter(logging.Filter):
     """On every handler (mlops/logging.yml; `install_log_redaction` elsewhere): the record's
     message, traceback and stack are redacted before any handler formats or sends it."""
@@ -45,6 +48,9 @@ class RedactFilter(logging.Filter):
         except Exception:  # a bad format string: logging reports it as it would anyway
             return True
         record.msg, record.args = redact(message), None
+        if record.exc_info and record.exc_info[0] is None or record.exc_text == NO_EXCEPTION:
+            # exc_info=True with no exception: how Prefect logs a Failed state a task returned
+            record.exc_info = record.exc_text = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

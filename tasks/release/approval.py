@@ -114,6 +114,27 @@ def _identity(cfg: ModelConfig, settings: Settings, answer: ApprovalForm, sha: s
                         f"run: answer with `mlops approve {cfg.name}` and MLOPS_APPROVER_TOKEN")
 
 
+def _tell_parent(message: str) -> None:
+    """The same line in the log of the run this one is a subflow of (the training run, which
+    shows Running the whole time): a person looking there finds the run to answer."""
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    parent = flow_run.get_parent_flow_run_id()
+    if not parent:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(parent)
+    except Exception:  # a hint, never a reason to fail the deployment
+        return
+    logging.getLogger("prefect.flow_runs").info(message, extra={
+        "flow_run_id": str(run.id), "flow_run_name": run.name, "flow_name": "training-pipeline",
+        "task_run_id": None, "task_run_name": None})
+
+
 def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
                     comment: str, wait: bool) -> Approval | None:
     """Approval by policy (none), up front (the CLI's own process), or by a person answering
@@ -143,6 +164,10 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         if requested:  # said once per request, not on every replay after a resume
             log.info("waiting for approval of %s v%s: %s — or `mlops approve %s`", cfg.name,
                      version, flow_run.ui_url or run_id, cfg.name)
+            if attempt == 1:
+                _tell_parent(f"{cfg.name} v{version} waits for approval in run "
+                             f"{flow_run.name}: {flow_run.ui_url or run_id} — or `mlops approve "
+                             f"{cfg.name}`")
         try:
             answer = _ask(report, attempt, suspend=deployment.get_id() is not None,
                           timeout_s=int(spec.approval_timeout_h * 3600))

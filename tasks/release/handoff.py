@@ -1,5 +1,5 @@
 """From training to deployment on a server: the training run (on a worker) hands the version to
-a run of the `deploy/<model>` deployment and ends. That run stages the version and then waits for
+a run of the `deploy/deploy-<model>` deployment and ends. That run stages the version and then waits for
 approval suspended, so no runner is held while a person decides."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def start_deploy_run(model: str, version: str, comment: str = "") -> DeployResul
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
 
-    name = f"deploy/{model}"
+    name = f"deploy/deploy-{model}"  # prefect.yaml names it so (deployments/manifest.py)
     tags = [f"model:{model}", f"version:{version}", f"training-run:{flow_run.get_id()}",
             *[t for t in flow_run.tags if t.startswith(("gitlab-pipeline:", "ref:", "sha:"))]]
     try:

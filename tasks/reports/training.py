@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tasks.contracts.training import EvalReport, GateDecision, TrainResult, ValidationReport
 from tasks.core.config import ModelConfig
-from tasks.reports.format import DIGITS, delta, fmt
+from tasks.reports.format import delta, fmt
 
 
 def metric_rows(report: EvalReport, champion: EvalReport | None) -> list[dict[str, object]]:
@@ -13,14 +13,14 @@ def metric_rows(report: EvalReport, champion: EvalReport | None) -> list[dict[st
     rows = []
     for name, value in report.metrics.items():
         old = champion.metrics.get(name) if champion else None
-        rows.append({"metric": name, "candidate": round(value, DIGITS),
-                     "champion": None if old is None else round(old, DIGITS),
-                     "change": delta(name, value, old)})
+        rows.append({"metric": name, "candidate": fmt(value), "champion": fmt(old),
+                     "change": delta(name, value, old)})  # strings: 0.8700 stays 0.8700
     return rows
 
 
 def gate_markdown(model: str, decision: GateDecision, run_url: str) -> str:
-    lines = [f"# {model}: gate {decision.summary()}", "", f"MLflow: {run_url}", "",
+    mlflow = f"[MLflow run]({run_url})" if run_url.startswith("http") else f"MLflow: {run_url}"
+    lines = [f"# {model}: gate {decision.summary()}", "", mlflow, "",
              *[f"- {'ok' if c.passed else 'FAIL'}: {c.detail}" for c in decision.checks]]
     return "\n".join(lines) + "\n"
 

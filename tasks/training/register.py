@@ -32,8 +32,9 @@ from tasks.core.policy_config import (
     version_checks,
 )
 from tasks.core.settings import Settings
-from tasks.core.steps import NETWORK_RETRIES, step
+from tasks.core.steps import NETWORK_RETRIES, artifact_key, step
 from tasks.release.audit import AuditTrail, event
+from tasks.reports.artifacts import publish_link
 from tasks.reports.compliance import REPORT_NAME, compliance_html
 
 CHALLENGER = "challenger"
@@ -180,6 +181,11 @@ def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainRe
              decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str],
              profile: Profile | None = None, validation: ValidationReport | None = None
              ) -> Registration:
-    """Registration retries on transient registry errors; it is idempotent by run key."""
-    return register_version(registry, cfg, run_id, trained, decision, example, card, tags,
-                            profile, validation)
+    """Registration retries on transient registry errors; it is idempotent by run key. The
+    model card gets a link artifact (the MLflow UI's view of it, or its path)."""
+    registration = register_version(registry, cfg, run_id, trained, decision, example, card,
+                                    tags, profile, validation)
+    publish_link(registry, registration.run_id or run_id, "model/model_card.md",
+                 f"{cfg.name} v{registration.version} model card",
+                 key=artifact_key(cfg.name, "model-card"))
+    return registration

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.training import (
@@ -19,6 +20,7 @@ from tasks.contracts.training import (
 )
 from tasks.core.config import ModelConfig
 from tasks.core.steps import artifact_key, step
+from tasks.reports.artifacts import publish_images
 from tasks.reports.training import gate_markdown, metric_rows
 from tasks.reports.validation import validation_markdown
 
@@ -70,6 +72,8 @@ def log_results(registry: Registry, run_id: str, cfg: ModelConfig, trained: Trai
     registry.log_run(run_id, params={f"best.{k}": v for k, v in trained.params.items()},
                      metrics=metrics)
     registry.log_files(run_id, report.plots, "plots")
+    publish_images(registry, run_id, [f"plots/{Path(p).name}" for p in report.plots],
+                   key=cfg.name, what=f"{cfg.name} evaluation")
     registry.log_text(run_id, json.dumps(decision.model_dump(), indent=2), "gate/decision.json")
     registry.log_text(run_id, json.dumps([t.model_dump() for t in trained.trials], indent=2),
                       "training/trials.json")

@@ -138,7 +138,8 @@ def prefect_server(tmp_path_factory):
     with postgres_database("prefect_e2e") as uri:
         env = cli_env(PREFECT_API_DATABASE_CONNECTION_URL=uri.replace(
             "postgresql://", "postgresql+asyncpg://"), PREFECT_HOME=str(root / "home"),
-            PREFECT_UI_ENABLED="false")
+            # the UI too (tests/e2e/test_ui.py drives it), told the API's real port
+            PREFECT_UI_ENABLED="true", PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api")
         with background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
                          "--port", str(port)], root / "server.log", env=env) as proc:
             api = f"http://127.0.0.1:{port}/api"

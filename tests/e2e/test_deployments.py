@@ -99,9 +99,10 @@ def test_deployments_pools_and_schedules_on_the_server(stack):
     deps = {d["name"]: d for d in api_post(api, "/deployments/filter", {
         "flows": {"name": {"any_": ["training-pipeline"]}}})}
     assert {"fraud", "damage", "settlement"} <= set(deps)
-    for flow in ("batch-scoring", "monitoring"):
+    for flow, purpose in (("batch-scoring", "score"), ("monitoring", "monitor")):
         daily = api_post(api, "/deployments/filter", {"flows": {"name": {"any_": [flow]}}})
-        assert sorted(d["name"] for d in daily) == ["damage", "fraud", "settlement"]
+        assert sorted(d["name"] for d in daily) == [f"{purpose}-{m}" for m in
+                                                    ("damage", "fraud", "settlement")]
         assert all(d["schedules"][0]["schedule"]["cron"].endswith("* * *") for d in daily)
     assert deps["damage"]["work_pool_name"] == "gpu-runners"
     assert deps["fraud"]["work_pool_name"] == "cpu-runners"
@@ -332,8 +333,9 @@ def test_an_approval_nobody_answers_in_time_is_recorded_by_the_expiry_trigger(st
     trained = mlops(["train", "fraud"], env)
     assert trained.returncode == 0, trained.stderr
     with worker(stack, "cpu-runners", "cpu-expiry", **env):
-        made = subprocess.run([str(BIN / "prefect"), "deployment", "run", "deploy/fraud",
-                               "--params", '{"version": "1"}'], env=env, capture_output=True, text=True,
+        made = subprocess.run([str(BIN / "prefect"), "deployment", "run", "deploy/deploy-fraud",
+                               "--params", '{"version": "1"}'], env=env, capture_output=True,
+                               text=True,
                               timeout=120)
         assert made.returncode == 0, made.stderr
         run_id = made.stdout.split("UUID:")[1].split()[0]

@@ -81,6 +81,47 @@ def test_gate_rejection_registers_nothing_and_reuses_training(write_config, regi
         training_pipeline(name)  # train comes back from the Prefect cache
 
 
+def test_gate_rejection_is_a_named_failed_state_without_traceback(write_config):
+    """The run ends Failed("GateRejected") with the reasons as its message, the gate task is the
+    failed one, and no log record carries a traceback (MLOPS_DEBUG unset)."""
+    import logging
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tasks.core.redact import RedactFilter
+
+    name = write_config("named", gate=", max_regression: 0.0", extra="")
+    path = Settings.from_env().config_dir / f"{name}.yaml"
+    path.write_text(path.read_text().replace("threshold: 0.6", "threshold: 0.999"))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()  # filtered as every handler of ours is (mlops/logging.yml)
+    handler.addFilter(RedactFilter())
+    handler.emit = records.append
+    logging.getLogger("prefect").addHandler(handler)
+    try:
+        state = training_pipeline(name, return_state=True)
+    finally:
+        logging.getLogger("prefect").removeHandler(handler)
+    assert state.is_failed() and state.name == "GateRejected"
+    assert "misses the floor 0.999" in state.message and "Traceback" not in state.message
+    assert isinstance(state.result(raise_on_failure=False), GateRejected)
+    assert not [(r.msg, r.exc_text) for r in records if r.exc_info or r.exc_text]
+
+    async def task_states():
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        return {r.name.rsplit("-", 1)[0]: r.state for r in runs}
+
+    import asyncio
+
+    states = asyncio.run(task_states())
+    failed = {n for n, s in states.items() if s.is_failed()}
+    assert failed == {"gate"}, states
+    assert states["gate"].name == "GateRejected"
+
+
 @pytest.mark.parametrize("alias", ["champion", "live"])
 def test_candidate_worse_than_champion_is_rejected(write_config, registry, home, alias):
     """The gate re-scores the version behind deploy.production.alias; with another alias it

@@ -4,6 +4,7 @@ the registered reference profile, a tampered artifact, no champion, drift, the e
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +48,16 @@ def test_reference_profile_is_registered_with_the_version(write_config, registry
     assert region["kind"] == "categorical" and sum(region["counts"]) == profile["rows"]
 
 
+def run_artifacts(flow_run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[flow_run_id])))
+    return {a.key: a.data for a in found if a.key}
+
+
 def test_score_and_monitor_a_fresh_and_a_drifted_batch(write_config, registry, batches, home,
                                                        monkeypatch):
     champion_of(write_config, registry, "fraudish")
@@ -63,7 +74,8 @@ def test_score_and_monitor_a_fresh_and_a_drifted_batch(write_config, registry, b
     assert calm.verdict == "no-drift", calm.message
     assert emitted == []
 
-    drift = monitoring("fraudish", str(batches / "drifted.parquet"))
+    drifted = monitoring("fraudish", str(batches / "drifted.parquet"), return_state=True)
+    drift = drifted.result()
     assert drift.verdict == "drift"
     assert {"days_to_report", "region"} <= {c.name for c in drift.drifted}
     [(event, kw)] = emitted
@@ -81,6 +93,14 @@ def test_score_and_monitor_a_fresh_and_a_drifted_batch(write_config, registry, b
     html = Path(reg.client.download_artifacts(run.info.run_id, "drift/drift_report.html",
                                               str(home / "report"))).read_text()
     assert "<b>drift</b>" in html and "data:image/png;base64," in html
+    # a local store has no URL for the Prefect UI's images: the run says where the files are
+    shown = run_artifacts(drifted.state_details.flow_run_id)
+    plots = shown["drift-fraudish-plots"]
+    listed = re.findall(r"`(/[^`]+\.png)`", plots)
+    assert len(listed) == 2 and all(Path(p).is_file() for p in listed), plots
+    assert "no URL" in plots
+    report = re.findall(r"`(/[^`]+)`", shown["drift-fraudish-report"])
+    assert report and Path(report[0]).is_file() and report[0].endswith("drift_report.html")
 
     few = monitoring("fraudish", str(batches / "few.parquet"))
     assert few.verdict == "insufficient" and "no verdict" in few.message

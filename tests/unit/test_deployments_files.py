@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from deployments import image
-from deployments.manifest import check_manifest
+from deployments.manifest import check_manifest, deployment_name
 from deployments.pools import POOL_TYPES, base_job_template, load_pools, render, template_path
 from deployments.schedules import from_manifest, next_cron
 from deployments.steps import enter_project
@@ -66,15 +66,30 @@ def test_missing_drift_trigger_and_daily_deployments(tmp_path):
     text = text.replace("match: {prefect.resource.id: mlops.model.damage}",
                         "match: {prefect.resource.id: mlops.model.fraud}")
     text = text.replace("      - *daily-monitoring\n", "      []\n")
-    cut = text.index("  - <<: *scoring\n    name: settlement")
-    text = text[:cut] + text[text.index("  # monitoring/<model>"):]
+    cut = text.index("  - <<: *scoring\n    name: score-settlement")
+    text = text[:cut] + text[text.index("  # monitoring/monitor-<model>"):]
     manifest.write_text(text)
     problems = check_manifest(manifest, configs)
     assert any("training-pipeline/damage has no trigger on mlops.model.drift-detected" in p
                for p in problems), problems
-    assert any("settlement.yaml has no batch-scoring/settlement deployment" in p for p in problems)
+    assert any("settlement.yaml has no batch-scoring/score-settlement deployment" in p for p in problems)
     assert sum("lacks a daily schedule" in p for p in problems) == 3
     assert len(problems) == 5, problems
+
+
+def test_deployment_names_say_model_and_purpose_once(tmp_path):
+    """The Prefect UI lists deployments by name: `fraud` three times (training, scoring,
+    monitoring) could not be told apart."""
+    manifest, configs = _copy(tmp_path)
+    assert check_manifest(manifest, configs) == []
+    manifest.write_text(manifest.read_text().replace("    name: score-fraud\n",
+                                                     "    name: fraud\n"))
+    problems = check_manifest(manifest, configs)
+    assert any("batch-scoring/fraud serves model 'fraud'; name it 'score-fraud'" in p
+               for p in problems), problems
+    assert any("deployment name 'fraud' is used by training-pipeline/fraud and "
+               "batch-scoring/fraud" in p for p in problems), problems
+    assert len(problems) == 2, problems
 
 
 def test_check_deployments_cli_exit_code(tmp_path):
@@ -152,8 +167,9 @@ def test_weekly_schedule_next_run():
     assert berlin.utcoffset().total_seconds() == 3600 and berlin.hour == 2
     rows = {r.deployment: r for r in from_manifest(REPO / "prefect.yaml", sunday)}
     models = ("fraud", "damage", "settlement")
-    assert set(rows) == {f"{flow}/{m}" for m in models
+    assert set(rows) == {deployment_name(flow, m) for m in models
                          for flow in ("training-pipeline", "batch-scoring", "monitoring")}
+    assert "batch-scoring/score-fraud" in rows and "monitoring/monitor-fraud" in rows
     expected = {"training-pipeline": "2026-11-23T02:00", "batch-scoring": "2026-11-23T05:00",
                 "monitoring": "2026-11-23T06:00"}
     for name, row in rows.items():

@@ -1,0 +1,34 @@
+"""Flow parameter types that read well in the Prefect UI's run form."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from tasks.core.errors import ConfigError
+
+
+def configured_models() -> list[str]:
+    """The model names under the config directory (configs/models), sorted; none when unset."""
+    from tasks.core.settings import Settings
+
+    try:
+        folder = Settings.from_env().config_dir
+        return sorted(p.stem for p in folder.glob("*.yaml"))
+    except (ConfigError, OSError):
+        return []
+
+
+def model_name() -> Any:
+    """`str` whose parameter schema lists the configured models (`enum`): the Prefect UI shows a
+    choice and the server refuses another name for a deployment run (`prefect deploy` builds the
+    schema from the checkout's configs/models). In-process calls are not limited to the list:
+    load_config checks them, and a YAML path works there too."""
+    names = configured_models()
+    if not names:
+        return str
+    return Annotated[str, Field(json_schema_extra={"enum": names})]
+
+
+ModelName = model_name()
