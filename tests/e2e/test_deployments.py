@@ -335,8 +335,7 @@ def test_an_approval_nobody_answers_in_time_is_recorded_by_the_expiry_trigger(st
     with worker(stack, "cpu-runners", "cpu-expiry", **env):
         made = subprocess.run([str(BIN / "prefect"), "deployment", "run", "deploy/deploy-fraud",
                                "--params", '{"version": "1"}'], env=env, capture_output=True,
-                               text=True,
-                              timeout=120)
+                              text=True, timeout=120)
         assert made.returncode == 0, made.stderr
         run_id = made.stdout.split("UUID:")[1].split()[0]
         deadline, recorded = time.monotonic() + 300, None
