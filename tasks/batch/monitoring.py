@@ -114,7 +114,7 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
     else:
         worst = max(columns, key=lambda c: c.psi)
         report.message = (f"no drift: every PSI <= {spec.psi_threshold:g} "
-                          f"(largest {worst.name} {worst.psi:.3f})")
+                          f"(largest {worst.name} {worst.psi:.4f})")
     return report
 
 
