@@ -14,15 +14,12 @@ from uuid import UUID
 
 from deployments.manifest import NOTEBOOK_DEPLOYMENT, TRAINING_FLOW
 from tasks.core.errors import ConfigError
+from tasks.core.settings import CI_FORWARDED
+from tasks.release.handoff import pool_env
 
 TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 GATE_MARK = "GateRejected"
-# the pipeline's identity travels to the flow run (wherever a worker runs it) as job variables,
-# so the MR report and GitLab deployments land on this MR and commit; never a token
-FORWARDED = ("CI_SERVER_URL", "CI_PROJECT_ID", "CI_PROJECT_URL", "CI_MERGE_REQUEST_IID",
-             "CI_PIPELINE_ID", "CI_PIPELINE_URL", "CI_JOB_ID", "CI_JOB_URL", "CI_COMMIT_SHA",
-             "CI_COMMIT_REF_NAME")
 NOISE = re.compile(r"^Finished in state Completed\(\)$")
 
 
@@ -54,7 +51,7 @@ class CiContext:
         return cls(commit_message=message, pipeline_id=pipeline,
                    commit_sha=env.get("CI_COMMIT_SHA", ""), ref=env.get("CI_COMMIT_REF_NAME", ""),
                    job_url=env.get("CI_JOB_URL", ""), pipeline_url=env.get("CI_PIPELINE_URL", ""),
-                   as_of=day, gitlab={k: env[k] for k in FORWARDED if env.get(k)})
+                   as_of=day, gitlab={k: env[k] for k in CI_FORWARDED if env.get(k)})
 
     def tags(self) -> list[str]:
         out = [f"gitlab-pipeline:{self.pipeline_id}"]
@@ -150,7 +147,7 @@ async def start_runs(client: Any, ctx: CiContext, models: list[str]) -> list[Wat
             else {}
         params.update(deployment_for(target)[1])
         pool = await client.read_work_pool(deployment.work_pool_name)
-        variables = {"env": {**_pool_env(pool, deployment), **ctx.gitlab}} if ctx.gitlab else {}
+        variables = {"env": {**pool_env(pool, deployment), **ctx.gitlab}} if ctx.gitlab else {}
         if pool.type == "gitlab-ci" and ctx.ref:
             variables["ref"] = ctx.ref  # the worker's pipeline runs this commit's branch
         run = existing or await client.create_flow_run_from_deployment(
@@ -160,13 +157,6 @@ async def start_runs(client: Any, ctx: CiContext, models: list[str]) -> list[Wat
                             reused=existing is not None))
     return runs
 
-
-def _pool_env(pool: Any, deployment: Any) -> dict[str, str]:
-    """The env a run would get without us (pool default, then deployment): a flow run's `env`
-    job variable replaces it, so what the pool sets (MLOPS_DEVICE=cuda) is carried over."""
-    default = (pool.base_job_template.get("variables", {}).get("properties", {})
-               .get("env", {}).get("default") or {})
-    return {**default, **((deployment.job_variables or {}).get("env") or {})}
 
 
 async def _run_with_key(client: Any, deployment_id: UUID, key: str) -> Any | None:

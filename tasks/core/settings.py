@@ -35,6 +35,11 @@ CI_VARIABLES = (
     "CI_COMMIT_TITLE", "CI_COMMIT_AUTHOR", "CI_DEFAULT_BRANCH", "GITLAB_USER_LOGIN",
     "TRAINING_DATA_DATE",
 )
+# the pipeline's identity travels to flow runs (wherever a worker runs them) as job variables,
+# so the MR report and GitLab deployments land on this MR and commit; never a token
+CI_FORWARDED = ("CI_SERVER_URL", "CI_PROJECT_ID", "CI_PROJECT_URL", "CI_MERGE_REQUEST_IID",
+                "CI_PIPELINE_ID", "CI_PIPELINE_URL", "CI_JOB_ID", "CI_JOB_URL", "CI_COMMIT_SHA",
+                "CI_COMMIT_REF_NAME")
 SNOWFLAKE_VARIABLES = {
     "account": "SNOWFLAKE_ACCOUNT", "user": "SNOWFLAKE_USER", "password": "SNOWFLAKE_PASSWORD",
     "warehouse": "SNOWFLAKE_WAREHOUSE", "database": "SNOWFLAKE_DATABASE",

@@ -4,9 +4,11 @@ approval suspended, so no runner is held while a person decides."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tasks.contracts.release import DeployResult
 from tasks.core.errors import ConfigError
-from tasks.core.settings import Settings
+from tasks.core.settings import CI_FORWARDED, Settings
 from tasks.core.steps import step
 
 
@@ -23,7 +25,8 @@ def start_deploy_run(model: str, version: str, comment: str = "") -> DeployResul
     try:
         run = run_deployment(name=name, parameters={"model": model, "version": version,
                                                      "comment": comment},
-                             timeout=0, as_subflow=False, tags=tags)
+                             timeout=0, as_subflow=False, tags=tags,
+                             job_variables=_pipeline_identity(name))
     except ObjectNotFound:
         raise ConfigError(f"no deployment {name} on the Prefect server: run `prefect --no-prompt "
                           "deploy --all` (the version is registered; nothing was deployed)") from None
@@ -35,3 +38,28 @@ def start_deploy_run(model: str, version: str, comment: str = "") -> DeployResul
                         production="awaiting approval", champion=None,
                         message=f"{name}: run {run.name} stages v{version}, then waits for "
                                 f"approval ({link})")
+
+
+def pool_env(pool: Any, deployment: Any) -> dict[str, str]:
+    """The env a run would get without us (pool default, then deployment): a flow run's `env`
+    job variable replaces it, so what the pool sets (MLOPS_DEVICE=cuda) is carried over."""
+    default = (pool.base_job_template.get("variables", {}).get("properties", {})
+               .get("env", {}).get("default") or {})
+    return {**default, **((deployment.job_variables or {}).get("env") or {})}
+
+
+def _pipeline_identity(name: str) -> dict[str, Any] | None:
+    """The GitLab pipeline identity this training run was given (MR, commit, job) goes on to the
+    deploy run, so its staging and production land on the same MR and commit as GitLab
+    deployments; None when the run has none (laptop, schedule)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    env = (flow_run.get_job_variables() or {}).get("env") or {}
+    identity = {k: str(env[k]) for k in CI_FORWARDED if env.get(k)}
+    if not identity:
+        return None
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(name)
+        pool = client.read_work_pool(deployment.work_pool_name)
+    return {"env": {**pool_env(pool, deployment), **identity}}

@@ -199,7 +199,7 @@ def test_ci_trigger_is_idempotent_and_approval_holds_no_runner(stack, gitlab_mlf
     assert {"model.tar.gz", "model_card.md"} <= fake.version_files("fraud", "1.0.0")
     verify = mlops(["audit", "verify", "fraud"], env)
     assert verify.returncode == 0, verify.stderr
-    assert "@champion v1.0.0 as recorded" in verify.stdout
+    assert "@champion v1.0.0, @staging v1.0.0 as recorded" in verify.stdout
     assert fake.refused == [] and fake.dropped == []
     assert not [c for c in fake.calls if c[2] in (400, 401, 403) or c[2] >= 500]
     assert any(path.endswith("/model-versions/create") for _, path, _ in fake.calls)
@@ -338,8 +338,8 @@ def test_an_approval_nobody_answers_in_time_is_recorded_by_the_expiry_trigger(st
     assert trained.returncode == 0, trained.stderr
     with worker(stack, "cpu-runners", "cpu-expiry", **env):
         made = subprocess.run([str(BIN / "prefect"), "deployment", "run", "deploy/deploy-fraud",
-                               "--param", "version=1"], env=env, capture_output=True, text=True,
-                              timeout=120)
+                               "--params", '{"version": "1"}'], env=env, capture_output=True,
+                              text=True, timeout=120)
         assert made.returncode == 0, made.stderr
         run_id = made.stdout.split("UUID:")[1].split()[0]
         deadline, recorded = time.monotonic() + 300, None

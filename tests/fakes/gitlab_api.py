@@ -161,7 +161,7 @@ class FakeGitLab:
         if not path.startswith(prefix):
             return 404, {"message": "404 Project Not Found"}
         rest = path[len(prefix):]
-        if rest == "" or rest.startswith(("/pipeline", "/pipelines")):
+        if rest in ("", "/pipeline", "/pipelines") or rest.startswith("/pipelines/"):
             return self.route_ci(method, rest, body, query or {}, base)
         with self.lock:
             if m := re.fullmatch(r"/merge_requests/(\d+)/notes", rest):

@@ -125,7 +125,8 @@ def test_ci_ends_when_the_deploy_run_awaits_approval():
     runs = [Watched(model="fraud", flow_run_id=train, name="train-fraud", reused=False)]
     code = asyncio.run(watch(client, runs, lines.append, poll_s=0, ui_url="http://ui/"))
     assert code == 0
-    assert f"[fraud] deploy-fraud-v3: awaiting approval http://ui/runs/flow-run/{deploy}" in lines
+    assert (f"[fraud] deploy-fraud-v3: waits for approval (no job is held): "
+            f"http://ui/runs/flow-run/{deploy} or `mlops approve fraud`") in lines
     client.states[deploy] = Failed(message="smoke test failed")
     runs = [Watched(model="fraud", flow_run_id=train, name="train-fraud", reused=False)]
     assert asyncio.run(watch(client, runs, lines.append, poll_s=0)) == 1
