@@ -20,7 +20,7 @@ Prefect server per command instead; --prefect-server with one bare `prefect serv
 production setup, no MLflow server).
 
 Usage: python benchmarks/run.py [--repeats N] [--trials N]
-                                [--temporary-servers | --prefect-server] [--skip-make-run]
+                                [--temporary-servers | --prefect-server] [--skip-make-run | --only-make-run]
 """
 
 from __future__ import annotations
@@ -150,6 +150,8 @@ def main() -> None:
                       help="budgets 1-2 with a temporary Prefect server per command")
     parser.add_argument("--skip-make-run", action="store_true",
                         help="leave out budget 3 (stack vs temporary servers)")
+    parser.add_argument("--only-make-run", action="store_true",
+                        help="run budget 3 alone")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmpdir, \
@@ -172,11 +174,13 @@ def main() -> None:
 
         print(f"warming up (imports, Prefect and MLflow databases) ... {args.repeats} repeats",
               flush=True)
-        timed(mlops, env(bench_config(tmp / "warmup", args.trials, 1)))
+        rounds = 0 if args.only_make_run else args.repeats
+        if rounds:
+            timed(mlops, env(bench_config(tmp / "warmup", args.trials, 1)))
 
         flow_small, plain_runs = [], []
         print(f"budget 1: fraud, {args.trials} trials", flush=True)
-        for i in range(args.repeats):
+        for i in range(rounds):
             small = bench_config(tmp / f"small{i}", args.trials, 100 + i)
             flow_small.append(timed(mlops, env(small)))
             plain_runs.append(timed([sys.executable, "benchmarks/plain_pipeline.py", str(small)],
@@ -186,7 +190,7 @@ def main() -> None:
 
         cold, cached, forced = [], [], []
         print("budget 2: fraud as shipped (20 trials)", flush=True)
-        for i in range(args.repeats):
+        for i in range(rounds):
             shipped = bench_config(tmp / f"shipped{i}", None, 200 + i)
             cold.append(timed(mlops, env(shipped)))
             cached.append(timed(mlops, env(shipped)))
@@ -210,7 +214,7 @@ def main() -> None:
                 print(f"  round {i + 1}: stack up {with_stack[-1]:.1f}s, temporary servers "
                       f"{temporary[-1]:.1f}s", flush=True)
 
-    results = [
+    results = [] if not flow_small else [
         summarize("1. orchestration + tracking overhead", flow_small, plain_runs,
                   "mlops train (Prefect + MLflow)", "plain script", 1.2),
         summarize("2. cached re-run vs cold run", cached, cold,

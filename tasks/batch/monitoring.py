@@ -122,8 +122,7 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
     else:
         worst = max(columns, key=lambda c: c.psi)
         report.message = (f"no drift: no PSI above both {spec.psi_threshold:g} and its noise "
-                          "bound "
-                          f"(largest {worst.name} {worst.psi:.3f})")
+                          f"bound (largest {worst.name} {worst.psi:.4f})")
     return report
 
 

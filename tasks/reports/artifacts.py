@@ -21,7 +21,8 @@ def _base(registry: Registry) -> str | None:
     over_http = registry.uri.startswith(("http://", "https://"))
     if not over_http or not getattr(registry, "serves_artifact_files", False):
         return None
-    return redact(registry.uri).rstrip("/")
+    parts = urlparse(registry.uri)  # no user:password in a link: the browser signs in itself
+    return redact(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()).rstrip("/")
 
 
 def file_url(registry: Registry, run_id: str, path: str) -> str | None:

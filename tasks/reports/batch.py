@@ -36,7 +36,7 @@ def scoring_row(summary: ScoringSummary) -> str:
 
 def monitoring_row(report: DriftReport, when: str) -> str:
     worst = max(report.columns, key=lambda c: c.psi, default=None)
-    details = f"largest PSI {worst.name} {worst.psi:.3f}" if worst else report.message
+    details = f"largest PSI {worst.name} {worst.psi:.4f}" if worst else report.message
     if report.metric_current is not None:
         details += f"; {report.metric} {report.metric_current:.4f}"
     link = f" ([report]({report.mlflow_run}))" if (report.mlflow_run or "").startswith("http") else ""

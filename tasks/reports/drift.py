@@ -64,7 +64,7 @@ def plot_distributions(reference: Profile, current: Profile, report: DriftReport
         ax.bar(x - 0.2, ref.fractions(), 0.4, label="reference (training)", color="#7f8c8d")
         ax.bar(x + 0.2, cur.fractions(), 0.4, label="this batch", color="#2e86c1")
         ax.set_xticks(x, _short(ref), rotation=60, ha="right", fontsize=7)
-        ax.set_title(f"{drift.name}: PSI {drift.psi:.3f} ({drift.status})", fontsize=9,
+        ax.set_title(f"{drift.name}: PSI {drift.psi:.4f} ({drift.status})", fontsize=9,
                      color="#c0392b" if drift.status == "drift" else "black")
     for ax in list(axes.flat)[len(worst):]:
         ax.axis("off")
@@ -131,10 +131,14 @@ def write_report(report: DriftReport, reference: Profile, current: Profile, out_
     return [out_dir / name for name in files]
 
 
+def _mlflow(run: str) -> str:
+    return f"[MLflow run]({run})" if run.startswith("http") else f"MLflow {run}"
+
+
 def drift_markdown(report: DriftReport) -> str:
     lines = [f"# Drift: {report.model} v{report.version} — **{report.verdict}**", "",
              report.message, "", f"- input: {redact(report.input)} ({report.rows:,} rows)",
-             f"- report (HTML, plots): MLflow {report.mlflow_run}, artifacts drift/", ""]
+             f"- report (HTML, plots): {_mlflow(report.mlflow_run)}, artifacts drift/", ""]
     if report.columns:
         lines += ["| column | PSI | noise bound | status |", "|---|---|---|---|",
                   *[f"| {c.name} | {c.psi:.4f} | {_bound(c.noise_bound)} | {c.status} |"

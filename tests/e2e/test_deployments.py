@@ -108,6 +108,10 @@ def test_deployments_pools_and_schedules_on_the_server(stack):
     assert deps["fraud"]["work_pool_name"] == "cpu-runners"
     fraud = deps["fraud"]
     assert fraud["parameters"] == {"model": "fraud", "deploy": True, "as_of": None}
+    # the custom-run form: every parameter described, model a choice of the configured models
+    form = fraud["parameter_openapi_schema"]["properties"]
+    assert all(p.get("description") for p in form.values()), form
+    assert {"fraud", "damage", "settlement"} <= set(form["model"]["enum"])
     assert fraud["pull_steps"] == [{"deployments.steps.enter_project": {}}]
     assert fraud["job_variables"]["image"].startswith("prefect-mlops-train:")
     [weekly] = fraud["schedules"]
