@@ -22,10 +22,10 @@ from tasks.reports.gitlab import write_wiki_row
 @flow(name="batch-scoring", log_prints=True, on_failure=[notify_flow_failure],
       on_crashed=[notify_flow_failure])
 def batch_scoring(model: str, input: str, output: str, day: date | None = None,
-                  keep: list[str] | None = None) -> ScoringSummary:
+                  keep: list[str] | None = None, explain: int = 0) -> ScoringSummary:
     """Score `input` (.parquet, .csv or snowflake:<query>) with the model's champion into
     `output` (.parquet, .csv or snowflake:<table>); `{date}` in either becomes `day` (default
-    today, UTC)."""
+    today, UTC); `explain` k > 0 adds each row's k largest SHAP contributions."""
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
     stamp = (day or datetime.now(UTC).date()).isoformat()
@@ -33,7 +33,7 @@ def batch_scoring(model: str, input: str, output: str, day: date | None = None,
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
         champion = champion_model(registry=registry, cfg=cfg, into=tmp)
         summary = score(champion=champion, input_location=fill_date(input, stamp),
-                        output_location=fill_date(output, stamp), keep=keep)
+                        output_location=fill_date(output, stamp), keep=keep, explain=explain)
     publish_summary(summary)
     write_wiki_row(model=cfg.name, row=scoring_row(summary))
     return summary

@@ -26,14 +26,19 @@ def score(
         help="Input column to copy next to the predictions (repeatable; default: id columns).")
     ] = None,
     day: DayOption = None,
+    explain: Annotated[int, typer.Option(
+        help="Also write each row's K largest SHAP contributions (explain_<i>_feature, "
+             "explain_<i>_contribution; tree SHAP in margin units). At most the model's "
+             "feature count.", min=0, metavar="K")] = 0,
 ) -> None:
     """Score a batch with the model's champion (@champion), after checking its files against
     the registered SHA-256. Reads in Arrow batches, so memory stays flat however large the input.
-    Exit codes: 0 scored, 1 failed or tampered model, 2 bad input or no champion."""
+    Exit codes: 0 scored, 1 failed or tampered model, 2 bad input (--explain above the feature
+    count included) or no champion."""
     from flows.scoring import batch_scoring
 
     when = _checked(model, day)
-    summary = run_flow(lambda: batch_scoring(model, input_, output, when, keep or None))
+    summary = run_flow(lambda: batch_scoring(model, input_, output, when, keep or None, explain))
     typer.echo(f"{summary.model} v{summary.version}: {summary.rows:,} rows scored in "
                f"{summary.seconds:.1f} s ({summary.rows_per_s:,.0f} rows/s) -> {summary.output}")
     if summary.ignored:
