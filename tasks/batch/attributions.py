@@ -11,13 +11,7 @@ import pandas as pd
 from tasks.contracts import explanations
 from tasks.contracts.batch import AttributionDrift
 
-SAMPLE_ROWS = 2_000  # rows explained per batch (tree SHAP costs far more than a prediction)
-
-
-def sample(matrix: pd.DataFrame, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
-    if len(matrix) <= rows:
-        return matrix
-    return matrix.iloc[np.linspace(0, len(matrix) - 1, rows).astype(int)]
+SAMPLE_ROWS = 1_000  # rows explained per batch (tree SHAP costs far more than a prediction)
 
 
 class AttributionCounter:
@@ -30,7 +24,7 @@ class AttributionCounter:
         self.rows = 0
 
     def add(self, booster, matrix: pd.DataFrame) -> None:
-        picked = sample(matrix, self.rows_per_batch)
+        picked = explanations.sample(matrix, self.rows_per_batch)
         if picked.empty:
             return
         values = np.abs(explanations.contributions(booster, picked)[..., :-1])
@@ -45,7 +39,8 @@ class AttributionCounter:
         return dict(zip(self.features, (self.sums / self.rows).tolist(), strict=True))
 
 
-def mean_attributions(booster, matrix: pd.DataFrame, rows: int = 20_000) -> dict[str, float]:
+def mean_attributions(booster, matrix: pd.DataFrame, rows: int = explanations.EXPLAIN_ROWS
+                      ) -> dict[str, float]:
     """Mean |SHAP| per feature over (a sample of) a matrix: what a reference profile stores."""
     counter = AttributionCounter(list(matrix.columns), rows_per_batch=rows)
     counter.add(booster, matrix)

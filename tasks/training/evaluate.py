@@ -104,7 +104,7 @@ def evaluate(df: pd.DataFrame, test_rows: list[int], trained: TrainResult, slice
     spec = trained.feature_spec
     scores = booster_scores(booster, spec, test)
     report = evaluate_scores(spec, test, scores, slices, min_slice_rows)
-    contribs = explanations.contributions(booster, spec.matrix(test))
+    contribs = explanations.contributions(booster, explanations.sample(spec.matrix(test)))
     report.attributions = explanations.mean_abs(contribs, spec.features, spec.classes)
     report.plots = make_plots(spec, test, scores, booster, plot_dir, report.attributions)
     return report

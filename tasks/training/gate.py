@@ -111,7 +111,7 @@ def champion_attributions(model, test: pd.DataFrame) -> dict[str, dict[str, floa
     if not all(hasattr(inner, a) for a in ("booster", "spec", "table")):
         return {}
     spec = inner.spec
-    matrix = inner.table.to_matrix(test, spec["features"], spec["categories"])
+    matrix = explanations.sample(inner.table.to_matrix(test, spec["features"], spec["categories"]))
     return explanations.mean_abs(explanations.contributions(inner.booster, matrix),
                                  spec["features"], spec["classes"])
 
