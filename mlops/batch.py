@@ -66,6 +66,10 @@ def monitor(
         print_table(("column", "PSI", "status"), [
             (c.name, f"{c.psi:.4f}", c.status.upper() if c.status == "drift" else c.status)
             for c in sorted(report.columns, key=lambda c: -c.psi)])
+    if report.moved_attributions:
+        typer.echo("\nattribution moved (share of mean |SHAP|): " + ", ".join(
+            f"{a.name} {a.reference_share:.0%} -> {a.current_share:.0%}"
+            for a in report.moved_attributions))
     if report.metric:
         typer.echo(f"\nlabelled {report.metric}: {report.metric_current:.4f} "
                    f"(at registration {report.metric_reference:.4f})")
