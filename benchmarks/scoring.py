@@ -5,13 +5,17 @@
      model's feature matrix (no I/O, no conversion).                          goal >= 0.8x
   2. memory: peak RSS of a process scoring 1M rows vs one scoring 4M rows (same model, same
      code, separate processes so each peak is its own).                       goal: flat (<= 1.15x)
+  3. explanations: `score_batches(..., explain=K)` (top-K tree SHAP contributions per row) vs
+     plain `score_batches` on the same rows, alternated.          reported (no goal: SHAP costs
+     a multiple of a prediction; the figure says how much to plan for)
 
 The model is the registered fraud champion when MLOPS_HOME has one (after `make run`), else a
 stand-in booster trained here with the depth and rounds a tuned fraud model has. The two
 throughput sides alternate and medians are reported; read the ratios, not the seconds (a
 shared 2-core machine).
 
-Usage: python benchmarks/scoring.py [--repeats N] [--rows N] [--big-rows N]
+Usage: python benchmarks/scoring.py [--repeats N] [--rows N] [--big-rows N] [--explain-rows N]
+                                   [--explain K] [--explain-only]
 """
 
 from __future__ import annotations
@@ -115,6 +119,27 @@ def child(folder: Path, src: Path, dst: Path) -> None:
                       "after_imports_mb": round(loaded), "peak_mb": round(high_water_mb())}))
 
 
+def explain_ratio(champion, src: Path, out: Path, k: int, repeats: int) -> dict:
+    """Plain scoring vs scoring with --explain k on the same file, alternated; medians."""
+    from tasks.batch.scoring import score_batches
+
+    plain, explained = [], []
+    for i in range(repeats):
+        start = time.perf_counter()
+        rows = score_batches(champion, str(src), str(out)).rows
+        plain.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        score_batches(champion, str(src), str(out), explain=k)
+        explained.append(time.perf_counter() - start)
+        print(f"  round {i + 1}: plain {plain[-1]:.2f}s, --explain {k} {explained[-1]:.2f}s "
+              f"({rows:,} rows)")
+    p, e = statistics.median(plain), statistics.median(explained)
+    print(f"3. explanations: plain {rows / p:,.0f} rows/s, --explain {k} {rows / e:,.0f} rows/s "
+          f"-> {p / e:.3f}x of plain throughput ({e / p:.1f}x the time)")
+    return {"rows": rows, "k": k, "plain_s": plain, "explain_s": explained,
+            "explain_throughput_ratio": p / e}
+
+
 def high_water_mb() -> float:
     """This process's peak resident memory (VmHWM: its own, unlike ru_maxrss, which on Linux
     keeps the high-water mark of the parent it was forked from)."""
@@ -138,6 +163,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--big-rows", type=int, default=4_000_000)
+    parser.add_argument("--explain-rows", type=int, default=20_000)
+    parser.add_argument("--explain", type=int, default=5, help="K for --explain")
+    parser.add_argument("--explain-only", action="store_true", help="only measurement 3")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -150,6 +178,17 @@ def main() -> None:
 
     work = Path(os.environ.get("MLOPS_HOME", REPO / ".mlops")) / "bench-scoring"
     work.mkdir(parents=True, exist_ok=True)
+    if args.explain_only:
+        folder, what = model_dir(work / "model")
+        print(f"model: {what}")
+        src = write_claims(work / f"claims-{args.explain_rows}.parquet", args.explain_rows)
+        out = Path(tempfile.mkdtemp(prefix="mlops-bench-")) / "scores.parquet"
+        result = explain_ratio(load(folder), src, out, args.explain, args.repeats)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "scoring_explain.json").write_text(json.dumps({"model": what, **result},
+                                                                 indent=2))
+        out.unlink(missing_ok=True)
+        return
     print(f"writing {args.rows:,} and {args.big_rows:,} synthetic claims to {work} (kept for reruns)")
     small = write_claims(work / f"claims-{args.rows}.parquet", args.rows)
     big = write_claims(work / f"claims-{args.big_rows}.parquet", args.big_rows)
@@ -183,10 +222,13 @@ def main() -> None:
     flat = peaks["4M"] / peaks["1M"]
     print(f"2. memory: peak RSS at {args.big_rows:,} rows / at {args.rows:,} rows = {flat:.2f}x "
           "(goal: flat, <= 1.15)")
+    explain_src = write_claims(work / f"claims-{args.explain_rows}.parquet", args.explain_rows)
+    explained = explain_ratio(champion, explain_src, out, args.explain, args.repeats)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scoring.json").write_text(json.dumps({
         "model": what, "rows": args.rows, "pipeline_s": pipeline, "raw_s": raw,
-        "throughput_ratio": throughput, "peak_rss_mb": peaks, "memory_ratio": flat}, indent=2))
+        "throughput_ratio": throughput, "peak_rss_mb": peaks, "memory_ratio": flat,
+        "explain": explained}, indent=2))
     out.unlink(missing_ok=True)
     failed = [name for name, ok in (("throughput", throughput >= 0.8), ("memory", flat <= 1.15))
               if not ok]

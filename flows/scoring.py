@@ -23,7 +23,7 @@ from tasks.reports.gitlab import write_wiki_row
 @flow(name="batch-scoring", log_prints=True, on_failure=[notify_flow_failure],
       on_crashed=[notify_flow_failure])
 def batch_scoring(model: ModelName, input: str, output: str, day: date | None = None,
-                  keep: list[str] | None = None) -> ScoringSummary:
+                  keep: list[str] | None = None, explain: int = 0) -> ScoringSummary:
     """Score a batch of claims with the model's champion and write the predictions.
 
     Args:
@@ -34,6 +34,7 @@ def batch_scoring(model: ModelName, input: str, output: str, day: date | None = 
             in it becomes the day.
         day: The day to score (YYYY-MM-DD, UTC); empty: today.
         keep: Input columns copied next to the predictions (e.g. claim_id); empty: none.
+        explain: Add each row's k largest SHAP contributions (0: none).
     """
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
@@ -42,7 +43,7 @@ def batch_scoring(model: ModelName, input: str, output: str, day: date | None = 
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
         champion = champion_model(registry=registry, cfg=cfg, into=tmp)
         summary = score(champion=champion, input_location=fill_date(input, stamp),
-                        output_location=fill_date(output, stamp), keep=keep)
+                        output_location=fill_date(output, stamp), keep=keep, explain=explain)
     publish_summary(summary)
     write_wiki_row(model=cfg.name, row=scoring_row(summary))
     return summary

@@ -27,6 +27,7 @@ from tasks.training.evaluate import evaluate
 from tasks.training.gate import decision_of, gate, rejected_state, score_champion
 from tasks.training.planning import plan_run, reused_metrics
 from tasks.training.register import input_example, register
+from tasks.training.threshold import choose_threshold
 from tasks.training.tracking import log_results, training_run
 from tasks.training.train import feature_spec, split_rows, train
 from tasks.training.validate import ensure_valid, validate
@@ -89,6 +90,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
         trained = train(df=data.frame, spec=spec, splits=splits, training=cfg.training,
                         device=plan.device, study_name=plan.study_name,
                         storage=settings.optuna_storage)
+        trained = choose_threshold(df=data.frame, valid_rows=splits.valid, trained=trained,
+                                   rule=cfg.threshold)
         test = data.frame.iloc[splits.test]
         report = evaluate(df=data.frame, test_rows=splits.test, trained=trained, slices=cfg.slices,
                           min_slice_rows=cfg.gate.min_slice_rows, plot_dir=plan.plot_dir)
@@ -107,7 +110,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
         registration = register(
             registry=registry, cfg=cfg, run_id=run_id, trained=trained, decision=decision,
             example=input_example(test, spec),
-            card=model_card(cfg, trained, report, decision, validation, plan.tags),
+            card=model_card(cfg, trained, report, decision, validation, plan.tags,
+                            champion=champion.report),
             tags=plan.tags, profile=profile, validation=validation)
     return PipelineResult(model=cfg.name, version=registration.version, metric=cfg.gate.metric,
                           value=decision.value, gate=decision.summary(), run_id=run_id,

@@ -26,14 +26,19 @@ def score(
         help="Input column to copy next to the predictions (repeatable; default: id columns).")
     ] = None,
     day: DayOption = None,
+    explain: Annotated[int, typer.Option(
+        help="Also write each row's K largest SHAP contributions (explain_<i>_feature, "
+             "explain_<i>_contribution; tree SHAP in margin units). At most the model's "
+             "feature count.", min=0, metavar="K")] = 0,
 ) -> None:
     """Score a batch with the model's champion (@champion), after checking its files against
     the registered SHA-256. Reads in Arrow batches, so memory stays flat however large the input.
-    Exit codes: 0 scored, 1 failed or tampered model, 2 bad input or no champion."""
+    Exit codes: 0 scored, 1 failed or tampered model, 2 bad input (--explain above the feature
+    count included) or no champion."""
     from flows.scoring import batch_scoring
 
     when = _checked(model, day)
-    summary = run_flow(lambda: batch_scoring(model, input_, output, when, keep or None))
+    summary = run_flow(lambda: batch_scoring(model, input_, output, when, keep or None, explain))
     typer.echo(f"{summary.model} v{summary.version}: {summary.rows:,} rows scored in "
                f"{summary.seconds:.1f} s ({summary.rows_per_s:,.0f} rows/s) -> {summary.output}")
     if summary.ignored:
@@ -61,6 +66,10 @@ def monitor(
         print_table(("column", "PSI", "status"), [
             (c.name, f"{c.psi:.4f}", c.status.upper() if c.status == "drift" else c.status)
             for c in sorted(report.columns, key=lambda c: -c.psi)])
+    if report.moved_attributions:
+        typer.echo("\nattribution moved (share of mean |SHAP|): " + ", ".join(
+            f"{a.name} {a.reference_share:.0%} -> {a.current_share:.0%}"
+            for a in report.moved_attributions))
     if report.metric:
         typer.echo(f"\nlabelled {report.metric}: {report.metric_current:.4f} "
                    f"(at registration {report.metric_reference:.4f})")

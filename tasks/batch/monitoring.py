@@ -13,6 +13,7 @@ import pandas as pd
 
 from tasks.adapters.mlflow_registry import Registry
 from tasks.adapters.slack import notify
+from tasks.batch.attributions import AttributionCounter, attribution_drift
 from tasks.batch.champion import Champion, predict, prepare
 from tasks.batch.profiles import ProfileCounter, psi, psi_noise_bound
 from tasks.batch.sources import open_source, prefetch
@@ -38,6 +39,7 @@ def observe(champion: Champion, location: str, target: str,
     source = open_source(location, spec, keep=[], optional=(target,),
                          snowflake_settings=snowflake_settings)
     counter = ProfileCounter(champion.profile)
+    explained = AttributionCounter(spec.features) if champion.profile.attributions else None
     labelled = target in source.columns
     labels, scores = [], []
     for batch in prefetch(source.batches):
@@ -46,10 +48,14 @@ def observe(champion: Champion, location: str, target: str,
         prepared = prepare(batch, spec)
         raw = predict(champion.booster, prepared)
         counter.add(prepared.matrix, raw, spec.task, prepared.missing)
+        if explained is not None:
+            explained.add(champion.booster, prepared.matrix)
         if labelled:
             labels.append(batch.column(batch.schema.names.index(target)).to_pandas())
             scores.append(raw)
     observed = Observed(profile=counter.profile())
+    if explained is not None:
+        observed.profile.attributions = explained.means()
     if labelled and labels and champion.profile.metric:
         observed.metric = champion.profile.metric
         observed.metric_value = labelled_metric(spec, observed.metric, labels, scores)
@@ -94,7 +100,7 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
     assert reference is not None
     current = observed.profile
     base = dict(model=champion.name, version=champion.version, input=location, rows=current.rows,
-                psi_threshold=spec.psi_threshold)
+                psi_threshold=spec.psi_threshold, attribution_shift=spec.attribution_shift)
     if current.rows < spec.min_rows:
         return DriftReport(**base, verdict="insufficient",
                            message=f"only {current.rows} rows, fewer than monitoring.min_rows="
@@ -106,23 +112,31 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
                for value, noise in [(psi(ref.fractions(), current.columns[name].fractions()),
                                      psi_noise_bound(ref.counts, current.columns[name].counts,
                                                      spec.psi_significance))]]
-    report = DriftReport(**base, verdict="no-drift", message="", columns=columns)
+    report = DriftReport(**base, verdict="no-drift", message="", columns=columns,
+                         attributions=attribution_drift(reference.attributions,
+                                                        current.attributions,
+                                                        spec.attribution_shift))
     if observed.metric and observed.metric_value is not None and reference.metric_value is not None:
         worse = regression_amount(observed.metric, observed.metric_value, reference.metric_value)
         report.metric, report.metric_reference = observed.metric, reference.metric_value
         report.metric_current = observed.metric_value
         report.metric_drifted = worse > spec.max_metric_regression
     drifted = [c.name for c in report.drifted]
+    drifted += [f"attribution of {a.name} {a.reference_share:.0%} -> {a.current_share:.0%}"
+                for a in report.moved_attributions]
     if report.metric_drifted:
         drifted.append(f"{report.metric} {report.metric_current:.4f} vs "
                        f"{report.metric_reference:.4f} at registration")
     if drifted:
         report.verdict = "drift"
-        report.message = f"drift in {len(drifted)} of {len(columns)} checks: {', '.join(drifted)}"
+        checks = len(columns) + len(report.attributions)
+        report.message = f"drift in {len(drifted)} of {checks} checks: {', '.join(drifted)}"
     else:
         worst = max(columns, key=lambda c: c.psi)
         report.message = (f"no drift: no PSI above both {spec.psi_threshold:g} and its noise "
-                          f"bound (largest {worst.name} {worst.psi:.4f})")
+                          f"bound (largest {worst.name} {worst.psi:.4f})"
+                          + (f"; attribution shares within {spec.attribution_shift:g}"
+                             if report.attributions else ""))
     return report
 
 
@@ -149,6 +163,8 @@ def publish_report(registry: Registry, report: DriftReport, champion: Champion,
             "prefect_flow_run_id": flow_run.get_id() or ""}
     with registry.run(f"monitoring/{report.model}", f"drift-v{report.version}", tags) as run_id:
         metrics = {tracking_key("psi", c.name): c.psi for c in report.columns}
+        metrics.update({tracking_key("attribution_share_change", a.name): a.change
+                        for a in report.attributions})
         metrics.update({"rows": report.rows, "drift": float(report.verdict == "drift")})
         if report.metric_current is not None:
             metrics[f"labelled_{report.metric}"] = report.metric_current

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tasks.batch.attributions import mean_attributions
 from tasks.contracts import predictions
 from tasks.contracts.batch import PREDICTION, ColumnProfile, Profile
 from tasks.contracts.training import EvalReport, TrainResult
@@ -134,9 +135,12 @@ def psi_noise_bound(expected_counts, actual_counts, significance: float) -> floa
 def profile_training_data(frame: pd.DataFrame, rows: list[int], trained: TrainResult,
                           report: EvalReport, bins: int) -> Profile:
     """The reference profile stored with the version: training rows, the tuned model's
-    predictions on them, and the test score of the primary metric."""
+    predictions on them, the test score of the primary metric and mean |SHAP| per feature."""
     spec = trained.feature_spec
     matrix = spec.matrix(frame.iloc[rows])
-    raw = trained.booster().inplace_predict(matrix)
-    return reference_profile(matrix, raw, spec.categories, spec.classes, spec.task, bins,
-                             report.primary_metric, report.metrics.get(report.primary_metric))
+    booster = trained.booster()
+    raw = booster.inplace_predict(matrix)
+    profile = reference_profile(matrix, raw, spec.categories, spec.classes, spec.task, bins,
+                                report.primary_metric, report.metrics.get(report.primary_metric))
+    profile.attributions = mean_attributions(booster, matrix)  # monitoring's attribution drift
+    return profile

@@ -13,10 +13,10 @@ import pyarrow as pa
 from tasks.batch.champion import Champion, predict, prepare
 from tasks.batch.sinks import Sink
 from tasks.batch.sources import BATCH_ROWS, open_source, prefetch
-from tasks.contracts import predictions
+from tasks.contracts import explanations, predictions
 from tasks.contracts.batch import ScoringSummary
 from tasks.contracts.training import FeatureSpec
-from tasks.core.errors import DataError
+from tasks.core.errors import DataError, ScoringError
 from tasks.core.settings import SnowflakeSettings
 from tasks.core.steps import artifact_key, step
 from tasks.reports.batch import scoring_markdown
@@ -38,6 +38,33 @@ def prediction_columns(raw: np.ndarray, spec: FeatureSpec) -> dict[str, pa.Array
     out.update({name: pa.array(values) for name, values in
                 predictions.probability_columns(raw, spec.task, spec.classes).items()})
     return out
+
+
+def explanation_columns(champion: Champion, matrix, raw: np.ndarray, k: int
+                        ) -> dict[str, pa.Array]:
+    """The k largest SHAP contributions of each row (tree SHAP, margin units): feature names
+    dictionary-encoded, contributions as float64; multiclass rows for their predicted class."""
+    spec = champion.spec
+    contribs = explanations.contributions(champion.booster, matrix)
+    codes = spec.labels(raw) if spec.task == "multiclass" else None
+    index, values = explanations.top_contributions(contribs, k, codes)
+    names = pa.array(spec.features)
+    out: dict[str, pa.Array] = {}
+    for i in range(k):
+        out[explanations.EXPLAIN_FEATURE.format(i + 1)] = pa.DictionaryArray.from_arrays(
+            pa.array(index[:, i]), names)
+        out[explanations.EXPLAIN_VALUE.format(i + 1)] = pa.array(values[:, i])
+    return out
+
+
+def check_explain(k: int, spec: FeatureSpec) -> None:
+    """--explain asks for at most one contribution per feature; checked before any input is
+    read or output written."""
+    try:
+        if k:
+            explanations.check_k(k, len(spec.features))
+    except ValueError as exc:
+        raise ScoringError(str(exc)) from None
 
 
 class PredictionStats:
@@ -77,9 +104,12 @@ class PredictionStats:
 def score_batches(champion: Champion, input_location: str, output_location: str,
                   keep: list[str] | None = None, progress: Progress = _quiet,
                   batch_rows: int = BATCH_ROWS,
-                  snowflake_settings: SnowflakeSettings | None = None) -> ScoringSummary:
-    """Score every batch of the input into the output; all or nothing."""
+                  snowflake_settings: SnowflakeSettings | None = None,
+                  explain: int = 0) -> ScoringSummary:
+    """Score every batch of the input into the output; all or nothing. With `explain` k, each
+    row also gets its k largest SHAP contributions, computed batch by batch."""
     spec = champion.spec
+    check_explain(explain, spec)
     source = open_source(input_location, spec, keep, batch_rows=batch_rows,
                          snowflake_settings=snowflake_settings)
     kept = source.kept
@@ -94,11 +124,14 @@ def score_batches(champion: Champion, input_location: str, output_location: str,
         for batch in prefetch(source.batches):
             if batch.num_rows == 0:
                 continue
-            raw = predict(champion.booster, prepare(batch, spec))
+            prepared = prepare(batch, spec)
+            raw = predict(champion.booster, prepared)
             stats.add(raw)
             n = batch.num_rows
             columns = {c: batch.column(batch.schema.names.index(c)) for c in kept}
             columns.update(prediction_columns(raw, spec))
+            if explain:
+                columns.update(explanation_columns(champion, prepared.matrix, raw, explain))
             columns["model_name"] = pa.DictionaryArray.from_arrays(
                 pa.array(np.zeros(n, dtype=np.int8)), pa.array([champion.name]))
             columns["model_version"] = pa.DictionaryArray.from_arrays(
@@ -128,11 +161,12 @@ def score_batches(champion: Champion, input_location: str, output_location: str,
 
 @step("score-batches")
 def score(champion: Champion, input_location: str, output_location: str,
-          keep: list[str] | None = None) -> ScoringSummary:
+          keep: list[str] | None = None, explain: int = 0) -> ScoringSummary:
     from prefect.logging import get_run_logger
 
     logger = get_run_logger()
-    summary = score_batches(champion, input_location, output_location, keep, logger.info)
+    summary = score_batches(champion, input_location, output_location, keep, logger.info,
+                            explain=explain)
     logger.info(f"{summary.model} v{summary.version}: {summary.rows:,} rows scored in "
                 f"{summary.seconds:.1f} s ({summary.rows_per_s:,.0f} rows/s) -> {summary.output}")
     return summary

@@ -52,6 +52,7 @@ class Profile(BaseModel):
     columns: dict[str, ColumnProfile]
     metric: str | None = None
     metric_value: float | None = None
+    attributions: dict[str, float] = {}  # mean |SHAP| per feature (training rows, or the batch)
 
     @property
     def prediction(self) -> ColumnProfile:
@@ -64,6 +65,19 @@ class Observed(BaseModel):
     profile: Profile
     metric: str | None = None
     metric_value: float | None = None
+
+
+class AttributionDrift(BaseModel):
+    """A feature's share of the model's explanation (mean |SHAP|) at training and in a batch."""
+
+    name: str
+    reference_share: float
+    current_share: float
+    moved: bool
+
+    @property
+    def change(self) -> float:
+        return self.current_share - self.reference_share
 
 
 class ColumnDrift(BaseModel):
@@ -88,6 +102,12 @@ class DriftReport(BaseModel):
     metric_current: float | None = None
     metric_drifted: bool = False
     mlflow_run: str | None = None
+    attribution_shift: float | None = None  # the configured limit on a share's move
+    attributions: list[AttributionDrift] = []
+
+    @property
+    def moved_attributions(self) -> list[AttributionDrift]:
+        return [a for a in self.attributions if a.moved]
 
     @property
     def drifted(self) -> list[ColumnDrift]:
@@ -100,6 +120,8 @@ class DriftReport(BaseModel):
         return {"model": self.model, "version": self.version, "rows": self.rows,
                 "psi_threshold": self.psi_threshold,
                 "drifted": {c.name: round(c.psi, 4) for c in self.drifted},
+                "attribution_moved": {a.name: round(a.change, 4)
+                                      for a in self.moved_attributions},
                 "metric": self.metric, "metric_reference": self.metric_reference,
                 "metric_current": self.metric_current, "mlflow_run": self.mlflow_run}
 

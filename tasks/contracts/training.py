@@ -60,6 +60,7 @@ class FeatureSpec(BaseModel):
     categories: dict[str, list[str]]
     classes: list[str]
     threshold: float | None = None  # binary only: P(positive) at or above it is the positive class
+    threshold_rule: str | None = None  # binary only: how it was chosen (on the validation split)
 
     def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
         return predictions.to_matrix(frame, self.features, self.categories)
@@ -134,6 +135,10 @@ class EvalReport(BaseModel):
     slices: dict[str, dict[str, dict[str, float]]]
     test_rows: int
     plots: list[str] = []
+    threshold: float | None = None  # binary: the decision threshold the labels used
+    threshold_rule: str | None = None
+    # mean |SHAP| per feature on the test set: {"all": {...}} (per class too for multiclass)
+    attributions: dict[str, dict[str, float]] = {}
 
     def slice_table(self, metric: str) -> list[tuple[str, str, float, int]]:
         return [(col, value, m[metric], int(m["rows"]))

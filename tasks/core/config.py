@@ -11,6 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks.core.decision import ThresholdSpec
 from tasks.core.errors import ConfigError
 from tasks.core.tasktypes import METRICS, TASK_TYPES, TaskName
 
@@ -135,6 +136,9 @@ class MonitoringSpec(_Strict):
     bins: int = Field(default=10, ge=2, le=50, description="quantile bins per numeric feature")
     max_metric_regression: float = Field(
         default=0.05, ge=0, description="labelled batches: primary metric drop that counts as drift")
+    attribution_shift: float = Field(
+        default=0.10, gt=0, le=1, description="a feature whose share of mean |SHAP| moved by "
+                                              "more than this is marked")
 
 
 class ModelConfig(_Strict):
@@ -150,6 +154,8 @@ class ModelConfig(_Strict):
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
     deploy: DeploySpec = Field(default_factory=DeploySpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    threshold: ThresholdSpec | None = Field(
+        default=None, description="binary only: the decision threshold rule (default fixed 0.5)")
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -164,6 +170,9 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"registry.tags lacks required compliance tag(s) {', '.join(missing)}"
             )
+        if self.threshold is not None and self.task != "binary":
+            raise ValueError(f"threshold: only binary models have a decision threshold; remove "
+                             f"it from this {self.task} model")
         if self.target in self.exclude:
             raise ValueError(f"target {self.target!r} is also listed in exclude")
         return self

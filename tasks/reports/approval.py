@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from tasks.contracts.release import SmokeReport
 from tasks.core.tasktypes import METRICS
 from tasks.reports.compliance import REPORT_NAME
+from tasks.reports.explanations import change_line, from_metrics, threshold_line, top_line
 from tasks.reports.format import delta, fmt
 
 
@@ -52,6 +53,13 @@ def approval_markdown(model: str, version: str, champion: str | None, tags: Mapp
         lines += ["", f"{primary} per slice: " + ", ".join(
             f"{k.removeprefix('slice.').removesuffix('.' + primary)} {fmt(metrics[k])}"
             for k in slices)]
+    new = from_metrics(metrics)
+    if new:
+        lines += ["", f"Top features (share of mean |SHAP| on the test set): {top_line(new)}.",
+                  f"Against the champion: {change_line(new, from_metrics(metrics, 'champion_shap'))}."]
+    if tags.get("decision_threshold"):
+        lines += ["", "Decision: " + threshold_line(float(tags["decision_threshold"]),
+                                                    tags.get("threshold_rule")) + "."]
     lines += ["", f"Data: {params.get('rows', '?')} rows, {params.get('features', '?')} features "
                   f"(validation report in the MLflow run); fingerprint "
                   f"`{tags.get('data_fingerprint', '?')[:16]}`, commit "

@@ -12,6 +12,7 @@ import numpy as np
 
 from tasks.contracts.batch import PREDICTION, ColumnProfile, DriftReport, Profile
 from tasks.core.redact import redact
+from tasks.reports import attribution_drift
 
 
 def _png(fig) -> bytes:
@@ -79,7 +80,8 @@ def _short(col: ColumnProfile) -> list[str]:
     return [label if len(label) <= 14 else label[:13] + "…" for label in col.labels()]
 
 
-def render_html(report: DriftReport, psi_png: bytes, dist_png: bytes) -> str:
+def render_html(report: DriftReport, psi_png: bytes, dist_png: bytes,
+                attribution_png: bytes | None = None) -> str:
     """One self-contained page: verdict, PSI table, plots embedded."""
     def img(png: bytes) -> str:
         return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -110,7 +112,9 @@ def render_html(report: DriftReport, psi_png: bytes, dist_png: bytes) -> str:
         "threshold and its noise bound: the PSI two samples of one distribution reach by chance "
         "(chi-square for its bin count and both sample sizes).</p><table><tr><th>column</th>"
         "<th>kind</th><th>PSI</th><th>noise bound</th>"
-        f"<th>status</th></tr>{rows}</table></body></html>")
+        f"<th>status</th></tr>{rows}</table>"
+        + attribution_drift.html_section(report, img(attribution_png) if attribution_png else "")
+        + "</body></html>")
 
 
 def _bound(value: float | None) -> str:
@@ -122,8 +126,10 @@ def write_report(report: DriftReport, reference: Profile, current: Profile, out_
     out_dir.mkdir(parents=True, exist_ok=True)
     psi_png = plot_psi(report)
     dist_png = plot_distributions(reference, current, report)
-    files = {"drift_report.html": render_html(report, psi_png, dist_png).encode(),
+    shares_png = attribution_drift.plot_attribution_shares(report, _png)
+    files = {"drift_report.html": render_html(report, psi_png, dist_png, shares_png).encode(),
              "drift_psi.png": psi_png, "drift_distributions.png": dist_png,
+             **({"drift_attributions.png": shares_png} if shares_png else {}),
              "drift_report.json": report.model_dump_json(indent=2).encode(),
              "batch_profile.json": current.model_dump_json().encode()}
     for name, data in files.items():
@@ -143,4 +149,5 @@ def drift_markdown(report: DriftReport) -> str:
         lines += ["| column | PSI | noise bound | status |", "|---|---|---|---|",
                   *[f"| {c.name} | {c.psi:.4f} | {_bound(c.noise_bound)} | {c.status} |"
                     for c in sorted(report.columns, key=lambda c: -c.psi)]]
+    lines += attribution_drift.markdown_lines(report)
     return "\n".join(lines) + "\n"

@@ -3,8 +3,10 @@ A hidden marker per model lets a re-run find and replace its comment."""
 
 from __future__ import annotations
 
+from tasks.contracts.explanations import ALL
 from tasks.contracts.training import EvalReport, GateDecision
 from tasks.reports.compliance import REPORT_NAME
+from tasks.reports.explanations import change_line, threshold_line, top_line
 from tasks.reports.format import delta, fmt
 
 
@@ -46,6 +48,13 @@ def merge_request_comment(model: str, report: EvalReport, champion: EvalReport |
             lines.append(f"| {col}={value} | {fmt(metric)} | {fmt(old)} "
                          f"| {n} |")
         lines += ["", "</details>"]
+    new = report.attributions.get(ALL, {})
+    if new:
+        old = champion.attributions.get(ALL) if champion else None
+        lines += ["", f"**Top features** (share of mean |SHAP| on the test set): {top_line(new)}",
+                  f"**Against the champion**: {change_line(new, old)}"]
+    if report.threshold is not None:
+        lines += ["", f"**Decision**: {threshold_line(report.threshold, report.threshold_rule)}"]
     lines += ["", "**Gate**", *[f"- {'✅' if c.passed else '❌'} {c.detail}" for c in decision.checks]]
     lines += ["", _links(run_url, flow_run_url, pipeline_url)]
     if decision.passed:

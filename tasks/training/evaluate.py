@@ -1,4 +1,5 @@
-"""Evaluate stage: the candidate's held-out metrics, metrics per slice, and plots."""
+"""Evaluate stage: the candidate's held-out metrics, metrics per slice, mean |SHAP| per
+feature, and plots."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn import metrics as skm
 
+from tasks.contracts import explanations
 from tasks.contracts.training import EvalReport, FeatureSpec, TrainResult
 from tasks.core.steps import step
 from tasks.core.tasktypes import task_type
@@ -20,8 +22,24 @@ def booster_scores(booster: xgb.Booster, spec: FeatureSpec, frame: pd.DataFrame)
     return booster.predict(matrix)
 
 
+def plot_attributions(ax, attributions: dict[str, dict[str, float]], limit: int = 15) -> None:
+    """Mean |SHAP| per feature, largest on top; multiclass bars stacked by class."""
+    top = [f for f, _ in explanations.top_features(attributions[explanations.ALL], limit)][::-1]
+    classes = [c for c in attributions if c != explanations.ALL] or [explanations.ALL]
+    left = np.zeros(len(top))
+    for cls in classes:
+        widths = np.array([attributions[cls][f] for f in top])
+        ax.barh(top, widths, left=left, label=None if cls == explanations.ALL else cls)
+        left += widths
+    if len(classes) > 1:
+        ax.legend(fontsize=7, title="class")
+    ax.set(xlabel="mean |SHAP| (margin units) on the test set",
+           title="Feature attribution (tree SHAP)")
+
+
 def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
-               booster: xgb.Booster, out_dir: str | Path) -> list[str]:
+               booster: xgb.Booster, out_dir: str | Path,
+               attributions: dict[str, dict[str, float]] | None = None) -> list[str]:
     """The task type's plots as PNG files."""
     import matplotlib
 
@@ -63,6 +81,11 @@ def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
             top = sorted(gain.items(), key=lambda kv: kv[1])[-15:]
             ax.barh([k for k, _ in top], [v for _, v in top])
             ax.set(xlabel="gain", title="Feature importance")
+        elif kind == "shap":
+            if not attributions:
+                plt.close(fig)
+                continue
+            plot_attributions(ax, attributions)
         fig.tight_layout()
         path = out_dir / f"{kind}.png"
         fig.savefig(path)
@@ -74,10 +97,14 @@ def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
 @step("evaluate")
 def evaluate(df: pd.DataFrame, test_rows: list[int], trained: TrainResult, slices: list[str],
              min_slice_rows: int, plot_dir: str) -> EvalReport:
-    """Score the held-out test set with the new booster; metrics, slices and plots."""
+    """Score the held-out test set with the new booster; metrics (labels at the chosen
+    threshold), slices, mean |SHAP| per feature and plots."""
     booster = trained.booster()
     test = df.iloc[test_rows]
-    scores = booster_scores(booster, trained.feature_spec, test)
-    report = evaluate_scores(trained.feature_spec, test, scores, slices, min_slice_rows)
-    report.plots = make_plots(trained.feature_spec, test, scores, booster, plot_dir)
+    spec = trained.feature_spec
+    scores = booster_scores(booster, spec, test)
+    report = evaluate_scores(spec, test, scores, slices, min_slice_rows)
+    contribs = explanations.contributions(booster, explanations.sample(spec.matrix(test)))
+    report.attributions = explanations.mean_abs(contribs, spec.features, spec.classes)
+    report.plots = make_plots(spec, test, scores, booster, plot_dir, report.attributions)
     return report

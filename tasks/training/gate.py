@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.adapters.mlflow_registry import Registry
+from tasks.contracts import explanations, predictions
 from tasks.contracts.training import (
     ChampionScore,
     EvalReport,
@@ -91,13 +92,39 @@ def rescore_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
         with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
             local = registry.download_version(cfg.name, version, Path(tmp))
             model = registry.load_pyfunc(local.path)
-            scores = spec.scores(model.predict(test.drop(columns=[cfg.target])))
+            predicted = model.predict(test.drop(columns=[cfg.target]))
+            scores = spec.scores(predicted)
+            labels = champion_labels(predicted, spec)
+            attributions = champion_attributions(model, test)
     except IntegrityError:  # a tampered champion is not a finding: nothing loads it
         raise
     except Exception as exc:  # a champion that cannot be re-scored fails the gate, loudly
         return ChampionScore(version=version, error=str(exc).splitlines()[0][:300])
-    report = evaluate_scores(spec, test, scores, cfg.slices, cfg.gate.min_slice_rows)
+    report = evaluate_scores(spec, test, scores, cfg.slices, cfg.gate.min_slice_rows, labels)
+    report.attributions = attributions
     return ChampionScore(version=version, report=report)
+
+
+def champion_attributions(model, test: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The champion's mean |SHAP| on this run's test set, from its own booster and feature
+    spec; empty when the version is not this project's native pyfunc model."""
+    inner = model.unwrap_python_model()
+    if not all(hasattr(inner, a) for a in ("booster", "spec", "table")):
+        return {}
+    spec = inner.spec
+    matrix = explanations.sample(inner.table.to_matrix(test, spec["features"], spec["categories"]))
+    return explanations.mean_abs(explanations.contributions(inner.booster, matrix),
+                                 spec["features"], spec["classes"])
+
+
+def champion_labels(predicted: pd.DataFrame, spec: FeatureSpec):
+    """The champion's own predicted classes (at its own decision threshold) as class codes, so
+    threshold-dependent metrics judge each model at the threshold it was approved with."""
+    if spec.task == "regression" or predictions.PREDICTION not in predicted:
+        return None
+    index = {c: i for i, c in enumerate(spec.classes)}
+    codes = predicted[predictions.PREDICTION].astype(str).map(index)
+    return None if codes.isna().any() else codes.to_numpy(dtype=int)
 
 
 @step("score-champion")

@@ -30,12 +30,15 @@ def slice_metrics(tt: TaskType, y: np.ndarray, scores: np.ndarray, labels: np.nd
 
 
 def evaluate_scores(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
-                    slices: list[str], min_rows: int) -> EvalReport:
-    """Metrics of `scores` against the frame's target, overall and per slice value."""
+                    slices: list[str], min_rows: int, labels: np.ndarray | None = None
+                    ) -> EvalReport:
+    """Metrics of `scores` against the frame's target, overall and per slice value; labels
+    from the spec's threshold unless given (a champion is judged at its own threshold)."""
     tt = task_type(spec.task)
     y = spec.encode_target(frame[spec.target])
-    labels = spec.labels(scores)
+    labels = spec.labels(scores) if labels is None else labels
     return EvalReport(primary_metric=tt.primary_metric,
                       metrics=compute_metrics(tt, y, scores, labels),
                       slices=slice_metrics(tt, y, scores, labels, frame, slices, min_rows),
-                      test_rows=len(frame))
+                      test_rows=len(frame), threshold=spec.threshold,
+                      threshold_rule=spec.threshold_rule)

@@ -114,6 +114,9 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
     all_tags = {**cfg.registry.tags, **tags, "artifact_sha256": sha, "device": trained.device,
                 "task": cfg.task, "gate_metric": decision.metric,
                 "gate_value": f"{decision.value:.6g}", **registration_tags(loaded, computed)}
+    if trained.feature_spec.threshold is not None:  # also in the version's feature_spec.json
+        all_tags.update({"decision_threshold": f"{trained.feature_spec.threshold:.6g}",
+                         "threshold_rule": trained.feature_spec.threshold_rule or ""})
     existing = registry.find_version(cfg.name, tags["run_key"])
     if existing is None:
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tasks.adapters.mlflow_registry import Registry
+from tasks.contracts.explanations import ALL
 from tasks.contracts.training import (
     ChampionScore,
     EvalReport,
@@ -21,7 +22,8 @@ from tasks.contracts.training import (
 from tasks.core.config import ModelConfig
 from tasks.core.steps import artifact_key, step
 from tasks.reports.artifacts import publish_images
-from tasks.reports.training import gate_markdown, metric_rows
+from tasks.reports.explanations import SHAP_PREFIX
+from tasks.reports.training import explanation_markdown, gate_markdown, metric_rows
 from tasks.reports.validation import validation_markdown
 
 
@@ -40,6 +42,12 @@ def flat_metrics(report: EvalReport, prefix: str = "test_") -> dict[str, float]:
             out.update({tracking_key("slice", col, value, k): v
                         for k, v in metrics.items() if k != "rows"})
     return out
+
+
+def shap_metrics(attributions: dict[str, dict[str, float]], prefix: str = SHAP_PREFIX
+                 ) -> dict[str, float]:
+    """The whole model's mean |SHAP| per feature as run metrics (`shap.<feature>`)."""
+    return {tracking_key(prefix, f): v for f, v in attributions.get(ALL, {}).items()}
 
 
 @contextlib.contextmanager
@@ -69,12 +77,22 @@ def log_results(registry: Registry, run_id: str, cfg: ModelConfig, trained: Trai
                     "best_iteration": trained.best_iteration,
                     "trials_pruned": trained.n_pruned, "train_seconds": trained.duration_s,
                     "gate_passed": float(decision.passed)})
-    registry.log_run(run_id, params={f"best.{k}": v for k, v in trained.params.items()},
-                     metrics=metrics)
+    metrics.update(shap_metrics(report.attributions))
+    if champion.report is not None:
+        metrics.update(shap_metrics(champion.report.attributions, prefix="champion_shap"))
+    params: dict[str, object] = {f"best.{k}": v for k, v in trained.params.items()}
+    spec = trained.feature_spec
+    if spec.threshold is not None:
+        params.update({"decision_threshold": spec.threshold, "threshold_rule": spec.threshold_rule})
+    registry.log_run(run_id, params=params, metrics=metrics)
     registry.log_files(run_id, report.plots, "plots")
     publish_images(registry, run_id, [f"plots/{Path(p).name}" for p in report.plots],
                    key=cfg.name, what=f"{cfg.name} evaluation")
     registry.log_text(run_id, json.dumps(decision.model_dump(), indent=2), "gate/decision.json")
+    registry.log_text(run_id, json.dumps(report.attributions, indent=2),
+                      "explanations/mean_abs_shap.json")
+    registry.log_text(run_id, explanation_markdown(report, champion.report),
+                      "explanations/mean_abs_shap.md")
     registry.log_text(run_id, json.dumps([t.model_dump() for t in trained.trials], indent=2),
                       "training/trials.json")
     create_table_artifact(key=artifact_key(cfg.name, "metrics"),

@@ -33,8 +33,16 @@ def test_pipeline_registers_a_loadable_challenger(write_config, registry, task):
     run = reg.client.get_run(mv.run_id)
     assert run.info.status == "FINISHED"
     assert f"test_{result.metric}" in run.data.metrics
-    assert {a.path for a in reg.client.list_artifacts(mv.run_id)} >= {"model", "plots", "gate",
-                                                                     "validation", "training"}
+    assert {a.path for a in reg.client.list_artifacts(mv.run_id)} >= {
+        "model", "plots", "gate", "validation", "training", "explanations"}
+    assert "plots/shap.png" in {a.path for a in reg.client.list_artifacts(mv.run_id, "plots")}
+    assert any(k.startswith("shap.") for k in run.data.metrics)
+    card = mlflow.artifacts.load_text(f"models:/{name}/1/model_card.md")
+    assert "## Explanations (mean |SHAP| on the test set" in card
+    if task == "binary":  # no threshold configured: the default, recorded with the version
+        assert mv.tags["decision_threshold"] == "0.5" and "decision threshold 0.5" in card
+    else:
+        assert "decision_threshold" not in mv.tags
 
 
 def test_rerun_with_unchanged_inputs_reuses_the_version(write_config, registry, monkeypatch):

@@ -46,6 +46,9 @@ def test_reference_profile_is_registered_with_the_version(write_config, registry
     assert {"region", "claim_amount", "__prediction__"} <= set(profile["columns"])
     region = profile["columns"]["region"]
     assert region["kind"] == "categorical" and sum(region["counts"]) == profile["rows"]
+    spec = json.loads(next(local.rglob("feature_spec.json")).read_text())
+    assert set(profile["attributions"]) == set(spec["features"])  # mean |SHAP| per feature
+    assert sum(profile["attributions"].values()) > 0
 
 
 def run_artifacts(flow_run_id) -> dict[str, str]:
@@ -163,6 +166,16 @@ def test_cli_exit_codes(write_config, registry, batches, home):
                                  "--output", str(home / "o.parquet")])
     assert scored.exit_code == 0, scored.output
     assert "2,000 rows scored" in scored.stdout and "ignored input columns" in scored.stdout
+    too_many = runner.invoke(app, ["score", "cli-mon", "--input", str(batches / "fresh.parquet"),
+                                   "--output", str(home / "x.parquet"), "--explain", "999"])
+    assert too_many.exit_code == 2 and "--explain 999: the model has" in too_many.stderr
+    assert len(too_many.stderr.strip().splitlines()) == 1 and not (home / "x.parquet").exists()
+    explained = runner.invoke(app, ["score", "cli-mon", "--input", str(batches / "fresh.parquet"),
+                                    "--output", str(home / "e.parquet"), "--explain", "2"])
+    assert explained.exit_code == 0, explained.output
+    out = pd.read_parquet(home / "e.parquet")
+    assert {"explain_1_feature", "explain_1_contribution", "explain_2_feature"} <= set(out)
+    assert (out["explain_1_contribution"].abs() >= out["explain_2_contribution"].abs()).all()
     bad_day = runner.invoke(app, ["score", "cli-mon", "--input", "x.parquet", "--output",
                                   "y.parquet", "--day", "yesterday"])
     assert bad_day.exit_code == 2 and "--day must be a date" in bad_day.stderr
