@@ -137,7 +137,9 @@ def write_report(report: DriftReport, reference: Profile, current: Profile, out_
     return [out_dir / name for name in files]
 
 
-def _mlflow(run: str) -> str:
+def _mlflow(run: str | None) -> str:
+    if not run:
+        return "MLflow (not logged)"
     return f"[MLflow run]({run})" if run.startswith("http") else f"MLflow {run}"
 
 
