@@ -8,7 +8,7 @@ BATCHES := .mlops/batches
 SYNCED := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run stop test test-fast lint bench clean
+.PHONY: install browser run stop test test-fast lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -43,7 +43,16 @@ run: install  ## the three reference models to production on the embedded synthe
 stop:  ## stop the local stack that make run (or mlops server start) left running
 	@if [ -x $(VENV)/bin/mlops ]; then $(VENV)/bin/mlops server stop; fi
 
-test: install  ## every test, end-to-end included
+browser:  ## Debian's chromium for the browser test, installed when missing and apt can
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for tests/e2e/test_ui.py"; \
+		(apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null)) || \
+		echo "WARNING: chromium could not be installed: the browser test will be SKIPPED"; \
+	else echo "WARNING: no chromium and no root apt-get: the browser test will be SKIPPED"; fi
+
+test: install browser  ## every test, end-to-end included
 	$(VENV)/bin/pytest -q
 
 test-fast: install  ## unit and integration tests, no real servers
