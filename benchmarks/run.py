@@ -172,14 +172,15 @@ def main() -> None:
         def env(config: Path) -> dict[str, str]:
             return {**base, "MLOPS_CONFIG_DIR": str(config.parent)}
 
-        print(f"warming up (imports, Prefect and MLflow databases) ... {args.repeats} repeats",
-              flush=True)
         rounds = 0 if args.only_make_run else args.repeats
         if rounds:
+            print(f"warming up (imports, Prefect and MLflow databases) ... {args.repeats} "
+                  "repeats", flush=True)
             timed(mlops, env(bench_config(tmp / "warmup", args.trials, 1)))
 
         flow_small, plain_runs = [], []
-        print(f"budget 1: fraud, {args.trials} trials", flush=True)
+        if rounds:
+            print(f"budget 1: fraud, {args.trials} trials", flush=True)
         for i in range(rounds):
             small = bench_config(tmp / f"small{i}", args.trials, 100 + i)
             flow_small.append(timed(mlops, env(small)))
@@ -189,7 +190,8 @@ def main() -> None:
                   flush=True)
 
         cold, cached, forced = [], [], []
-        print("budget 2: fraud as shipped (20 trials)", flush=True)
+        if rounds:
+            print("budget 2: fraud as shipped (20 trials)", flush=True)
         for i in range(rounds):
             shipped = bench_config(tmp / f"shipped{i}", None, 200 + i)
             cold.append(timed(mlops, env(shipped)))

@@ -91,7 +91,6 @@ def services(found: Settings, base_env: Mapping[str, str]) -> list[Service]:
                  "--port", str(port)))]
     if found.tracking_uri.startswith("sqlite:"):
         port = found.mlflow_port
-        found.artifact_root.mkdir(parents=True, exist_ok=True)
         out.append(Service(
             name="mlflow", url=f"http://127.0.0.1:{port}",
             health=f"http://127.0.0.1:{port}/health", port=port,
@@ -145,6 +144,7 @@ def start(found: Settings, base_env: Mapping[str, str], say: Callable[[str], Non
           ) -> list[ServiceState]:
     """Start what is not running (idempotent), wait until every server answers."""
     stack_dir = found.stack_dir
+    found.artifact_root.mkdir(parents=True, exist_ok=True)  # the MLflow server's artifact root
     started: list[tuple[Service, int]] = []
     for service in services(found, base_env):
         current = state(service, stack_dir)
