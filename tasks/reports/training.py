@@ -3,7 +3,7 @@ and the model card stored with the version."""
 
 from __future__ import annotations
 
-from tasks.contracts.explanations import ALL
+from tasks.contracts.explanations import ALL, EXPLAIN_ROWS
 from tasks.contracts.training import EvalReport, GateDecision, TrainResult, ValidationReport
 from tasks.core.config import ModelConfig
 from tasks.reports.explanations import (
@@ -37,7 +37,8 @@ def explanation_markdown(report: EvalReport, champion: EvalReport | None) -> str
     """Mean |SHAP| per feature on the test set (per class for multiclass) beside the champion."""
     new = report.attributions.get(ALL, {})
     old = champion.attributions.get(ALL) if champion else None
-    lines = ["## Explanations (mean |SHAP| on the test set, tree SHAP)", "",
+    lines = ["## Explanations (tree SHAP: mean |SHAP| on the test set, at most "
+             f"{EXPLAIN_ROWS:,} rows)", "",
              f"- top features: {top_line(new)}",
              f"- against the champion: {change_line(new, old)}", "",
              *attribution_table(new, old)]

@@ -38,7 +38,7 @@ def test_pipeline_registers_a_loadable_challenger(write_config, registry, task):
     assert "plots/shap.png" in {a.path for a in reg.client.list_artifacts(mv.run_id, "plots")}
     assert any(k.startswith("shap.") for k in run.data.metrics)
     card = mlflow.artifacts.load_text(f"models:/{name}/1/model_card.md")
-    assert "## Explanations (mean |SHAP| on the test set" in card
+    assert "## Explanations (tree SHAP: mean |SHAP| on the test set" in card
     if task == "binary":  # no threshold configured: the default, recorded with the version
         assert mv.tags["decision_threshold"] == "0.5" and "decision threshold 0.5" in card
     else:

@@ -59,7 +59,7 @@ def test_model_card_has_an_explanation_table_and_the_threshold():
     card = model_card(parse_config(config_yaml()), trained, report, decision, validation, {},
                       champion=champion)
     assert "- decision threshold 0.0812 (least cost (fp 1, fn 20) on validation" in card
-    assert "## Explanations (mean |SHAP| on the test set, tree SHAP)" in card
+    assert "## Explanations (tree SHAP: mean |SHAP| on the test set, at most 5,000 rows)" in card
     assert "| claim_amount | 0.6000 | 60.0% | 30.0% |" in card
     assert "lost: region -30.0 pp" in card
     # the registry description (the card up to the hyperparameters) keeps the explanations

@@ -143,3 +143,19 @@ def test_the_champion_is_judged_at_its_own_threshold():
                        classes=["0", "1"], threshold=0.9)
     served = pd.DataFrame({"prediction": ["1", "0", "1"], "probability": [0.3, 0.2, 0.95]})
     assert champion_labels(served, spec).tolist() == [1, 0, 1]  # its labels, not 0.9 on ours
+
+
+def test_a_champion_version_explains_itself_on_the_test_rows(tuned, claims, tmp_path):
+    from tasks.contracts import explanations
+    from tasks.training.gate import champion_attributions
+
+    _, splits, _, chosen = tuned
+    spec = chosen.feature_spec
+    test = claims.iloc[splits.test]
+    model_dir = build_model_dir(chosen, input_example(test, spec), tmp_path / "model", "# c\n")
+    served = champion_attributions(mlflow.pyfunc.load_model(str(model_dir)), test)
+    direct = explanations.mean_abs(
+        explanations.contributions(chosen.booster(), spec.matrix(test)), spec.features, [])
+    assert served.keys() == direct.keys() == {"all"}
+    for f in spec.features:
+        assert served["all"][f] == pytest.approx(direct["all"][f], rel=1e-5)
