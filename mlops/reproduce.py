@@ -110,6 +110,8 @@ def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[st
                               work / "rebuilt" / "model",
                               card.read_text() if card.is_file() else "")
     same, files = rp.folder_differences(local.path, rebuilt)
+    typer.echo(f"retrained in {trained.duration_s:.0f} s ({len(trained.trials)} trials, "
+               f"{trained.n_pruned} pruned, best iteration {trained.best_iteration})")
     typer.echo(f"booster: {booster or 'identical'}; model folder: {same} "
                f"file(s) identical{', ' + str(len(files)) + ' differ' if files else ''} "
                f"({', '.join(rp.NOT_REBUILT)} record the evaluation of the day: not rebuilt)")
