@@ -1,7 +1,8 @@
 """Plots and reports where people look: Prefect artifacts on the run that made them. Prefect
-shows an image only from a URL, so images need tracking over HTTP: an MLflow server serves the
-file (`/get-artifact?path=…&run_uuid=…`) and its UI shows a report (the artifact view); with a
-local store a markdown artifact says where the files are instead."""
+shows an image only from a URL, so images need an MLflow server: the tracking server, or on a
+laptop the local stack's MLflow server over the same store, serves the file
+(`/get-artifact?path=…&run_uuid=…`) and its UI shows a report (the artifact view); with a local
+store and no server up a markdown artifact says where the files are instead."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from urllib.parse import quote, urlencode, urlparse
 from urllib.request import url2pathname
 
 from tasks.core.redact import redact
+from tasks.core.settings import Settings
 from tasks.core.steps import artifact_key
 
 if TYPE_CHECKING:
@@ -18,9 +20,12 @@ if TYPE_CHECKING:
 
 
 def _base(registry: Registry) -> str | None:
-    over_http = registry.uri.startswith(("http://", "https://"))
-    if not over_http or not getattr(registry, "serves_artifact_files", False):
+    if not getattr(registry, "serves_artifact_files", False):
         return None
+    if not registry.uri.startswith(("http://", "https://")):
+        # a local store: the local stack's MLflow server (`mlops server start`) reads the same
+        # store, so it serves these files and pages while it is up
+        return Settings.from_env().mlflow_ui_url
     parts = urlparse(registry.uri)  # no user:password in a link: the browser signs in itself
     return redact(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()).rstrip("/")
 

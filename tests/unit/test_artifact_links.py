@@ -27,7 +27,14 @@ def test_credentials_in_the_tracking_uri_never_reach_a_link():
     assert "s3cr3t" not in url and "svc" not in url and "@" not in url
 
 
-def test_no_url_for_a_local_store_or_gitlab():
+def test_no_url_for_a_local_store_or_gitlab(monkeypatch):
+    monkeypatch.delenv("MLOPS_MLFLOW_UI_URL", raising=False)
     assert file_url(registry("sqlite:////tmp/mlflow.db"), "r1", "plots/roc.png") is None
     assert file_url(registry("https://gitlab.example.com/api/v4/projects/1/ml/mlflow",
                              serves=False), "r1", "plots/roc.png") is None
+
+
+def test_a_local_store_links_to_the_local_stacks_mlflow_server_while_it_is_up(monkeypatch):
+    monkeypatch.setenv("MLOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000/")
+    url = file_url(registry("sqlite:////tmp/mlflow.db"), "r1", "plots/roc.png")
+    assert url == "http://127.0.0.1:5000/get-artifact?path=plots%2Froc.png&run_uuid=r1"
