@@ -207,17 +207,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_config(text: str, origin: str = "<config>") -> ModelConfig:
-    """Parse and validate YAML text; every problem becomes one ConfigError line."""
+def read_mapping(text: str, origin: str, what: str = "YAML") -> dict:
+    """YAML text as a mapping (a key given twice refused); every problem one ConfigError line."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{origin}: malformed YAML{at}: {problem}") from None
+        raise ConfigError(f"{origin}: malformed {what}{at}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def parse_config(text: str, origin: str = "<config>") -> ModelConfig:
+    """Parse and validate YAML text; every problem becomes one ConfigError line."""
+    raw = read_mapping(text, origin)
     try:
         return ModelConfig.model_validate(raw)
     except ValidationError as exc:

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.core.config import RegistrySpec, _format_pydantic, _UniqueKeyLoader
+from tasks.core.config import RegistrySpec, _format_pydantic, read_mapping
 from tasks.core.errors import ConfigError
 
 Environment = Literal["staging", "production"]
@@ -105,15 +104,7 @@ class LoadedPolicy(_Strict):
 
 def parse_policy(text: str, origin: str = "<policy>") -> LoadedPolicy:
     """Parse and validate the policy text; every problem is one ConfigError naming the key."""
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{origin}: malformed policy YAML{at}: "
-                          f"{getattr(exc, 'problem', None) or 'invalid YAML'}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: expected a mapping of keys, got {type(raw).__name__}")
+    raw = read_mapping(text, origin, "policy YAML")
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as exc:
