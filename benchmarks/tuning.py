@@ -118,6 +118,8 @@ def main() -> None:
                 pruned = extra
             print(f"round {round_ + 1} {side}: {times[side][-1]:.1f} s, test ROC AUC "
                   f"{aucs[side]:.4f}", flush=True)
+        print(f"round {round_ + 1} ratio: {times['tuned'][-1] / times['unpruned'][-1]:.2f}x",
+              flush=True)
     ratio = statistics.median(times["tuned"]) / statistics.median(times["unpruned"])
     gap = aucs["unpruned"] - aucs["tuned"]
     quality_ok = gap <= AUC_TOLERANCE
