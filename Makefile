@@ -64,6 +64,7 @@ lint: install
 bench: install  ## measured budgets, printed as side-by-side ratios
 	$(VENV)/bin/python benchmarks/run.py
 	$(VENV)/bin/python benchmarks/scoring.py
+	$(VENV)/bin/python benchmarks/tuning.py
 
 clean:
 	rm -rf .mlops .pytest_cache .ruff_cache
