@@ -84,6 +84,7 @@ def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[st
     from tasks.training import reproduce as rp
     from tasks.training.data import load_dataset
     from tasks.training.register import build_model_dir, input_example
+    from tasks.training.threshold import with_threshold
     from tasks.training.train import feature_spec, split_rows, train_model
     from tasks.training.validate import ensure_valid, validate_frame
 
@@ -98,6 +99,8 @@ def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[st
     trained = train_model(data.frame, spec, splits, cfg.training, device,
                           study_name=f"reproduce-{cfg.name}-{ref.version}", storage=None,
                           progress=lambda _: None)
+    # the decision threshold is chosen on the validation rows, as in training
+    trained = with_threshold(trained, data.frame.iloc[splits.valid], cfg.threshold)
     local = registry.download_version(cfg.name, ref.version, work / "registered")
     registered = next(local.path.rglob("*.ubj")).read_bytes()
     diffs = []
