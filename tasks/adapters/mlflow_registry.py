@@ -35,12 +35,13 @@ class Registry:
     max_param_chars = 6000
     serves_artifact_files = True  # an MLflow server answers /get-artifact (artifact_links.py)
 
-    def __init__(self, uri: str, artifact_root: Path | None = None):
+    def __init__(self, uri: str, artifact_root: Path | None = None, ui_url: str | None = None):
         import mlflow
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
         self.artifact_root = artifact_root
+        self.ui_url = ui_url  # an MLflow UI that shows this store (the local stack's server)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         # the client's errors name the server's URL, credentials included: they leave redacted
@@ -100,10 +101,11 @@ class Registry:
         self.client.log_text(run_id, redact(text), name)
 
     def run_url(self, run_id: str) -> str:
-        if not is_http(self.uri):
+        base = redact(self.uri).rstrip("/") if is_http(self.uri) else self.ui_url
+        if not base:
             return f"run {run_id} (browse with: mlflow ui --backend-store-uri {redact(self.uri)})"
         exp = self.client.get_run(run_id).info.experiment_id
-        return f"{redact(self.uri).rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
+        return f"{base}/#/experiments/{exp}/runs/{run_id}"
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)

@@ -61,7 +61,7 @@ def open_registry(settings: Settings) -> Registry:
                               server_url=settings.ci.get("CI_SERVER_URL"),
                               audit_key=settings.resolve_audit_key())
     check_reachable(uri, settings.tracking_retries)
-    return Registry(uri, settings.artifact_root)
+    return Registry(uri, settings.artifact_root, ui_url=settings.mlflow_ui_url)
 
 
 @task(name="connect-tracking")

@@ -12,7 +12,6 @@ from urllib.parse import quote, urlencode, urlparse
 from urllib.request import url2pathname
 
 from tasks.core.redact import redact
-from tasks.core.settings import Settings
 from tasks.core.steps import artifact_key
 
 if TYPE_CHECKING:
@@ -25,7 +24,7 @@ def _base(registry: Registry) -> str | None:
     if not registry.uri.startswith(("http://", "https://")):
         # a local store: the local stack's MLflow server (`mlops server start`) reads the same
         # store, so it serves these files and pages while it is up
-        return Settings.from_env().mlflow_ui_url
+        return getattr(registry, "ui_url", None)
     parts = urlparse(registry.uri)  # no user:password in a link: the browser signs in itself
     return redact(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()).rstrip("/")
 
