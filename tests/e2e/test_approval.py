@@ -34,11 +34,19 @@ def setup_env(tmp_path, api: str, name: str, extra: str = DEPLOY, **env) -> dict
 
 
 def champion(tmp_path, name: str) -> str | None:
+    """The champion's version; None when there is none. A read that fails otherwise (SQLite busy
+    while the run writes, on a loaded machine) is asked again rather than taken for "none"."""
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
-    try:
-        return str(client.get_model_version_by_alias(name, "champion").version)
-    except mlflow.exceptions.MlflowException:
-        return None
+    for attempt in range(20):
+        try:
+            return str(client.get_model_version_by_alias(name, "champion").version)
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+    return None
 
 
 def api(url: str, path: str, body: dict | None = None) -> dict:

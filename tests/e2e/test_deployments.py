@@ -312,7 +312,9 @@ def test_worker_killed_mid_run_crashes_and_rerun_registers_once(stack, tmp_path)
             if state in ("CRASHED", "FAILED"):
                 break
             time.sleep(1)
-    assert state in ("CRASHED", "FAILED"), state
+    alive = [pid for pid in flow_processes if os.path.exists(f"/proc/{pid}")]
+    assert state in ("CRASHED", "FAILED"), (state, f"still alive: {alive}",
+                                            log.read_text()[-2000:])
     assert versions(tmp_path / "state", "fraud") == []
 
     with worker(stack, "cpu-runners", "rescuer", **env):
