@@ -161,6 +161,15 @@ def paused_run(api: str, model: str, timeout_s: float = 240) -> str:
     raise TimeoutError(f"no paused run for {model}")
 
 
+def local_client(state: Path):
+    """A client of a local store, tracking and registry alike: without the registry URI, MLflow
+    asks whatever registry an earlier in-process test set globally (mlflow.set_registry_uri)."""
+    import mlflow
+
+    uri = f"sqlite:///{state / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def mlops(args: list[str], env: dict, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "mlops"), *args], env=env, capture_output=True, text=True,
                           timeout=300, **kw)

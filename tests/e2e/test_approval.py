@@ -13,7 +13,7 @@ import mlflow
 import pytest
 
 from tests.conftest import config_yaml
-from tests.e2e.conftest import BIN, background, cli_env, mlops, paused_run
+from tests.e2e.conftest import BIN, background, cli_env, local_client, mlops, paused_run
 from tests.fakes.gitlab_api import FakeGitLab
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def setup_env(tmp_path, api: str, name: str, extra: str = DEPLOY, **env) -> dict
 def champion(tmp_path, name: str) -> str | None:
     """The champion's version; None when there is none. A read that fails otherwise (SQLite busy
     while the run writes, on a loaded machine) is asked again rather than taken for "none"."""
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+    client = local_client(tmp_path / "state")
     for attempt in range(20):
         try:
             return str(client.get_model_version_by_alias(name, "champion").version)

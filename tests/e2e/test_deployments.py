@@ -20,7 +20,16 @@ import pytest
 
 from tasks.training.synthetic import generate_claims
 from tests.conftest import config_yaml
-from tests.e2e.conftest import BIN, REPO, background, cli_env, descendants, mlops, paused_run
+from tests.e2e.conftest import (
+    BIN,
+    REPO,
+    background,
+    cli_env,
+    descendants,
+    local_client,
+    mlops,
+    paused_run,
+)
 from tests.fakes.gitlab_api import FakeGitLab
 
 pytestmark = pytest.mark.slow
@@ -90,7 +99,7 @@ def worker(stack, pool: str, name: str, **env):
 
 
 def versions(state: Path, model: str) -> list[str]:
-    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    client = local_client(state)
     return sorted(str(v.version) for v in client.search_model_versions(f"name='{model}'"))
 
 
@@ -223,7 +232,7 @@ def test_drift_event_starts_a_retrain_through_the_deployment_trigger(stack):
     fraud = [d for d in api_post(api, "/deployments/filter", {
         "flows": {"name": {"any_": ["training-pipeline"]}}}) if d["name"] == "fraud"][0]
     state = Path(env["MLOPS_HOME"])
-    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow.db'}")
+    client = local_client(state)
     try:
         client.get_model_version_by_alias("fraud", "champion")
     except mlflow.exceptions.MlflowException:  # this test alone: promote what CI registered
@@ -306,9 +315,17 @@ def test_worker_killed_mid_run_crashes_and_rerun_registers_once(stack, tmp_path)
         assert "trial 2/" in log.read_text(), log.read_text()[-2000:]
         flow_processes = descendants(doomed.pid)
         assert flow_processes
-        os.kill(doomed.pid, signal.SIGKILL)  # the worker is gone at once ...
-        for pid in flow_processes:  # ... and the runner terminates what it left running
+        # the runner is lost: its job's processes are stopped (SIGTERM, as stopping a container
+        # does) and the worker dies outright. The flow processes go first: Prefect 3.8's engine
+        # hands its final state to a live worker over the control session, and a run whose
+        # worker died before it stays Running with no process left (a zombie run)
+        for pid in flow_processes:
             os.kill(pid, signal.SIGTERM)
+        gone = time.monotonic() + 60
+        while any(os.path.exists(f"/proc/{pid}") for pid in flow_processes) and \
+                time.monotonic() < gone:
+            time.sleep(0.2)
+        os.kill(doomed.pid, signal.SIGKILL)
         deadline = time.monotonic() + 180  # a loaded machine takes its time to report it
         while time.monotonic() < deadline:
             state = api_get(api, f"/flow_runs/{run_id}")["state"]["type"]
@@ -357,6 +374,6 @@ def test_an_approval_nobody_answers_in_time_is_recorded_by_the_expiry_trigger(st
     assert recorded is not None, (stack["root"] / "cpu-expiry.log").read_text()[-3000:]
     assert "awaiting-approval" not in failed["tags"]
     assert versions(tmp_path / "state", "fraud") == ["1"]
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+    client = local_client(tmp_path / "state")
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias("fraud", "champion")
