@@ -11,7 +11,6 @@ from pathlib import Path
 from tasks.core.config import ModelConfig
 from tasks.core.redact import redact
 from tasks.core.settings import Settings
-from tasks.release.approval import AWAITING
 
 CHALLENGER = "challenger"
 FLOWS = {"training": "training-pipeline", "scoring": "batch-scoring", "monitoring": "monitoring"}
@@ -108,25 +107,21 @@ def from_prefect(found: Settings, statuses: dict[str, ModelStatus]) -> None:
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateType,
-        FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
+    from deployments.approval import pending
+
     ui = found.prefect_ui_url or ""
     for status in statuses.values():
         status.pending = []
+    for waiting in pending(found):  # the deploy runs `mlops approve` would find
+        if waiting.model in statuses:
+            statuses[waiting.model].pending.append(Pending(
+                waiting.version, waiting.flow_run_id,
+                f"{ui}/runs/flow-run/{waiting.flow_run_id}"))
     with get_client(sync_client=True) as client:
-        paused = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["deploy"])),
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
-                tags=FlowRunFilterTags(all_=[AWAITING])))
-        for run in paused:
-            model = str(run.parameters.get("model"))
-            if model in statuses:
-                statuses[model].pending.append(Pending(
-                    str(run.parameters.get("version")), str(run.id), f"{ui}/runs/flow-run/{run.id}"))
         for kind, flow in FLOWS.items():
             runs = client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])),
