@@ -108,6 +108,8 @@ class ProductionSpec(_Strict):
         default="declared", description="gitlab: approvers prove who they are with their own "
                                         "GitLab token; declared: a typed name (laptops, demos)")
     approvers: list[str] | None = None
+    min_approvals: int = Field(default=1, ge=1, le=5, description="distinct approvers a "
+                               "promotion needs (the policy's minimum applies when higher)")
     approval_timeout_h: float = Field(default=72, gt=0)
     freeze: list[FreezeWindow] = Field(default_factory=list)
 
@@ -244,10 +246,15 @@ def resolve_config_path(model_or_path: str, config_dir: Path) -> Path:
     return named
 
 
+def is_config_path(model: str) -> bool:
+    """A YAML path given instead of a model name (it may train and stage, never promote)."""
+    return Path(model).suffix in {".yaml", ".yml"} or "/" in model
+
+
 def load_named_config(model: str, config_dir: Path) -> ModelConfig:
     """A model's config by name only: release decisions follow the policy in configs/models,
     never a YAML file passed on the command line."""
-    if Path(model).suffix in {".yaml", ".yml"} or "/" in model:
+    if is_config_path(model):
         raise ConfigError(f"name the model ({Path(model).stem!r}), not a YAML path: production "
                           f"decisions follow {config_dir}/<model>.yaml only")
     return load_config(model, config_dir)

@@ -19,8 +19,9 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.core.config import RegistrySpec, _format_pydantic, read_mapping
+from tasks.core.config import ModelConfig, RegistrySpec, _format_pydantic, read_mapping
 from tasks.core.errors import ConfigError
+from tasks.core.governance import Governance
 
 Environment = Literal["staging", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = ("staging", "production")
@@ -40,11 +41,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ApprovalRule(_Strict):
+    """Who must approve a change of this environment: the organisation's floor. A model YAML
+    may tighten it (more approvals, fewer approvers, a verified identity), never loosen it."""
+
+    required: bool = Field(default=True, description="a person must approve every change")
+    identity: Literal["gitlab", "declared"] = Field(
+        default="declared", description="gitlab: approvers prove who they are with their own "
+                                        "GitLab token; declared: a typed name (laptops, demos)")
+    approvers: list[str] | None = Field(
+        default=None, description="GitLab usernames who may approve (none listed: anyone the "
+                                  "other rules allow)")
+    min_approvals: int = Field(default=1, ge=1, le=5,
+                               description="distinct approvers a change needs")
+    four_eyes: bool = Field(default=True, description="who built a version or wrote its commit "
+                                                      "may not approve it")
+    signed_records: bool = Field(default=True, description="no change without MLOPS_AUDIT_KEY: "
+                                                           "every record is signed")
+    protected_ref: bool = Field(default=True, description="in GitLab CI, changes only from "
+                                                          "protected refs")
+
+
 class EnvironmentRule(_Strict):
     classifications: list[str] = Field(
         min_length=1, description="classification values a version may carry to run here")
     checks: list[str] = Field(default_factory=list,
                               description="checks that must have passed before deployment here")
+    approval: ApprovalRule = Field(default_factory=ApprovalRule)
 
     @model_validator(mode="after")
     def _check_names(self) -> EnvironmentRule:
@@ -172,9 +195,11 @@ def environment_problems(policy: Policy, environment: str, tags: Mapping[str, st
 
 def version_checks(tags: Mapping[str, str], events: list[Mapping[str, str]] = (),
                    version: str | None = None) -> dict[str, str]:
-    """Each check's result on a version: its `check.*` tags, then the newest `check-recorded`
-    audit records for it (a later record overrides an earlier one)."""
-    checks = {k.removeprefix(CHECK_TAG): v for k, v in tags.items() if k.startswith(CHECK_TAG)}
+    """Each check's result on a version: the computed ones from its `check.*` tags (pass the
+    sealed facts for a decision), external ones only from `check-recorded` audit records (a
+    later record overrides an earlier one): a `check.*` tag written by hand counts for nothing."""
+    checks = {k.removeprefix(CHECK_TAG): v for k, v in tags.items()
+              if k.startswith(CHECK_TAG) and k.removeprefix(CHECK_TAG) in COMPUTED_CHECKS}
     for record in events:
         if record.get("action") == "check-recorded" and record.get("to_version") == version:
             checks[record.get("check", "")] = record.get("result", "")
@@ -204,3 +229,24 @@ def deployment_refusal(loaded: LoadedPolicy, environment: str, version: str,
         return None
     more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{loaded.label} refuses v{version} in {environment}: {problems[0]}{more}"
+
+
+def governance(loaded: LoadedPolicy, cfg: ModelConfig) -> Governance:
+    """The stricter of the policy and the model's YAML on every point: a YAML can ask for a
+    verified identity, fewer approvers or more approvals, never switch approval off."""
+    floor, spec = loaded.policy.rule("production").approval, cfg.deploy.production
+    approvers = floor.approvers
+    if spec.approvers is not None:
+        approvers = ([a for a in spec.approvers if a in floor.approvers]
+                     if floor.approvers is not None else list(spec.approvers))
+        if not approvers:
+            raise ConfigError(f"{cfg.name}: deploy.production.approvers lists nobody "
+                              f"{loaded.label} allows (its approvers: "
+                              f"{', '.join(floor.approvers or [])})")
+    return Governance(
+        model=cfg.name, required=floor.required or spec.approval == "required",
+        identity="gitlab" if "gitlab" in (floor.identity, spec.identity) else "declared",
+        approvers=approvers,
+        min_approvals=max(floor.min_approvals, spec.min_approvals), four_eyes=floor.four_eyes,
+        signed_records=floor.signed_records, protected_ref=floor.protected_ref,
+        policy_sha256=loaded.sha256, config_sha256=cfg.config_hash())
