@@ -31,6 +31,7 @@ from tasks.core.policy_config import (
     require_compliant_config,
     version_checks,
 )
+from tasks.core.sealed import REGISTERED, facts_fields
 from tasks.core.settings import Settings
 from tasks.core.steps import NETWORK_RETRIES, artifact_key, step
 from tasks.release.audit import AuditTrail, event
@@ -118,6 +119,7 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
         all_tags.update({"decision_threshold": f"{trained.feature_spec.threshold:.6g}",
                          "threshold_rule": trained.feature_spec.threshold_rule or ""})
     existing = registry.find_version(cfg.name, tags["run_key"])
+    trail = AuditTrail(registry, cfg.name, key=Settings.from_env().resolve_audit_key())
     if existing is None:
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
             model_dir = build_model_dir(trained, example, Path(tmp) / "model", card, profile)
@@ -126,6 +128,9 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
             ref = registry.register(cfg.name, run_id, model_dir, all_tags,
                                     description=card.split("\n## Hyperparameters")[0])
         anchor_manifest(registry, ref)
+        trail.write(event(REGISTERED, "registry", None, ref.version, "pipeline",
+                          flow_run_id=tags.get("prefect_flow_run_id", ""),
+                          **facts_fields(ref.tags or all_tags, compliance_tags(loaded, cfg))))
         if ref.run_id:
             registry.log_text(ref.run_id, registration_report(
                 loaded, cfg.name, ref.version, ref.tags or all_tags, decision, validation, card),
@@ -134,11 +139,17 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
         ref = existing
     if registry.alias_version(cfg.name, CHALLENGER) != ref.version:
         registry.move_alias(cfg.name, CHALLENGER, ref.version)
-        AuditTrail(registry, cfg.name, key=Settings.from_env().resolve_audit_key()).write(
+        trail.write(
             event("challenger", "registry", None, ref.version, "pipeline", alias=CHALLENGER,
                   flow_run_id=tags.get("prefect_flow_run_id", ""),
                   digest=all_tags["artifact_sha256"]))
     return _registration(ref, sha, reused=existing is not None)
+
+
+def compliance_tags(loaded: LoadedPolicy, cfg: ModelConfig) -> list[str]:
+    """The tags a decision rules on: the policy's, the model's required ones, the ruled ones."""
+    return [*loaded.policy.required_tags, *cfg.registry.required_tags,
+            *loaded.policy.allowed_values]
 
 
 def registration_report(loaded: LoadedPolicy, model: str, version: str, tags: dict[str, str],

@@ -81,6 +81,8 @@ def log_results(registry: Registry, run_id: str, cfg: ModelConfig, trained: Trai
     if champion.report is not None:
         metrics.update(shap_metrics(champion.report.attributions, prefix="champion_shap"))
     params: dict[str, object] = {f"best.{k}": v for k, v in trained.params.items()}
+    # which champion the gate judged against: an approver later sees when that is not today's
+    params["gate_champion_version"] = decision.champion_version or "none"
     spec = trained.feature_spec
     if spec.threshold is not None:
         params.update({"decision_threshold": spec.threshold, "threshold_rule": spec.threshold_rule})
