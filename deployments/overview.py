@@ -52,6 +52,7 @@ class NextRun:
 class ModelStatus:
     model: str
     aliases: list[AliasVersion] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)  # aliases not where the signed trail says
     pending: list[Pending] | None = None   # None: unknown without a Prefect server
     last: list[LastRun] = field(default_factory=list)
     next_runs: list[NextRun] = field(default_factory=list)
@@ -72,8 +73,17 @@ def _mlflow_link(found: Settings, run) -> str:
 def from_registry(found: Settings, registry, cfg: ModelConfig) -> ModelStatus:
     """Champion, staging and challenger versions with the gate metric; the last training and
     monitoring runs in MLflow."""
+    from tasks.core.errors import TrailMismatch
+    from tasks.release.audit import AuditTrail
+    from tasks.release.guard import alias_as_recorded
+
     status = ModelStatus(cfg.name)
+    events = AuditTrail(registry, cfg.name, key=found.resolve_audit_key()).events()
     for alias in (cfg.deploy.production.alias, cfg.deploy.staging.alias, CHALLENGER):
+        try:
+            alias_as_recorded(registry, cfg.name, alias, events)
+        except TrailMismatch as exc:
+            status.moved.append(str(exc))
         version = registry.alias_version(cfg.name, alias)
         tags = registry.require_version(cfg.name, version).tags if version else {}
         status.aliases.append(AliasVersion(alias, version, tags.get("gate_metric", ""),

@@ -7,11 +7,12 @@ from prefect import flow
 from tasks.adapters.registries import connect
 from tasks.adapters.slack import notify_flow_failure
 from tasks.contracts.release import DeployResult
-from tasks.core.config import load_config
+from tasks.core.config import is_config_path, load_config
 from tasks.core.parameters import ModelName
 from tasks.core.settings import Settings
 from tasks.release.approval import obtain_approval
 from tasks.release.production import production
+from tasks.release.proposal import judge_proposal
 from tasks.release.staging import staging
 from tasks.reports.release import publish_deploy_summary
 
@@ -33,14 +34,26 @@ def deploy_model(model: ModelName, version: str, comment: str = "", wait: bool =
     cfg = load_config(model, settings.config_dir)
     registry = connect(settings)
     alias = cfg.deploy.production.alias
-    if registry.alias_version(cfg.name, alias) == version:
+    proposal = judge_proposal(registry=registry, cfg=cfg, version=version,
+                              key=settings.resolve_audit_key())
+    if proposal.refusal:  # the champion itself, or going back: never offered as a promotion
+        done = proposal.champion == version
         result = DeployResult(model=cfg.name, version=version, staging="skipped",
-                              production="already champion", champion=version,
-                              message=f"{cfg.name}@{alias} is v{version} already: nothing moved")
+                              production="already champion" if done else "not offered",
+                              champion=proposal.champion, message=proposal.refusal)
         publish_deploy_summary(result)
         return result
     report = staging(registry=registry, cfg=cfg, version=version, actor="pipeline",
                      env=settings.child_env)
+    if is_config_path(model):
+        result = DeployResult(
+            model=cfg.name, version=version, staging="passed", production="not offered",
+            champion=proposal.champion,
+            message=f"{cfg.name} v{version} staged; trained from a YAML path, which never "
+                    f"promotes: promote it with `mlops promote {cfg.name} --version {version}` "
+                    f"(judged by configs/models/{cfg.name}.yaml and the policy)")
+        publish_deploy_summary(result)
+        return result
     approval = obtain_approval(registry=registry, cfg=cfg, version=version, staging=report,
                                comment=comment, wait=wait)
     if approval is None:

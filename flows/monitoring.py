@@ -17,6 +17,7 @@ from tasks.contracts.batch import DriftReport
 from tasks.core.config import load_config
 from tasks.core.parameters import ModelName
 from tasks.core.settings import Settings
+from tasks.release.proposal import recorded_champion
 from tasks.reports.batch import monitoring_row
 from tasks.reports.gitlab import write_wiki_row
 
@@ -39,7 +40,9 @@ def monitoring(model: ModelName, input: str, day: date | None = None) -> DriftRe
     location = fill_date(input, (day or started.date()).isoformat())
     registry = connect(settings)
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
-        champion = champion_model(registry=registry, cfg=cfg, into=tmp)
+        recorded = recorded_champion(registry=registry, cfg=cfg,
+                                     key=settings.resolve_audit_key())
+        champion = champion_model(registry=registry, cfg=cfg, into=tmp, version=recorded)
         observed = observe_batch(champion=champion, location=location, cfg=cfg)
     report = compare_to_reference(champion=champion, observed=observed, cfg=cfg,
                                   location=location)

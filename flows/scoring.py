@@ -16,6 +16,7 @@ from tasks.contracts.batch import ScoringSummary
 from tasks.core.config import load_config
 from tasks.core.parameters import ModelName
 from tasks.core.settings import Settings
+from tasks.release.proposal import recorded_champion
 from tasks.reports.batch import scoring_row
 from tasks.reports.gitlab import write_wiki_row
 
@@ -41,7 +42,9 @@ def batch_scoring(model: ModelName, input: str, output: str, day: date | None = 
     stamp = (day or datetime.now(UTC).date()).isoformat()
     registry = connect(settings)
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
-        champion = champion_model(registry=registry, cfg=cfg, into=tmp)
+        recorded = recorded_champion(registry=registry, cfg=cfg,
+                                     key=settings.resolve_audit_key())
+        champion = champion_model(registry=registry, cfg=cfg, into=tmp, version=recorded)
         summary = score(champion=champion, input_location=fill_date(input, stamp),
                         output_location=fill_date(output, stamp), keep=keep, explain=explain)
     publish_summary(summary)

@@ -27,9 +27,11 @@ def identity_for(cfg, typed: str | None):
     from tasks.adapters.gitlab_identity import whoami
     from tasks.contracts.release import Identity
     from tasks.core.errors import ApprovalError, ConfigError
+    from tasks.core.policy_config import governance, load_policy
 
     found = settings()
-    if cfg.deploy.production.identity == "gitlab" or found.approver_token:
+    rule = governance(load_policy(found.policy_path), cfg)
+    if rule.identity == "gitlab" or found.approver_token:
         if not found.approver_token:
             raise ApprovalError(f"{cfg.name} needs a verified approver: set MLOPS_APPROVER_TOKEN "
                                 "to your own GitLab token (api scope)")
@@ -61,14 +63,21 @@ def approve(
     from deployments.approval import answer, find
     from tasks.adapters.registries import open_registry
     from tasks.core.errors import ApprovalError
+    from tasks.core.policy_config import governance, load_policy
+    from tasks.release.audit import AuditTrail
+    from tasks.release.guard import sealed_facts
     from tasks.release.policy import refusal
 
     found = settings()
     run = find(found, target)
     _, cfg = _named(run.model)
     who = identity_for(cfg, as_)
-    tags = open_registry(found).require_version(cfg.name, run.version).tags
-    reason = refusal(cfg, who, tags)
+    registry = open_registry(found)
+    tags = registry.require_version(cfg.name, run.version).tags
+    events = AuditTrail(registry, cfg.name, key=found.resolve_audit_key()).events()
+    facts, unusable = sealed_facts(cfg.name, run.version, tags, events)
+    rule = governance(load_policy(found.policy_path), cfg)
+    reason = (unusable or refusal(rule, who, facts)) if not reject_ else refusal(rule, who, None)
     if reason:
         raise ApprovalError(f"{reason} (the run keeps waiting)")
     typer.echo(answer(found, run, cfg, who, not reject_, comment, tags.get("git_commit", "")))
@@ -105,17 +114,18 @@ def rollback(
     comment: Annotated[str, typer.Option(help="Why (audit trail).")] = "",
     to: Annotated[str | None, typer.Option("--to", hidden=True)] = None,
 ) -> None:
-    """Move the champion back to a version that was champion before, with post-deploy checks,
-    outside freeze windows. Exit codes: 0 rolled back, 1 refused or nothing to roll back to,
-    2 bad input or a person who may not decide."""
+    """Move the champion back to a version that was champion before (read from the signed
+    trail), with post-deploy checks, outside freeze windows; production is never left without
+    a champion. Exit codes: 0 rolled back, 1 refused or nothing to roll back to (the first
+    champion included), 2 bad input, a person who may not decide, or an alias moved outside
+    the pipeline."""
     from tasks.adapters.registries import open_registry
     from tasks.release.production import rollback as rollback_champion
 
     found, cfg = _named(model)
     who = identity_for(cfg, as_)
     current, target = rollback_champion(open_registry(found), cfg, who, version or to, comment)
-    after = f"v{target}" if target else "none (the first champion was rolled back)"
-    typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> {after}")
+    typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> v{target}")
 
 
 def _trail(model: str):
@@ -148,8 +158,16 @@ def history(
         (r.get("seq", "?"), r.get("at", "")[:19].replace("T", " "), r.get("action", ""),
          f"{r.get('from_version') or '-'} -> {r.get('to_version') or '-'}",
          r.get("identity") or r.get("actor", ""),
-         (r.get("comment") or r.get("reason") or "")[:50]
-         + ("  [DELETED]" if r.get("deleted") else "")) for r in records])
+         _why(r) + ("  [DELETED]" if r.get("deleted") else "")) for r in records])
+
+
+def _why(record: dict[str, str]) -> str:
+    """The comment or reason; an intent also names the policy and config it was judged by."""
+    text = (record.get("comment") or record.get("reason") or "")[:50]
+    if record.get("policy_sha256"):
+        text += (f" [policy {record['policy_sha256'][:12]}, config "
+                 f"{record.get('config_sha256', '?')[:12]}]")
+    return text.strip()
 
 
 audit_app = typer_app("The audit trail's integrity.")
@@ -175,3 +193,22 @@ def audit_verify(
     signed = "signed" if trail.key else "hash-chained (no MLOPS_AUDIT_KEY: not signed)"
     typer.echo(f"{cfg.name}: {count} record(s) intact, {signed}; "
                + ", ".join(f"@{a} v{v or '-'}" for a, v in aliases.items()) + " as recorded")
+
+
+@audit_app.command("realign")
+def audit_realign(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    as_: AsOption = None,
+    comment: Annotated[str, typer.Option(help="Why (audit trail).")] = "",
+) -> None:
+    """Put the champion and staging aliases back where the signed trail says, after someone
+    moved them outside the pipeline (scoring, monitoring and promotions refuse until then).
+    Needs MLOPS_AUDIT_KEY and a person allowed to decide. Exit codes: 0 done or nothing to do,
+    1 the trail is not intact, 2 bad input or a person who may not decide."""
+    from tasks.adapters.registries import open_registry
+    from tasks.release.production import realign
+
+    found, cfg = _named(model)
+    who = identity_for(cfg, as_)
+    moved = realign(open_registry(found), cfg, who, comment)
+    typer.echo("\n".join(moved) if moved else f"{cfg.name}: aliases are where the trail says")

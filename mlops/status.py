@@ -46,7 +46,8 @@ def status(
     scheduled runs. The registry parts work without a Prefect server; the Prefect parts
     (pending approvals, scoring runs, next runs from the server) say when there is none, and
     next runs then come from prefect.yaml. Exit codes: 0 shown, 1 the registry or the Prefect
-    server failed, 2 an unknown model or a bad setting."""
+    server failed, 2 an unknown model, a bad setting, or an alias moved outside the pipeline
+    (shown, then refused)."""
     from deployments.overview import NO_SERVER, from_prefect, from_registry, next_runs
     from tasks.adapters.registries import open_registry
     from tasks.core.config import list_configs, load_named_config
@@ -70,6 +71,7 @@ def status(
             "prefect": found.prefect_ui_url, "mlflow": mlflow_ui,
             "tracking_uri": redact(found.tracking_uri) if found.tracking_uri.startswith("http")
             else "local store", "models": [asdict(s) for s in statuses.values()]}, indent=2))
+        _refuse_moved(statuses.values())
         return
     where = found.prefect_ui_url or NO_SERVER
     typer.echo(f"Prefect: {where}   MLflow UI: {mlflow_ui or 'none (mlops server start)'}")
@@ -77,6 +79,8 @@ def status(
         typer.echo(f"\n== {s.model}: " + ", ".join(
             f"@{a.alias} " + (f"v{a.version}" + (f" ({a.metric} {a.value})" if a.metric else "")
                               if a.version else "-") for a in s.aliases))
+        for moved in s.moved:
+            typer.echo(f"   !! {moved}", err=True)
         if s.pending is None:
             typer.echo(f"   pending approvals: unknown, {NO_SERVER}")
         elif s.pending:
@@ -94,3 +98,13 @@ def status(
         if s.next_runs:
             typer.echo("   next: " + "; ".join(f"{r.deployment} at {r.when} ({r.source})"
                                                 for r in s.next_runs[:3]))
+    _refuse_moved(statuses.values())
+
+
+def _refuse_moved(statuses) -> None:
+    """Shown, then refused: an alias moved outside the pipeline is exit 2 (TrailMismatch)."""
+    from tasks.core.errors import TrailMismatch
+
+    moved = [m for s in statuses for m in s.moved]
+    if moved:
+        raise TrailMismatch(moved[0] + (f" (+{len(moved) - 1} more)" if len(moved) > 1 else ""))

@@ -73,6 +73,12 @@ def alias_from(records: list[dict[str, str]], alias: str) -> str | None:
     return None
 
 
+def former_champions(records: list[dict[str, str]], alias: str) -> set[str]:
+    """Every version a chain (in order) says the alias pointed at after a completed move."""
+    return {r["to_version"] for r in records if r.get("action") in ("promoted", "rolled-back")
+            and r.get("alias", alias) == alias and r.get("to_version")}
+
+
 @contextlib.contextmanager
 def model_lock(registry: Any, model: str, timeout_s: float = 180, ttl_s: float = 90
                ) -> Iterator[None]:

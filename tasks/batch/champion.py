@@ -33,13 +33,15 @@ class Champion:
     sha256: str
 
 
-def load_champion(registry: Registry, cfg: ModelConfig, into: Path) -> Champion:
-    """Download the version behind the production alias (the registry checks its files before
-    anything reads them), then load the booster for CPU scoring."""
+def load_champion(registry: Registry, cfg: ModelConfig, into: Path,
+                  version: str | None = None) -> Champion:
+    """Download the champion (`version`: the one the signed trail names, already compared with
+    the alias; default: the alias's) — the registry checks its files before anything reads
+    them — then load the booster for CPU scoring."""
     import xgboost as xgb
 
     alias = cfg.deploy.production.alias
-    version = registry.alias_version(cfg.name, alias)
+    version = version or registry.alias_version(cfg.name, alias)
     if version is None:
         raise ScoringError(f"{cfg.name} has no @{alias} version yet: promote one first "
                            f"(mlops run {cfg.name}, or mlops promote)")
@@ -56,9 +58,10 @@ def load_champion(registry: Registry, cfg: ModelConfig, into: Path) -> Champion:
 
 
 @step("load-champion", **NETWORK_RETRIES)
-def champion_model(registry: Registry, cfg: ModelConfig, into: str) -> Champion:
+def champion_model(registry: Registry, cfg: ModelConfig, into: str, version: str | None
+                   ) -> Champion:
     """Registry downloads retry on network errors; a missing or tampered champion does not."""
-    return load_champion(registry, cfg, Path(into))
+    return load_champion(registry, cfg, Path(into), version)
 
 
 @dataclass

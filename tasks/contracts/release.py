@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class SmokeReport(BaseModel):
@@ -44,6 +44,15 @@ class DeployResult(BaseModel):
     production: str
     champion: str | None
     message: str
+
+
+class Proposal(BaseModel):
+    """A version proposed for production, judged against production now (the trail's
+    champion): `refusal` says why it is not offered (the champion itself, or going back)."""
+
+    model_config = ConfigDict(frozen=True)
+    champion: str | None
+    refusal: str | None = None
 
 
 class PipelineResult(BaseModel):

@@ -66,6 +66,13 @@ class PolicyRefused(MlopsError):
     exit_code = 2
 
 
+class TrailMismatch(MlopsError):
+    """A live alias is not where the signed audit trail says it is (moved outside the
+    pipeline): nothing reads or moves production until it is put back."""
+
+    exit_code = 2
+
+
 class ApprovalError(MlopsError):
     """An approval that cannot be accepted (unlisted approver, unknown version)."""
 

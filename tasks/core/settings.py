@@ -33,13 +33,13 @@ CI_VARIABLES = (
     "CI_PIPELINE_ID", "CI_PIPELINE_URL", "CI_PIPELINE_SOURCE", "CI_JOB_ID", "CI_JOB_URL",
     "CI_MERGE_REQUEST_IID", "CI_COMMIT_SHA", "CI_COMMIT_REF_NAME", "CI_COMMIT_MESSAGE",
     "CI_COMMIT_TITLE", "CI_COMMIT_AUTHOR", "CI_DEFAULT_BRANCH", "GITLAB_USER_LOGIN",
-    "TRAINING_DATA_DATE",
+    "TRAINING_DATA_DATE", "GITLAB_CI", "CI_COMMIT_REF_PROTECTED",
 )
 # the pipeline's identity travels to flow runs (wherever a worker runs them) as job variables,
 # so the MR report and GitLab deployments land on this MR and commit; never a token
 CI_FORWARDED = ("CI_SERVER_URL", "CI_PROJECT_ID", "CI_PROJECT_URL", "CI_MERGE_REQUEST_IID",
                 "CI_PIPELINE_ID", "CI_PIPELINE_URL", "CI_JOB_ID", "CI_JOB_URL", "CI_COMMIT_SHA",
-                "CI_COMMIT_REF_NAME")
+                "CI_COMMIT_REF_NAME", "CI_COMMIT_REF_PROTECTED")
 SNOWFLAKE_VARIABLES = {
     "account": "SNOWFLAKE_ACCOUNT", "user": "SNOWFLAKE_USER", "password": "SNOWFLAKE_PASSWORD",
     "warehouse": "SNOWFLAKE_WAREHOUSE", "database": "SNOWFLAKE_DATABASE",
@@ -215,10 +215,35 @@ class Settings:
         )
 
     def resolve_audit_key(self) -> bytes | None:
-        """The key that signs audit records (MLOPS_AUDIT_KEY or its Prefect Secret block)."""
+        """The key that signs audit records: MLOPS_AUDIT_KEY or its Prefect Secret block; for a
+        store on this machine only (a laptop), a key of its own under MLOPS_HOME."""
         if self.audit_key:
             return self.audit_key.encode()
-        return str(_secret_block(self.audit_key_block)).encode() if self.audit_key_block else None
+        if self.audit_key_block:
+            return str(_secret_block(self.audit_key_block)).encode()
+        return self.laptop_key() if self.store_is_local else None
+
+    @property
+    def store_is_local(self) -> bool:
+        """The tracking store is on this machine: a file, or a server on loopback."""
+        from urllib.parse import urlparse
+
+        uri = self.tracking_uri
+        return not uri.startswith(("http://", "https://")) or \
+            urlparse(uri).hostname in ("127.0.0.1", "localhost", "::1")
+
+    def laptop_key(self) -> bytes:
+        """This machine's audit key (made once, readable by its owner only): a store and key on
+        one laptop prove what that laptop did, nothing more; shared stores need MLOPS_AUDIT_KEY."""
+        import secrets
+
+        path = self.home / "audit.key"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
 
     @property
     def artifact_root(self) -> Path:

@@ -20,10 +20,11 @@ from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity, SmokeReport
 from tasks.core.config import ModelConfig
 from tasks.core.errors import ApprovalError, DeployError
-from tasks.core.policy_config import deployment_refusal, load_policy
+from tasks.core.policy_config import Governance, deployment_refusal, governance, load_policy
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
+from tasks.release.guard import alias_as_recorded, approvals_short, sealed_facts
 from tasks.release.policy import refusal
 from tasks.reports.approval import approval_markdown
 
@@ -64,19 +65,22 @@ class ApprovalForm(RunInput):
 def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
                     ui_url: str | None = None, events: list[dict[str, str]] | None = None
                     ) -> str:
-    """What an approver reads: the verdict first, then metrics vs champion, data, links; and
-    whether the compliance policy would let the version into production now."""
+    """What an approver reads: the verdict first, then metrics vs the champion now (from the
+    trail), data, links; and whether the compliance policy would let the version in now."""
+    events = events or []
+    loaded = load_policy(Settings.from_env().policy_path)
+    rule = governance(loaded, cfg)
     ref = registry.require_version(cfg.name, version)
-    ruled = deployment_refusal(load_policy(Settings.from_env().policy_path), "production",
-                               version, ref.tags, events or [])
+    facts, unusable = sealed_facts(cfg.name, version, ref.tags, events)
+    ruled = unusable or deployment_refusal(loaded, "production", version, facts or {}, events)
     training = ref.tags.get("prefect_flow_run_id")
     return approval_markdown(
         model=cfg.name, version=version,
-        champion=registry.alias_version(cfg.name, cfg.deploy.production.alias),
+        champion=alias_as_recorded(registry, cfg.name, cfg.deploy.production.alias, events),
         tags=ref.tags, metrics=registry.run_metrics(ref.run_id) if ref.run_id else {},
         params=registry.run_params(ref.run_id) if ref.run_id else {},
         run_url=registry.run_url(ref.run_id) if ref.run_id else None, smoke=staging,
-        approvers=cfg.deploy.production.approvers, identity=cfg.deploy.production.identity,
+        approvers=rule.approvers, identity=rule.identity,
         training_run_url=f"{ui_url}/runs/flow-run/{training}" if ui_url and training else None,
         floor=cfg.gate.threshold, max_regression=cfg.gate.max_regression, policy_refusal=ruled)
 
@@ -97,11 +101,11 @@ def _ask(report: str, attempt: int, suspend: bool, timeout_s: int) -> ApprovalFo
                                       for e in exc.errors())) from None
 
 
-def _identity(cfg: ModelConfig, settings: Settings, answer: ApprovalForm, sha: str,
-              run_id: str) -> Identity:
+def _identity(cfg: ModelConfig, rule: Governance, settings: Settings, answer: ApprovalForm,
+              sha: str, run_id: str) -> Identity:
     """Who answered: the name typed (declared), or for identity gitlab the GitLab user who
     signed this answer on the version's commit with their own token."""
-    if cfg.deploy.production.identity == "declared":
+    if rule.identity == "declared":
         return Identity(username=answer.approver)
     if settings.gitlab is None or not sha:
         raise ApprovalError("identity gitlab needs GitLab settings where the run executes "
@@ -144,22 +148,26 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     from prefect.runtime import deployment, flow_run
 
     spec = cfg.deploy.production
-    if spec.approval == "none":
+    settings = Settings.from_env()
+    rule = governance(load_policy(settings.policy_path), cfg)
+    if not rule.required:
         return Approval(approver=Identity(username="policy: approval none", via="policy"),
                         approved=True, comment=comment)
     if UP_FRONT.get() is not None:
         return UP_FRONT.get()
     if not wait:
         return None
-    log, run_id, settings = get_run_logger(), flow_run.get_id(), Settings.from_env()
+    log, run_id = get_run_logger(), flow_run.get_id()
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
-    report = approval_report(registry, cfg, version, staging, settings.prefect_ui_url,
-                             trail.events())
     attempt = 0
     while True:
         attempt += 1
+        events = trail.events()  # judged against production now, at every question
+        facts, _ = sealed_facts(cfg.name, version, tags, events)
+        report = approval_report(registry, cfg, version, staging, settings.prefect_ui_url,
+                                 events)
         _tag(add=[AWAITING, f"model:{cfg.name}", f"version:{version}"])
         if requested:  # said once per request, not on every replay after a resume
             log.info("waiting for approval of %s v%s: %s — or `mlops approve %s`", cfg.name,
@@ -171,7 +179,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         try:
             answer = _ask(report, attempt, suspend=deployment.get_id() is not None,
                           timeout_s=int(spec.approval_timeout_h * 3600))
-            who = _identity(cfg, settings, answer, tags.get("git_commit", ""), run_id)
+            who = _identity(cfg, rule, settings, answer, tags.get("git_commit", ""), run_id)
         except ApprovalError as exc:
             log.warning("answer not accepted, asking again: %s", exc)
             continue
@@ -182,23 +190,33 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
                               flow_run_id=run_id))
             raise DeployError(f"{cfg.name} v{version} not promoted: no approval within "
                               f"{spec.approval_timeout_h:g} h") from None
-        reason = refusal(cfg, who, tags)
+        reason = refusal(rule, who, facts or {}) if answer.decision == "approve" else \
+            refusal(rule, who, None)
         if reason:
             trail.write(event("approval-refused", "production", None, version, who.username,
                               answer.comment, run_id, reason, identity=who.label()))
             log.warning("%s; asking again", reason)
             continue
-        _tag(remove=[AWAITING])
         _emit("mlops.approval.answered", cfg.name, version,
               {"decision": answer.decision, "approver": who.label(), "comment": answer.comment})
         approval = Approval(approver=who, approved=answer.decision == "approve",
                             comment=answer.comment or comment)
         if not approval.approved:
+            _tag(remove=[AWAITING])
             trail.write(event("approval-rejected", "production", None, version, who.username,
                               answer.comment, run_id, identity=who.label(),
                               actor_id=str(who.user_id or "")))
             raise DeployError(f"{cfg.name} v{version} rejected by {who.label()}: "
                               f"{answer.comment}")
+        short = approvals_short(rule, events, version, who)
+        if short and rule.min_approvals > 1:
+            trail.write(event("approval-given", "production", None, version, who.username,
+                              answer.comment, run_id, identity=who.label(),
+                              actor_id=str(who.user_id or "")))
+            log.info("%s approved; %s", who.label(), short.replace(", each approves in the "
+                                                                  "deploy run", ""))
+            continue
+        _tag(remove=[AWAITING])
         return approval
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tasks.adapters import audit_store
+from tasks.adapters.audit_store import former_champions  # noqa: F401 (release's helpers)
 from tasks.adapters.mlflow_registry import Registry
 from tasks.core import chain
 from tasks.core.errors import RegistryError
@@ -156,11 +157,6 @@ def previous_champion(events: list[dict[str, str]], current: str, alias: str
                 and record.get("to_version") == current):
             return True, record.get("from_version") or None
     return False, None
-
-
-def former_champions(events: list[dict[str, str]], alias: str) -> set[str]:
-    return {r["to_version"] for r in events if r.get("action") in ("promoted", "rolled-back")
-            and r.get("alias", alias) == alias and r.get("to_version")}
 
 
 def staged_digest(events: list[dict[str, str]], version: str) -> str | None:

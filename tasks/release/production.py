@@ -12,12 +12,19 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+from tasks.adapters.audit_store import alias_from
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity
 from tasks.core.config import FreezeWindow, ModelConfig, ProductionSpec
 from tasks.core.errors import ApprovalError, DeployError, PolicyRefused
-from tasks.core.policy_config import deployment_refusal, load_policy
+from tasks.core.policy_config import (
+    Governance,
+    LoadedPolicy,
+    deployment_refusal,
+    governance,
+    load_policy,
+)
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import (
@@ -28,6 +35,13 @@ from tasks.release.audit import (
     previous_champion,
     staged_digest,
     unfinished,
+)
+from tasks.release.guard import (
+    alias_as_recorded,
+    approvals_short,
+    not_a_promotion,
+    require_production_change,
+    sealed_facts,
 )
 from tasks.release.policy import refusal
 from tasks.release.serving import check_predictions
@@ -60,21 +74,35 @@ def post_deploy_checks(registry: Registry, cfg: ModelConfig, version: str) -> No
             raise DeployError(f"{cfg.name} v{version} post-deploy check: {problems[0]}")
 
 
-def open_trail(registry: Registry, cfg: ModelConfig) -> AuditTrail:
-    return AuditTrail(registry, cfg.name, open_gitlab_quietly(),
-                      Settings.from_env().resolve_audit_key())
+def open_trail(registry: Registry, cfg: ModelConfig, key: bytes | None = None) -> AuditTrail:
+    key = key if key is not None else Settings.from_env().resolve_audit_key()
+    return AuditTrail(registry, cfg.name, open_gitlab_quietly(), key)
+
+
+def _ruled(cfg: ModelConfig) -> tuple[LoadedPolicy, Governance, bytes | None]:
+    """The policy, the rule this model's production change is judged by, the signing key; and
+    no change at all without the key or, in CI, off a protected ref."""
+    settings = Settings.from_env()
+    loaded = load_policy(settings.policy_path)
+    rule = governance(loaded, cfg)
+    key = settings.resolve_audit_key()
+    require_production_change(rule, key, settings.ci)
+    return loaded, rule, key
 
 
 def move_checked(registry: Registry, cfg: ModelConfig, trail: AuditTrail, kind: str,
                  current: str | None, target: str | None, who: Identity, comment: str,
-                 flow_run_id: str | None, checks: Checks | None) -> None:
+                 flow_run_id: str | None, checks: Checks | None, rule: Governance | None = None
+                 ) -> None:
     """intent → alias → checks → completion; a failed check moves the alias back. The caller
-    holds the lock."""
+    holds the lock. The intent names the policy and model config it was judged by (hashes)."""
     alias, done = cfg.deploy.production.alias, {"promotion": "promoted",
                                                  "rollback": "rolled-back"}[kind]
+    judged = {"policy_sha256": rule.policy_sha256, "config_sha256": rule.config_sha256} \
+        if rule is not None else {}
     trail.write(event(f"{kind}-intent", "production", current, target, who.username, comment,
                       flow_run_id, alias=alias, identity=who.label(),
-                      actor_id=str(who.user_id or "")))
+                      actor_id=str(who.user_id or ""), **judged))
     registry.move_alias(cfg.name, alias, target)
     try:
         if target is not None:
@@ -126,39 +154,46 @@ def finish_interrupted(registry: Registry, cfg: ModelConfig, trail: AuditTrail,
 def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identity,
             comment: str = "", flow_run_id: str | None = None, today: date | None = None,
             checks: Checks | None = None) -> str | None:
-    """Move the champion alias to `version` if policy allows; returns the previous champion."""
+    """Move the champion alias to `version` if the policy allows; returns the previous champion
+    (from the trail). Everything judged here comes from signed records: the champion, the
+    version's sealed facts, its staging, the approvals already given."""
     spec = cfg.deploy.production
+    loaded, rule, key = _ruled(cfg)
     ref = registry.require_version(cfg.name, version)
-    policy = load_policy(Settings.from_env().policy_path)
-    trail = open_trail(registry, cfg)
+    trail = open_trail(registry, cfg, key)
     with trail.locked():
         recovered = finish_interrupted(registry, cfg, trail, checks)
         if recovered:
             log.warning("%s", recovered)
-        previous = registry.alias_version(cfg.name, spec.alias)
+        events = trail.events()
+        previous = alias_as_recorded(registry, cfg.name, spec.alias, events)
         digest = registry.require_manifest(cfg.name, version)  # no manifest, no promotion
-        reason = (refusal(cfg, approver, ref.tags) if spec.approval != "none" else None) \
-            or _not_staged(trail, version, digest)
+        facts, unusable = sealed_facts(cfg.name, version, ref.tags, events)
+        reason = (unusable or not_a_promotion(events, cfg.name, version, previous, spec.alias)
+                  or (refusal(rule, approver, facts) if rule.required else None)
+                  or (approvals_short(rule, events, version, approver) if rule.required
+                      else None)
+                  or _not_staged(events, version, digest))
         window = active_freeze(spec, today or now_utc().date())
         if reason is None and window is not None:
             reason = freeze_reason(window)
-        ruled = None if reason else deployment_refusal(policy, "production", version, ref.tags,
-                                                       trail.events())
+        ruled = None if reason else deployment_refusal(loaded, "production", version,
+                                                       facts or {}, events)
         reason = reason or ruled
         if reason:
             trail.write(event("promotion-refused", "production", previous, version,
                               approver.username, comment, flow_run_id, reason,
                               identity=approver.label()))
             error = DeployError if window is not None and reason.startswith("freeze") \
-                else PolicyRefused if ruled else ApprovalError
+                else PolicyRefused if ruled or unusable else ApprovalError
             raise error(f"promotion of {cfg.name} v{version} refused: {reason}")
         move_checked(registry, cfg, trail, "promotion", previous, version, approver, comment,
-                     flow_run_id, checks)
+                     flow_run_id, checks, rule)
     return previous
 
 
-def _not_staged(trail: AuditTrail, version: str, digest: str) -> str | None:
-    staged = staged_digest(trail.events(), version)
+def _not_staged(events: list[dict[str, str]], version: str, digest: str) -> str | None:
+    staged = staged_digest(events, version)
     if staged is None:
         return f"v{version} has not passed staging (run the deploy flow first)"
     if staged and digest and staged != digest:
@@ -168,40 +203,72 @@ def _not_staged(trail: AuditTrail, version: str, digest: str) -> str | None:
 
 def rollback(registry: Registry, cfg: ModelConfig, actor: Identity, to_version: str | None = None,
              comment: str = "", today: date | None = None, checks: Checks | None = None
-             ) -> tuple[str, str | None]:
+             ) -> tuple[str, str]:
     """Point the champion back to `to_version`, or to what it was before the current one's
-    promotion; when the current champion was the first, the alias is removed."""
+    promotion (both from the trail). Production is never left without a champion."""
     alias = cfg.deploy.production.alias
-    trail = open_trail(registry, cfg)
+    _, rule, key = _ruled(cfg)
+    trail = open_trail(registry, cfg, key)
     with trail.locked():
         recovered = finish_interrupted(registry, cfg, trail, checks)
         if recovered:
             log.warning("%s", recovered)
-        current = registry.alias_version(cfg.name, alias)
+        events = trail.events()
+        current = alias_as_recorded(registry, cfg.name, alias, events)
         if current is None:
             raise DeployError(f"{cfg.name} has no {alias} to roll back")
-        events = trail.events()
+        target: str | None
         if to_version:
             registry.require_version(cfg.name, to_version)
-            target: str | None = to_version
-            reason = None if to_version in former_champions(events, alias) else (
+            target = to_version
+            reason = None if to_version in former_champions(events, alias) - {current} else (
                 f"v{to_version} was never {alias}: rollback only returns to a version production "
                 "ran before (promote it instead)")
         else:
             found, target = previous_champion(events, current, alias)
             reason = None if found else (f"no promotion of {cfg.name} v{current} is recorded; "
                                          "name a former champion with --version")
-        who = refusal(cfg, actor, {}) if cfg.deploy.production.approval != "none" else None
+            if found and target is None:
+                reason = (f"v{current} is the first {alias} of {cfg.name}: rolling it back would "
+                          "leave production with no champion; promote another version instead")
+        who = refusal(rule, actor, None) if rule.required else None
         window = active_freeze(cfg.deploy.production, today or now_utc().date())
         reason = reason or who or (freeze_reason(window) if window else None)
-        if reason:
+        if reason or target is None:
+            reason = reason or "nothing to roll back to"
             trail.write(event("rollback-refused", "production", current, target,
                               actor.username, comment, reason=reason, identity=actor.label()))
             error = ApprovalError if who and reason == who else DeployError
             raise error(f"rollback of {cfg.name} refused: {reason}")
         move_checked(registry, cfg, trail, "rollback", current, target, actor,
-                     comment or "manual rollback", None, checks)
+                     comment or "manual rollback", None, checks, rule)
     return current, target
+
+
+def realign(registry: Registry, cfg: ModelConfig, actor: Identity, comment: str = ""
+            ) -> list[str]:
+    """Put aliases moved outside the pipeline back where the signed trail says, each with a
+    record; what was put back (nothing when they were where recorded)."""
+    _, rule, key = _ruled(cfg)
+    who = refusal(rule, actor, None) if rule.required else None
+    if who:
+        raise ApprovalError(f"realign of {cfg.name} refused: {who}")
+    trail = open_trail(registry, cfg, key)
+    moved = []
+    with trail.locked():
+        events = trail.events()
+        for alias, environment in ((cfg.deploy.production.alias, "production"),
+                                   (cfg.deploy.staging.alias, "staging")):
+            live, recorded = registry.alias_version(cfg.name, alias), alias_from(events, alias)
+            if live == recorded:
+                continue
+            registry.move_alias(cfg.name, alias, recorded)
+            trail.write(event("alias-realigned", environment, live, recorded, actor.username,
+                              comment, reason=f"@{alias} had been moved to v{live} outside the "
+                                              "pipeline; put back where the trail says",
+                              alias=alias, identity=actor.label()))
+            moved.append(f"{cfg.name}@{alias}: v{live or '-'} -> v{recorded or '-'}")
+    return moved
 
 
 @step("promote-production")

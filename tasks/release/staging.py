@@ -17,6 +17,7 @@ from tasks.core.policy_config import deployment_refusal, load_policy
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
+from tasks.release.guard import alias_as_recorded, sealed_facts
 from tasks.release.serving import ServerFactory, smoke_test, start_model_server
 
 
@@ -32,9 +33,12 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
     done = _staged_by(trail.events(), version, flow_run_id)
     if done is not None:
         return SmokeReport(passed=True, checks=[f"ok: staged by this run at {done['at'][:19]}"])
-    previous = registry.alias_version(cfg.name, alias)
-    ruled = deployment_refusal(load_policy(Settings.from_env().policy_path), "staging", version,
-                               registry.require_version(cfg.name, version).tags, trail.events())
+    events = trail.events()
+    previous = alias_as_recorded(registry, cfg.name, alias, events)
+    facts, unusable = sealed_facts(cfg.name, version,
+                                   registry.require_version(cfg.name, version).tags, events)
+    ruled = unusable or deployment_refusal(load_policy(Settings.from_env().policy_path),
+                                           "staging", version, facts or {}, events)
     if ruled:
         trail.write(event("promotion-refused", "staging", previous, version, actor,
                           flow_run_id=flow_run_id, reason=ruled, alias=alias))

@@ -32,9 +32,17 @@ def approval_markdown(model: str, version: str, champion: str | None, tags: Mapp
                if max_regression is not None and champion else ""))
     staging = ("**Staging passed**: " if smoke.passed else "**Staging FAILED**: ") + "; ".join(
         c.removeprefix("ok: ").removeprefix("FAIL: ") for c in smoke.checks[-2:])
-    change = (f"**Against champion v{champion}**: {primary} {fmt(value)} vs {fmt(old)} "
-              f"({delta(primary, value, old)})" if champion and value is not None
-              and old is not None else "**No champion yet**: this would be the first.")
+    judged = params.get("gate_champion_version")
+    if not champion:
+        change = "**No champion yet**: this would be the first."
+    elif judged == champion and value is not None and old is not None:
+        change = (f"**Against champion v{champion}**: {primary} {fmt(value)} vs {fmt(old)} "
+                  f"({delta(primary, value, old)})")
+    else:
+        was = f"v{judged}" if judged and judged != "none" else "no champion"
+        change = (f"**Champion now: v{champion}**. This version was judged against {was} when "
+                  f"it was trained, not against v{champion}: the columns below compare with "
+                  "that, so retrain to compare with today's champion before approving.")
     who = ("Approve with your GitLab identity: `mlops approve " + model + "` with "
            "MLOPS_APPROVER_TOKEN set to your own token (an answer typed in this form is "
            "refused)." if identity == "gitlab" else

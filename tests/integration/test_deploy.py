@@ -56,12 +56,13 @@ def staged(reg, cfg, version: str) -> None:
 
 
 def trail(reg, cfg) -> AuditTrail:
-    return AuditTrail(reg, cfg.name)
+    return AuditTrail(reg, cfg.name, key=Settings.from_env().resolve_audit_key())
 
 
 def actions(reg, cfg):
     return [(e["action"], e.get("from_version", ""), e.get("to_version", ""))
-            for e in trail(reg, cfg).events() if e["action"] not in ("challenger", "staged")]
+            for e in trail(reg, cfg).events()
+            if e["action"] not in ("registered", "challenger", "staged")]
 
 
 def test_run_with_upfront_approval_reaches_champion(write_config, registry):
@@ -76,14 +77,14 @@ def test_run_with_upfront_approval_reaches_champion(write_config, registry):
     assert len(model.predict(model.input_example)) == len(model.input_example)
     cfg = load_config(name, Settings.from_env().config_dir)
     assert [e["action"] for e in trail(reg, cfg).events()] == [
-        "challenger", "staged", "promotion-intent", "promoted"]
+        "registered", "challenger", "staged", "promotion-intent", "promoted"]
 
     history = runner.invoke(app, ["history", name])
     assert history.exit_code == 0 and "promoted" in history.stdout
     assert "alice (declared, unverified)" in history.stdout
     verify = runner.invoke(app, ["audit", "verify", name])
     assert verify.exit_code == 0, verify.output
-    assert "4 record(s) intact" in verify.stdout and "@champion v1" in verify.stdout
+    assert "5 record(s) intact" in verify.stdout and "@champion v1" in verify.stdout
 
 
 def test_run_without_approver_stops_after_staging(write_config, registry):

@@ -45,6 +45,19 @@ def _store(home) -> None:
     client.set_registered_model_alias("tiny", "champion", "1")
     client.set_registered_model_alias("tiny", "staging", "2")
     client.set_registered_model_alias("tiny", "challenger", "2")
+    _record(("promoted", "champion", "1"), ("staged", "staging", "2"),
+            ("challenger", "challenger", "2"))
+
+
+def _record(*moves: tuple[str, str, str]) -> None:
+    """The trail's records of those alias moves (what the pipeline writes as it moves them)."""
+    from tasks.adapters.registries import open_registry
+    from tasks.core.settings import Settings
+    from tasks.release.audit import AuditTrail, event
+
+    trail = AuditTrail(open_registry(Settings.from_env()), "tiny")
+    for action, alias, version in moves:
+        trail.write(event(action, "test", None, version, "pipeline", alias=alias))
 
 
 def test_status_json_has_aliases_last_runs_and_says_prefect_is_unknown(home):
@@ -129,3 +142,17 @@ def test_options_have_one_name_and_the_old_spelling_still_parses(home, command, 
     result = runner.invoke(app, [*command, "nope", old, "x"])
     assert result.exit_code == 2
     assert "No such option" not in result.output and "nope" in result.output
+
+
+def test_status_refuses_an_alias_moved_outside_the_pipeline_after_showing_it(home):
+    """Attack (issue 21): a plain MLflow client moves @champion; status names both versions
+    and the repair, and exits 2 instead of showing the move as production."""
+    from mlflow import MlflowClient
+
+    _store(home)
+    uri = f"sqlite:///{home / 'state' / 'mlflow.db'}"
+    MlflowClient(uri, registry_uri=uri).set_registered_model_alias("tiny", "champion", "2")
+    result = runner.invoke(app, ["status", "tiny", "--prefect-file", str(home / "none.yaml")])
+    assert result.exit_code == 2, result.output
+    assert "tiny@champion points at v2 but the signed trail says v1" in result.output
+    assert "mlops audit realign tiny" in result.output
