@@ -17,7 +17,7 @@ from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity
 from tasks.core.config import FreezeWindow, ModelConfig, ProductionSpec
-from tasks.core.errors import ApprovalError, DeployError, PolicyRefused
+from tasks.core.errors import ApprovalError, DeployError, PolicyRefused, RegistryError
 from tasks.core.policy_config import (
     Governance,
     LoadedPolicy,
@@ -88,6 +88,15 @@ def _ruled(cfg: ModelConfig) -> tuple[LoadedPolicy, Governance, bytes | None]:
     key = settings.resolve_audit_key()
     require_production_change(rule, key, settings.ci)
     return loaded, rule, key
+
+
+def intact_events(trail: AuditTrail) -> list[dict[str, str]]:
+    """The trail's records, when it is whole: a deleted or broken trail decides nothing."""
+    broken = trail.problems()
+    if broken:
+        raise RegistryError(f"the audit trail of {trail.model} is not intact ({broken[0]}): "
+                            f"nothing was changed; see `mlops audit verify {trail.model}`")
+    return trail.events()
 
 
 def move_checked(registry: Registry, cfg: ModelConfig, trail: AuditTrail, kind: str,
@@ -165,7 +174,7 @@ def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identi
         recovered = finish_interrupted(registry, cfg, trail, checks)
         if recovered:
             log.warning("%s", recovered)
-        events = trail.events()
+        events = intact_events(trail)
         previous = alias_as_recorded(registry, cfg.name, spec.alias, events)
         digest = registry.require_manifest(cfg.name, version)  # no manifest, no promotion
         facts, unusable = sealed_facts(cfg.name, version, ref.tags, events)
@@ -213,7 +222,7 @@ def rollback(registry: Registry, cfg: ModelConfig, actor: Identity, to_version: 
         recovered = finish_interrupted(registry, cfg, trail, checks)
         if recovered:
             log.warning("%s", recovered)
-        events = trail.events()
+        events = intact_events(trail)
         current = alias_as_recorded(registry, cfg.name, alias, events)
         if current is None:
             raise DeployError(f"{cfg.name} has no {alias} to roll back")
@@ -256,7 +265,7 @@ def realign(registry: Registry, cfg: ModelConfig, actor: Identity, comment: str 
     trail = open_trail(registry, cfg, key)
     moved = []
     with trail.locked():
-        events = trail.events()
+        events = intact_events(trail)
         for alias, environment in ((cfg.deploy.production.alias, "production"),
                                    (cfg.deploy.staging.alias, "staging")):
             live, recorded = registry.alias_version(cfg.name, alias), alias_from(events, alias)

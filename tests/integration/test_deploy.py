@@ -182,27 +182,27 @@ def test_manual_rollback_only_to_a_former_champion(model):
     assert result.exit_code == 0, result.output
     assert "v2 -> v1" in result.stdout
     assert reg.alias_version(cfg.name, "champion") == "1"
-    assert rollback(reg, cfg, CAROL) == ("1", None)  # v1 was the first champion
-    assert reg.alias_version(cfg.name, "champion") is None
-    with pytest.raises(DeployError, match="has no champion to roll back"):
+    with pytest.raises(DeployError, match="v1 is the first champion of dep: rolling it back "
+                                          "would leave production with no champion"):
         rollback(reg, cfg, CAROL)
+    assert reg.alias_version(cfg.name, "champion") == "1"
     assert [a for a in actions(reg, cfg) if not a[0].endswith("intent")] == [
         ("promoted", "", "1"), ("promoted", "1", "2"), ("rolled-back", "2", "1"),
-        ("rolled-back", "1", "")]
+        ("rollback-refused", "1", "")]
 
 
 def test_rollback_refuses_a_never_champion_an_unknown_version_and_freezes(model):
     reg, cfg = model
-    promote(reg, cfg, "2", ALICE)
+    promote(reg, cfg, "1", ALICE)
     with pytest.raises(UnknownVersion, match="has no version 7"):
         rollback(reg, cfg, CAROL, to_version="7")
-    with pytest.raises(DeployError, match="v1 was never champion"):
-        rollback(reg, cfg, CAROL, to_version="1")
-    promote(reg, cfg, "1", ALICE)
+    with pytest.raises(DeployError, match="v2 was never champion"):
+        rollback(reg, cfg, CAROL, to_version="2")
+    promote(reg, cfg, "2", ALICE)
     with pytest.raises(DeployError, match="freeze window"):
-        rollback(reg, cfg, CAROL, to_version="2", today=dt.date(2031, 1, 2))
-    assert rollback(reg, cfg, CAROL, to_version="2") == ("1", "2")
-    assert reg.alias_version(cfg.name, "champion") == "2"
+        rollback(reg, cfg, CAROL, to_version="1", today=dt.date(2031, 1, 2))
+    assert rollback(reg, cfg, CAROL, to_version="1") == ("2", "1")
+    assert reg.alias_version(cfg.name, "champion") == "1"
     assert actions(reg, cfg)[-3][0] == "rollback-refused"
 
 
@@ -216,8 +216,8 @@ def test_an_interrupted_promotion_is_finished_by_the_next_command(model):
     reg.move_alias(cfg.name, "champion", "2")  # ... and the process died here
     verify = runner.invoke(app, ["audit", "verify", cfg.name])
     assert verify.exit_code == 1 and "was started but not finished" in verify.stderr
-    with pytest.raises(DeployError, match="freeze window"):  # any production command recovers
-        promote(reg, cfg, "1", ALICE, today=dt.date(2030, 12, 24))
+    with pytest.raises(ApprovalError, match="v1 was champion before"):  # any production
+        promote(reg, cfg, "1", ALICE, today=dt.date(2030, 12, 24))      # command recovers
     completed = trail(reg, cfg).events()[-2]
     assert completed["action"] == "promoted" and "completed after" in completed["reason"]
     assert reg.alias_version(cfg.name, "champion") == "2"

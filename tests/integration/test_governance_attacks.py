@@ -23,7 +23,7 @@ DEPLOY = """deploy:
   staging:
     smoke: {max_latency_ms: 2000}
   production:
-    approvers: [alice, bob, carol]
+    approvers: [alice, bob, carol, dave]
 """
 POLICY = Path(__file__).resolve().parents[2] / "configs" / "policy.yaml"
 
