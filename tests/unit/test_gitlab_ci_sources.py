@@ -41,7 +41,9 @@ def checkout(tmp_path_factory) -> Path:
     binary = gitlab_ci_local()
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60)
     assert version.stdout.strip() == VERSION, version.stdout + version.stderr
-    root = tmp_path_factory.mktemp("ci-sources")
+    root = tmp_path_factory.mktemp("ci-sources") / "checkout"
+    (root.parent / "home").mkdir()
+    root.mkdir()
     ci = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
     rules = (ci.get("workflow") or {}).get("rules") or [{"when": "always"}]  # none: always
     ci[PROBE] = {"stage": "test", "script": ["true"], "rules": rules}
@@ -64,13 +66,15 @@ def checkout(tmp_path_factory) -> Path:
 
 
 def pipeline(root: Path, source: str, branch: str | None = FEATURE, message: str = "fix: typo",
-             **variables: str) -> list[str] | None:
+             validate: bool = False, **variables: str) -> list[str] | None:
     """The jobs GitLab would create (manual ones marked), or None when workflow:rules create no
-    pipeline."""
+    pipeline. `validate`: check the file against GitLab's JSON schema first (once is enough)."""
     pushed = source in ("push", "merge_request_event")
     given = {"CI_PIPELINE_SOURCE": source, "CI_COMMIT_MESSAGE": message,
              "CI_COMMIT_TITLE": message.splitlines()[0], "CI_DEFAULT_BRANCH": MAIN, **variables}
-    args = [gitlab_ci_local(), "--list-json", *([] if pushed else ["--no-evaluate-rule-changes"])]
+    args = [gitlab_ci_local(), "--list-json", "--home", str(root.parent / "home"),  # not ~/
+            *([] if pushed else ["--no-evaluate-rule-changes"]),
+            *([] if validate else ["--no-json-schema-validation"])]
     if branch:
         given.update(CI_COMMIT_BRANCH=branch, CI_COMMIT_REF_NAME=branch)
     else:
@@ -135,8 +139,14 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def measured(checkout) -> dict[str, list[str] | None]:
-    return {name: pipeline(checkout, source, branch, message, **variables)
-            for name, ((source, branch, message, variables), _) in CASES.items()}
+    """Every case, two gitlab-ci-local processes at a time, after one schema-validated run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert pipeline(checkout, "push", validate=True) == ["lint", "test"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = pool.map(lambda case: pipeline(checkout, case[0], case[1], case[2], **case[3]),
+                         [case for case, _ in CASES.values()])
+        return dict(zip(CASES, found, strict=True))
 
 
 def test_jobs_per_pipeline_source(measured):
