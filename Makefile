@@ -5,10 +5,14 @@ UV_VERSION := 0.13.9
 UV := .uv/bin/uv
 VENV := .venv
 BATCHES := .mlops/batches
+PYTEST_ARGS ?=
+GITLAB_CI_LOCAL_VERSION := 4.60.1
+GITLAB_CI_LOCAL_DIR := .tools/gitlab-ci-local
+GITLAB_CI_LOCAL := $(GITLAB_CI_LOCAL_DIR)/node_modules/.bin/gitlab-ci-local
 SYNCED := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install browser run stop test test-fast lint bench clean
+.PHONY: install browser gitlab-ci-local run stop test test-fast lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -52,11 +56,23 @@ browser:  ## Debian's chromium for the browser test, installed when missing and 
 		echo "WARNING: chromium could not be installed: the browser test will be SKIPPED"; \
 	else echo "WARNING: no chromium and no root apt-get: the browser test will be SKIPPED"; fi
 
-test: install browser  ## every test, end-to-end included
-	$(VENV)/bin/pytest -q
+# its native re2 module is built at install (a prebuilt download, else node-gyp): tried twice
+gitlab-ci-local:  ## gitlab-ci-local for tests/unit/test_gitlab_ci_sources.py, in .tools/ (needs npm)
+	@if [ -x $(GITLAB_CI_LOCAL) ] && [ "$$($(GITLAB_CI_LOCAL) --version)" = $(GITLAB_CI_LOCAL_VERSION) ]; then :; \
+	elif command -v npm >/dev/null; then \
+		echo "installing gitlab-ci-local $(GITLAB_CI_LOCAL_VERSION) into $(GITLAB_CI_LOCAL_DIR)"; \
+		mkdir -p $(GITLAB_CI_LOCAL_DIR) && cd $(GITLAB_CI_LOCAL_DIR) && \
+		{ [ -f package.json ] || echo '{"private": true}' > package.json; } && \
+		for try in 1 2; do npm install --no-audit --no-fund --silent \
+			gitlab-ci-local@$(GITLAB_CI_LOCAL_VERSION) && break; done || \
+		echo "WARNING: gitlab-ci-local could not be installed: the pipeline-per-source test will be SKIPPED"; \
+	else echo "WARNING: no npm: the pipeline-per-source test will be SKIPPED"; fi
 
-test-fast: install  ## unit and integration tests, no real servers
-	$(VENV)/bin/pytest -q -m "not slow"
+test: install browser gitlab-ci-local  ## every test, end-to-end included (PYTEST_ARGS: extra pytest options)
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-fast: install gitlab-ci-local  ## unit and integration tests, no real servers
+	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from deployments.manifest import NOTEBOOK_DEPLOYMENT, TRAINING_FLOW
+from deployments.schedules import training_data_date
 from tasks.core.errors import ConfigError
 from tasks.core.settings import CI_FORWARDED
 from tasks.release.handoff import pool_env
@@ -43,11 +44,7 @@ class CiContext:
         if not pipeline:
             raise ConfigError("CI_PIPELINE_ID is not set: `mlops ci` runs inside a GitLab CI job "
                               "(set CI_COMMIT_MESSAGE and CI_PIPELINE_ID to simulate one)")
-        as_of = env.get("TRAINING_DATA_DATE") or None
-        try:
-            day = date.fromisoformat(as_of) if as_of else None
-        except ValueError:
-            raise ConfigError(f"TRAINING_DATA_DATE={as_of!r} is not a date (YYYY-MM-DD)") from None
+        day = training_data_date(env.get("TRAINING_DATA_DATE"))
         return cls(commit_message=message, pipeline_id=pipeline,
                    commit_sha=env.get("CI_COMMIT_SHA", ""), ref=env.get("CI_COMMIT_REF_NAME", ""),
                    job_url=env.get("CI_JOB_URL", ""), pipeline_url=env.get("CI_PIPELINE_URL", ""),

@@ -9,6 +9,8 @@ from typing import Any
 from prefect.workers.base import BaseJobConfiguration, BaseVariables
 from pydantic import BaseModel, Field, PrivateAttr
 
+from deployments.manifest import DEPLOY_FLOW
+
 # never sent as pipeline variables (project members can read those): CI/CD variables instead
 SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|API_KEY|AUTH_STRING|PRIVATE_KEY", re.IGNORECASE)
 # GitLab sets its own CI_* in the flow-run pipeline; only the merge request it reports to travels
@@ -18,6 +20,9 @@ WAITING = frozenset({"created", "waiting_for_resource", "preparing", "pending", 
 # a job that runs the flow cancels it itself (`prefect flow-run execute` watches the run):
 # the worker cancels its pipeline only if it has not stopped after this long
 CANCEL_GRACE_S = 60.0
+FLOW_RUN_JOB = "flow-run"
+# runs of the deploy flow have their own job: GitLab's production environment, one per model at a time
+DEPLOY_RUN_JOB = "deploy-run"
 
 
 def _field(default: Any, title: str, description: str) -> Any:
@@ -33,7 +38,7 @@ class GitLabFields(BaseModel):
                              "(MLOPS_RUNNER_TAG in .gitlab-ci.yml).")
     image: str = _field("", "Image", "Image of the flow-run job (MLOPS_IMAGE). Empty: the job's "
                         "default, $TRAIN_IMAGE_NAME:latest.")
-    job_name: str = _field("flow-run", "Job name", "The job in .gitlab-ci.yml that runs "
+    job_name: str = _field(FLOW_RUN_JOB, "Job name", "The job in .gitlab-ci.yml that runs "
                            "`prefect flow-run execute`; its status decides the run's fate.")
     prefect_api_url: str = _field("", "Prefect API URL for runners", "PREFECT_API_URL as the "
                                   "runners reach it. Empty: the worker's own.")
@@ -48,6 +53,8 @@ class GitLabFields(BaseModel):
 
 class GitLabCIJobConfiguration(BaseJobConfiguration, GitLabFields):
     _explicit_env: dict[str, str] = PrivateAttr(default_factory=dict)
+    _flow: str = PrivateAttr(default="")
+    _model: str = PrivateAttr(default="")
 
     def prepare_for_flow_run(self, flow_run, deployment=None, flow=None, work_pool=None,
                              worker_name=None, worker_id=None) -> None:
@@ -56,6 +63,17 @@ class GitLabCIJobConfiguration(BaseJobConfiguration, GitLabFields):
         self._explicit_env = {k: v for k, v in self.env.items() if v is not None}
         super().prepare_for_flow_run(flow_run, deployment, flow, work_pool, worker_name,
                                      worker_id=worker_id)
+        model = (flow_run.parameters or {}).get("model")
+        self._flow, self._model = (flow.name if flow else ""), (model if isinstance(model, str)
+                                                                else "")
+
+    @property
+    def followed_job(self) -> str:
+        """The job whose status decides the run's fate: deploy-run for the deploy flow's runs
+        (unless the pool names its own job), else job_name."""
+        if self._flow == DEPLOY_FLOW and self.job_name == FLOW_RUN_JOB:
+            return DEPLOY_RUN_JOB
+        return self.job_name
 
     def pipeline_variables(self, pipeline_name: str, api_url: str
                            ) -> tuple[dict[str, str], list[str]]:
@@ -69,6 +87,8 @@ class GitLabCIJobConfiguration(BaseJobConfiguration, GitLabFields):
             "MLOPS_RUNNER_TAG": self.runner_tag,
             "MLOPS_IMAGE": self.image,
             "MLOPS_PIPELINE_NAME": pipeline_name,
+            "MLOPS_FLOW": self._flow,           # picks flow-run or deploy-run in .gitlab-ci.yml
+            "MLOPS_MODEL": self._model,         # deploy-run's resource_group: production-<model>
         })
         return {k: str(v) for k, v in chosen.items() if v}, dropped
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 from deployments.manifest import TRAINING_FLOW
+from deployments.schedules import training_data_date
+from tasks.core.errors import ConfigError
 
 TRUE = {"1", "true", "yes", "on"}
 
@@ -54,7 +55,7 @@ def check_cron(cron: str, timezone: str) -> str | None:
 def plan(schedules: list[dict[str, Any]], models: list[str]) -> list[Migration]:
     """Which training deployments each GitLab schedule starts, and with which parameters:
     MODEL / MODELS name models, SCHEDULED_RETRAIN=true means all of them; TRAINING_DATA_DATE
-    becomes the as_of parameter."""
+    YYYY-MM-DD becomes the as_of parameter ("latest" or none: no as_of, the newest data)."""
     out = []
     for s in schedules:
         variables = s.get("variables") or {}
@@ -72,11 +73,13 @@ def plan(schedules: list[dict[str, Any]], models: list[str]) -> list[Migration]:
             m.targets = [f"{TRAINING_FLOW}/{n}" for n in models]
         else:
             m.problem = "neither SCHEDULED_RETRAIN=true nor MODEL(S): not a retraining schedule"
-        if variables.get("TRAINING_DATA_DATE"):
-            try:
-                m.parameters["as_of"] = date.fromisoformat(variables["TRAINING_DATA_DATE"]).isoformat()
-            except ValueError:
-                m.problem = f"TRAINING_DATA_DATE {variables['TRAINING_DATA_DATE']!r} is not a date"
+        try:
+            as_of = training_data_date(variables.get("TRAINING_DATA_DATE"))
+        except ConfigError as exc:
+            m.problem = str(exc)
+        else:
+            if as_of:
+                m.parameters["as_of"] = as_of.isoformat()
         m.problem = check_cron(m.cron, m.timezone) or m.problem
         out.append(m)
     return out

@@ -129,7 +129,7 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
         while True:
             try:
                 pipeline = await anyio.to_thread.run_sync(gitlab.pipeline, started.id)
-                job = await anyio.to_thread.run_sync(gitlab.job, started.id, c.job_name)
+                job = await anyio.to_thread.run_sync(gitlab.job, started.id, c.followed_job)
             except Exception as exc:
                 from tasks.core.errors import GitLabUnavailable
 
@@ -166,7 +166,7 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
                                                   c.pending_timeout_s):
                 await anyio.to_thread.run_sync(gitlab.cancel, started.id)
                 await self._propose_crashed_state(flow_run, (
-                    f"No GitLab runner tagged {c.runner_tag!r} picked up job {c.job_name!r} "
+                    f"No GitLab runner tagged {c.runner_tag!r} picked up job {c.followed_job!r} "
                     f"within {c.pending_timeout_s}s: {linked or pipeline.web_url}; pipeline "
                     "canceled"))
                 return
@@ -181,7 +181,7 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
         if leave_alone(state):
             return
         await self._propose_crashed_state(flow_run, crash_message(
-            pipeline.status, pipeline.web_url, c.job_name, job and job.status,
+            pipeline.status, pipeline.web_url, c.followed_job, job and job.status,
             job and job.web_url, job and job.failure_reason))
 
     async def _state(self, flow_run: FlowRun) -> str | None:

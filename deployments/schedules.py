@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from deployments.manifest import load_manifest
+from tasks.core.errors import ConfigError
+
+LATEST = "latest"  # GitLab schedules (seed 003) say TRAINING_DATA_DATE: "latest" for the newest data
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,21 @@ class ScheduleRow:
     active: bool
     next_run: datetime | None
     source: str  # 'server' (a scheduled flow run) or 'cron' (computed)
+
+
+def training_data_date(value: str | None) -> date | None:
+    """TRAINING_DATA_DATE as an as-of date: empty or "latest" is none (the newest data), a
+    YYYY-MM-DD day is a backfill; anything else is a ConfigError naming both forms."""
+    text = (value or "").strip()
+    if text in ("", LATEST):
+        return None
+    try:
+        if ISO_DAY.fullmatch(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise ConfigError(f"TRAINING_DATA_DATE={value!r} is neither \"{LATEST}\" (the newest data) "
+                      "nor a date YYYY-MM-DD (a backfill)")
 
 
 def next_cron(cron: str, tz: str | None, after: datetime | None = None) -> datetime:

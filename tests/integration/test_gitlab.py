@@ -140,6 +140,48 @@ def test_schedule_migration_dry_run_then_apply(gitlab, home, monkeypatch):
     assert set(asyncio.run(schedules_of("fraud"))) == {"gitlab-1", "gitlab-2"}
 
 
+def test_seed_003_weekly_schedule_moves_to_prefect(gitlab, home, monkeypatch):
+    """Seed 003's own schedule: SCHEDULED_RETRAIN "true" and TRAINING_DATA_DATE "latest" (no
+    as-of date) become one weekly Prefect schedule per model; GitLab's is deactivated."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+    from typer.testing import CliRunner
+
+    from mlops.cli import app
+
+    for model in ("fraud", "damage", "settlement"):
+        (home / "configs" / f"{model}.yaml").write_text("name: x\n")
+    seed = gitlab.add_schedule("Weekly fraud model retraining", "0 2 * * 1", "UTC",
+                               {"SCHEDULED_RETRAIN": "true", "TRAINING_DATA_DATE": "latest"})
+
+    async def deploy_targets():
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name("training-pipeline")
+            for name in ("fraud", "damage", "settlement"):
+                await client.create_deployment(flow_id, name, entrypoint="flows/training.py:x")
+
+    asyncio.run(deploy_targets())
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    applied = CliRunner().invoke(app, ["schedules", "migrate-from-gitlab", "--apply"])
+    assert applied.exit_code == 0, applied.output
+    assert "NOT MIGRATED" not in applied.stdout
+    assert f"GitLab schedule {seed['id']}: deactivated" in applied.stdout
+    assert [s["active"] for s in gitlab.schedules] == [False]
+
+    async def seed_schedule(name):
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name(f"training-pipeline/{name}")
+            found = await client.read_deployment_schedules(deployment.id)
+            return {s.slug: s for s in found}[f"gitlab-{seed['id']}"]
+
+    for model in ("fraud", "damage", "settlement"):
+        schedule = asyncio.run(seed_schedule(model))
+        assert schedule.schedule.cron == "0 2 * * 1" and schedule.active
+        assert not schedule.parameters  # "latest": no as_of, the deployment trains on the newest data
+
+
 def test_scoring_and_monitoring_runs_write_dated_wiki_rows(write_config, registry, gitlab, home,
                                                            monkeypatch):
     from flows.monitoring import monitoring

@@ -59,8 +59,53 @@ def test_context_from_gitlab_variables():
     assert idempotency_key(ctx, "fraud") == "gitlab-pipeline-42-training-pipeline/fraud"
     with pytest.raises(ConfigError, match="CI_PIPELINE_ID is not set"):
         CiContext.from_env({"CI_COMMIT_MESSAGE": "train fraud"})
-    with pytest.raises(ConfigError, match="TRAINING_DATA_DATE='yesterday' is not a date"):
+    with pytest.raises(ConfigError, match="TRAINING_DATA_DATE='yesterday' is neither"):
         CiContext.from_env({"CI_PIPELINE_ID": "1", "TRAINING_DATA_DATE": "yesterday"})
+
+
+@pytest.mark.parametrize(("value", "as_of"), [
+    ("latest", None), (" latest ", None), ("", None), ("2025-06-30", date(2025, 6, 30))])
+def test_training_data_date_latest_or_a_backfill_date(value, as_of):
+    """Seed 003's schedule sets TRAINING_DATA_DATE: "latest" (or a date for backfills)."""
+    ctx = CiContext.from_env({"CI_PIPELINE_ID": "1", "TRAINING_DATA_DATE": value})
+    assert ctx.as_of == as_of
+
+
+@pytest.mark.parametrize("value", ["yesterday", "LATEST", "20250630", "2025-06-31", "2025-W26-1"])
+def test_training_data_date_anything_else_is_one_line_naming_both_forms(value):
+    with pytest.raises(ConfigError) as caught:
+        CiContext.from_env({"CI_PIPELINE_ID": "1", "TRAINING_DATA_DATE": value})
+    message = str(caught.value)
+    assert '"latest"' in message and "YYYY-MM-DD" in message and "\n" not in message
+
+
+def test_mlops_ci_exits_2_on_a_bad_training_data_date():
+    import os
+    import subprocess
+
+    mlops = REPO / ".venv" / "bin" / "mlops"
+    env = {**os.environ, "CI_PIPELINE_ID": "7", "CI_COMMIT_MESSAGE": "train fraud",
+           "TRAINING_DATA_DATE": "last-monday"}
+    result = subprocess.run([str(mlops), "ci"], capture_output=True, text=True, env=env,
+                            timeout=120, cwd=REPO)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert '"latest"' in result.stderr and "YYYY-MM-DD" in result.stderr
+
+
+def test_seed_003_schedule_migrates_with_latest_as_no_as_of_date():
+    from deployments.gitlab_schedules import plan
+
+    seed = {"id": 3, "description": "Weekly fraud model retraining", "cron": "0 2 * * 1",
+            "cron_timezone": "UTC", "active": True,
+            "variables": {"SCHEDULED_RETRAIN": "true", "TRAINING_DATA_DATE": "latest"}}
+    backfill = {**seed, "id": 4, "variables": {"MODEL": "fraud", "TRAINING_DATA_DATE": "2026-01-31"}}
+    typo = {**seed, "id": 5, "variables": {"MODEL": "fraud", "TRAINING_DATA_DATE": "lastest"}}
+    weekly, dated, bad = plan([seed, backfill, typo], ["damage", "fraud"])
+    assert weekly.ok and weekly.parameters == {}
+    assert weekly.targets == ["training-pipeline/damage", "training-pipeline/fraud"]
+    assert dated.ok and dated.parameters == {"as_of": "2026-01-31"}
+    assert not bad.ok and '"latest"' in bad.problem and "YYYY-MM-DD" in bad.problem
 
 
 def test_outcome_codes():

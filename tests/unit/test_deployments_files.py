@@ -198,24 +198,27 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_gitlab_ci_pipeline_shape():
-    """A flow-run job for the gitlab-ci worker, every other job kept out of its pipelines, and no
-    `--run-once` worker jobs any more."""
+    """A flow-run job (and deploy-run for the deploy flow) for the gitlab-ci worker, every other
+    job kept out of its pipelines, and no `--run-once` worker jobs any more. Which jobs each
+    pipeline source gets: tests/unit/test_gitlab_ci_sources.py."""
     ci = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
     skip = {"if": "$PREFECT__FLOW_RUN_ID", "when": "never"}
     jobs = {n: j for n, j in ci.items() if not n.startswith(".") and isinstance(j, dict)
             and n not in ("variables", "workflow", "default")}
     assert set(jobs) == {"lint", "test", "build-image", "prefect-deploy", "train", "flow-run",
-                         "reproduce-champions"}
+                         "deploy-run", "reproduce-champions"}
     for name, job in jobs.items():
-        if name != "flow-run":
+        if name not in ("flow-run", "deploy-run"):
             assert job["rules"][0] == skip, name
-    assert ci["build-image"]["rules"][1:] == [{"changes": ["Dockerfile", "uv.lock"]}]
-    assert ci["train"]["rules"][1:] == [{"if": "$CI_COMMIT_MESSAGE =~ /^train /"}]
+    assert ci["build-image"]["rules"][-1] == {"changes": ["Dockerfile", "uv.lock"]}
+    assert ci["train"]["rules"][1:] == [{"if": '$CI_PIPELINE_SOURCE =~ /^(push|merge_request_event)$/'
+                                               " && $CI_COMMIT_MESSAGE =~ /^train /"}]
     assert ".venv/bin/mlops ci" in ci["train"]["script"]
     assert ".venv/bin/mlops pools apply --type gitlab-ci" in ci["prefect-deploy"]["script"]
-    assert "make test" in ci["test"]["script"]
+    assert ci["test"]["script"][0].startswith("make test ")
     run = ci["flow-run"]
-    assert run["rules"] == [{"if": "$PREFECT__FLOW_RUN_ID"}]
+    assert run["rules"] == [{"if": '$PREFECT__FLOW_RUN_ID && $MLOPS_FLOW == "deploy"', "when": "never"},
+                            {"if": "$PREFECT__FLOW_RUN_ID"}]
     assert run["tags"] == ["$MLOPS_RUNNER_TAG"] and run["image"] == "$MLOPS_IMAGE"
     assert run["script"] == ['prefect flow-run execute "$PREFECT__FLOW_RUN_ID"']
     assert run["variables"]["MLOPS_PROJECT_DIR"] == "$CI_PROJECT_DIR"
@@ -223,7 +226,10 @@ def test_gitlab_ci_pipeline_shape():
     rebuild = ci["reproduce-champions"]  # scheduled, or by hand on the default branch only
     assert rebuild["rules"][1:] == [
         {"if": '$CI_PIPELINE_SOURCE == "schedule" && $MLOPS_REPRODUCE == "1"'},
-        {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual", "allow_failure": True}]
+        {"if": '$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH && $CI_PIPELINE_SOURCE != "schedule"',
+         "when": "manual", "allow_failure": True}]
     assert "--version champion" in rebuild["script"][1]
+    assert "UV_PROJECT_ENVIRONMENT=" in rebuild["script"][1]  # one environment for every worktree
+    assert "make install" not in rebuild["script"][1]
     assert rebuild["variables"]["GIT_DEPTH"] == 0
     assert "--run-once" not in (REPO / ".gitlab-ci.yml").read_text()

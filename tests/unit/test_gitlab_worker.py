@@ -89,6 +89,28 @@ def test_pipeline_variables_are_an_allow_list():
     assert sent["PREFECT_API_URL"] == "https://prefect.example.com/api" and "MLOPS_IMAGE" not in sent
 
 
+def test_deploy_runs_use_the_deploy_run_job_of_their_model():
+    """.gitlab-ci.yml runs the deploy flow in deploy-run (GitLab's production environment,
+    resource_group production-<model>): the worker says which flow and model, and follows it."""
+    from prefect.client.schemas.objects import Flow
+
+    def prepared(flow: str, parameters: dict, **fields) -> GitLabCIJobConfiguration:
+        config = GitLabCIJobConfiguration(env={}, runner_tag="cpu", **fields)
+        run = FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="calm-heron",
+                      parameters=parameters)
+        config.prepare_for_flow_run(run, flow=Flow(name=flow))
+        return config
+
+    deploy = prepared("deploy", {"model": "fraud", "version": "7"})
+    sent, _ = deploy.pipeline_variables("n", "http://10.0.0.5:4200/api")
+    assert (sent["MLOPS_FLOW"], sent["MLOPS_MODEL"]) == ("deploy", "fraud")
+    assert deploy.followed_job == "deploy-run"
+    training = prepared("training-pipeline", {"model": "fraud", "deploy": True})
+    assert training.followed_job == "flow-run"
+    assert training.pipeline_variables("n", "http://x/api")[0]["MLOPS_FLOW"] == "training-pipeline"
+    assert prepared("deploy", {"model": "fraud"}, job_name="run-it").followed_job == "run-it"
+
+
 def test_a_run_someone_decided_about_is_never_crashed():
     for state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", "PAUSED", "SCHEDULED",
                   "CANCELLING"):
