@@ -7,8 +7,9 @@ VENV := .venv
 BATCHES := .mlops/batches
 PYTEST_ARGS ?=
 GITLAB_CI_LOCAL_VERSION := 4.60.1
-GITLAB_CI_LOCAL_DIR := .tools/gitlab-ci-local
-GITLAB_CI_LOCAL := $(GITLAB_CI_LOCAL_DIR)/node_modules/.bin/gitlab-ci-local
+# outside the clone, like uv's cache: its native module takes minutes to build, once a machine
+GITLAB_CI_LOCAL_DIR ?= $(HOME)/.cache/prefect-mlops/gitlab-ci-local-$(GITLAB_CI_LOCAL_VERSION)
+export GITLAB_CI_LOCAL := $(GITLAB_CI_LOCAL_DIR)/node_modules/.bin/gitlab-ci-local
 SYNCED := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 export UV_PYTHON_DOWNLOADS := never
 
@@ -57,7 +58,7 @@ browser:  ## Debian's chromium for the browser test, installed when missing and 
 	else echo "WARNING: no chromium and no root apt-get: the browser test will be SKIPPED"; fi
 
 # its native re2 module is built at install (a prebuilt download, else node-gyp): tried twice
-gitlab-ci-local:  ## gitlab-ci-local for tests/unit/test_gitlab_ci_sources.py, in .tools/ (needs npm)
+gitlab-ci-local:  ## gitlab-ci-local for tests/unit/test_gitlab_ci_sources.py, in ~/.cache (needs npm)
 	@if [ -x $(GITLAB_CI_LOCAL) ] && [ "$$($(GITLAB_CI_LOCAL) --version)" = $(GITLAB_CI_LOCAL_VERSION) ]; then :; \
 	elif command -v npm >/dev/null; then \
 		echo "installing gitlab-ci-local $(GITLAB_CI_LOCAL_VERSION) into $(GITLAB_CI_LOCAL_DIR)"; \

@@ -1,5 +1,5 @@
 """.gitlab-ci.yml per pipeline source, evaluated by gitlab-ci-local (`make gitlab-ci-local`
-installs it into .tools/): which pipeline GitLab creates and which jobs it holds.
+installs it into ~/.cache/prefect-mlops and names it in GITLAB_CI_LOCAL): which pipeline GitLab creates and which jobs it holds.
 
 gitlab-ci-local 4.60.1 ignores `workflow:rules`, so the workflow rules are evaluated too as the
 rules of one added probe job (`workflow-probe`) in the same file. Pipelines without a push (web,
@@ -24,8 +24,9 @@ FEATURE, MAIN = "feature/claims-v2", "main"
 
 
 def gitlab_ci_local() -> str:
-    """The project-local gitlab-ci-local (or GITLAB_CI_LOCAL), else a loud skip."""
-    found = os.environ.get("GITLAB_CI_LOCAL") or (str(LOCAL) if LOCAL.exists() else None)
+    """GITLAB_CI_LOCAL (set by make), or one in .tools/, else a loud skip."""
+    found = next((p for p in (os.environ.get("GITLAB_CI_LOCAL"), str(LOCAL))
+                  if p and Path(p).exists()), None)
     if not found:
         message = (f"gitlab-ci-local {VERSION} is not installed: the per-source pipeline test is "
                    "SKIPPED (run `make gitlab-ci-local`; it needs npm)")
