@@ -1,5 +1,6 @@
 """.gitlab-ci.yml per pipeline source, evaluated by gitlab-ci-local (`make gitlab-ci-local`
-installs it into ~/.cache/prefect-mlops and names it in GITLAB_CI_LOCAL): which pipeline GitLab creates and which jobs it holds.
+installs it into ~/.cache/prefect-mlops and names it in GITLAB_CI_LOCAL): which pipeline GitLab
+creates and which jobs it holds.
 
 gitlab-ci-local 4.60.1 ignores `workflow:rules`, so the workflow rules are evaluated too as the
 rules of one added probe job (`workflow-probe`) in the same file. Pipelines without a push (web,
