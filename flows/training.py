@@ -78,7 +78,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     if plan.existing_version:
         run_id, value = reused_metrics(registry=registry, cfg=cfg, version=plan.existing_version)
         report_reused(registry=registry, model=cfg.name, version=plan.existing_version,
-                      run_id=run_id)
+                      run_id=run_id, alias=cfg.deploy.production.alias)
         return PipelineResult(model=cfg.name, version=plan.existing_version,
                               metric=cfg.gate.metric, value=value, gate="passed (earlier run)",
                               run_id=run_id, reused=True)

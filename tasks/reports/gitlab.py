@@ -59,8 +59,10 @@ def report_merge_request(model: str, report: EvalReport, champion: EvalReport | 
 
 
 @step("report-reuse-to-merge-request")
-def report_reused(registry: Registry, model: str, version: str, run_id: str | None) -> str:
-    """An MR pipeline that changed nothing about a model still says so on the MR."""
+def report_reused(registry: Registry, model: str, version: str, run_id: str | None,
+                  alias: str = "champion") -> str:
+    """An MR pipeline that changed nothing about a model still says so on the MR, and where
+    the reused version stands against the champion now."""
     gitlab = _merge_request()
     if gitlab is None:
         return "skipped"
@@ -68,7 +70,8 @@ def report_reused(registry: Registry, model: str, version: str, run_id: str | No
     run_url = registry.run_url(run_id) if run_id else "unknown run"
     return _post(gitlab, model, reused_comment(model, version, metrics, run_url,
                                                flow_run_url(Settings.from_env()),
-                                               gitlab.settings.pipeline_url))
+                                               gitlab.settings.pipeline_url,
+                                               registry.alias_version(model, alias)))
 
 
 @step("write-wiki-row")

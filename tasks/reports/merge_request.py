@@ -66,8 +66,10 @@ def merge_request_comment(model: str, report: EvalReport, champion: EvalReport |
 
 
 def reused_comment(model: str, version: str, metrics: dict[str, float], run_url: str,
-                   flow_run: str | None, pipeline_url: str | None = None) -> str:
-    """The comment when nothing changed: the registered version's own metrics."""
+                   flow_run: str | None, pipeline_url: str | None = None,
+                   champion: str | None = None) -> str:
+    """The comment when nothing changed: the registered version's own metrics, and where it
+    stands against production now (a version that is not newer is never offered)."""
     rows = sorted(k.removeprefix("test_") for k in metrics if k.startswith("test_"))
     lines = [marker(model), f"### Model report: `{model}` — unchanged, v{version} reused", "",
              "Data, config and code are the same as when v" + version + " was trained: nothing "
@@ -75,4 +77,11 @@ def reused_comment(model: str, version: str, metrics: dict[str, float], run_url:
              "|---|---|---|",
              *[f"| {n} | {fmt(metrics[f'test_{n}'])} | {fmt(metrics.get(f'champion_{n}'))} |"
                for n in rows]]
+    if champion == version:
+        lines += ["", f"v{version} is the champion: no approval is asked."]
+    elif champion:
+        lines += ["", f"Production runs v{champion} now: v{version} is compared with the champion "
+                      "of its own training, and a promotion is offered only when it is newer than "
+                      f"v{champion} and was never champion (going back is `mlops rollback "
+                      f"{model} --version {version}`, for a former champion)."]
     return "\n".join([*lines, "", _links(run_url, flow_run, pipeline_url)]) + "\n"

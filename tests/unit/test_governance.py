@@ -138,3 +138,12 @@ def test_the_approval_form_compares_with_the_champion_now():
     assert "No champion yet" not in stale
     assert "**Champion now: v3**. This version was judged against no champion" in stale
     assert "No champion yet" in form(None, "none")
+
+
+def test_the_mr_note_of_a_reused_version_says_where_it_stands_against_production_now():
+    from tasks.reports.merge_request import reused_comment
+
+    old = reused_comment("m", "1", {"test_roc_auc": 0.88}, "http://run", None, champion="3")
+    assert "Production runs v3 now" in old and "`mlops rollback m --version 1`" in old
+    assert "no approval is asked" in reused_comment("m", "3", {}, "http://run", None,
+                                                     champion="3")
