@@ -225,12 +225,11 @@ class Settings:
 
     @property
     def store_is_local(self) -> bool:
-        """The tracking store is on this machine: a file, or a server on loopback."""
-        from urllib.parse import urlparse
-
-        uri = self.tracking_uri
-        return not uri.startswith(("http://", "https://")) or \
-            urlparse(uri).hostname in ("127.0.0.1", "localhost", "::1")
+        """The tracking store is this laptop's own: a file store, or the local stack's MLflow
+        server (`mlops server start`); any other server is shared, whatever its address."""
+        uri = self.tracking_uri.rstrip("/")
+        return not uri.startswith(("http://", "https://")) or uri in (
+            f"http://127.0.0.1:{self.mlflow_port}", f"http://localhost:{self.mlflow_port}")
 
     def laptop_key(self) -> bytes:
         """This machine's audit key (made once, readable by its owner only): a store and key on
