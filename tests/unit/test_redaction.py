@@ -211,3 +211,18 @@ def test_helper_processes_inherit_no_credentials():
     # the kernel logs to MLflow, so it gets the tracking token and nothing else secret
     leaked = {k for k, v in kernel.items() if SECRET in v} - {"MLFLOW_TRACKING_TOKEN"}
     assert leaked == set() and kernel["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    (f"s3://AKIAKEY:{SECRET}@bucket/claims.parquet", "s3://***@bucket/claims.parquet"),
+    (f"s3://AKIAKEY:ab/{SECRET}@bucket/x.csv", "s3://***@bucket/x.csv"),  # a / in the secret
+    (f"http://user:p@{SECRET}@host/x.csv", "http://***@host/x.csv"),  # an @ in the password
+    (f"postgresql+psycopg://mlops:{SECRET}@db:5432/optuna", "postgresql+psycopg://***@db:5432/optuna"),
+    (f"https://h/x.csv?key={SECRET}&X-Amz-Credential={SECRET}/eu&day=1",
+     "https://h/x.csv?key=***&X-Amz-Credential=***&day=1"),
+    ("http://host:8080/users/a@b.csv", "http://host:8080/users/a@b.csv"),  # a port, not a password
+    ("models:/fraud@champion", "models:/fraud@champion"),
+])
+def test_redact_covers_every_url_credential_form(text, shown):
+    assert redact(text) == shown
+
