@@ -15,8 +15,10 @@ import pyarrow.compute as pc
 
 from tasks.adapters.snowflake import TableWriter
 from tasks.batch.locations import SNOWFLAKE, file_format
+from tasks.core.credentials import reveal
 from tasks.core.errors import DataError
-from tasks.core.settings import Settings, SnowflakeSettings
+from tasks.core.redact import redact
+from tasks.core.settings import Settings, SnowflakeSettings, data_urls
 
 
 class Sink:
@@ -25,7 +27,8 @@ class Sink:
     writers of one output never share a temporary file."""
 
     def __init__(self, location: str, snowflake_settings: SnowflakeSettings | None = None):
-        self.location = location
+        self.location = redact(location)  # what messages name
+        location = reveal(location, data_urls)
         self._writer = None
         self._table: TableWriter | None = None
         if location.startswith(SNOWFLAKE):
@@ -35,7 +38,7 @@ class Sink:
         self.csv = file_format(location, role="output") == "csv"
         self.path = Path(location)
         if self.path.is_dir():
-            raise DataError(f"output {location} is a directory")
+            raise DataError(f"output {self.location} is a directory")
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
                                        ".partial")
 
