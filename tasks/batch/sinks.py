@@ -35,7 +35,7 @@ class Sink:
             params = (snowflake_settings or Settings.from_env().snowflake).connection()
             self._table = TableWriter(location.removeprefix(SNOWFLAKE).strip(), params)
             return
-        self.csv = file_format(location, role="output") == "csv"
+        self.csv = file_format(self.location, role="output") == "csv"
         self.path = Path(location)
         if self.path.is_dir():
             raise DataError(f"output {self.location} is a directory")

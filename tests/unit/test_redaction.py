@@ -270,3 +270,14 @@ def test_a_model_yaml_with_credentials_in_its_data_path_is_refused():
     assert "data.path holds credentials: write it as 'https://***@h/train.csv'" in str(caught.value)
     assert parse_config(config_yaml(data=data.replace(f"u:{SECRET}", "***"))).data.path == (
         "https://***@h/train.csv")
+
+
+def test_an_output_is_named_redacted(tmp_path):
+    from tasks.batch.sinks import Sink
+    from tasks.core.errors import DataError
+
+    with pytest.raises(DataError) as caught:
+        Sink(f"https://u:{SECRET}@h/out.json")
+    assert str(caught.value) == ("output must be .parquet, .csv or snowflake:<table>, got "
+                                 "https://***@h/out.json")
+    assert Sink(str(tmp_path / "out.csv")).location == str(tmp_path / "out.csv")
