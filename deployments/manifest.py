@@ -12,6 +12,7 @@ from deployments.pools import load_pools
 from tasks.contracts.batch import DRIFT_EVENT
 from tasks.core.config import list_configs
 from tasks.core.errors import ConfigError
+from tasks.core.redact import redact
 
 TRAINING_ENTRYPOINT = "flows/training.py:training_pipeline"
 TRAINING_FLOW = "training-pipeline"
@@ -45,6 +46,7 @@ class DeploymentEntry:
     work_pool: str | None
     schedules: list[dict[str, Any]]
     triggers: list[dict[str, Any]] = ()
+    credentials: tuple[str, ...] = ()  # parameters holding them (the server would show them)
 
     @property
     def full_name(self) -> str:
@@ -75,6 +77,8 @@ def load_manifest(path: Path) -> list[DeploymentEntry]:
             work_pool=d.work_pool.name if d.work_pool else None,
             schedules=[s.model_dump(exclude_none=True) for s in (d.schedules or [])],
             triggers=[t if isinstance(t, dict) else t.model_dump() for t in (d.triggers or [])],
+            credentials=tuple(k for k, v in d.parameters.items()
+                              if isinstance(v, str) and redact(v) != v),
         )
         for d in model.deployments
     ]
@@ -107,6 +111,10 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
             problems.append(f"{path}: deployment {d.full_name} has no trigger on {DRIFT_EVENT} "
                             f"matching prefect.resource.id mlops.model.{d.model}")
     problems += _naming_problems(path, deployments)
+    problems += [f"{path}: deployment {d.full_name} parameter {key!r} holds credentials: write "
+                 "the URL redacted (http://***@host/…) and give the worker the full one in "
+                 "MLOPS_DATA_URLS_BLOCK (a Secret block) or MLOPS_DATA_URLS"
+                 for d in deployments for key in d.credentials]
     deployed = {d.model for d in training}
     for flow in DAILY_FLOWS.values():
         daily = {d.model: d for d in deployments if d.flow == flow}

@@ -31,7 +31,9 @@ def monitoring(model: ModelName, input: str, day: date | None = None) -> DriftRe
     Args:
         model: A model configured under configs/models (its name).
         input: The batch to check: a .parquet or .csv path (relative to the worker's project
-            dir) or snowflake:<query>; {date} in it becomes the day.
+            dir) or URL, or snowflake:<query>; {date} in it becomes the day. A URL holding
+            credentials is given redacted (https://***@host/…): the worker holds it in
+            MLOPS_DATA_URLS(_BLOCK).
         day: The day to check (YYYY-MM-DD, UTC); empty: today.
     """
     settings = Settings.from_env()

@@ -30,7 +30,9 @@ def batch_scoring(model: ModelName, input: str, output: str, day: date | None = 
     Args:
         model: A model configured under configs/models (its name).
         input: The claims to score: a .parquet or .csv path (relative to the worker's project
-            dir) or snowflake:<query>; {date} in it becomes the day.
+            dir) or URL, or snowflake:<query>; {date} in it becomes the day. A URL holding
+            credentials is given redacted (https://***@host/…): the worker holds it in
+            MLOPS_DATA_URLS(_BLOCK).
         output: Where the predictions go: a .parquet or .csv path or snowflake:<table>; {date}
             in it becomes the day.
         day: The day to score (YYYY-MM-DD, UTC); empty: today.

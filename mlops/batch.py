@@ -36,8 +36,11 @@ def score(
     Exit codes: 0 scored, 1 failed or tampered model, 2 bad input (--explain above the feature
     count included) or no champion."""
     from flows.scoring import batch_scoring
+    from tasks.core.credentials import hide
 
     when = _checked(model, day)
+    # the flow's parameters carry the locations redacted; this process opens them itself
+    input_, output = hide(input_), hide(output)
     summary = run_flow(lambda: batch_scoring(model, input_, output, when, keep or None, explain))
     typer.echo(f"{summary.model} v{summary.version}: {summary.rows:,} rows scored in "
                f"{summary.seconds:.1f} s ({summary.rows_per_s:,.0f} rows/s) -> {summary.output}")
@@ -59,9 +62,10 @@ def monitor(
     server, the drift event starts a retrain), 2 bad input or too few rows for a verdict,
     1 failed."""
     from flows.monitoring import monitoring
+    from tasks.core.credentials import hide
 
     when = _checked(model, day)
-    report = run_flow(lambda: monitoring(model, input_, when))
+    report = run_flow(lambda: monitoring(model, hide(input_), when))
     if report.columns:
         print_table(("column", "PSI", "status"), [
             (c.name, f"{c.psi:.4f}", c.status.upper() if c.status == "drift" else c.status)

@@ -99,8 +99,9 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
     reference = champion.profile
     assert reference is not None
     current = observed.profile
-    base = dict(model=champion.name, version=champion.version, input=location, rows=current.rows,
-                psi_threshold=spec.psi_threshold, attribution_shift=spec.attribution_shift)
+    base = dict(model=champion.name, version=champion.version, input=redact(location),
+                rows=current.rows, psi_threshold=spec.psi_threshold,
+                attribution_shift=spec.attribution_shift)
     if current.rows < spec.min_rows:
         return DriftReport(**base, verdict="insufficient",
                            message=f"only {current.rows} rows, fewer than monitoring.min_rows="

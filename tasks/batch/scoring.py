@@ -152,7 +152,7 @@ def score_batches(champion: Champion, input_location: str, output_location: str,
         raise
     seconds = time.perf_counter() - start
     return ScoringSummary(model=champion.name, version=champion.version,
-                          input=source.description, output=output_location, rows=rows,
+                          input=source.description, output=sink.location, rows=rows,
                           seconds=round(seconds, 3), rows_per_s=round(rows / seconds, 1),
                           kept=kept, ignored=ignored,
                           scored_at=scored_at.isoformat(timespec="seconds"),

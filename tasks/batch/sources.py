@@ -15,8 +15,10 @@ import pyarrow as pa
 from tasks.adapters import snowflake
 from tasks.batch.locations import SNOWFLAKE, check_exists, file_format
 from tasks.contracts.training import FeatureSpec
+from tasks.core.credentials import revealed
 from tasks.core.errors import DataError
-from tasks.core.settings import Settings, SnowflakeSettings
+from tasks.core.redact import redact, scrubbing
+from tasks.core.settings import Settings, SnowflakeSettings, data_urls
 
 BATCH_ROWS = 131_072
 
@@ -38,15 +40,25 @@ def csv_header(location: str) -> list[str]:
 
 def read_frame(location: str) -> pd.DataFrame:
     """A whole file as a DataFrame (training data): types inferred over the whole file, columns
-    ending in `_date` parsed as dates."""
+    ending in `_date` parsed as dates. A redacted URL is opened with its credentials; errors
+    name it redacted."""
+    with revealed(location, data_urls) as real:
+        return _read_frame(real)
+
+
+def _read_frame(location: str) -> pd.DataFrame:
     kind = file_format(location)
     check_exists(location)
-    try:
+    import fsspec
+
+    try:  # through fsspec, as batches are: pandas' own URL reader drops user:password
         if kind == "parquet":
-            return pd.read_parquet(location)
+            with fsspec.open(location, "rb") as fh:
+                return pd.read_parquet(fh)
         header = csv_header(location)
-        return pd.read_csv(location, low_memory=False,
-                           parse_dates=[c for c in header if c.endswith("_date")])
+        with fsspec.open(location, "rb", compression="infer") as fh:
+            return pd.read_csv(fh, low_memory=False,
+                               parse_dates=[c for c in header if c.endswith("_date")])
     except DataError:
         raise
     except Exception as exc:  # parser errors differ per engine; name the file and the reason
@@ -78,7 +90,15 @@ def open_source(location: str, spec: FeatureSpec, keep: list[str] | None = None,
                 snowflake_settings: SnowflakeSettings | None = None) -> Source:
     """Stream a .parquet/.csv file or a Snowflake query (`snowflake:SELECT …`) in Arrow batches
     holding only the features, the kept columns (default: identifiers) and `optional` ones the
-    input happens to have (a label, for monitoring)."""
+    input happens to have (a label, for monitoring). A redacted URL is opened with its
+    credentials; the source's description and every error name it redacted."""
+    with revealed(location, data_urls) as real:
+        return _open_source(real, spec, keep, optional, batch_rows, snowflake_settings)
+
+
+def _open_source(location: str, spec: FeatureSpec, keep: list[str] | None,
+                 optional: tuple[str, ...], batch_rows: int,
+                 snowflake_settings: SnowflakeSettings | None) -> Source:
     if location.startswith(SNOWFLAKE):
         params = (snowflake_settings or Settings.from_env().snowflake).connection()
         columns, batches = snowflake.query_batches(location.removeprefix(SNOWFLAKE).strip(),
@@ -111,7 +131,7 @@ def _opened(location: str, batches_of) -> Iterator[pa.RecordBatch]:
     """Batches from a file opened through fsspec, closed when the batches end or are dropped."""
     import fsspec
 
-    with fsspec.open(location, "rb", compression="infer") as fh:
+    with scrubbing(), fsspec.open(location, "rb", compression="infer") as fh:
         try:
             yield from batches_of(fh)
         except pa.ArrowInvalid as exc:
@@ -136,7 +156,7 @@ def _parquet_source(location: str, spec: FeatureSpec, keep: list[str] | None,
                                 pre_buffer=False)
         yield from reader.iter_batches(batch_size=rows, columns=needed)
 
-    return Source(columns, kept, _opened(location, batches), location)
+    return Source(columns, kept, _opened(location, batches), redact(location))
 
 
 def _csv_source(location: str, spec: FeatureSpec, keep: list[str] | None,
@@ -153,7 +173,7 @@ def _csv_source(location: str, spec: FeatureSpec, keep: list[str] | None,
             fh, read_options=pcsv.ReadOptions(block_size=max(1 << 20, rows * 200)),
             convert_options=pcsv.ConvertOptions(include_columns=needed, column_types=types))
 
-    return Source(columns, kept, _opened(location, batches), location)
+    return Source(columns, kept, _opened(location, batches), redact(location))
 
 
 def _arrow_reason(exc: Exception) -> str:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tasks.core.decision import ThresholdSpec
 from tasks.core.errors import ConfigError
+from tasks.core.redact import redact
 from tasks.core.tasktypes import METRICS, TASK_TYPES, TaskName
 
 
@@ -39,6 +40,9 @@ class DataSpec(_Strict):
             (".csv", ".parquet", ".pq", ".csv.gz")
         ):
             raise ValueError(f"data.path must end in .csv or .parquet, got {self.path!r}")
+        if self.path and redact(self.path) != self.path:  # the YAML is in git and in MLflow
+            raise ValueError(f"data.path holds credentials: write it as {redact(self.path)!r} "
+                             "and list the full URL in MLOPS_DATA_URLS where the flow runs")
         return self
 
     @property

@@ -13,10 +13,13 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+# user:password up to the last @ before the path (an @ in the password), or a password holding
+# a / (AWS secret keys do) up to its @; a port followed by a path is not a password
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?:[^/\s]*|[^/@\s:]*:(?!\d+/)[^@\s]*)@", re.IGNORECASE)
 _QUERY_SECRETS = re.compile(
     r"(?P<key>[?&;](?:[a-z0-9_-]*(?:token|secret|password|passwd|pwd|signature|sig|api[_-]?key|"
-    r"access[_-]?key|auth))=)[^&#\s\"']+", re.IGNORECASE)
+    r"access[_-]?key|key|auth|credentials?|jwt))=)[^&#\s\"']+", re.IGNORECASE)
 _HEADER_SECRETS = re.compile(
     r"(?P<key>(?:authorization|private-token|job-token|x-api-key)\s*[:=]\s*(?:bearer\s+)?)"
     r"[^\s\"',}]+", re.IGNORECASE)

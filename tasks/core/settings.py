@@ -165,6 +165,8 @@ class Settings:
     audit_key: str = field(default="", repr=False)
     audit_key_block: str | None = None
     policy_path: Path = Path("configs/policy.yaml")
+    data_urls: tuple[str, ...] = field(default=(), repr=False)
+    data_urls_block: str | None = None
     prefect_port: int = 4200
     mlflow_port: int = 5000
     mlflow_ui: str | None = None
@@ -208,6 +210,8 @@ class Settings:
             audit_key=env.get("MLOPS_AUDIT_KEY", ""),
             audit_key_block=env.get("MLOPS_AUDIT_KEY_BLOCK") or None,
             policy_path=Path(env.get("MLOPS_POLICY") or "configs/policy.yaml"),
+            data_urls=tuple(env.get("MLOPS_DATA_URLS", "").split()),
+            data_urls_block=env.get("MLOPS_DATA_URLS_BLOCK") or None,
             prefect_port=_int(env, "MLOPS_PREFECT_PORT", "4200"),
             mlflow_port=_int(env, "MLOPS_MLFLOW_PORT", "5000"),
             mlflow_ui=env.get("MLOPS_MLFLOW_UI_URL") or None,
@@ -244,6 +248,14 @@ class Settings:
                 out.write(secrets.token_hex(32))
         return path.read_text().strip().encode()
 
+    def resolve_data_urls(self) -> tuple[str, ...]:
+        """Data URLs holding credentials (MLOPS_DATA_URLS, whitespace-separated, and those in
+        the Secret block MLOPS_DATA_URLS_BLOCK names); parameters carry their redacted form."""
+        if not self.data_urls_block:
+            return self.data_urls
+        held = _secret_block(self.data_urls_block)
+        return (*self.data_urls, *(held.split() if isinstance(held, str) else map(str, held)))
+
     @property
     def artifact_root(self) -> Path:
         return self.home / "artifacts"
@@ -268,6 +280,11 @@ class Settings:
     def prefect_ui_url(self) -> str | None:
         api = self.prefect_api_url or ""
         return api.removesuffix("/").removesuffix("/api") if api.startswith("http") else None
+
+
+def data_urls() -> tuple[str, ...]:
+    """The data URLs this process holds credentials for (see Settings.resolve_data_urls)."""
+    return Settings.from_env().resolve_data_urls()
 
 
 def _gitlab(env: Mapping[str, str]) -> GitLabSettings | None:

@@ -4,11 +4,12 @@ wiki page (newest first)."""
 from __future__ import annotations
 
 from tasks.contracts.batch import DriftReport, ScoringSummary
+from tasks.core.redact import redact
 
 
 def scoring_markdown(summary: ScoringSummary) -> str:
     lines = [f"# Batch scoring: {summary.model} v{summary.version}", "",
-             f"- input: {summary.input}", f"- output: {summary.output}",
+             f"- input: {redact(summary.input)}", f"- output: {redact(summary.output)}",
              f"- rows: {summary.rows:,} in {summary.seconds:.1f} s ({summary.rows_per_s:,.0f} rows/s)",
              f"- columns kept with the predictions: {', '.join(summary.kept) or 'none'}",
              f"- input columns ignored: {', '.join(summary.ignored) or 'none'}",

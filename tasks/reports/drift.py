@@ -105,7 +105,7 @@ def render_html(report: DriftReport, psi_png: bytes, dist_png: bytes,
         f"<h1>Drift report: {html.escape(report.model)} v{report.version}</h1>"
         f"<p style='font-size:1.3em;color:{colour}'><b>{report.verdict}</b>: "
         f"{html.escape(report.message)}</p>"
-        f"<p>Input {html.escape(report.input)}, {report.rows:,} rows, PSI threshold "
+        f"<p>Input {html.escape(redact(report.input))}, {report.rows:,} rows, PSI threshold "
         f"{report.psi_threshold:g} (watch above {report.psi_threshold / 2:g}).</p>{metric}"
         f"{img(psi_png)}<h2>Distributions, most shifted first</h2>{img(dist_png)}"
         "<h2>PSI per column</h2><p>A column is marked only when its PSI exceeds both the "

@@ -13,6 +13,7 @@ from tasks.adapters import snowflake
 from tasks.batch.sources import read_frame
 from tasks.core.config import DataSpec
 from tasks.core.errors import DataError
+from tasks.core.redact import redact
 from tasks.core.settings import Settings
 from tasks.core.steps import NETWORK_RETRIES, step
 from tasks.training.fingerprint import as_of_fingerprint, source_fingerprint
@@ -39,7 +40,7 @@ def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
         data = Dataset(frame, source_fingerprint(spec),
                        f"synthetic(rows={spec.synthetic_rows}, seed={spec.seed})")
     elif spec.source == "file":
-        data = Dataset(read_frame(spec.path), source_fingerprint(spec), spec.path)
+        data = Dataset(read_frame(spec.path), source_fingerprint(spec), redact(spec.path))
     else:
         if query_reader is None:
             params = Settings.from_env().snowflake.connection()

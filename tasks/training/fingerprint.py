@@ -7,7 +7,10 @@ import hashlib
 import json
 
 from tasks.core.config import DataSpec
+from tasks.core.credentials import revealed
 from tasks.core.errors import DataError
+from tasks.core.redact import redact
+from tasks.core.settings import data_urls
 from tasks.training.synthetic import GENERATOR_VERSION
 
 
@@ -25,11 +28,11 @@ def source_fingerprint(spec: DataSpec) -> str | None:
 
         digest = hashlib.sha256()
         try:
-            with fsspec.open(spec.path, "rb") as fh:
+            with revealed(spec.path, data_urls) as real, fsspec.open(real, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(chunk)
         except FileNotFoundError:
-            raise DataError(f"data file {spec.path} does not exist") from None
+            raise DataError(f"data file {redact(spec.path)} does not exist") from None
         return digest.hexdigest()
     return None
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from tasks.core import integrity
 from tasks.core.config import ModelConfig
 from tasks.core.errors import LineageIncomplete
+from tasks.core.redact import redact
 from tasks.training.fingerprint import as_of_fingerprint, source_fingerprint
 
 # the tags without which a version cannot be rebuilt and compared
@@ -68,7 +69,7 @@ def input_differences(cfg: ModelConfig, tags: Mapping[str, str], code: str) -> l
 
 
 def data_changed(cfg: ModelConfig, now: str, then: str) -> str:
-    where = {"file": cfg.data.path, "snowflake": "the query's rows"}.get(cfg.data.source,
+    where = {"file": redact(cfg.data.path or ""), "snowflake": "the query's rows"}.get(cfg.data.source,
                                                                           "synthetic data")
     return (f"data changed since: {where} fingerprints to {now[:12]}…, the version was "
             f"trained on {then[:12]}…; refusing to compare")

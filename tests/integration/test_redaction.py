@@ -1,10 +1,16 @@
-"""A secret in the tracking URI during an outage stays out of stderr, logs, Prefect states and
-Slack; model servers and notebook kernels do not see the process's credentials."""
+"""A password in a data URL stays out of Prefect (parameters, states, events, artifacts) and
+MLflow (params, tags, reports); a secret in the tracking URI during an outage stays out of
+stderr, logs, Prefect states and Slack; model servers and notebook kernels do not see the
+process's credentials.
+
+The data-URL tests come first: a flow run after the outage test (capfd around the CLI) would
+log to a stream that test closed."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -94,6 +100,163 @@ def prefect_record(model: str) -> tuple[list[str], list[str]]:
     return states, logs
 
 
+class BasicAuthFiles:
+    """Files served on loopback only to `user:<secret>` (HTTP basic auth); it counts the
+    requests that carried the credentials, so a test sees they reached the server."""
+
+    def __init__(self, folder: Path, secret: str):
+        import base64
+        from functools import partial
+        from http.server import SimpleHTTPRequestHandler
+
+        expected = "Basic " + base64.b64encode(f"user:{secret}".encode()).decode()
+        served = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def send_head(self):
+                if self.headers.get("Authorization") != expected:
+                    self.send_error(401)
+                    return None
+                served.authorised += 1
+                return super().send_head()
+
+        self.authorised = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=folder))
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, name: str, secret: str) -> str:
+        return f"http://user:{secret}@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture
+def served(tmp_path):
+    from tasks.training.synthetic import generate_claims
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    generate_claims(2500, seed=5).to_csv(folder / "train.csv", index=False)
+    generate_claims(1200, seed=11).to_csv(folder / "claims.csv", index=False)
+    files = BasicAuthFiles(folder, SECRET)
+    yield files
+    files.server.shutdown()
+
+
+def flow_runs_of(flow_name: str) -> list:
+    """Every run of the flow on the test server, with its parameters, state and artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                                     flow_run_filter=FlowRunFilter())
+
+
+def prefect_texts(flow_run_ids: list) -> dict[str, str]:
+    """What the Prefect server keeps of these runs, as text: parameters, names and state
+    messages of the flow runs and their task runs, artifacts, and the events about them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, FlowRunFilterId
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids))
+    with get_client(sync_client=True) as client:
+        flow_runs = client.read_flow_runs(flow_run_filter=runs)
+        task_runs = client.read_task_runs(flow_run_filter=runs)
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(), flow_run_filter=runs)
+        events = client.request("POST", "/events/filter", json={"limit": 50, "filter": {
+            "any_resource": {"id": [f"prefect.flow-run.{i}" for i in flow_run_ids]}}}).json()
+        pages = [events]
+        while pages[-1].get("next_page"):
+            pages.append(client.request("GET", pages[-1]["next_page"]).json())
+    return {
+        "parameters": json.dumps([r.parameters for r in flow_runs]),
+        "run names": " ".join(r.name for r in [*flow_runs, *task_runs]),
+        "states": json.dumps([r.state.model_dump(mode="json", exclude={"data"})
+                              for r in [*flow_runs, *task_runs]]),
+        "artifacts": json.dumps([a.model_dump(mode="json") for a in artifacts]),
+        "events": json.dumps([e for page in pages for e in page["events"]]),
+    }
+
+
+def mlflow_texts(registry, experiment: str, into: Path) -> dict[str, str]:
+    """The experiment's runs as text: params, tags and every artifact file that is text."""
+    client = registry.client
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    texts = {"params": json.dumps([r.data.params for r in runs]),
+             "tags": json.dumps([r.data.tags for r in runs])}
+    for run in runs:
+        folder = Path(client.download_artifacts(run.info.run_id, "", str(into / run.info.run_id)))
+        texts.update({str(f): f.read_bytes().decode("utf-8", "replace")
+                      for f in folder.rglob("*") if f.is_file()})
+    return texts
+
+
+def test_credentials_in_data_urls_stay_out_of_prefect_and_mlflow(
+        write_config, registry, served, home):
+    """`mlops score` and `mlops monitor` read a URL holding a password: the flow runs carry it
+    redacted, the data is still read with it, and no run, state, artifact, event or MLflow
+    record holds it (a read that fails included)."""
+    from flows.training import training_pipeline
+
+    name = write_config("urlsecret", rows=2500)
+    registry().move_alias(name, "champion", training_pipeline(name).version)
+    scored = runner.invoke(app, ["score", name, "--input", served.url("claims.csv", SECRET),
+                                 "--output", str(home / "scored.csv")])
+    assert scored.exit_code == 0, scored.output
+    monitored = runner.invoke(app, ["monitor", name, "--input", served.url("claims.csv", SECRET)])
+    assert monitored.exit_code in (0, 4), monitored.output
+    missing = runner.invoke(app, ["score", name, "--input", served.url("gone.csv", SECRET),
+                                  "--output", str(home / "never.csv")])
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr, missing.output
+    assert served.authorised  # the credentials reached the server, and nothing else did
+
+    runs = [r for flow in ("batch-scoring", "monitoring") for r in flow_runs_of(flow)
+            if r.parameters.get("model") == name]
+    assert {r.parameters["input"] for r in runs} == {
+        f"http://***@127.0.0.1:{served.port}/claims.csv",
+        f"http://***@127.0.0.1:{served.port}/gone.csv"} and len(runs) == 3
+    for _ in range(30):  # the server stores events a moment after they arrive
+        shown = prefect_texts([r.id for r in runs])
+        if "does not exist" in shown["events"]:  # the failed run's state message
+            break
+        time.sleep(0.5)
+    assert "***@127.0.0.1" in shown["events"] and "***@127.0.0.1" in shown["states"]
+    assert "***@127.0.0.1" in shown["artifacts"]
+    shown |= mlflow_texts(registry(), f"monitoring/{name}", home / "monitoring")
+    assert any("***@127.0.0.1" in text for where, text in shown.items() if "drift" in where)
+    shown |= {"stdout": scored.stdout + monitored.stdout + missing.stdout,
+              "stderr": scored.stderr + monitored.stderr + missing.stderr}
+    for where, text in shown.items():
+        assert SECRET not in text, f"the secret reached {where}"
+
+
+def test_a_training_reads_a_redacted_data_url_with_credentials_from_the_environment(
+        write_config, registry, served, home, monkeypatch):
+    """The model YAML names the URL redacted (it is in git); the flow's process holds it in
+    MLOPS_DATA_URLS, as a worker would; MLflow and Prefect see only the redacted form."""
+    redacted = f"http://***@127.0.0.1:{served.port}/train.csv"
+    name = write_config("urltrain", data=f"data: {{source: file, path: '{redacted}'}}")
+    monkeypatch.setenv("MLOPS_DATA_URLS", served.url("train.csv", SECRET))
+    trained = runner.invoke(app, ["train", name])
+    assert trained.exit_code == 0, trained.output
+    assert served.authorised
+    [run] = [r for r in flow_runs_of("training-pipeline") if r.parameters.get("model") == name]
+    shown = prefect_texts([run.id])
+    shown |= mlflow_texts(registry(), registry().training_experiment(name), home / "training")
+    shown |= {"stdout": trained.stdout, "stderr": trained.stderr}
+    for where, text in shown.items():
+        assert SECRET not in text, f"the secret reached {where}"
+
+    monkeypatch.delenv("MLOPS_DATA_URLS")
+    unknown = runner.invoke(app, ["train", "--force", name])
+    assert unknown.exit_code == 2 and "MLOPS_DATA_URLS" in unknown.stderr, unknown.output
+
+
 def test_a_secret_in_the_tracking_uri_stays_out_of_stderr_logs_and_slack(
         write_config, outage, slack, monkeypatch, caplog, capfd):
     name = write_config("leaky")
@@ -170,3 +333,4 @@ def test_a_notebook_kernel_sees_only_what_it_needs(home, registry, tmp_path, mon
     env = json.loads(seen.read_text())
     assert "MLFLOW_TRACKING_URI" in env and "PATH" in env
     assert not set(env) & set(CREDENTIALS) and SECRET not in json.dumps(env)
+

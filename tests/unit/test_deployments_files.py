@@ -233,3 +233,17 @@ def test_gitlab_ci_pipeline_shape():
     assert "make install" not in rebuild["script"][1]
     assert rebuild["variables"]["GIT_DEPTH"] == 0
     assert "--run-once" not in (REPO / ".gitlab-ci.yml").read_text()
+
+
+def test_a_deployment_parameter_holding_credentials(tmp_path):
+    """The server keeps and shows deployment parameters: a data URL goes there redacted."""
+    manifest, configs = _copy(tmp_path)
+    text = manifest.read_text().replace('input: "data/incoming/claims-{date}.parquet"',
+                                        'input: "s3://AKIAKEY:s3cret@bucket/claims-{date}.parquet"', 1)
+    manifest.write_text(text)
+    problems = check_manifest(manifest, configs)
+    [problem] = [p for p in problems if "credentials" in p]
+    assert "batch-scoring/score-fraud parameter 'input' holds credentials" in problem
+    assert "s3cret" not in problem and "MLOPS_DATA_URLS_BLOCK" in problem
+    manifest.write_text(text.replace("AKIAKEY:s3cret@", "***@"))
+    assert check_manifest(manifest, configs) == []

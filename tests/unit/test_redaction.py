@@ -211,3 +211,73 @@ def test_helper_processes_inherit_no_credentials():
     # the kernel logs to MLflow, so it gets the tracking token and nothing else secret
     leaked = {k for k, v in kernel.items() if SECRET in v} - {"MLFLOW_TRACKING_TOKEN"}
     assert leaked == set() and kernel["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    (f"s3://AKIAKEY:{SECRET}@bucket/claims.parquet", "s3://***@bucket/claims.parquet"),
+    (f"s3://AKIAKEY:ab/{SECRET}@bucket/x.csv", "s3://***@bucket/x.csv"),  # a / in the secret
+    (f"http://user:p@{SECRET}@host/x.csv", "http://***@host/x.csv"),  # an @ in the password
+    (f"postgresql+psycopg://mlops:{SECRET}@db:5432/optuna", "postgresql+psycopg://***@db:5432/optuna"),
+    (f"https://h/x.csv?key={SECRET}&X-Amz-Credential={SECRET}/eu&day=1",
+     "https://h/x.csv?key=***&X-Amz-Credential=***&day=1"),
+    ("http://host:8080/users/a@b.csv", "http://host:8080/users/a@b.csv"),  # a port, not a password
+    ("models:/fraud@champion", "models:/fraud@champion"),
+])
+def test_redact_covers_every_url_credential_form(text, shown):
+    assert redact(text) == shown
+
+
+def test_a_hidden_location_is_revealed_in_this_process_only_for_its_own_form():
+    from tasks.core.credentials import hide, reveal
+
+    real = f"http://user:{SECRET}@files.example/in/claims-{{date}}.csv?token={SECRET}"
+    public = hide(real)
+    assert public == "http://***@files.example/in/claims-{date}.csv?token=***"
+    assert reveal(public) == real
+    assert reveal(public.replace("{date}", "2026-12-01")) == real.replace("{date}", "2026-12-01")
+    assert reveal("data/claims.csv") == "data/claims.csv" == hide("data/claims.csv")
+    assert reveal(f"https://u:{SECRET}@h/x.csv") == f"https://u:{SECRET}@h/x.csv"
+
+
+def test_a_workers_process_reveals_from_mlops_data_urls(monkeypatch):
+    from tasks.core.credentials import reveal, revealed
+    from tasks.core.errors import ConfigError, DataError
+    from tasks.core.settings import data_urls
+
+    real = f"s3://AKIAKEY:{SECRET}@bucket/claims-{{date}}.parquet"
+    monkeypatch.setenv("MLOPS_DATA_URLS", f"s3://other:x@b/y.csv {real}")
+    assert reveal("s3://***@bucket/claims-2026-12-01.parquet", data_urls) == real.replace(
+        "{date}", "2026-12-01")
+    assert SECRET not in repr(Settings.from_env())
+    with pytest.raises(ConfigError, match=r"s3://\*\*\*@elsewhere/x.csv: this process does not "
+                                          "hold its credentials.*MLOPS_DATA_URLS"):
+        reveal("s3://***@elsewhere/x.csv", data_urls)
+    with pytest.raises(DataError) as caught, revealed("s3://***@bucket/claims-1.parquet",
+                                                      data_urls) as url:
+        raise DataError(f"cannot read {url}")
+    assert str(caught.value) == "cannot read s3://***@bucket/claims-1.parquet"
+
+
+def test_a_model_yaml_with_credentials_in_its_data_path_is_refused():
+    from tasks.core.config import parse_config
+    from tasks.core.errors import ConfigError
+    from tests.conftest import config_yaml
+
+    data = f"data: {{source: file, path: 'https://u:{SECRET}@h/train.csv'}}"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_yaml(data=data))
+    assert SECRET not in str(caught.value)
+    assert "data.path holds credentials: write it as 'https://***@h/train.csv'" in str(caught.value)
+    assert parse_config(config_yaml(data=data.replace(f"u:{SECRET}", "***"))).data.path == (
+        "https://***@h/train.csv")
+
+
+def test_an_output_is_named_redacted(tmp_path):
+    from tasks.batch.sinks import Sink
+    from tasks.core.errors import DataError
+
+    with pytest.raises(DataError) as caught:
+        Sink(f"https://u:{SECRET}@h/out.json")
+    assert str(caught.value) == ("output must be .parquet, .csv or snowflake:<table>, got "
+                                 "https://***@h/out.json")
+    assert Sink(str(tmp_path / "out.csv")).location == str(tmp_path / "out.csv")

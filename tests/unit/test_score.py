@@ -216,3 +216,29 @@ def test_two_scorers_of_one_output_never_share_a_temporary_file(champion, claims
     first.commit()
     assert pd.read_parquet(tmp_path / "out.parquet")["a"].tolist() == [1, 2]
     assert leftovers(tmp_path) == ["out.parquet"]
+
+
+def test_csv_cells_that_would_run_as_formulas_are_written_as_text(champion, claims, tmp_path):
+    """OWASP CSV injection: text starting with = + - @ tab or CR gets a leading '; numbers,
+    other text and Parquet are untouched."""
+    src = tmp_path / "claims.csv"
+    risky = ["=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A2)", "\tx"]
+    frame = claims.head(len(risky) + 3).copy()
+    frame["claim_id"] = [*risky, "-3.5", "ok", "1e5"]
+    frame.to_csv(src, index=False)
+    score_batches(champion, str(src), str(tmp_path / "scores.csv"), keep=["claim_id"])
+    score_batches(champion, str(src), str(tmp_path / "scores.parquet"), keep=["claim_id"])
+    written = pd.read_csv(tmp_path / "scores.csv", dtype={"claim_id": str})
+    assert written["claim_id"].tolist() == [*("'" + r for r in risky), "-3.5", "ok", "1e5"]
+    assert (written["probability"] > 0).all() and written["probability"].dtype == float
+    kept = pd.read_parquet(tmp_path / "scores.parquet")["claim_id"].tolist()
+    assert kept == frame["claim_id"].tolist()
+
+
+def test_csv_neutralises_text_cells_and_names_never_numbers(tmp_path):
+    from tasks.batch.sinks import write_frame
+
+    frame = pd.DataFrame({"amount": [-3.5, 2.0], "note": ["-x", "\r=1"], "=name": [1, 2]})
+    write_frame(frame, tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_bytes().split(b"\n") == [
+        b'"amount","note","\'=name"', b'-3.5,"\'-x",1', b'2,"\'\r=1",2', b""]
