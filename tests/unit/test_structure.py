@@ -383,3 +383,32 @@ def test_the_gitlab_registry_only_overrides_what_gitlab_does_differently():
               and getattr(fn, "__code__", None) is not None
               and fn.__code__.co_code == vars(Registry)[name].__code__.co_code]
     assert not copies, copies
+
+
+def literal_exit_codes(modules: dict[str, Path]) -> list[str]:
+    """`Exit(2)`, `SystemExit(1)`, `exit_code = 3`: exit codes written as numbers instead of
+    taken from ExitCode in tasks/core/errors.py."""
+    found = []
+    for name, path in sorted(modules.items()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and _name(node) in ("Exit", "SystemExit", "exit"):
+                values = node.args[:1]
+            elif isinstance(node, ast.Assign) and any(_name(t) == "exit_code" for t in node.targets):
+                values = [node.value]
+            else:
+                continue
+            found += [f"{name}:{node.lineno}" for v in values
+                      if isinstance(v, ast.Constant) and isinstance(v.value, int)]
+    return found
+
+
+def test_exit_codes_come_from_one_table():
+    assert not literal_exit_codes(MODULES), literal_exit_codes(MODULES)
+
+
+def test_a_literal_exit_code_is_found(tmp_path):
+    modules = write_tree(tmp_path, {"tasks/core/errors.py": (
+        "import typer\n\n\nclass E(Exception):\n    exit_code = 2\n\n\n"
+        "def f(code):\n    typer.Exit()\n    typer.Exit(code)\n    raise typer.Exit(1)\n"
+        "\n\ndef g():\n    raise SystemExit('error: message')\n")})
+    assert literal_exit_codes(modules) == ["tasks.core.errors:5", "tasks.core.errors:11"]
