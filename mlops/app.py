@@ -6,11 +6,11 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from tasks.core.errors import ConfigError, MlopsError
+from tasks.core.errors import ConfigError, ExitCode, MlopsError, exit_codes_help
 from tasks.core.redact import redact
 from tasks.core.settings import debug_enabled
 
-EXIT_CODES = "Exit codes: 0 done, 1 failed, 2 bad input or setup, 3 gate rejected."
+EXIT_CODES = exit_codes_help()
 # the order `mlops --help` lists commands in: the pipeline first, then release, batch, platform
 COMMAND_ORDER = ("train", "run", "approve", "promote", "rollback", "history", "compliance",
                  "check-off", "score", "monitor", "reproduce", "generate", "status", "models",
@@ -29,7 +29,7 @@ def one_line(exc: BaseException) -> str:
 def fail(exc: BaseException) -> typer.Exit:
     """Print the error as one line on stderr; the exit code says what kind it was."""
     typer.echo(f"error: {one_line(exc)}", err=True)
-    return typer.Exit(exc.exit_code if isinstance(exc, MlopsError) else 1)
+    return typer.Exit(exc.exit_code if isinstance(exc, MlopsError) else ExitCode.FAILED)
 
 
 class MlopsGroup(TyperGroup):

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mlops.app import app, model_config, print_table, run_flow
-from tasks.core.errors import ConfigError
+from tasks.core.errors import DRIFT_EXITS, ConfigError
 
 DayOption = Annotated[str | None, typer.Option(
     help="Date that replaces {date} in locations (YYYY-MM-DD; default today, UTC).")]
@@ -79,7 +79,7 @@ def monitor(
                    f"(at registration {report.metric_reference:.4f})")
     typer.echo(f"\n{report.model} v{report.version}: {report.verdict.upper()}: {report.message}")
     typer.echo(f"report: {report.mlflow_run}")
-    raise typer.Exit(report.exit_code())
+    raise typer.Exit(DRIFT_EXITS[report.verdict])
 
 
 def _checked(model: str, day: str | None):

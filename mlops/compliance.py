@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mlops.app import app, print_table, settings
+from tasks.core.errors import ExitCode
 
 
 def _open(model: str):
@@ -78,7 +79,7 @@ def compliance(
                 registry.log_text(ref.run_id, html, REPORT_NAME)
             typer.echo(f"report: {path}")
     if any(not s.compliant for s in statuses):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @app.command("check-off")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mlops.app import app, print_table, settings
+from tasks.core.errors import ExitCode
 
 
 @app.command()
@@ -35,7 +36,7 @@ def models() -> None:
             rows.append((cfg.name, cfg.task, cfg.target, cfg.gate.metric, cfg.data.source))
     print_table(("model", "task", "target", "gate metric", "data"), rows)
     if any(r[1] == "INVALID" for r in rows):
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.BAD_INPUT)
 
 
 @app.command("check-config")
@@ -71,5 +72,5 @@ def check_deployments(
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
     if problems:
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.BAD_INPUT)
     typer.echo(f"{prefect_file}: ok")

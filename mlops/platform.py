@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from mlops.app import app, need_server, print_table, settings, typer_app
-from tasks.core.errors import ConfigError, MlopsError
+from tasks.core.errors import ConfigError, ExitCode, MlopsError
 
 
 @app.command()
@@ -183,4 +183,4 @@ def migrate_from_gitlab(
         for line in asyncio.run(apply(migrations, gitlab)):
             typer.echo(line)
     if any(m.problem and m.active for m in migrations):
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.BAD_INPUT)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mlops.app import app, print_table, settings, typer_app
+from tasks.core.errors import ExitCode
 
 AsOption = Annotated[str | None, typer.Option(
     "--as", help="Who decides. With identity gitlab it must match MLOPS_APPROVER_TOKEN's user "
@@ -188,7 +189,7 @@ def audit_verify(
     for problem in problems:
         typer.echo(f"FAIL: {problem}", err=True)
     if problems:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     count = len(trail.records())
     signed = "signed" if trail.key else "hash-chained (no MLOPS_AUDIT_KEY: not signed)"
     typer.echo(f"{cfg.name}: {count} record(s) intact, {signed}; "

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mlops.app import app, model_config
+from tasks.core.errors import ExitCode
 
 
 @app.command()
@@ -126,4 +127,4 @@ def _differs(label: str, lines: list[str]) -> None:
     for line in lines:
         typer.echo(f"  - {line}")
     typer.echo(f"{label}: NOT reproduced ({len(lines)} difference(s) above)")
-    raise typer.Exit(1)
+    raise typer.Exit(ExitCode.FAILED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlops.app import app, settings, typer_app
+from tasks.core.errors import ExitCode
 
 server_app = typer_app(
     "The local stack: a Prefect server with its UI and an MLflow server on the local store, "
@@ -63,4 +64,4 @@ def server_status() -> None:
                    "(not managed here)")
     typer.echo(f"state and logs: {found.stack_dir}")
     if not all(s.up for s in states):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

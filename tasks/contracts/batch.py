@@ -113,9 +113,6 @@ class DriftReport(BaseModel):
     def drifted(self) -> list[ColumnDrift]:
         return [c for c in self.columns if c.status == "drift"]
 
-    def exit_code(self) -> int:
-        return {"no-drift": 0, "drift": 4, "insufficient": 2}[self.verdict]
-
     def event_payload(self) -> dict[str, object]:
         return {"model": self.model, "version": self.version, "rows": self.rows,
                 "psi_threshold": self.psi_threshold,

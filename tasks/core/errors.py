@@ -1,9 +1,38 @@
-"""Errors the CLI maps to exit codes: bad input is 2, a gate rejection 3, the rest 1 (drift is
-not an error: `mlops monitor` exits 4 from its report)."""
+"""Exit codes in one table, and the errors the CLI maps to them: bad input is 2, a gate rejection
+3, the rest 1 (drift is not an error: `mlops monitor` exits 4 from its report)."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What every `mlops` command's exit status means."""
+
+    DONE = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    GATE_REJECTED = 3
+    DRIFT = 4
+
+
+EXIT_MEANINGS = {
+    ExitCode.DONE: "done",
+    ExitCode.FAILED: "failed",
+    ExitCode.BAD_INPUT: "bad input or setup",
+    ExitCode.GATE_REJECTED: "gate rejected",
+    ExitCode.DRIFT: "drift found (mlops monitor)",
+}
+
+# `mlops monitor`'s exit code for each verdict of a DriftReport
+DRIFT_EXITS = {"no-drift": ExitCode.DONE, "drift": ExitCode.DRIFT, "insufficient": ExitCode.BAD_INPUT}
+
+
+def exit_codes_help() -> str:
+    """The table as one sentence, for help texts."""
+    return "Exit codes: " + ", ".join(f"{int(c)} {m}" for c, m in EXIT_MEANINGS.items()) + "."
 
 
 class MlopsError(Exception):
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 def retry_transient(task, task_run, state) -> bool:
@@ -14,56 +43,56 @@ def retry_transient(task, task_run, state) -> bool:
 class ConfigError(MlopsError):
     """The model YAML or the environment settings are wrong."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class DataError(MlopsError):
     """The data cannot be read or fails validation."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class GateRejected(MlopsError):
     """The model did not pass the performance gate; nothing was registered."""
 
-    exit_code = 3
+    exit_code = ExitCode.GATE_REJECTED
 
 
 class TrackingUnavailable(MlopsError):
     """The MLflow tracking server could not be reached."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 class RegistryError(MlopsError):
     """A registry operation was refused."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 class LineageIncomplete(MlopsError):
     """A registered version lacks what a rebuild needs (lineage tags, a time-travel point)."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class UnknownVersion(MlopsError):
     """A model version the registry does not have (a typo in --version)."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class DeployError(MlopsError):
     """A deployment step failed or was refused; aliases are back where they were."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 class PolicyRefused(MlopsError):
     """The organisation policy refuses a version in an environment (tags, classification or a
     check); the refusal is an audit record naming the rule, and no alias moved."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class TrailMismatch(MlopsError):
@@ -76,29 +105,29 @@ class TrailMismatch(MlopsError):
 class ApprovalError(MlopsError):
     """An approval that cannot be accepted (unlisted approver, unknown version)."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class ScoringError(MlopsError):
     """Scoring cannot start: no champion to score with."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class IntegrityError(MlopsError):
     """A model artifact does not match its registered checksum; nothing was scored."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 class GitLabRefused(MlopsError):
     """GitLab refused a call the worker needs (token scope, role, project setting, rules)."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
     status: int | None = None
 
 
 class GitLabUnavailable(MlopsError):
     """GitLab did not answer (connection errors, timeouts, 429/5xx) after bounded retries."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED

@@ -33,7 +33,7 @@ def code_hash() -> str:
 
 
 # what a rebuild's result can depend on besides data, config, code and seed
-_ENV_PACKAGES = ("xgboost", "numpy", "pandas", "scikit-learn", "optuna")
+_ENV_PACKAGES = ("xgboost", "numpy", "pandas", "scikit-learn", "pyarrow", "optuna")
 
 
 def environment() -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from tasks.adapters.mlflow_registry import Registry
-from tasks.core.errors import ConfigError, MlopsError
+from tasks.core.errors import ConfigError, ExitCode, MlopsError
 from tasks.core.lineage import git_commit
 from tasks.core.settings import Settings
 from tasks.core.steps import step
@@ -22,7 +22,7 @@ KERNEL = "python3"
 class NotebookFailed(MlopsError):
     """A cell raised; the executed notebook (with the error) is in the MLflow run."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 class NotebookRun(BaseModel):

@@ -19,7 +19,18 @@ import pytest
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+# one end-to-end test, the start of its module's servers included (the GitLab job test: about
+# 2.5 minutes on this 2-core machine), with room for a busy machine
+E2E_TIMEOUT_S = 900
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")  # GitLab CI: the postgres service
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end tier's timeout on each of its tests, unless one names its own."""
+    for item in items:
+        if item.path.is_relative_to(HERE) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
 
 
 def free_port() -> int:

@@ -285,4 +285,7 @@ class FakeGitLab:
         if what == "/variables":
             return 200, [{"key": k, "value": v, "variable_type": "env_var"}
                          for k, v in self.ci.variables(pid).items()]
-        return 200, self.ci.get(pid)
+        pipeline = self.ci.get(pid)
+        if method == "GET":
+            self.ci.reads.append((pid, pipeline["status"]))
+        return 200, pipeline

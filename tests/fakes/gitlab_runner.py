@@ -103,6 +103,7 @@ class FakeCI:
         self.fail_before_script: str | None = None
         self.lose_create_responses = 0
         self.logs: dict[int, Path] = {}
+        self.reads: list[tuple[int, str]] = []  # (pipeline, status) of every GET of a pipeline
         self.lock = threading.RLock()
         self._next = 100
 

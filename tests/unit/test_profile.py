@@ -19,6 +19,7 @@ from tasks.batch.profiles import (
 from tasks.contracts.batch import PREDICTION, Observed
 from tasks.contracts.training import FeatureSpec
 from tasks.core.config import MonitoringSpec
+from tasks.core.errors import DRIFT_EXITS
 
 CATS = {"colour": ["blue", "red"]}
 
@@ -91,18 +92,18 @@ def test_verdicts_no_drift_drift_and_insufficient():
 
     same = observed(matrix(3000, 2), rng.beta(1, 8, 3000), reference)
     calm = compare(champ, same, spec, "fresh.parquet")
-    assert calm.verdict == "no-drift" and calm.exit_code() == 0
+    assert calm.verdict == "no-drift" and DRIFT_EXITS[calm.verdict] == 0
     assert all(c.status != "drift" for c in calm.columns)
 
     moved = observed(matrix(3000, 3, shift=0.4, red=0.9), rng.beta(1, 8, 3000), reference)
     drift = compare(champ, moved, spec, "drifted.parquet")
-    assert drift.verdict == "drift" and drift.exit_code() == 4
+    assert drift.verdict == "drift" and DRIFT_EXITS[drift.verdict] == 4
     assert {c.name for c in drift.drifted} == {"amount", "colour"}
     assert "prediction" not in {c.name for c in drift.drifted}
     assert drift.event_payload()["drifted"].keys() == {"amount", "colour"}
 
     few = compare(champ, observed(matrix(100, 4), raw[:100], reference), spec, "few.parquet")
-    assert few.verdict == "insufficient" and few.exit_code() == 2
+    assert few.verdict == "insufficient" and DRIFT_EXITS[few.verdict] == 2
     assert "fewer than monitoring.min_rows=500" in few.message and few.columns == []
 
 

@@ -65,6 +65,15 @@ def test_environment_differences_name_the_package():
     assert "not recorded" in rp.environment_differences(None, now)[0]
 
 
+def test_the_environment_names_python_and_the_numerical_stack():
+    """What uv.lock keeps to one version per package (tests/unit/test_lock.py) is recorded with
+    every version, so a rebuild on another Python names the package that differs."""
+    from tests.unit.test_lock import NUMERICAL_STACK
+
+    recorded = dict(item.split("=", 1) for item in environment().split())
+    assert {"python", *NUMERICAL_STACK} <= recorded.keys(), recorded
+
+
 def test_booster_difference_names_the_first_differing_tree():
     ten = booster(10)
     assert rp.booster_difference(ten, ten) is None
