@@ -33,42 +33,22 @@ def deploy_model(model: ModelName, version: str, comment: str = "", wait: bool =
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
     registry = connect(settings)
-    alias = cfg.deploy.production.alias
     proposal = judge_proposal(registry=registry, cfg=cfg, version=version,
                               key=settings.resolve_audit_key())
-    if proposal.refusal:  # the champion itself, or going back: never offered as a promotion
-        done = proposal.champion == version
-        result = DeployResult(model=cfg.name, version=version, staging="skipped",
-                              production="already champion" if done else "not offered",
-                              champion=proposal.champion, message=proposal.refusal)
-        publish_deploy_summary(result)
-        return result
+    if proposal.refusal:
+        return publish_deploy_summary(DeployResult.not_offered(
+            model=cfg.name, version=version, champion=proposal.champion, why=proposal.refusal))
     report = staging(registry=registry, cfg=cfg, version=version, actor="pipeline",
                      env=settings.child_env)
     if is_config_path(model):
-        result = DeployResult(
-            model=cfg.name, version=version, staging="passed", production="not offered",
-            champion=proposal.champion,
-            message=f"{cfg.name} v{version} staged; trained from a YAML path, which never "
-                    f"promotes: promote it with `mlops promote {cfg.name} --version {version}` "
-                    f"(judged by configs/models/{cfg.name}.yaml and the policy)")
-        publish_deploy_summary(result)
-        return result
+        return publish_deploy_summary(DeployResult.from_a_path(
+            model=cfg.name, version=version, champion=proposal.champion))
     approval = obtain_approval(registry=registry, cfg=cfg, version=version, staging=report,
                                comment=comment, wait=wait)
     if approval is None:
-        result = DeployResult(
-            model=cfg.name, version=version, staging="passed", production="awaiting approval",
-            champion=registry.alias_version(cfg.name, alias),
-            message=f"{cfg.name} v{version} staged; promote it with: mlops promote {cfg.name} "
-                    f"--version {version} --as NAME")
-        publish_deploy_summary(result)
-        return result
+        return publish_deploy_summary(DeployResult.awaiting(
+            model=cfg.name, version=version, champion=proposal.champion))
     previous = production(registry=registry, cfg=cfg, version=version, approval=approval)
-    who = approval.approver.label()
-    result = DeployResult(model=cfg.name, version=version, staging="passed",
-                          production=f"promoted by {who}", champion=version,
-                          message=f"{cfg.name}@{alias}: v{previous or '-'} → v{version}, "
-                                  f"approved by {who}")
-    publish_deploy_summary(result, approver=who, comment=approval.comment)
-    return result
+    return publish_deploy_summary(DeployResult.promoted(
+        model=cfg.name, version=version, alias=cfg.deploy.production.alias, previous=previous,
+        approval=approval))

@@ -44,6 +44,38 @@ class DeployResult(BaseModel):
     production: str
     champion: str | None
     message: str
+    approval: Approval | None = None
+
+    @classmethod
+    def not_offered(cls, model: str, version: str, champion: str | None, why: str
+                    ) -> DeployResult:
+        """The champion itself, or going back: never offered as a promotion."""
+        return cls(model=model, version=version, staging="skipped",
+                   production="already champion" if champion == version else "not offered",
+                   champion=champion, message=why)
+
+    @classmethod
+    def from_a_path(cls, model: str, version: str, champion: str | None) -> DeployResult:
+        return cls(model=model, version=version, staging="passed", production="not offered",
+                   champion=champion,
+                   message=f"{model} v{version} staged; trained from a YAML path, which never "
+                           f"promotes: promote it with `mlops promote {model} --version "
+                           f"{version}` (judged by configs/models/{model}.yaml and the policy)")
+
+    @classmethod
+    def awaiting(cls, model: str, version: str, champion: str | None) -> DeployResult:
+        return cls(model=model, version=version, staging="passed",
+                   production="awaiting approval", champion=champion,
+                   message=f"{model} v{version} staged; promote it with: mlops promote {model} "
+                           f"--version {version} --as NAME")
+
+    @classmethod
+    def promoted(cls, model: str, version: str, alias: str, previous: str | None,
+                 approval: Approval) -> DeployResult:
+        who = approval.approver.label()
+        return cls(model=model, version=version, staging="passed",
+                   production=f"promoted by {who}", champion=version, approval=approval,
+                   message=f"{model}@{alias}: v{previous or '-'} → v{version}, approved by {who}")
 
 
 class Proposal(BaseModel):

@@ -99,7 +99,7 @@ class TrailMismatch(MlopsError):
     """A live alias is not where the signed audit trail says it is (moved outside the
     pipeline): nothing reads or moves production until it is put back."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class ApprovalError(MlopsError):

@@ -16,12 +16,15 @@ def deploy_markdown(result: DeployResult, approver: str = "", comment: str = "")
 
 
 @step("publish-deploy-summary")
-def publish_deploy_summary(result: DeployResult, approver: str = "", comment: str = "") -> None:
-    """One summary line in the run's log and a markdown artifact on the run."""
+def publish_deploy_summary(result: DeployResult) -> DeployResult:
+    """One summary line in the run's log and a markdown artifact on the run; the result."""
     from prefect.artifacts import create_markdown_artifact
     from prefect.logging import get_run_logger
 
     get_run_logger().info("%s", result.message)
-    create_markdown_artifact(deploy_markdown(result, approver, comment),
+    approval = result.approval
+    create_markdown_artifact(deploy_markdown(result, approval.approver.label() if approval else "",
+                                             approval.comment if approval else ""),
                              key=artifact_key("deploy", result.model),
                              description=f"{result.model} v{result.version}: {result.production}")
+    return result

@@ -282,7 +282,6 @@ KNOWN_WIRING_PROBLEMS = {
     "flows.training.training_pipeline: try (a decision, not wiring)",
     "flows.training.training_pipeline: assigns to a field (contracts are built whole)",
     # the messages of DeployResult and the printed drift verdict are written in the flows
-    "flows.deploy.deploy_model: builds a string (f-string)",
     "flows.monitoring.monitoring: builds a string (f-string)",
 }
 
