@@ -52,6 +52,17 @@ def config_yaml(task: str = "binary", name: str | None = None, rows: int = 1500,
         """) + extra
 
 
+def crown(registry, model: str, version: str | None, alias: str = "champion") -> None:
+    """What a promotion leaves behind, for tests that need a champion without the deploy flow:
+    the alias and its signed record (scoring, monitoring and status read both)."""
+    from tasks.core.settings import Settings
+    from tasks.release.audit import AuditTrail, event
+
+    registry.move_alias(model, alias, version)
+    AuditTrail(registry, model, key=Settings.from_env().resolve_audit_key()).write(
+        event("promoted", "production", None, version, "test", alias=alias))
+
+
 @pytest.fixture
 def make_config():
     def build(task: str = "binary", **kw) -> ModelConfig:

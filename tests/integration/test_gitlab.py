@@ -9,6 +9,7 @@ import contextlib
 import pytest
 
 from flows.training import training_pipeline
+from tests.conftest import crown
 from tests.fakes.gitlab_api import FakeGitLab
 
 SMOKE = "deploy:\n  staging:\n    smoke: {max_latency_ms: 2000}\n"
@@ -190,7 +191,7 @@ def test_scoring_and_monitoring_runs_write_dated_wiki_rows(write_config, registr
 
     monkeypatch.setattr("prefect.events.emit_event", lambda *a, **kw: None)
     name = write_config("wiki-model", rows=2500)
-    registry().move_alias(name, "champion", training_pipeline(name).version)
+    crown(registry(), name, training_pipeline(name).version)
     generate_claims(1500, seed=21).to_parquet(home / "fresh.parquet")
     generate_claims(1500, seed=22, drift=1.0).to_parquet(home / "drifted.parquet")
     batch_scoring(name, str(home / "fresh.parquet"), str(home / "scores.parquet"))

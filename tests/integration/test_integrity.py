@@ -24,7 +24,7 @@ from tasks.release.production import post_deploy_checks
 from tasks.release.staging import deploy_staging
 from tasks.training.gate import rescore_champion
 from tasks.training.synthetic import generate_claims
-from tests.conftest import config_yaml
+from tests.conftest import config_yaml, crown
 
 runner = CliRunner()
 NAME = "sealed"
@@ -51,7 +51,7 @@ def sealed(tmp_path_factory):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         version = training_pipeline(NAME).version
         registry = open_registry(Settings.from_env())
-        registry.move_alias(NAME, "champion", version)
+        crown(registry, NAME, version)
         ref = registry.require_version(NAME, version)
         store = Path(registry.client.get_run(ref.run_id).info.artifact_uri
                      .removeprefix("file://")) / "model"
@@ -165,14 +165,14 @@ def test_a_promotion_of_a_tampered_version_rolls_back(sealed, restore):
                                            digest=registry.require_manifest(NAME, version)))
     registry.move_alias(NAME, "staging", version)
     named = swap_classes(restore)
-    registry.move_alias(NAME, "champion", None)
+    crown(registry, NAME, None)
     try:
         result = runner.invoke(app, ["promote", NAME, "--version", version, "--as", "alice"])
         assert result.exit_code == 1, result.output
         assert "failed its post-deploy checks" in result.stderr and named in result.stderr
         assert registry.alias_version(NAME, "champion") is None
     finally:
-        registry.move_alias(NAME, "champion", version)
+        crown(registry, NAME, version)
 
 
 def test_an_altered_manifest_tag_is_caught_by_the_training_runs_param(sealed, tmp_path):

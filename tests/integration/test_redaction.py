@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlops.cli import app
+from tests.conftest import crown
 from tests.e2e.conftest import descendants
 
 runner = CliRunner()
@@ -204,7 +205,7 @@ def test_credentials_in_data_urls_stay_out_of_prefect_and_mlflow(
     from flows.training import training_pipeline
 
     name = write_config("urlsecret", rows=2500)
-    registry().move_alias(name, "champion", training_pipeline(name).version)
+    crown(registry(), name, training_pipeline(name).version)
     scored = runner.invoke(app, ["score", name, "--input", served.url("claims.csv", SECRET),
                                  "--output", str(home / "scored.csv")])
     assert scored.exit_code == 0, scored.output

@@ -17,6 +17,7 @@ from flows.training import training_pipeline
 from mlops.cli import app
 from tasks.core.errors import DataError, IntegrityError, ScoringError
 from tasks.training.synthetic import generate_claims
+from tests.conftest import crown
 
 runner = CliRunner()
 
@@ -33,7 +34,7 @@ def batches(tmp_path_factory):
 def champion_of(write_config, registry, name: str, task: str = "binary") -> str:
     write_config(name, task=task, rows=2500)
     result = training_pipeline(name)
-    registry().move_alias(name, "champion", result.version)
+    crown(registry(), name, result.version)
     return result.version
 
 
@@ -140,7 +141,7 @@ def test_no_champion_yet_and_bad_input(write_config, registry, batches, home):
     training_pipeline("nochamp")  # registered (challenger), never promoted
     with pytest.raises(ScoringError, match="has no @champion version yet"):
         batch_scoring("nochamp", str(batches / "fresh.parquet"), str(home / "n.parquet"))
-    registry().move_alias("nochamp", "champion", "1")
+    crown(registry(), "nochamp", "1")
     broken = home / "broken.parquet"
     generate_claims(600, seed=3).drop(columns=["region"]).to_parquet(broken)
     with pytest.raises(DataError, match="lacks feature column.*region"):
