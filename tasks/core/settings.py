@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.core.chain import Keyring
 from tasks.core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -164,6 +165,7 @@ class Settings:
     approver_token: str = field(default="", repr=False)
     audit_key: str = field(default="", repr=False)
     audit_key_block: str | None = None
+    audit_keys_retired: tuple[str, ...] = field(default=(), repr=False)
     policy_path: Path = Path("configs/policy.yaml")
     prefect_port: int = 4200
     mlflow_port: int = 5000
@@ -207,6 +209,8 @@ class Settings:
             approver_token=env.get("MLOPS_APPROVER_TOKEN", ""),
             audit_key=env.get("MLOPS_AUDIT_KEY", ""),
             audit_key_block=env.get("MLOPS_AUDIT_KEY_BLOCK") or None,
+            audit_keys_retired=tuple(k for k in env.get("MLOPS_AUDIT_KEYS_RETIRED", "").split(",")
+                                     if k),
             policy_path=Path(env.get("MLOPS_POLICY") or "configs/policy.yaml"),
             prefect_port=_int(env, "MLOPS_PREFECT_PORT", "4200"),
             mlflow_port=_int(env, "MLOPS_MLFLOW_PORT", "5000"),
@@ -214,11 +218,14 @@ class Settings:
             use_local_stack=env.get("MLOPS_LOCAL_STACK", "auto").lower() != "off",
         )
 
-    def resolve_audit_key(self) -> bytes | None:
-        """The key that signs audit records (MLOPS_AUDIT_KEY or its Prefect Secret block)."""
-        if self.audit_key:
-            return self.audit_key.encode()
-        return str(_secret_block(self.audit_key_block)).encode() if self.audit_key_block else None
+    def resolve_audit_key(self) -> Keyring | None:
+        """The key that signs audit records (MLOPS_AUDIT_KEY or its Prefect Secret block), with
+        the retired keys that still verify older records (MLOPS_AUDIT_KEYS_RETIRED)."""
+        current = self.audit_key or (str(_secret_block(self.audit_key_block))
+                                     if self.audit_key_block else "")
+        if not current:
+            return None
+        return Keyring(current.encode(), tuple(k.encode() for k in self.audit_keys_retired))
 
     @property
     def artifact_root(self) -> Path:

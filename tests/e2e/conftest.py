@@ -97,6 +97,7 @@ def cli_env(**extra: str) -> dict[str, str]:
            if not k.startswith(("PREFECT_", "MLFLOW_", "MLOPS_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["MLOPS_AUDIT_KEY"] = "e2e-audit-key"  # production changes need signed audit records
     env.update(extra)
     return env
 
