@@ -22,6 +22,7 @@ from tasks.release.audit import AuditTrail, event
 
 runner = CliRunner()
 NAME = "aud"
+KEY = b"test-audit-key"  # MLOPS_AUDIT_KEY in tests (tests/conftest.py)
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def trail(write_config, registry):
     """Model `aud` (a config, nothing trained) and its trail with five signed records."""
     write_config(NAME)
     reg = registry()
-    written = AuditTrail(reg, NAME)
+    written = AuditTrail(reg, NAME, key=KEY)
     for action, version in (("staged", "1"), ("promotion-intent", "1"), ("promoted", "1"),
                             ("promotion-intent", "2"), ("promoted", "2")):
         written.write(event(action, "production", None, version, "alice"))
@@ -92,7 +93,7 @@ def test_a_signed_prefix_copied_into_a_fresh_experiment_is_prefix_replay(
     """Written two hours ago; copied (records 1..3) into a fresh experiment now."""
     write_config(NAME)
     reg = registry()
-    written = AuditTrail(reg, NAME)
+    written = AuditTrail(reg, NAME, key=KEY)
     with monkeypatch.context() as earlier:
         earlier.setattr(audit, "now_utc", lambda: datetime.now(UTC) - timedelta(hours=2))
         for version in ("1", "2", "3", "4", "5"):
@@ -117,7 +118,7 @@ def test_a_signed_prefix_copied_into_a_fresh_experiment_is_prefix_replay(
 def test_another_models_signed_chain_copied_in_is_cross_model_replay(write_config, registry):
     write_config(NAME)
     reg = registry()
-    other = AuditTrail(reg, "other")
+    other = AuditTrail(reg, "other", key=KEY)
     for action in ("staged", "promotion-intent", "promoted"):
         other.write(event(action, "production", None, "1", "alice"))
     copy_into_fresh_trail(reg, other.records())
