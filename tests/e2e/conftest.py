@@ -119,6 +119,24 @@ def mlflow_server(tmp_path_factory):
         yield url
 
 
+@pytest.fixture(scope="session")
+def mlflow_sqlite_server(tmp_path_factory):
+    """A real `mlflow server` on a SQLite file that clients on this machine may also open
+    directly (artifacts in a plain folder both can reach); (server URL, direct sqlite URI)."""
+    root = tmp_path_factory.mktemp("mlflow-sqlite-server")
+    port = free_port()
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    with background(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", store, "--default-artifact-root",
+         str(root / "artifacts"), "--no-serve-artifacts", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        root / "server.log", env=cli_env(),
+    ) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", 120, proc)
+        yield url, store
+
+
 @pytest.fixture(params=["older", "newer"])
 def gitlab_mlflow(request):
     """GitLab's MLflow API as gitlabhq's source says it answers (tests/fakes/gitlab_mlflow.py),
