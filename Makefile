@@ -21,6 +21,8 @@ $(SYNCED): uv.lock pyproject.toml | $(UV)
 
 install: $(SYNCED)  ## create .venv from the lock file (only when it changed)
 
+# production changes need an audit key: the demo signs with a fixed laptop key unless one is set
+run: export MLOPS_AUDIT_KEY ?= make-run-laptop-demo-key
 run: install  ## the three reference models to production on the embedded synthetic data
 	$(VENV)/bin/mlops server start
 	@echo "make run approves production up front as 'make-run', a declared identity, so it finishes without a human"
