@@ -209,8 +209,8 @@ class Settings:
             approver_token=env.get("MLOPS_APPROVER_TOKEN", ""),
             audit_key=env.get("MLOPS_AUDIT_KEY", ""),
             audit_key_block=env.get("MLOPS_AUDIT_KEY_BLOCK") or None,
-            audit_keys_retired=tuple(k for k in env.get("MLOPS_AUDIT_KEYS_RETIRED", "").split(",")
-                                     if k),
+            audit_keys_retired=tuple(k.strip() for k in env.get("MLOPS_AUDIT_KEYS_RETIRED",
+                                                                "").split(",") if k.strip()),
             policy_path=Path(env.get("MLOPS_POLICY") or "configs/policy.yaml"),
             prefect_port=_int(env, "MLOPS_PREFECT_PORT", "4200"),
             mlflow_port=_int(env, "MLOPS_MLFLOW_PORT", "5000"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from tasks.adapters import audit_anchor, audit_store
@@ -26,6 +26,8 @@ ENVIRONMENT_ACTIONS = {"staged": ("staging", "success"), "staging-failed": ("sta
 # what moves production: never written unsigned while signed records are required
 PRODUCTION_ACTIONS = ("promotion-intent", "promoted", "rollback-intent", "rolled-back")
 CONFIGURED: Any = object()  # AuditTrail's default key: the one the settings name
+# records this much older than their experiment were copied there (writers' clocks may differ)
+REPLAY_MARGIN = timedelta(hours=1)
 NO_KEY = ("set MLOPS_AUDIT_KEY (or MLOPS_AUDIT_KEY_BLOCK): {what} needs signed audit records; "
           "nothing was changed")
 
@@ -171,7 +173,7 @@ class AuditTrail:
         created = audit_store.created(self.registry, self.model)
         first = min((chain.time_of(r.get("at")) for r in stored if chain.seq_of(r) is not None
                      and chain.time_of(r.get("at"))), default=None)
-        if created is None or first is None or created <= first + chain.FUTURE_SKEW:
+        if created is None or first is None or created <= first + REPLAY_MARGIN:
             return None
         if any(r.get("action") == chain.TOMBSTONE and (chain.time_of(r.get("at")) or first)
                >= created for r in chain.intact(stored, self.key, self.model)):

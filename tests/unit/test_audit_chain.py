@@ -185,3 +185,14 @@ def test_a_tombstone_declares_records_lost_below_the_anchor():
     assert chain.anchor_problems(whole, anchored(whole), "m", "sqlite:///db", KEY) == []
     assert tombstone.plan(whole, chain.Keyring(KEY), "m", [6, 7]) is None  # nothing left
     assert tombstone.spans((1, 2, 3, 7, 9, 10)) == "1-3,7,9-10"
+
+
+def test_the_settings_give_the_key_and_the_retired_ones_never_in_repr():
+    from tasks.core.settings import Settings
+
+    found = Settings.from_env({"MLOPS_AUDIT_KEY": "key-2026",
+                               "MLOPS_AUDIT_KEYS_RETIRED": " key-2024, key-2025,"})
+    keys = found.resolve_audit_key()
+    assert keys.current == b"key-2026" and keys.retired == (b"key-2024", b"key-2025")
+    assert "key-202" not in repr(found) + repr(keys)
+    assert Settings.from_env({}).resolve_audit_key() is None
