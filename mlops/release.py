@@ -135,7 +135,7 @@ def history(
     rollback, who decided and whether that identity was verified. A broken chain is shown first.
     Exit codes: 0 shown (a broken chain is shown, not an error: see `mlops audit verify`),
     2 an unknown model."""
-    from tasks.core.chain import ref
+    from tasks.core.chain import legacy, ref
 
     registry, cfg, trail = _trail(model)
     problems = trail.problems()
@@ -153,6 +153,7 @@ def history(
          r.get("identity") or r.get("actor", ""),
          (r.get("comment") or r.get("reason") or "")[:50]
          + ("  [DELETED]" if r.get("deleted") else "")
+         + ("  [UNSEALED: counts for nothing]" if legacy(r) else "")
          + (f"  [VOIDED by {voided[ref(r)]}]" if ref(r) in voided else "")) for r in records])
 
 

@@ -243,3 +243,19 @@ def test_one_lock_per_model_across_threads_and_registry_objects(write_config, re
     (a0, a1), (b0, b1) = sorted(spans)
     assert a1 <= b0, f"held at once: {spans}"
     assert audit_anchor.store_id("https://u:pw@host/api/?x=1") == "https://host/api"
+
+
+def test_history_shows_an_unsealed_record_as_counting_for_nothing(trail):
+    """A record without sequence number or hash (from before the chain, or written by hand) is
+    shown, marked, and changes nothing."""
+    reg, written = trail
+    run_id = reg.client.create_run(reg.client.get_experiment_by_name(
+        f"audit/{NAME}").experiment_id).info.run_id
+    for key, value in {"action": "promoted", "to_version": "9", "actor": "mallory",
+                       "comment": "v9 approved"}.items():
+        reg.client.log_param(run_id, key, value)
+    history = runner.invoke(app, ["history", NAME])
+    [row] = [line for line in history.stdout.splitlines() if "mallory" in line]
+    assert "[UNSEALED: counts for nothing]" in row
+    assert all(e.get("to_version") != "9" for e in written.events())
+    assert verify()[0] == 0
