@@ -26,6 +26,7 @@ $(SYNCED): uv.lock pyproject.toml | $(UV)
 
 install: $(SYNCED)  ## create .venv from the lock file (only when it changed)
 
+# production changes need an audit key: on the laptop's own stack one is made under MLOPS_HOME
 run: install  ## the three reference models to production on the embedded synthetic data
 	$(VENV)/bin/mlops server start
 	@echo "make run approves production up front as 'make-run', a declared identity, so it finishes without a human"

@@ -146,6 +146,8 @@ def history(
     rollback, who decided and whether that identity was verified. A broken chain is shown first.
     Exit codes: 0 shown (a broken chain is shown, not an error: see `mlops audit verify`),
     2 an unknown model."""
+    from tasks.core.chain import legacy, ref
+
     registry, cfg, trail = _trail(model)
     problems = trail.problems()
     if problems:
@@ -155,11 +157,14 @@ def history(
     if not records:
         typer.echo(f"no deployment history for {cfg.name}")
         return
+    voided = trail.voided()
     print_table(("#", "when (UTC)", "action", "version", "who", "comment / reason"), [
         (r.get("seq", "?"), r.get("at", "")[:19].replace("T", " "), r.get("action", ""),
          f"{r.get('from_version') or '-'} -> {r.get('to_version') or '-'}",
          r.get("identity") or r.get("actor", ""),
-         _why(r) + ("  [DELETED]" if r.get("deleted") else "")) for r in records])
+         _why(r) + ("  [DELETED]" if r.get("deleted") else "")
+         + ("  [UNSEALED: counts for nothing]" if legacy(r) else "")
+         + (f"  [VOIDED by {voided[ref(r)]}]" if ref(r) in voided else "")) for r in records])
 
 
 def _why(record: dict[str, str]) -> str:
@@ -179,21 +184,55 @@ app.add_typer(audit_app, name="audit")
 def audit_verify(
     model: Annotated[str, typer.Argument(help="Model name.")],
 ) -> None:
-    """Walk the model's audit chain (every record present, unaltered, in order, signed when
-    MLOPS_AUDIT_KEY is set) and compare the live aliases with the last records. Exit codes:
-    0 intact, 1 a problem (each one named), 2 bad input."""
+    """Walk the model's audit chain (every record present, unaltered, in order, of this model,
+    signed with MLOPS_AUDIT_KEY or a retired key), compare its end with the anchor (truncated,
+    replaced by another copy) and the live aliases with the last records. Without the key the
+    signatures cannot be checked: UNVERIFIABLE. Exit codes: 0 intact, 1 a problem (each one
+    named) or unverifiable, 2 bad input."""
     registry, cfg, trail = _trail(model)
     aliases = {a: registry.alias_version(cfg.name, a)
                for a in (cfg.deploy.production.alias, cfg.deploy.staging.alias)}
     problems = trail.problems(aliases)
     for problem in problems:
         typer.echo(f"FAIL: {problem}", err=True)
-    if problems:
+    if trail.key is None:
+        typer.echo(f"UNVERIFIABLE: {cfg.name}'s audit records cannot be verified without "
+                   "MLOPS_AUDIT_KEY (or MLOPS_AUDIT_KEY_BLOCK): a forged record would pass; "
+                   "nothing is called intact", err=True)
+    if problems or trail.key is None:
         raise typer.Exit(ExitCode.FAILED)
-    count = len(trail.records())
-    signed = "signed" if trail.key else "hash-chained (no MLOPS_AUDIT_KEY: not signed)"
-    typer.echo(f"{cfg.name}: {count} record(s) intact, {signed}; "
-               + ", ".join(f"@{a} v{v or '-'}" for a, v in aliases.items()) + " as recorded")
+    records = trail.records()
+    old = sum(1 for r in records if r.get("hmac") and not r.get("kid"))
+    heads = [f"record {h['seq']} in the {where}" for where, h in trail.anchor_heads().items() if h]
+    typer.echo(f"{cfg.name}: {len(records)} record(s) intact, signed (key {trail.key.kid}"
+               + (f"; {old} from before key ids, verified with the key itself" if old else "")
+               + (f"; {len(trail.voided())} voided by a tombstone" if trail.voided() else "")
+               + "), " + (f"anchored at {', '.join(heads)}" if heads else "not anchored yet")
+               + "; " + ", ".join(f"@{a} v{v or '-'}" for a, v in aliases.items())
+               + " as recorded")
+    judged = [r for r in records if r.get("policy_sha256")]
+    if judged:  # what the newest production change was judged by
+        typer.echo(f"newest production change (record {judged[-1]['seq']}) judged by policy "
+                   f"sha256 {judged[-1]['policy_sha256'][:12]}, model config sha256 "
+                   f"{judged[-1].get('config_sha256', '?')[:12]}")
+
+
+@audit_app.command("repair")
+def audit_repair(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the tombstone).")],
+    as_: Annotated[str | None, typer.Option(
+        "--as", help="Who repairs (default: the local user); recorded as typed.")] = None,
+) -> None:
+    """Write a signed tombstone that voids the records which cannot stand (forged, altered,
+    unsigned, another model's) and declares lost ones (removed, or cut off below the anchor),
+    so the chain verifies again. Nothing is deleted; needs MLOPS_AUDIT_KEY. Exit codes: 0
+    written, 1 nothing to repair or not repairable by a tombstone, 2 bad input or no key."""
+    _, cfg, trail = _trail(model)
+    stone = trail.repair(reason, as_ or settings().user or "unknown")
+    voids = stone.get("voids", "").replace(",", ", ") or "none"
+    typer.echo(f"{cfg.name}: tombstone record {stone['seq']} voids {voids}; lost: "
+               f"{stone.get('lost') or 'none'}. Check with `mlops audit verify {cfg.name}`.")
 
 
 @audit_app.command("realign")

@@ -11,6 +11,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # a local stack left up by `make run` is the developer's, not the tests' (test_local_stack starts
 # its own through cli_env, which drops MLOPS_* variables)
 os.environ.setdefault("MLOPS_LOCAL_STACK", "off")
+# production changes need signed audit records: tests sign them as production would
+os.environ.setdefault("MLOPS_AUDIT_KEY", "test-audit-key")
 
 import tempfile  # noqa: E402
 

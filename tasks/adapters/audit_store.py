@@ -2,22 +2,22 @@
 
 Records are MLflow runs of experiment `audit/<model>` whose params (written once, never
 overwritten) hold the record. Deleted runs are read too, so a removal shows. The per-model lock
-works across processes and machines: a file lock beside a local store, and for a tracking server
-(MLflow or GitLab) a registered model `mlops-lock.<model>` whose creation is the mutex. Its
-holder renews a short lease while it holds it, so a holder that vanished frees it within the
-lease (at once when it was a process of this machine)."""
+works across processes, machines and access paths: a registered model `mlops-lock.<model>` in
+the store itself, whose creation is the mutex, so a client talking HTTP to a tracking server and
+one opening the same database directly (SQLite or PostgreSQL) exclude each other. Its holder
+renews a short lease while it holds it, so a holder that vanished frees it within the lease (at
+once when it was a process of this machine). Within a process the lock is re-entrant per
+thread."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import RegistryError
@@ -26,7 +26,7 @@ EXPERIMENT = "audit/{model}"
 # actions after which a record's `alias` points at its `to_version` (an empty one removes it);
 # an intent counts: the alias moves before the checks that complete it
 MOVES = ("challenger", "staged", "promotion-intent", "promoted", "rollback-intent", "rolled-back")
-_held: dict[str, int] = {}  # model -> depth: the lock is re-entrant within one process
+_held: dict[tuple[int, str], int] = {}  # (thread, model) -> depth: re-entrant per thread
 _guard = threading.Lock()
 
 
@@ -65,6 +65,13 @@ def read(registry: Any, model: str) -> list[dict[str, str]] | None:
             for run in runs]
 
 
+def created(registry: Any, model: str) -> datetime | None:
+    """When the store created the trail's experiment (set by the store, not by a client)."""
+    found = registry.client.get_experiment_by_name(EXPERIMENT.format(model=model))
+    millis = getattr(found, "creation_time", None) if found is not None else None
+    return datetime.fromtimestamp(millis / 1000, UTC) if millis else None
+
+
 def alias_from(records: list[dict[str, str]], alias: str) -> str | None:
     """Where a chain (in order) says an alias points: its newest move."""
     for record in reversed(records):
@@ -82,53 +89,23 @@ def former_champions(records: list[dict[str, str]], alias: str) -> set[str]:
 @contextlib.contextmanager
 def model_lock(registry: Any, model: str, timeout_s: float = 180, ttl_s: float = 90
                ) -> Iterator[None]:
-    """One promotion, rollback or audit write per model at a time, across processes and
-    machines; re-entrant within a process."""
+    """One promotion, rollback or audit write per model at a time, across processes, machines
+    and access paths (the mutex lives in the store); re-entrant within a thread."""
+    holder = (threading.get_ident(), model)
     with _guard:
-        depth = _held.get(model, 0)
-        _held[model] = depth + 1
+        depth = _held.get(holder, 0)
+        _held[holder] = depth + 1
     try:
         if depth:
             yield
             return
-        uri = registry.uri
-        if uri.startswith(("http://", "https://")):
-            with _registry_mutex(registry, model, timeout_s, ttl_s):
-                yield
-        else:
-            with _file_lock(_lock_path(uri, model), timeout_s):
-                yield
+        with _registry_mutex(registry, model, timeout_s, ttl_s):
+            yield
     finally:
         with _guard:
-            _held[model] -= 1
-            if not _held[model]:
-                del _held[model]
-
-
-def _lock_path(uri: str, model: str) -> Path:
-    base = Path(uri.removeprefix("sqlite:///").removeprefix("file://")).expanduser()
-    folder = (base.parent if base.suffix else base) / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{model}.lock"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, timeout_s: float) -> Iterator[None]:
-    deadline = time.monotonic() + timeout_s
-    with open(path, "a+") as fh:
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RegistryError(f"another promotion of {path.stem} holds its lock "
-                                        f"({path}); try again when it has finished") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            _held[holder] -= 1
+            if not _held[holder]:
+                del _held[holder]
 
 
 @contextlib.contextmanager
@@ -143,7 +120,9 @@ def _registry_mutex(registry: Any, model: str, timeout_s: float, ttl_s: float
             registry.client.create_registered_model(name, description=_lease(ttl_s))
             break
         except MlflowException as exc:
-            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE"):
+            busy = "database is locked" in str(exc)  # SQLite: another writer, try again
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE") \
+                    and not busy:
                 raise
         if _abandoned(registry, name):
             with contextlib.suppress(MlflowException):

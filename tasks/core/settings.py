@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.core.chain import Keyring
+from tasks.core.laptop_key import laptop_key
 from tasks.core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -164,6 +166,7 @@ class Settings:
     approver_token: str = field(default="", repr=False)
     audit_key: str = field(default="", repr=False)
     audit_key_block: str | None = None
+    audit_keys_retired: tuple[str, ...] = field(default=(), repr=False)
     policy_path: Path = Path("configs/policy.yaml")
     data_urls: tuple[str, ...] = field(default=(), repr=False)
     data_urls_block: str | None = None
@@ -209,6 +212,8 @@ class Settings:
             approver_token=env.get("MLOPS_APPROVER_TOKEN", ""),
             audit_key=env.get("MLOPS_AUDIT_KEY", ""),
             audit_key_block=env.get("MLOPS_AUDIT_KEY_BLOCK") or None,
+            audit_keys_retired=tuple(k.strip() for k in env.get("MLOPS_AUDIT_KEYS_RETIRED",
+                                                                "").split(",") if k.strip()),
             policy_path=Path(env.get("MLOPS_POLICY") or "configs/policy.yaml"),
             data_urls=tuple(env.get("MLOPS_DATA_URLS", "").split()),
             data_urls_block=env.get("MLOPS_DATA_URLS_BLOCK") or None,
@@ -218,14 +223,17 @@ class Settings:
             use_local_stack=env.get("MLOPS_LOCAL_STACK", "auto").lower() != "off",
         )
 
-    def resolve_audit_key(self) -> bytes | None:
-        """The key that signs audit records: MLOPS_AUDIT_KEY or its Prefect Secret block; for a
-        store on this machine only (a laptop), a key of its own under MLOPS_HOME."""
-        if self.audit_key:
-            return self.audit_key.encode()
-        if self.audit_key_block:
-            return str(_secret_block(self.audit_key_block)).encode()
-        return self.laptop_key() if self.store_is_local else None
+    def resolve_audit_key(self) -> Keyring | None:
+        """The key that signs audit records (MLOPS_AUDIT_KEY or its Prefect Secret block), with
+        the retired keys that still verify older records (MLOPS_AUDIT_KEYS_RETIRED); for the
+        laptop's own store only, a key of its own under MLOPS_HOME."""
+        current = self.audit_key or (str(_secret_block(self.audit_key_block))
+                                     if self.audit_key_block else "")
+        if not current and self.store_is_local:
+            current = laptop_key(self.home)
+        if not current:
+            return None
+        return Keyring(current.encode(), tuple(k.encode() for k in self.audit_keys_retired))
 
     @property
     def store_is_local(self) -> bool:
@@ -234,19 +242,6 @@ class Settings:
         uri = self.tracking_uri.rstrip("/")
         return not uri.startswith(("http://", "https://")) or uri in (
             f"http://127.0.0.1:{self.mlflow_port}", f"http://localhost:{self.mlflow_port}")
-
-    def laptop_key(self) -> bytes:
-        """This machine's audit key (made once, readable by its owner only): a store and key on
-        one laptop prove what that laptop did, nothing more; shared stores need MLOPS_AUDIT_KEY."""
-        import secrets
-
-        path = self.home / "audit.key"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32))
-        return path.read_text().strip().encode()
 
     def resolve_data_urls(self) -> tuple[str, ...]:
         """Data URLs holding credentials (MLOPS_DATA_URLS, whitespace-separated, and those in

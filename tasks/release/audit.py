@@ -1,27 +1,36 @@
 """The audit trail: one record per release decision (staged, approval asked and answered,
-promotion intent and completion, refusals, rollbacks), hash-chained (and signed when an audit key
-is set) so a removed, altered or reordered record shows; mirrored to GitLab environments when
-GitLab is configured."""
+promotion intent and completion, refusals, rollbacks), hash-chained, signed with a key derived
+per model when an audit key is set, and its head anchored outside the MLflow store
+(tasks/adapters/audit_anchor.py), so a removed, altered, reordered, cut off, replaced or copied
+record shows; mirrored to GitLab environments when GitLab is configured."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from tasks.adapters import audit_store
+from tasks.adapters import audit_anchor, audit_store
 from tasks.adapters.audit_store import former_champions  # noqa: F401 (release's helpers)
 from tasks.adapters.mlflow_registry import Registry
-from tasks.core import chain
-from tasks.core.errors import RegistryError
+from tasks.core import chain, tombstone
+from tasks.core.errors import ConfigError, RegistryError
+from tasks.core.settings import Settings
 
 log = logging.getLogger("mlops.audit")
 # audit actions that change what an environment runs, as GitLab deployments (environment, status)
 ENVIRONMENT_ACTIONS = {"staged": ("staging", "success"), "staging-failed": ("staging", "failed"),
                        "promoted": ("production", "success"),
                        "rolled-back": ("production", "success")}
+# what moves production: never written unsigned while signed records are required
+PRODUCTION_ACTIONS = ("promotion-intent", "promoted", "rollback-intent", "rolled-back")
+CONFIGURED: Any = object()  # AuditTrail's default key: the one the settings name
+# records this much older than their experiment were copied there (writers' clocks may differ)
+REPLAY_MARGIN = timedelta(hours=1)
+NO_KEY = ("set MLOPS_AUDIT_KEY (or MLOPS_AUDIT_KEY_BLOCK): {what} needs signed audit records; "
+          "nothing was changed")
 
 
 class EnvironmentMirror(Protocol):
@@ -47,14 +56,22 @@ def event(action: str, environment: str, from_version: str | None, to_version: s
 
 
 class AuditTrail:
-    """One model's records in the registry, written one at a time under the model's lock."""
+    """One model's records in the registry, written one at a time under the model's lock. The
+    key and the anchors default to what the settings name; `require_key` refuses a production
+    change (PRODUCTION_ACTIONS) without a key."""
 
     def __init__(self, registry: Registry, model: str, mirror: EnvironmentMirror | None = None,
-                 key: bytes | None = None):
+                 key: chain.Key = CONFIGURED, anchors: list[audit_anchor.Anchor] | None = None,
+                 require_key: bool = True):
         self.registry = registry
         self.model = model
         self.mirror = mirror
-        self.key = key
+        found = Settings.from_env() if key is CONFIGURED or anchors is None else None
+        self.key = chain.keyring(found.resolve_audit_key() if key is CONFIGURED else key)
+        self.anchors = anchors if anchors is not None else audit_anchor.anchors(
+            found.home, found.prefect_api_url, model, registry.uri)
+        self.require_key = require_key
+        self.store = audit_anchor.store_id(registry.uri)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -63,32 +80,118 @@ class AuditTrail:
             yield
 
     def write(self, record: dict[str, str]) -> dict[str, str]:
-        """Seal and store the record after the newest one (deleted ones included), then mirror it."""
+        """Seal and store the record after the newest one (deleted ones included), anchor the
+        new head, then mirror it."""
+        if self.require_key and self.key is None and record.get("action") in PRODUCTION_ACTIONS:
+            raise ConfigError(NO_KEY.format(what=f"a production change of {self.model}"))
         limit = self.registry.max_param_chars
         body = {k: v[:limit] for k, v in record.items() if v not in (None, "")}
         with self.locked():
-            stored = audit_store.read(self.registry, self.model)
-            if stored is None:
-                raise RegistryError(f"the audit trail of {self.model} (experiment audit/"
-                                    f"{self.model}) was deleted: restore it before any release")
-            broken = chain.problems(stored, self.key)
+            stored = self._stored()
+            broken = self._broken(stored)
             if broken:
                 raise RegistryError(
                     f"the audit trail of {self.model} is not intact ({broken[0]}): nothing was "
                     f"changed; see `mlops audit verify {self.model}` (restore a deleted record "
-                    "with `mlflow runs restore`, remove a forged one for good with `mlflow gc`)")
+                    "with `mlflow runs restore`; for anything else the key holder runs "
+                    f"`mlops audit repair {self.model} --reason TEXT`, which writes a signed "
+                    "tombstone)")
             last = max((r for r in stored if not chain.legacy(r)),
                        key=lambda r: chain.seq_of(r) or 0, default=None)
-            at = now_utc()
-            if last and (chain.time_of(last.get("at")) or at) > at:
-                at = chain.time_of(last["at"])  # never before the record it follows
             sealed = chain.seal({**body, "model": self.model,
                                  "seq": str((chain.seq_of(last) or 0) + 1 if last else 1),
                                  "prev_hash": last["hash"] if last else chain.GENESIS,
-                                 "at": at.isoformat(timespec="microseconds")}, self.key)
-            audit_store.append(self.registry, self.model, sealed)
+                                 "at": self._at(last)}, self.key)
+            self._append(stored, sealed)
         self._mirror(sealed["action"])
         return sealed
+
+    def repair(self, reason: str, actor: str) -> dict[str, str]:
+        """Write the signed tombstone that voids the records which cannot stand and declares
+        the lost ones, so the chain verifies again; never deletes anything."""
+        if self.key is None:
+            raise ConfigError(NO_KEY.format(what="a repair of the audit trail"))
+        with self.locked():
+            stored = self._stored()
+            anchored = [chain.seq_of(a) or 0 for a in self.anchor_heads().values() if a]
+            plan = tombstone.plan(stored, self.key, self.model, anchored)
+            if plan is None and not self._replayed(stored):
+                raise RegistryError(f"nothing to repair in the audit trail of {self.model}: "
+                                    "no record to void and none lost")
+            plan = plan or tombstone.Plan((), (), max(anchored + [chain.seq_of(r) or 0
+                                                                 for r in stored]) + 1,
+                                          self._newest_hash(stored))
+            newest = max((r for r in stored if r.get("hash") == plan.prev_hash), default=None,
+                         key=lambda r: chain.seq_of(r) or 0)
+            sealed = chain.seal({**plan.record(reason, actor), "model": self.model,
+                                 "at": self._at(newest)}, self.key)
+            still = self._broken([*stored, sealed])
+            if still:
+                raise RegistryError(f"a tombstone cannot repair the audit trail of {self.model}:"
+                                    f" {still[0]}; nothing was written")
+            self._append(stored, sealed)
+        return sealed
+
+    def _stored(self) -> list[dict[str, str]]:
+        stored = audit_store.read(self.registry, self.model)
+        if stored is None:
+            raise RegistryError(f"the audit trail of {self.model} (experiment audit/"
+                                f"{self.model}) was deleted: restore it before any release")
+        return stored
+
+    def _append(self, stored: list[dict[str, str]], sealed: dict[str, str]) -> None:
+        """Store the record, then move every anchor to it (an anchor that cannot be written
+        lags behind, which hides nothing that it saw)."""
+        audit_store.append(self.registry, self.model, sealed)
+        head = chain.head([*stored, sealed], self.model, self.store, self.key)
+        for anchor in self.anchors:
+            try:
+                anchor.write(head)
+            except Exception as exc:
+                log.warning("audit anchor (%s) not moved to record %s: %s", anchor.where,
+                            sealed["seq"], type(exc).__name__)
+
+    @staticmethod
+    def _at(last: dict[str, str] | None) -> str:
+        at = now_utc()
+        if last and (chain.time_of(last.get("at")) or at) > at:
+            at = chain.time_of(last["at"])  # never before the record it follows
+        return at.isoformat(timespec="microseconds")
+
+    @staticmethod
+    def _newest_hash(stored: list[dict[str, str]]) -> str:
+        newest = max((r for r in stored if chain.seq_of(r) is not None), default=None,
+                     key=lambda r: chain.seq_of(r) or 0)
+        return newest["hash"] if newest else chain.GENESIS
+
+    def anchor_heads(self) -> dict[str, dict[str, str] | None]:
+        """What each reachable anchor holds, by where it is."""
+        return {anchor.where: anchor.read() for anchor in self.anchors}
+
+    def _replayed(self, stored: list[dict[str, str]]) -> str | None:
+        """Records older than the experiment holding them were copied there (a signed prefix
+        in a fresh audit/<model>), unless a tombstone written after the copy accepted them."""
+        created = audit_store.created(self.registry, self.model)
+        first = min((chain.time_of(r.get("at")) for r in stored if chain.seq_of(r) is not None
+                     and chain.time_of(r.get("at"))), default=None)
+        if created is None or first is None or created <= first + REPLAY_MARGIN:
+            return None
+        if any(r.get("action") == chain.TOMBSTONE and (chain.time_of(r.get("at")) or first)
+               >= created for r in chain.intact(stored, self.key, self.model)):
+            return None
+        return (f"prefix replay: audit/{self.model} was created at {created:%Y-%m-%d %H:%M:%S} "
+                f"UTC, after the records it holds (the first dated {first:%Y-%m-%d %H:%M:%S}): "
+                "they were copied into a fresh experiment")
+
+    def _broken(self, stored: list[dict[str, str]]) -> list[str]:
+        """Chain breaks (cross-model records included), then disagreements with the anchors,
+        then a replayed copy."""
+        found = chain.problems(stored, self.key, model=self.model)
+        for where, anchor in self.anchor_heads().items():
+            found += [f"{p} ({where})" for p in chain.anchor_problems(
+                stored, anchor, self.model, self.store, self.key)]
+        replayed = self._replayed(stored)
+        return found + ([replayed] if replayed else [])
 
     def _mirror(self, action: str) -> None:
         """A GitLab deployment per environment change; a failure here is a warning only."""
@@ -109,17 +212,22 @@ class AuditTrail:
         stored = audit_store.read(self.registry, self.model) or []
         return sorted(stored, key=lambda r: chain.seq_of(r) or 0)
 
+    def voided(self) -> dict[str, str]:
+        """{chain.ref of a record: the tombstone's seq} for every record a tombstone voided."""
+        return chain.voided(self.records(), self.key, self.model)[0]
+
     def events(self) -> list[dict[str, str]]:
         """The records that count: in chain order, up to the first break in the chain."""
-        return [dict(r) for r in chain.intact(self.records(), self.key)]
+        return [dict(r) for r in chain.intact(self.records(), self.key, self.model)]
 
     def problems(self, aliases: dict[str, str | None] | None = None) -> list[str]:
-        """What `mlops audit verify` reports: chain breaks, then live aliases the chain does not
-        explain, then unfinished promotions."""
+        """What `mlops audit verify` reports: chain breaks, the anchors' verdict (truncated,
+        replaced, copied), then live aliases the chain does not explain, then unfinished
+        promotions."""
         stored = audit_store.read(self.registry, self.model)
         if stored is None:
             return [f"the audit trail of {self.model} (experiment audit/{self.model}) was deleted"]
-        found = chain.problems(stored, self.key)
+        found = self._broken(stored)
         events = self.events()
         for alias, live in (aliases or {}).items():
             expected = audit_store.alias_from(events, alias)

@@ -108,8 +108,7 @@ def cli_env(**extra: str) -> dict[str, str]:
            if not k.startswith(("PREFECT_", "MLFLOW_", "MLOPS_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    # production is released where the audit key is (a shared server's store has no laptop key)
-    env["MLOPS_AUDIT_KEY"] = "e2e-audit-key"
+    env["MLOPS_AUDIT_KEY"] = "e2e-audit-key"  # production changes need signed audit records
     env.update(extra)
     return env
 
@@ -129,6 +128,24 @@ def mlflow_server(tmp_path_factory):
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health", 120, proc)
         yield url
+
+
+@pytest.fixture(scope="session")
+def mlflow_sqlite_server(tmp_path_factory):
+    """A real `mlflow server` on a SQLite file that clients on this machine may also open
+    directly (artifacts in a plain folder both can reach); (server URL, direct sqlite URI)."""
+    root = tmp_path_factory.mktemp("mlflow-sqlite-server")
+    port = free_port()
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    with background(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", store, "--default-artifact-root",
+         str(root / "artifacts"), "--no-serve-artifacts", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        root / "server.log", env=cli_env(),
+    ) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health", 120, proc)
+        yield url, store
 
 
 @pytest.fixture(params=["older", "newer"])

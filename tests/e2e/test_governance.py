@@ -110,3 +110,33 @@ def test_a_tracking_server_that_is_down_moves_nothing_and_leaks_nothing(staged):
     assert len(lines) == 1 and "unreachable" in lines[0], result.stderr
     assert "s3cret-token" not in result.stderr + result.stdout
     assert champion(client) == before
+
+
+def test_a_signed_prefix_in_a_fresh_trail_is_named_and_the_keyless_verify_is_unverifiable(
+        staged):
+    """API calls only, as an insider with store access: the trail renamed away and its first
+    records copied into a fresh `audit/gov`. Verify names the cut against the anchor; without
+    the key it says unverifiable, never intact."""
+    env, client = staged
+    unverifiable = mlops(["audit", "verify", "gov"], {**env, "MLOPS_AUDIT_KEY": ""})
+    assert unverifiable.returncode == 1 and "UNVERIFIABLE" in unverifiable.stderr
+    assert "intact," not in unverifiable.stdout
+    old = client.get_experiment_by_name("audit/gov")
+    kept = records(client)
+    client.rename_experiment(old.experiment_id, "audit/gov-original")
+    fresh = client.create_experiment("audit/gov")
+    try:
+        for record in kept[:3]:
+            run_id = client.create_run(fresh).info.run_id
+            for key, value in record.items():
+                client.log_param(run_id, key, value)
+        verify = mlops(["audit", "verify", "gov"], env)
+        assert verify.returncode == 1, verify.stdout
+        assert (f"truncated: the chain ends at record 3 but its anchor names record "
+                f"{len(kept)}") in verify.stderr
+        refused = mlops(["promote", "gov", "--version", "1", "--as", "alice"], env)
+        assert refused.returncode == 1 and "truncated" in refused.stderr
+    finally:
+        client.rename_experiment(fresh, "audit/gov-copy")
+        client.rename_experiment(old.experiment_id, "audit/gov")
+    assert mlops(["audit", "verify", "gov"], env).returncode == 0

@@ -221,3 +221,26 @@ def test_a_version_without_a_manifest_loads_with_a_warning_and_is_refused_for_pr
     registry.client.log_artifact(run_id, str(old / integrity.MANIFEST), "model")
     with pytest.raises(IntegrityError, match="holds a manifest but has no registered"):
         registry.download_version(NAME, legacy_version, tmp_path / "dl3")
+
+
+def test_a_promotion_without_the_audit_key_moves_nothing(sealed, monkeypatch):
+    """No key, no production change: refused before the alias moves, and says what to set."""
+    from tasks.release.audit import AuditTrail, event
+
+    registry, version, _, _ = sealed
+    AuditTrail(registry, NAME).write(event("staged", "staging", None, version, "pipeline",
+                                           alias="staging",
+                                           digest=registry.require_manifest(NAME, version)))
+    registry.move_alias(NAME, "staging", version)
+    registry.move_alias(NAME, "champion", None)
+    before = len(AuditTrail(registry, NAME).records())
+    monkeypatch.delenv("MLOPS_AUDIT_KEY")
+    try:
+        result = runner.invoke(app, ["promote", NAME, "--version", version, "--as", "alice"])
+        assert result.exit_code == 2, result.output
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: set MLOPS_AUDIT_KEY"), line
+        assert registry.alias_version(NAME, "champion") is None
+        assert len(AuditTrail(registry, NAME, key=None).records()) == before
+    finally:
+        registry.move_alias(NAME, "champion", version)
