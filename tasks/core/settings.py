@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.chain import Keyring
-from tasks.core.laptop_key import laptop_key
 from tasks.core.errors import ConfigError
+from tasks.core.laptop_key import laptop_key
 
 DEVICES = ("auto", "cpu", "cuda")
 # set once when a process starts (the CLI, or a worker's pull step), before MLflow is imported

@@ -195,4 +195,21 @@ def test_the_settings_give_the_key_and_the_retired_ones_never_in_repr():
     keys = found.resolve_audit_key()
     assert keys.current == b"key-2026" and keys.retired == (b"key-2024", b"key-2025")
     assert "key-202" not in repr(found) + repr(keys)
-    assert Settings.from_env({}).resolve_audit_key() is None
+    assert Settings.from_env({"MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}
+                             ).resolve_audit_key() is None
+
+
+def test_a_laptops_own_store_gets_a_key_of_its_own_and_a_shared_server_none(tmp_path):
+    """make run on a laptop signs without a configured key; nothing else does."""
+    from tasks.core.settings import Settings
+
+    home = {"MLOPS_HOME": str(tmp_path)}
+    first = Settings.from_env(home).resolve_audit_key()
+    assert first is not None and first.current == Settings.from_env(home).resolve_audit_key(
+        ).current
+    assert (tmp_path / "audit.key").stat().st_mode & 0o777 == 0o600
+    stack = Settings.from_env({**home, "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+    assert stack.resolve_audit_key().current == first.current
+    for shared in ("http://127.0.0.1:5999", "https://mlflow.example"):
+        found = Settings.from_env({**home, "MLFLOW_TRACKING_URI": shared})
+        assert found.resolve_audit_key() is None, shared
