@@ -88,14 +88,7 @@ class AuditTrail:
         body = {k: v[:limit] for k, v in record.items() if v not in (None, "")}
         with self.locked():
             stored = self._stored()
-            broken = self._broken(stored)
-            if broken:
-                raise RegistryError(
-                    f"the audit trail of {self.model} is not intact ({broken[0]}): nothing was "
-                    f"changed; see `mlops audit verify {self.model}` (restore a deleted record "
-                    "with `mlflow runs restore`; for anything else the key holder runs "
-                    f"`mlops audit repair {self.model} --reason TEXT`, which writes a signed "
-                    "tombstone)")
+            self._require_writable(stored)
             last = max((r for r in stored if not chain.legacy(r)),
                        key=lambda r: chain.seq_of(r) or 0, default=None)
             sealed = chain.seal({**body, "model": self.model,
@@ -105,6 +98,23 @@ class AuditTrail:
             self._append(stored, sealed)
         self._mirror(sealed["action"])
         return sealed
+
+    def require_writable(self) -> None:
+        """Refuse now what a write would refuse later (before a registration creates anything)."""
+        self._require_writable(self._stored())
+
+    def _require_writable(self, stored: list[dict[str, str]]) -> None:
+        broken = self._broken(stored)
+        if broken:
+            raise RegistryError(
+                f"the audit trail of {self.model} is not intact ({broken[0]}): nothing was "
+                f"changed; see `mlops audit verify {self.model}` (restore a deleted record "
+                "with `mlflow runs restore`; for anything else the key holder runs "
+                f"`mlops audit repair {self.model} --reason TEXT`, which writes a signed "
+                "tombstone)")
+        if self.key is None and any(r.get("hmac") for r in stored):
+            raise ConfigError(NO_KEY.format(what=f"a record in the signed audit trail of "
+                                                 f"{self.model} (unsigned, it would break it)"))
 
     def repair(self, reason: str, actor: str) -> dict[str, str]:
         """Write the signed tombstone that voids the records which cannot stand and declares

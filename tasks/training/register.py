@@ -121,6 +121,7 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
     existing = registry.find_version(cfg.name, tags["run_key"])
     trail = AuditTrail(registry, cfg.name, key=Settings.from_env().resolve_audit_key())
     if existing is None:
+        trail.require_writable()  # its `registered` record must be writable before it exists
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
             model_dir = build_model_dir(trained, example, Path(tmp) / "model", card, profile)
             # the manifest travels in the folder, its digest in the version's (creation) tags

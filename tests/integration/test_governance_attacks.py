@@ -318,3 +318,18 @@ def test_the_intent_names_the_policy_and_config_it_was_judged_by(store):
 
 def test_trail_mismatch_is_an_input_error():
     assert TrailMismatch.exit_code == 2 and PolicyRefused.exit_code == 2 == ApprovalError.exit_code
+
+
+def test_a_writer_without_the_key_registers_nothing_in_a_signed_trail(unchanged, tmp_path):
+    """An unsigned record would break a signed chain (and block every release until repaired):
+    a keyless training refuses before it creates a version, so nothing is half-registered."""
+    from flows.training import training_pipeline
+
+    (tmp_path / "gov.yaml").write_text(config_yaml(name="gov", n_trials=6, extra=DEPLOY))
+    unchanged.mp.setenv("MLOPS_CONFIG_DIR", str(tmp_path))
+    unchanged.mp.setattr(Settings, "store_is_local", property(lambda self: False))
+    unchanged.mp.delenv("MLOPS_AUDIT_KEY", raising=False)
+    before = len(unchanged.registry.versions("gov"))
+    with pytest.raises(ConfigError, match="signed audit trail of gov"):
+        training_pipeline("gov")
+    assert len(unchanged.registry.versions("gov")) == before
