@@ -54,6 +54,15 @@ def config_yaml(task: str = "binary", name: str | None = None, rows: int = 1500,
         """) + extra
 
 
+def without_audit_key(monkeypatch) -> None:
+    """The process has no audit key, as on a machine without MLOPS_AUDIT_KEY whose store is
+    shared (a laptop's own store would get a key of its own)."""
+    from tasks.core.settings import Settings
+
+    monkeypatch.delenv("MLOPS_AUDIT_KEY", raising=False)
+    monkeypatch.setattr(Settings, "store_is_local", property(lambda self: False))
+
+
 def crown(registry, model: str, version: str | None, alias: str = "champion") -> None:
     """What a promotion leaves behind, for tests that need a champion without the deploy flow:
     the alias and its signed record (scoring, monitoring and status read both)."""

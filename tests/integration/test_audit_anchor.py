@@ -19,6 +19,7 @@ from tasks.core import chain
 from tasks.core.errors import ConfigError, RegistryError
 from tasks.release import audit
 from tasks.release.audit import AuditTrail, event
+from tests.conftest import without_audit_key
 
 runner = CliRunner()
 NAME = "aud"
@@ -138,7 +139,7 @@ def test_verify_without_the_key_is_unverifiable_never_intact(trail, monkeypatch)
                        "actor": "mallory", "prev_hash": last["hash"], "at": last["at"]})
     for key, value in body.items():
         reg.client.log_param(forged, key, value)
-    monkeypatch.delenv("MLOPS_AUDIT_KEY")
+    without_audit_key(monkeypatch)
     code, out = verify()
     assert code == 1, out
     assert "UNVERIFIABLE" in out and "intact" not in out.replace("nothing is called intact", "")
@@ -149,17 +150,20 @@ def test_verify_without_the_key_is_unverifiable_never_intact(trail, monkeypatch)
 
 def test_no_production_record_without_the_key(trail, monkeypatch):
     reg, _ = trail
-    monkeypatch.delenv("MLOPS_AUDIT_KEY")
+    without_audit_key(monkeypatch)
     keyless = AuditTrail(reg, NAME)
     before = len(keyless.records())
     for action in ("promotion-intent", "promoted", "rollback-intent", "rolled-back"):
         with pytest.raises(ConfigError, match="^set MLOPS_AUDIT_KEY .*nothing was changed$"):
             keyless.write(event(action, "production", "1", "2", "alice"))
     assert len(keyless.records()) == before
-    keyless.write(event("approval-requested", "production", None, "2", "pipeline"))  # not one
+    # nor any other record: unsigned, it would break this signed chain
+    with pytest.raises(ConfigError, match="signed audit trail of aud"):
+        keyless.write(event("approval-requested", "production", None, "2", "pipeline"))
     lenient = AuditTrail(reg, NAME, require_key=False)  # what a policy may choose elsewhere
-    lenient.write(event("promotion-intent", "production", "1", "2", "alice"))
-    assert len(keyless.records()) == before + 2
+    with pytest.raises(ConfigError, match="signed audit trail of aud"):
+        lenient.write(event("promotion-intent", "production", "1", "2", "alice"))
+    assert len(keyless.records()) == before
     repair = runner.invoke(app, ["audit", "repair", NAME, "--reason", "x"])
     assert repair.exit_code == 2 and "set MLOPS_AUDIT_KEY" in repair.stderr
 

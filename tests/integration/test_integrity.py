@@ -24,7 +24,7 @@ from tasks.release.production import post_deploy_checks
 from tasks.release.staging import deploy_staging
 from tasks.training.gate import rescore_champion
 from tasks.training.synthetic import generate_claims
-from tests.conftest import config_yaml, crown
+from tests.conftest import config_yaml, crown, without_audit_key
 
 runner = CliRunner()
 NAME = "sealed"
@@ -164,13 +164,23 @@ def test_a_promotion_of_a_tampered_version_rolls_back(sealed, restore):
                                            alias="staging",
                                            digest=registry.require_manifest(NAME, version)))
     registry.move_alias(NAME, "staging", version)
+    from tasks.contracts.release import Identity
+    from tasks.core.config import load_config
+    from tasks.core.errors import DeployError
+    from tasks.release.production import move_checked, open_trail
+
     named = swap_classes(restore)
     crown(registry, NAME, None)
-    try:
-        result = runner.invoke(app, ["promote", NAME, "--version", version, "--as", "alice"])
-        assert result.exit_code == 1, result.output
-        assert "failed its post-deploy checks" in result.stderr and named in result.stderr
+    cfg = load_config(NAME, Settings.from_env().config_dir)
+    trail = open_trail(registry, cfg)
+    try:  # the move itself (v1 was champion before, so `mlops promote` would send it to rollback)
+        with trail.locked(), pytest.raises(DeployError) as refused:
+            move_checked(registry, cfg, trail, "promotion", None, version,
+                         Identity(username="alice"), "", None, None)
+        assert "failed its post-deploy checks" in str(refused.value) and named in str(
+            refused.value)
         assert registry.alias_version(NAME, "champion") is None
+        assert trail.events()[-1]["action"] == "rolled-back"
     finally:
         crown(registry, NAME, version)
 
@@ -234,12 +244,12 @@ def test_a_promotion_without_the_audit_key_moves_nothing(sealed, monkeypatch):
     registry.move_alias(NAME, "staging", version)
     registry.move_alias(NAME, "champion", None)
     before = len(AuditTrail(registry, NAME).records())
-    monkeypatch.delenv("MLOPS_AUDIT_KEY")
+    without_audit_key(monkeypatch)
     try:
         result = runner.invoke(app, ["promote", NAME, "--version", version, "--as", "alice"])
         assert result.exit_code == 2, result.output
         [line] = result.stderr.strip().splitlines()
-        assert line.startswith("error: set MLOPS_AUDIT_KEY"), line
+        assert "without MLOPS_AUDIT_KEY" in line, line
         assert registry.alias_version(NAME, "champion") is None
         assert len(AuditTrail(registry, NAME, key=None).records()) == before
     finally:
