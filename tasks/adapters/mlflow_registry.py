@@ -241,8 +241,9 @@ class Registry:
         tag = ref.tags.get(integrity.TAG)
         try:
             anchor = self.run_params(ref.run_id).get(integrity.TAG) if ref.run_id else None
-        except MlflowException:  # the training run is gone: the tag is all there is
-            anchor = None
+        except MlflowException:  # gone for good: a tag alone proves nothing, so never silently
+            raise IntegrityError(f"{ref.name} v{ref.version}: the training run that recorded its "
+                                 f"{integrity.TAG} is gone; refusing it (restore it, or retrain)") from None
         if tag and anchor and tag != anchor:
             raise IntegrityError(f"{ref.name} v{ref.version}: its {integrity.TAG} tag differs "
                                  "from the one its training run recorded; refusing it (tag "

@@ -96,3 +96,23 @@ def test_a_version_from_before_manifests_is_told_apart_from_a_removed_tag(folder
     assert integrity.failure("fraud v1", legacy, None) is None  # the caller reports it
     assert integrity.unsealed("fraud v1") == (
         "fraud v1 has no integrity manifest (registered before manifests)")
+
+
+def test_a_version_whose_training_run_is_gone_is_refused_not_trusted_on_its_tag():
+    """Issue 21: the manifest check was skipped silently once the training run was gone (its
+    param is what a rewritten tag is checked against)."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.adapters.mlflow_registry import Registry
+    from tasks.adapters.model_version import ModelVersionRef
+    from tasks.core.errors import IntegrityError
+
+    class Gone:
+        def run_params(self, run_id: str) -> dict[str, str]:
+            raise MlflowException(f"Run '{run_id}' not found")
+
+    ref = ModelVersionRef(name="m", version="3", run_id="r1", source="",
+                          tags={"manifest_sha256": "a" * 64})
+    with pytest.raises(IntegrityError, match="training run that recorded its manifest_sha256 "
+                                             "is gone; refusing it"):
+        Registry.manifest_digest(Gone(), ref)
