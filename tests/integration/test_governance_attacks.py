@@ -117,6 +117,20 @@ def cli(*args: str):
     return runner.invoke(app, list(args))
 
 
+def promote_with_tag(store: Store, tag: str, value: str, who: str):
+    """`mlops promote gov --version 3 --as who` while v3's tag says `value` (then put back)."""
+    reg = store.registry
+    before = reg.require_version("gov", "3").tags.get(tag)
+    reg.client.set_model_version_tag("gov", "3", tag, value)
+    try:
+        return cli("promote", "gov", "--version", "3", "--as", who)
+    finally:
+        if before is None:
+            reg.client.delete_model_version_tag("gov", "3", tag)
+        else:
+            reg.client.set_model_version_tag("gov", "3", tag, before)
+
+
 def test_a_yaml_path_with_approval_none_trains_and_stages_but_never_promotes(store):
     """Attack: `mlops run other.yaml` (same name, approval: none) promoted with no approver."""
     other = store.home / "elsewhere" / "other.yaml"
@@ -149,12 +163,7 @@ def test_another_config_dir_cannot_loosen_the_policy(unchanged, tmp_path):
 
 def test_a_rewritten_builder_tag_is_refused_and_named(unchanged):
     """Attack: rewrite `built_by` and the builder approves her own version."""
-    reg = unchanged.registry
-    reg.client.set_model_version_tag("gov", "3", "built_by", "erin")
-    try:
-        result = cli("promote", "gov", "--version", "3", "--as", "dave")
-    finally:
-        reg.client.set_model_version_tag("gov", "3", "built_by", "dave")
+    result = promote_with_tag(unchanged, "built_by", "erin", "dave")
     assert result.exit_code == 2, result.output
     assert "tag built_by='erin' was edited after registration (sealed: 'dave')" in result.output
     # and with the tag as sealed, four eyes reads the sealed builder
@@ -197,24 +206,14 @@ def test_a_check_written_as_a_tag_counts_for_nothing(unchanged):
     path = unchanged.home / "policy-scan.yaml"
     path.write_text(yaml.safe_dump(text))
     unchanged.mp.setenv("MLOPS_POLICY", str(path))
-    reg = unchanged.registry
-    reg.client.set_model_version_tag("gov", "3", "check.security_scan", "passed")
-    try:
-        result = cli("promote", "gov", "--version", "3", "--as", "alice")
-    finally:
-        reg.client.delete_model_version_tag("gov", "3", "check.security_scan")
+    result = promote_with_tag(unchanged, "check.security_scan", "passed", "alice")
     assert result.exit_code == 2, result.output
     assert "check 'security_scan' has not passed (not recorded" in result.output
 
 
 def test_a_relabelled_classification_is_refused(unchanged):
     """Attack: a `secret` version relabelled `internal` passed staging and promotion."""
-    reg = unchanged.registry
-    reg.client.set_model_version_tag("gov", "3", "classification", "public")
-    try:
-        result = cli("promote", "gov", "--version", "3", "--as", "alice")
-    finally:
-        reg.client.set_model_version_tag("gov", "3", "classification", "internal")
+    result = promote_with_tag(unchanged, "classification", "public", "alice")
     assert result.exit_code == 2, result.output
     assert "tag classification='public' was edited after registration (sealed: 'internal')" \
         in result.output

@@ -155,15 +155,20 @@ def test_added_missing_files_and_a_rewritten_manifest_are_refused(sealed, restor
                                        "--output", str(root / "x.parquet")]), named)
 
 
-def test_a_promotion_of_a_tampered_version_rolls_back(sealed, restore):
-    """Staged intact, tampered afterwards in the store: the post-deploy checks catch it."""
+def staged(registry, version: str) -> None:
+    """What a passed staging leaves: its record (with the digest) and the alias."""
     from tasks.release.audit import AuditTrail, event
 
-    registry, version, _, _ = sealed
     AuditTrail(registry, NAME).write(event("staged", "staging", None, version, "pipeline",
                                            alias="staging",
                                            digest=registry.require_manifest(NAME, version)))
     registry.move_alias(NAME, "staging", version)
+
+
+def test_a_promotion_of_a_tampered_version_rolls_back(sealed, restore):
+    """Staged intact, tampered afterwards in the store: the post-deploy checks catch it."""
+    registry, version, _, _ = sealed
+    staged(registry, version)
     from tasks.contracts.release import Identity
     from tasks.core.config import load_config
     from tasks.core.errors import DeployError
@@ -235,13 +240,10 @@ def test_a_version_without_a_manifest_loads_with_a_warning_and_is_refused_for_pr
 
 def test_a_promotion_without_the_audit_key_moves_nothing(sealed, monkeypatch):
     """No key, no production change: refused before the alias moves, and says what to set."""
-    from tasks.release.audit import AuditTrail, event
+    from tasks.release.audit import AuditTrail
 
     registry, version, _, _ = sealed
-    AuditTrail(registry, NAME).write(event("staged", "staging", None, version, "pipeline",
-                                           alias="staging",
-                                           digest=registry.require_manifest(NAME, version)))
-    registry.move_alias(NAME, "staging", version)
+    staged(registry, version)
     registry.move_alias(NAME, "champion", None)
     before = len(AuditTrail(registry, NAME).records())
     without_audit_key(monkeypatch)
