@@ -63,14 +63,16 @@ def without_audit_key(monkeypatch) -> None:
     monkeypatch.setattr(Settings, "store_is_local", property(lambda self: False))
 
 
-def crown(registry, model: str, version: str | None, alias: str = "champion") -> None:
+def crown(registry, model: str, version: str | None, alias: str = "champion",
+          key: bytes | None = None) -> None:
     """What a promotion leaves behind, for tests that need a champion without the deploy flow:
-    the alias and its signed record (scoring, monitoring and status read both)."""
+    the alias and its signed record (scoring, monitoring and status read both). `key`: the
+    audit key of the processes that read it (default: this process's)."""
     from tasks.core.settings import Settings
     from tasks.release.audit import AuditTrail, event
 
     registry.move_alias(model, alias, version)
-    AuditTrail(registry, model, key=Settings.from_env().resolve_audit_key()).write(
+    AuditTrail(registry, model, key=key or Settings.from_env().resolve_audit_key()).write(
         event("promoted", "production", None, version, "test", alias=alias))
 
 

@@ -19,7 +19,7 @@ import mlflow
 import pytest
 
 from tasks.training.synthetic import generate_claims
-from tests.conftest import config_yaml
+from tests.conftest import config_yaml, crown
 from tests.e2e.conftest import (
     BIN,
     REPO,
@@ -238,7 +238,12 @@ def test_drift_event_starts_a_retrain_through_the_deployment_trigger(stack):
     except mlflow.exceptions.MlflowException:  # this test alone: promote what CI registered
         trained = mlops(["train", "fraud"], env)
         assert trained.returncode == 0, trained.stderr
-        client.set_registered_model_alias("fraud", "champion", versions(state, "fraud")[-1])
+        from tasks.adapters.registries import open_registry
+        from tasks.core.settings import Settings
+
+        found = Settings.from_env(env)  # promoted as the pipeline would: alias and record
+        crown(open_registry(found), "fraud", str(versions(state, "fraud")[-1]),
+              key=found.resolve_audit_key())
     for name, drift in (("fresh", 0.0), ("drifted", 1.0)):  # scoring inputs carry no labels
         generate_claims(3000, seed=77, drift=drift).drop(
             columns=["is_fraud", "damage_severity", "settlement_amount"]).to_parquet(

@@ -2,11 +2,10 @@
 server on PostgreSQL, GitLab (identities, the approvers' tokens) as the fake. The insider, dave,
 built every version and may approve others; he has write access to the MLflow store and his own
 GitLab token, but neither MLOPS_AUDIT_KEY nor anyone else's token. Every attack is refused with
-one line naming what it met, and production (the champion, the signed trail) is unchanged."""
+one line naming what it met, and production (the champion, the signed trail) is unchanged. (The
+YAML-path run and the policy's floor are replayed in tests/integration/test_governance_attacks.py.)"""
 
 from __future__ import annotations
-
-import textwrap
 
 import mlflow
 import pytest
@@ -110,17 +109,6 @@ def test_insider_attacks_are_refused_and_production_is_unchanged(world):
     # an older version, a former champion: never a promotion
     refused(mlops(["promote", NAME, "--version", "1"], as_alice), 2,
             f"mlops rollback {NAME} --version 1")
-
-    # a YAML path with approval: none (same name): trains and stages, never promotes
-    other = root / "other.yaml"
-    other.write_text(config_yaml(name=NAME, n_trials=5) + textwrap.dedent("""\
-        deploy:
-          staging: {smoke: {max_latency_ms: 2000}}
-          production: {approval: none}
-        """))
-    yaml_run = mlops(["run", str(other)], {k: v for k, v in pipeline.items()
-                                           if k != "PREFECT_API_URL"})
-    refused(yaml_run, 0, "trained from a YAML path, which never promotes")
 
     # an MR pipeline (unprotected ref), and the insider without the key
     refused(mlops(promote3, {**as_alice, "GITLAB_CI": "true", "CI_COMMIT_REF_PROTECTED": "false"}),
