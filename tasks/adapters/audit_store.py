@@ -25,6 +25,7 @@ from tasks.core.errors import RegistryError
 EXPERIMENT = "audit/{model}"
 # actions after which a record's `alias` points at its `to_version` (an empty one removes it);
 # an intent counts: the alias moves before the checks that complete it
+ABANDONED = "promotion-abandoned"  # an intent whose alias never moved: it stays where it was
 MOVES = ("challenger", "staged", "promotion-intent", "promoted", "rollback-intent", "rolled-back")
 _held: dict[tuple[int, str], int] = {}  # (thread, model) -> depth: re-entrant per thread
 _guard = threading.Lock()
@@ -73,11 +74,18 @@ def created(registry: Any, model: str) -> datetime | None:
 
 
 def alias_from(records: list[dict[str, str]], alias: str) -> str | None:
-    """Where a chain (in order) says an alias points: its newest move."""
-    for record in reversed(records):
-        if record.get("alias") == alias and record.get("action") in MOVES:
-            return record.get("to_version") or None
-    return None
+    """Where a chain (in order) says an alias points: its newest move (an intent abandoned
+    because the alias never moved leaves it where it was)."""
+    move = newest_move(records, alias)
+    if move is None:
+        return None
+    back = move.get("action") == ABANDONED
+    return (move.get("from_version") if back else move.get("to_version")) or None
+
+
+def newest_move(records: list[dict[str, str]], alias: str) -> dict[str, str] | None:
+    return next((r for r in reversed(records) if r.get("alias") == alias
+                 and r.get("action") in (*MOVES, ABANDONED)), None)
 
 
 def former_champions(records: list[dict[str, str]], alias: str) -> set[str]:

@@ -25,6 +25,9 @@ def alias_as_recorded(registry: Registry, model: str, alias: str,
     """The version the alias points at, when the trail says the same; TrailMismatch else."""
     live = registry.alias_version(model, alias)
     recorded = audit_store.alias_from(events, alias)
+    move = audit_store.newest_move(events, alias) or {}
+    if move.get("action", "").endswith("-intent") and live == (move.get("from_version") or None):
+        return live  # a move under way (or interrupted before the alias moved): not yet done
     if live != recorded:
         raise TrailMismatch(
             f"{model}@{alias} points at {_v(live)} but the signed trail says {_v(recorded)}: "

@@ -10,7 +10,7 @@ import pytest
 
 from tasks.contracts.release import Identity
 from tasks.core.config import parse_config
-from tasks.core.errors import ConfigError, PolicyRefused
+from tasks.core.errors import ConfigError, PolicyRefused, TrailMismatch
 from tasks.core.policy_config import governance, parse_policy, version_checks
 from tasks.core.sealed import edited, facts_fields, registered_facts
 from tasks.release.guard import (
@@ -147,3 +147,29 @@ def test_the_mr_note_of_a_reused_version_says_where_it_stands_against_production
     assert "Production runs v3 now" in old and "`mlops rollback m --version 1`" in old
     assert "no approval is asked" in reused_comment("m", "3", {}, "http://run", None,
                                                      champion="3")
+
+
+def test_an_intent_whose_alias_never_moved_leaves_the_champion_where_it_was():
+    """A promotion killed after its intent and before the alias moved: while it is unfinished
+    the live alias may still be the old champion; once abandoned, the trail says the old one."""
+    from tasks.adapters.audit_store import alias_from
+    from tasks.release.guard import alias_as_recorded
+
+    class Registry:
+        live = "2"
+
+        def alias_version(self, model: str, alias: str) -> str | None:
+            return self.live
+
+    done = [{"action": "promoted", "alias": "champion", "from_version": "1", "to_version": "2"}]
+    intent = [*done, {"action": "promotion-intent", "alias": "champion", "from_version": "2",
+                      "to_version": "3"}]
+    abandoned = [*intent, {"action": "promotion-abandoned", "alias": "champion",
+                           "from_version": "2", "to_version": "3"}]
+    assert alias_from(intent, "champion") == "3" and alias_from(abandoned, "champion") == "2"
+    assert alias_as_recorded(Registry(), "m", "champion", intent) == "2"  # under way
+    assert alias_as_recorded(Registry(), "m", "champion", abandoned) == "2"
+    moved = Registry()
+    moved.live = "1"
+    with pytest.raises(TrailMismatch, match="points at v1 but the signed trail says v3"):
+        alias_as_recorded(moved, "m", "champion", intent)
