@@ -92,7 +92,8 @@ def test_a_promotion_killed_between_alias_and_checks_is_finished_by_the_next_com
     assert verify.returncode == 1 and "was started but not finished" in verify.stderr
     # the next production command completes the interrupted promotion (or reverts it) first
     again = mlops(["promote", "gov", "--version", target, "--as", "bob"], env)
-    assert again.returncode == 0, again.stderr
+    # completed (the alias had moved: v3 is champion already) or abandoned, then promoted now
+    assert again.returncode == 0 or "v3 is champion already" in again.stderr, again.stderr
     after = records(client)
     finished = [r for r in after[seen:] if "interrupted" in r.get("reason", "")]
     assert finished and finished[0]["action"] in ("promoted", "rolled-back",
