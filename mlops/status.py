@@ -103,8 +103,8 @@ def status(
 
 def _refuse_moved(statuses) -> None:
     """Shown, then refused: an alias moved outside the pipeline is exit 2 (TrailMismatch)."""
-    from tasks.core.errors import TrailMismatch
+    from tasks.core.errors import TrailMismatch, first_of
 
     moved = [m for s in statuses for m in s.moved]
     if moved:
-        raise TrailMismatch(moved[0] + (f" (+{len(moved) - 1} more)" if len(moved) > 1 else ""))
+        raise TrailMismatch(first_of(moved))

@@ -31,6 +31,11 @@ def exit_codes_help() -> str:
     return "Exit codes: " + ", ".join(f"{int(c)} {m}" for c, m in EXIT_MEANINGS.items()) + "."
 
 
+def first_of(problems: list[str]) -> str:
+    """The first problem of several, and how many more there are: one line."""
+    return problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
 class MlopsError(Exception):
     exit_code = ExitCode.FAILED
 

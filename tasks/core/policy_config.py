@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from tasks.core.config import ModelConfig, RegistrySpec, _format_pydantic, read_mapping
-from tasks.core.errors import ConfigError
+from tasks.core.errors import ConfigError, first_of
 from tasks.core.governance import Governance
 
 Environment = Literal["staging", "production"]
@@ -216,8 +216,7 @@ def require_compliant_config(loaded: LoadedPolicy, name: str, spec: RegistrySpec
     """Refuse a model whose registry block does not satisfy the policy (exit 2, one line)."""
     problems = config_problems(loaded.policy, spec)
     if problems:
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(f"{name}: {problems[0]}{more}; set by {loaded.label}")
+        raise ConfigError(f"{name}: {first_of(problems)}; set by {loaded.label}")
 
 
 def deployment_refusal(loaded: LoadedPolicy, environment: str, version: str,
@@ -227,8 +226,7 @@ def deployment_refusal(loaded: LoadedPolicy, environment: str, version: str,
                                     version_checks(tags, events, version))
     if not problems:
         return None
-    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{loaded.label} refuses v{version} in {environment}: {problems[0]}{more}"
+    return f"{loaded.label} refuses v{version} in {environment}: {first_of(problems)}"
 
 
 def governance(loaded: LoadedPolicy, cfg: ModelConfig) -> Governance:

@@ -20,7 +20,13 @@ from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity, SmokeReport
 from tasks.core.config import ModelConfig
 from tasks.core.errors import ApprovalError, DeployError
-from tasks.core.policy_config import Governance, deployment_refusal, governance, load_policy
+from tasks.core.policy_config import (
+    Governance,
+    LoadedPolicy,
+    deployment_refusal,
+    governance,
+    load_policy,
+)
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
@@ -63,12 +69,11 @@ class ApprovalForm(RunInput):
 
 
 def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
-                    ui_url: str | None = None, events: list[dict[str, str]] | None = None
-                    ) -> str:
+                    loaded: LoadedPolicy, ui_url: str | None = None,
+                    events: list[dict[str, str]] | None = None) -> str:
     """What an approver reads: the verdict first, then metrics vs the champion now (from the
     trail), data, links; and whether the compliance policy would let the version in now."""
     events = events or []
-    loaded = load_policy(Settings.from_env().policy_path)
     rule = governance(loaded, cfg)
     ref = registry.require_version(cfg.name, version)
     facts, unusable = sealed_facts(cfg.name, version, ref.tags, events)
@@ -149,7 +154,8 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
 
     spec = cfg.deploy.production
     settings = Settings.from_env()
-    rule = governance(load_policy(settings.policy_path), cfg)
+    loaded = load_policy(settings.policy_path)
+    rule = governance(loaded, cfg)
     if not rule.required:
         return Approval(approver=Identity(username="policy: approval none", via="policy"),
                         approved=True, comment=comment)
@@ -166,8 +172,8 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         attempt += 1
         events = trail.events()  # judged against production now, at every question
         facts, _ = sealed_facts(cfg.name, version, tags, events)
-        report = approval_report(registry, cfg, version, staging, settings.prefect_ui_url,
-                                 events)
+        report = approval_report(registry, cfg, version, staging, loaded,
+                                 settings.prefect_ui_url, events)
         _tag(add=[AWAITING, f"model:{cfg.name}", f"version:{version}"])
         if requested:  # said once per request, not on every replay after a resume
             log.info("waiting for approval of %s v%s: %s — or `mlops approve %s`", cfg.name,

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from tasks.adapters import audit_anchor, audit_store
-from tasks.adapters.audit_store import former_champions  # noqa: F401 (release's helpers)
 from tasks.adapters.mlflow_registry import Registry
 from tasks.core import chain, tombstone
 from tasks.core.errors import ConfigError, RegistryError

@@ -11,7 +11,7 @@ from tasks.adapters import audit_store
 from tasks.adapters.audit_store import former_champions
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Identity
-from tasks.core.errors import ConfigError, PolicyRefused, TrailMismatch
+from tasks.core.errors import ConfigError, PolicyRefused, TrailMismatch, first_of
 from tasks.core.governance import Governance
 from tasks.core.sealed import edited, registered_facts, unsealed_refusal
 
@@ -60,8 +60,7 @@ def sealed_facts(model: str, version: str, tags: Mapping[str, str],
         return None, unsealed_refusal(model, version)
     changed = edited(facts, tags)
     if changed:
-        more = f" (+{len(changed) - 1} more)" if len(changed) > 1 else ""
-        return facts, f"v{version}: {changed[0]}{more}"
+        return facts, f"v{version}: {first_of(changed)}"
     return facts, None
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-from tasks.adapters.audit_store import alias_from
+from tasks.adapters.audit_store import alias_from, former_champions
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity
@@ -30,7 +30,6 @@ from tasks.core.steps import step
 from tasks.release.audit import (
     AuditTrail,
     event,
-    former_champions,
     now_utc,
     previous_champion,
     staged_digest,
