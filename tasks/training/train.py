@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import time
 from collections.abc import Callable
 
@@ -47,8 +46,10 @@ def split_rows(y: np.ndarray, spec: TrainingSpec, tt: TaskType) -> Splits:
 
 
 def base_params(tt: TaskType, n_classes: int, device: str, seed: int) -> dict:
+    # no nthread: XGBoost then uses every CPU, or OMP_NUM_THREADS when set (a runner shared by
+    # several jobs sets it: oversubscribed OpenMP threads slow training 10x, the booster is the same)
     params = {"objective": tt.objective, "eval_metric": tt.eval_metric, "tree_method": "hist",
-              "device": device, "seed": seed, "nthread": os.cpu_count() or 1, "verbosity": 0,
+              "device": device, "seed": seed, "verbosity": 0,
               "max_bin": MAX_BIN}
     if tt.name == "multiclass":
         params["num_class"] = n_classes
