@@ -163,6 +163,8 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         return UP_FRONT.get()
     if not wait:
         return None
+    if rule.identity == "gitlab-environment":
+        return _from_gitlab_environment(registry, cfg, version, settings, rule)
     log, run_id = get_run_logger(), flow_run.get_id()
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
     tags = registry.require_version(cfg.name, version).tags
@@ -224,6 +226,65 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
             continue
         _tag(remove=[AWAITING])
         return approval
+
+
+def _from_gitlab_environment(registry: Registry, cfg: ModelConfig, version: str,
+                             settings: Settings, rule: Governance) -> Approval:
+    """Identity gitlab-environment: wait (suspended, no runner held) until GitLab's deployment
+    approvals of this run's blocked production deployment meet the rule, or stop on a rejection.
+    Whatever resumes the run (the production-approval job, `mlops approve`, the UI's Resume
+    button) only makes it read GitLab again: an answer typed into Prefect decides nothing."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+    from prefect.logging import get_run_logger
+    from prefect.runtime import deployment, flow_run
+
+    from tasks.release import environment_approval as gitlab_env
+
+    spec = cfg.deploy.production
+    log, run_id = get_run_logger(), flow_run.get_id()
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+    tags = registry.require_version(cfg.name, version).tags
+    first = not any(r.get("action") == gitlab_env.REQUESTED and r.get("flow_run_id") == run_id
+                    for r in trail.events())
+    deployment_id = gitlab_env.request(trail, settings.gitlab, version, run_id)
+    if first:
+        _emit("mlops.approval.requested", cfg.name, version,
+              {"url": flow_run.ui_url or "", "gitlab_deployment_id": str(deployment_id)})
+    attempt = 0
+    while True:
+        attempt += 1
+        facts, _ = sealed_facts(cfg.name, version, tags, trail.events())
+        try:
+            approval = gitlab_env.decide(trail, rule, settings.gitlab, cfg.name, version,
+                                         run_id, deployment_id, facts)
+        except DeployError:
+            _tag(remove=[AWAITING])
+            raise
+        if approval is not None:
+            _tag(remove=[AWAITING])
+            _emit("mlops.approval.answered", cfg.name, version,
+                  {"decision": "approve", "approver": approval.approver.label(),
+                   "comment": approval.comment})
+            return approval
+        _tag(add=[AWAITING, f"model:{cfg.name}", f"version:{version}"])
+        log.info("%s v%s waits for approval of GitLab deployment %s (production environment); "
+                 "approve it in GitLab, then run the pipeline's production-approval job",
+                 cfg.name, version, deployment_id)
+        key, timeout = f"gitlab-approval-{attempt}", int(spec.approval_timeout_h * 3600)
+        try:
+            if deployment.get_id() is not None:
+                suspend_flow_run(timeout=timeout, key=key)
+            else:
+                pause_flow_run(timeout=timeout, poll_interval=2, key=key)
+        except FlowPauseTimeout:
+            _tag(remove=[AWAITING])
+            trail.write(event("approval-timeout", "production", None, version, "nobody",
+                              reason=f"no approval in GitLab within {spec.approval_timeout_h:g} h",
+                              flow_run_id=run_id, deployment_id=str(deployment_id)))
+            raise DeployError(f"{cfg.name} v{version} not promoted: GitLab deployment "
+                              f"{deployment_id} not approved within "
+                              f"{spec.approval_timeout_h:g} h") from None
 
 
 def _request(trail: AuditTrail, cfg: ModelConfig, version: str, run_id: str) -> bool:
