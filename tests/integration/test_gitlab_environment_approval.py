@@ -223,6 +223,68 @@ def test_forged_approvals_in_tags_or_typed_names_count_for_nothing(world):
     assert "promoted" not in [r["action"] for r in world.trail().events()]
 
 
+def test_the_deploy_run_waits_paused_and_reads_gitlab_again_each_time_it_is_woken(world):
+    """The approval step of the deploy flow, run in this process (paused, as `mlops run` waits):
+    woken with one approval it waits again; woken after the second it returns GitLab's approver.
+    The run's own blocked deployment is what GitLab creates for its pipeline."""
+    import threading
+    import time
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    from tasks.contracts.release import SmokeReport
+    from tasks.release.approval import AWAITING, obtain_approval
+
+    made: dict[str, object] = {}
+
+    @flow
+    def deploy_approval_step():
+        made["run"] = str(flow_run.get_id())
+        made["deployment"] = world.fake.add_blocked_deployment(
+            "production", SHA, "main", made["run"])["id"]
+        return obtain_approval(registry=world.registry, cfg=world.cfg, version="1",
+                               staging=SmokeReport(passed=True, checks=[]), comment="",
+                               wait=True)
+
+    thread = threading.Thread(target=lambda: made.update(result=deploy_approval_step()))
+    thread.start()
+
+    def paused(key: str):
+        deadline = time.monotonic() + 180  # a guard against hanging, not a timing assertion
+        while time.monotonic() < deadline:
+            if "run" in made:
+                with get_client(sync_client=True) as client:
+                    run = client.read_flow_run(made["run"])
+                if run.state.is_paused() and run.state.state_details.pause_key == key:
+                    return run
+            time.sleep(0.5)
+        raise AssertionError(f"the run never paused with key {key}")
+
+    def wake() -> None:
+        with get_client(sync_client=True) as client:
+            assert client.resume_flow_run(made["run"]).status.value == "ACCEPT"
+
+    try:
+        first = paused("gitlab-approval-1")
+        assert AWAITING in first.tags and "model:glenv" in first.tags
+        world.answer("glpat-alice", made["deployment"], "approved")
+        wake()
+        paused("gitlab-approval-2")  # one of two: it waits again
+        world.answer("glpat-bob", made["deployment"], "approved", "go")
+        wake()
+    finally:
+        thread.join(timeout=180)
+    approval = made["result"]
+    assert (approval.approver.username, approval.approver.user_id, approval.comment) == (
+        "bob", 4, "go")
+    with get_client(sync_client=True) as client:
+        assert AWAITING not in client.read_flow_run(made["run"]).tags
+    assert [r["actor_id"] for r in world.records(made["run"])
+            if r["action"] == "approval-given"] == ["3", "4"]
+
+
 def test_two_distinct_gitlab_users_approve_and_the_version_is_promoted(world):
     from tasks.release.production import promote
 
