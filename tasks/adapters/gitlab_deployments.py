@@ -6,43 +6,14 @@ Like gitlab_identity this fails closed: what GitLab cannot confirm is never an a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from tasks.contracts.gitlab import DeploymentApproval, EnvironmentDeployment, ProtectedEnvironment
 from tasks.core.errors import ApprovalError, ConfigError
 from tasks.core.redact import redact
 from tasks.core.settings import GitLabSettings
 
 RUN_VARIABLE = "PREFECT__FLOW_RUN_ID"
-
-
-@dataclass(frozen=True)
-class DeploymentApproval:
-    """One person's answer, as GitLab recorded it (the user is whoever held the token)."""
-
-    user_id: int
-    username: str
-    name: str
-    status: str  # approved | rejected
-    created_at: str
-    comment: str
-
-
-@dataclass(frozen=True)
-class EnvironmentDeployment:
-    id: int
-    environment: str
-    status: str
-    sha: str
-    pipeline_id: int | None
-    job: str
-    approvals: tuple[DeploymentApproval, ...]
-
-
-@dataclass(frozen=True)
-class ProtectedEnvironment:
-    name: str
-    required_approvals: int  # required_approval_count plus every approval rule's own count
 
 
 def _project(settings: GitLabSettings):
@@ -136,3 +107,19 @@ def read_deployment(settings: GitLabSettings, deployment_id: int) -> Environment
         return parse_deployment(raw)
     except Exception as exc:
         raise _unconfirmed(f"the approvals of deployment {deployment_id}", exc) from None
+
+
+class GitLabDeploymentApprovals:
+    """The approval source's view of one project's GitLab (contracts.gitlab.DeploymentApprovals)."""
+
+    def __init__(self, settings: GitLabSettings):
+        self.settings = settings
+
+    def protected_environment(self, name: str) -> ProtectedEnvironment:
+        return protected_environment(self.settings, name)
+
+    def deployment_of_run(self, environment: str, run_id: str) -> int:
+        return deployment_of_run(self.settings, environment, run_id)
+
+    def read_deployment(self, deployment_id: int) -> EnvironmentDeployment:
+        return read_deployment(self.settings, deployment_id)

@@ -30,11 +30,14 @@ from tasks.core.policy_config import (
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
+from tasks.release.environment_approval import wait_for_gitlab
 from tasks.release.guard import alias_as_recorded, approvals_short, sealed_facts
 from tasks.release.policy import refusal
+from tasks.release.waiting import AWAITING
+from tasks.release.waiting import emit as _emit
+from tasks.release.waiting import tag as _tag
 from tasks.reports.approval import approval_markdown
 
-AWAITING = "awaiting-approval"
 # approval given up front by the CLI that runs the flow in its own process (`mlops run --as`);
 # never a flow parameter, so no deployment run can carry one
 UP_FRONT: ContextVar[Approval | None] = ContextVar("mlops_up_front_approval", default=None)
@@ -164,7 +167,11 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     if not wait:
         return None
     if rule.identity == "gitlab-environment":
-        return _from_gitlab_environment(registry, cfg, version, settings, rule)
+        from tasks.adapters.gitlab_deployments import GitLabDeploymentApprovals
+
+        trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+        return wait_for_gitlab(trail, event, rule, cfg, version, settings.gitlab and
+                               GitLabDeploymentApprovals(settings.gitlab))
     log, run_id = get_run_logger(), flow_run.get_id()
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
     tags = registry.require_version(cfg.name, version).tags
@@ -228,65 +235,6 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         return approval
 
 
-def _from_gitlab_environment(registry: Registry, cfg: ModelConfig, version: str,
-                             settings: Settings, rule: Governance) -> Approval:
-    """Identity gitlab-environment: wait (suspended, no runner held) until GitLab's deployment
-    approvals of this run's blocked production deployment meet the rule, or stop on a rejection.
-    Whatever resumes the run (the production-approval job, `mlops approve`, the UI's Resume
-    button) only makes it read GitLab again: an answer typed into Prefect decides nothing."""
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run, suspend_flow_run
-    from prefect.logging import get_run_logger
-    from prefect.runtime import deployment, flow_run
-
-    from tasks.release import environment_approval as gitlab_env
-
-    spec = cfg.deploy.production
-    log, run_id = get_run_logger(), flow_run.get_id()
-    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
-    tags = registry.require_version(cfg.name, version).tags
-    first = not any(r.get("action") == gitlab_env.REQUESTED and r.get("flow_run_id") == run_id
-                    for r in trail.events())
-    deployment_id = gitlab_env.request(trail, settings.gitlab, version, run_id)
-    if first:
-        _emit("mlops.approval.requested", cfg.name, version,
-              {"url": flow_run.ui_url or "", "gitlab_deployment_id": str(deployment_id)})
-    attempt = 0
-    while True:
-        attempt += 1
-        facts, _ = sealed_facts(cfg.name, version, tags, trail.events())
-        try:
-            approval = gitlab_env.decide(trail, rule, settings.gitlab, cfg.name, version,
-                                         run_id, deployment_id, facts)
-        except DeployError:
-            _tag(remove=[AWAITING])
-            raise
-        if approval is not None:
-            _tag(remove=[AWAITING])
-            _emit("mlops.approval.answered", cfg.name, version,
-                  {"decision": "approve", "approver": approval.approver.label(),
-                   "comment": approval.comment})
-            return approval
-        _tag(add=[AWAITING, f"model:{cfg.name}", f"version:{version}"])
-        log.info("%s v%s waits for approval of GitLab deployment %s (production environment); "
-                 "approve it in GitLab, then run the pipeline's production-approval job",
-                 cfg.name, version, deployment_id)
-        key, timeout = f"gitlab-approval-{attempt}", int(spec.approval_timeout_h * 3600)
-        try:
-            if deployment.get_id() is not None:
-                suspend_flow_run(timeout=timeout, key=key)
-            else:
-                pause_flow_run(timeout=timeout, poll_interval=2, key=key)
-        except FlowPauseTimeout:
-            _tag(remove=[AWAITING])
-            trail.write(event("approval-timeout", "production", None, version, "nobody",
-                              reason=f"no approval in GitLab within {spec.approval_timeout_h:g} h",
-                              flow_run_id=run_id, deployment_id=str(deployment_id)))
-            raise DeployError(f"{cfg.name} v{version} not promoted: GitLab deployment "
-                              f"{deployment_id} not approved within "
-                              f"{spec.approval_timeout_h:g} h") from None
-
-
 def _request(trail: AuditTrail, cfg: ModelConfig, version: str, run_id: str) -> bool:
     """Record and announce the request once per run (a resumed run replays this code)."""
     if any(r.get("action") == "approval-requested" and r.get("flow_run_id") == run_id
@@ -298,25 +246,6 @@ def _request(trail: AuditTrail, cfg: ModelConfig, version: str, run_id: str) -> 
 
     _emit("mlops.approval.requested", cfg.name, version, {"url": flow_run.ui_url or ""})
     return True
-
-
-def _tag(add: list[str] = (), remove: list[str] = ()) -> None:
-    """Add or remove tags of the current flow run (the run shows them in the UI's lists)."""
-    from prefect import get_client
-    from prefect.runtime import flow_run
-
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(flow_run.get_id())
-        tags = [t for t in run.tags if t not in remove]
-        client.update_flow_run(run.id, tags=tags + [t for t in add if t not in tags])
-
-
-def _emit(name: str, model: str, version: str, payload: dict) -> None:
-    from prefect.events import emit_event
-
-    emit_event(name, resource={"prefect.resource.id": f"mlops.model.{model}",
-                               "prefect.resource.name": f"{model} v{version}"},
-               payload={"model": model, "version": version, **payload})
 
 
 EXPIRED = "paused and never resumed"

@@ -84,13 +84,18 @@ class World:
         project.deployments.get(deployment_id, lazy=True).approval(status=status,
                                                                    comment=comment or None)
 
+    def gitlab(self):
+        from tasks.adapters.gitlab_deployments import GitLabDeploymentApprovals
+
+        return GitLabDeploymentApprovals(Settings.from_env().gitlab)
+
     def decide(self, run_id: str):
         from tasks.release import environment_approval as gitlab_env
 
-        trail, gitlab = self.trail(), Settings.from_env().gitlab
-        deployment_id = gitlab_env.request(trail, gitlab, "1", run_id)
-        return gitlab_env.decide(trail, self.rule, gitlab, "glenv", "1", run_id, deployment_id,
-                                 self.facts())
+        trail = self.trail()
+        deployment_id = gitlab_env.request(trail, event, self.gitlab(), "1", run_id)
+        return gitlab_env.decide(trail, event, self.rule, self.gitlab(), "1", run_id,
+                                 deployment_id)
 
     def records(self, run_id: str) -> list[dict[str, str]]:
         return [r for r in self.trail().events() if r.get("flow_run_id") == run_id]
@@ -129,6 +134,7 @@ def world(tmp_path_factory):
         w.trail().write(event("staged", "staging", None, "1", "pipeline", alias="staging",
                               digest=reg.require_manifest("glenv", "1")))
         assert w.rule.identity == "gitlab-environment" and w.rule.min_approvals == 2
+        assert w.facts()["built_by"] == "dave"  # sealed at registration: four eyes reads it
         yield w
     fake.stop()
 
@@ -152,13 +158,18 @@ def test_no_blocked_deployment_or_an_unprotected_environment_is_a_clear_refusal(
 
     with pytest.raises(ApprovalError, match="no blocked production deployment in GitLab for "
                                             "flow run"):
-        gitlab_env.request(world.trail(), Settings.from_env().gitlab, "1", str(uuid.uuid4()))
+        gitlab_env.request(world.trail(), event, world.gitlab(), "1", str(uuid.uuid4()))
     saved = world.fake.protected_environments.pop("production")
     try:
         with pytest.raises(ConfigError, match="'production' is not protected"):
-            gitlab_env.request(world.trail(), Settings.from_env().gitlab, "1", str(uuid.uuid4()))
+            gitlab_env.request(world.trail(), event, world.gitlab(), "1", str(uuid.uuid4()))
+        world.fake.protect_environment("production")  # protected, but no approvals required
+        with pytest.raises(ConfigError, match="requires no deployment approvals"):
+            gitlab_env.request(world.trail(), event, world.gitlab(), "1", str(uuid.uuid4()))
     finally:
         world.fake.protected_environments["production"] = saved
+    with pytest.raises(ApprovalError, match="needs GitLab settings"):
+        gitlab_env.request(world.trail(), event, None, "1", str(uuid.uuid4()))
 
 
 def test_the_builder_approving_in_gitlab_does_not_count_and_is_recorded(world):

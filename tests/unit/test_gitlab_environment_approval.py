@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import textwrap
 
-from tasks.adapters.gitlab_deployments import (
-    DeploymentApproval,
-    EnvironmentDeployment,
-    parse_deployment,
-)
+from tasks.adapters.gitlab_deployments import parse_deployment
+from tasks.contracts.gitlab import DeploymentApproval, EnvironmentDeployment
 from tasks.contracts.release import Identity
 from tasks.core.config import parse_config
 from tasks.core.governance import stricter_identity
