@@ -250,16 +250,17 @@ def test_the_deploy_run_waits_paused_and_reads_gitlab_again_each_time_it_is_woke
 
     made: dict[str, object] = {}
 
-    @flow
-    def deploy_approval_step():
+    @flow(name="deploy")  # the deploy flow's name and parameters: `mlops approve` finds it
+    def deploy_approval_step(model: str, version: str):
         made["run"] = str(flow_run.get_id())
         made["deployment"] = world.fake.add_blocked_deployment(
             "production", SHA, "main", made["run"])["id"]
-        return obtain_approval(registry=world.registry, cfg=world.cfg, version="1",
+        return obtain_approval(registry=world.registry, cfg=world.cfg, version=version,
                                staging=SmokeReport(passed=True, checks=[]), comment="",
                                wait=True)
 
-    thread = threading.Thread(target=lambda: made.update(result=deploy_approval_step()))
+    thread = threading.Thread(
+        target=lambda: made.update(result=deploy_approval_step("glenv", "1")), daemon=True)
     thread.start()
 
     def paused(key: str):
@@ -284,7 +285,19 @@ def test_the_deploy_run_waits_paused_and_reads_gitlab_again_each_time_it_is_woke
         wake()
         paused("gitlab-approval-2")  # one of two: it waits again
         world.answer("glpat-bob", made["deployment"], "approved", "go")
-        wake()
+        from prefect.settings import PREFECT_API_URL
+        from typer.testing import CliRunner
+
+        from mlops.cli import app
+
+        with pytest.MonkeyPatch.context() as mp:  # what the production-approval job runs
+            mp.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+            typed = CliRunner().invoke(app, ["approve", "glenv", "--as", "alice"])
+            assert typed.exit_code == 2, typed.output
+            assert "approved or rejected in GitLab" in typed.output
+            woken = CliRunner().invoke(app, ["approve", made["run"]])
+            assert woken.exit_code == 0, woken.output
+            assert "reads its production deployment's approvals from GitLab" in woken.output
     finally:
         thread.join(timeout=180)
     approval = made["result"]
