@@ -2,8 +2,7 @@
 and response shapes of GitLab's API documentation (notes, uploads, deployments, pipeline
 schedules, the token, the project and the current user, commit comments, protected environments
 and deployment approvals; pipelines and jobs through `gitlab_runner.FakeCI`), token scopes and
-owners (401/403 bodies as GitLab sends them)
-and injectable 429/5xx."""
+owners (401/403 bodies as GitLab sends them) and injectable 429/5xx."""
 
 from __future__ import annotations
 
