@@ -59,9 +59,10 @@ def approve(
                                               "trail.")] = "",
 ) -> None:
     """Answer the deploy run waiting for a model's production approval (needs PREFECT_API_URL).
-    Several waiting runs of one model: name the run by its id. Exit codes: 0 answered,
+    Several waiting runs of one model: name the run by its id. With identity gitlab-environment
+    the decision is made in GitLab: this only wakes the run to read it. Exit codes: 0 answered,
     1 Prefect refused, 2 nothing waiting, several waiting, or an approver who may not decide."""
-    from deployments.approval import answer, find
+    from deployments.approval import answer, find, wake
     from tasks.adapters.registries import open_registry
     from tasks.core.errors import ApprovalError
     from tasks.core.policy_config import governance, load_policy
@@ -72,6 +73,13 @@ def approve(
     found = settings()
     run = find(found, target)
     _, cfg = _named(run.model)
+    if governance(load_policy(found.policy_path), cfg).identity == "gitlab-environment":
+        if as_ or reject_:
+            raise ApprovalError(f"{cfg.name} is approved or rejected in GitLab (identity "
+                                "gitlab-environment), on the production deployment of its deploy "
+                                "run; `mlops approve` without --as or --reject wakes the run")
+        typer.echo(wake(found, run))
+        return
     who = identity_for(cfg, as_)
     registry = open_registry(found)
     tags = registry.require_version(cfg.name, run.version).tags

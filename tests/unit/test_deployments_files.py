@@ -206,9 +206,9 @@ def test_gitlab_ci_pipeline_shape():
     jobs = {n: j for n, j in ci.items() if not n.startswith(".") and isinstance(j, dict)
             and n not in ("variables", "workflow", "default")}
     assert set(jobs) == {"lint", "test", "build-image", "prefect-deploy", "train", "flow-run",
-                         "deploy-run", "reproduce-champions"}
+                         "deploy-run", "production-approval", "reproduce-champions"}
     for name, job in jobs.items():
-        if name not in ("flow-run", "deploy-run"):
+        if name not in ("flow-run", "deploy-run", "production-approval"):
             assert job["rules"][0] == skip, name
     assert ci["build-image"]["rules"][-1] == {"changes": ["Dockerfile", "uv.lock"]}
     assert ci["train"]["rules"][1:] == [{"if": '$CI_PIPELINE_SOURCE =~ /^(push|merge_request_event)$/'
