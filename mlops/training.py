@@ -64,6 +64,7 @@ def check_policy(found, configs: list) -> None:
 def _stale(configs: dict, rows: list[tuple[str, ...]]) -> list[str]:
     """The models to train; the up-to-date ones are reported in rows."""
     from tasks.adapters.registries import open_registry
+    from tasks.reports.format import fmt_any
     from tasks.training.planning import up_to_date
 
     found = settings()
@@ -77,19 +78,20 @@ def _stale(configs: dict, rows: list[tuple[str, ...]]) -> list[str]:
         typer.echo(f"{cfg.name}: up to date (v{ref.version} was trained on the same data, "
                    "config and code)")
         rows.append((cfg.name, ref.version, ref.tags.get("gate_metric", ""),
-                     ref.tags.get("gate_value", ""), "passed (up to date)"))
+                     fmt_any(ref.tags.get("gate_value")), "passed (up to date)"))
     return todo
 
 
 def _train_notebooks(notebooks: list[str]) -> None:
     from flows.notebook import notebook_training
+    from tasks.reports.format import fmt
     from tasks.training.notebook import check_notebook
 
     for notebook in notebooks:
         check_notebook(notebook)
     for notebook in notebooks:
         result = run_flow(lambda nb=notebook: notebook_training(nb))
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
+        shown = ", ".join(f"{k} {fmt(v)}" for k, v in sorted(result.metrics.items()))
         typer.echo(f"{notebook}: executed in {result.seconds:.0f} s; {shown or 'no metrics'}; "
                    f"MLflow {result.run_url}")
 
@@ -98,6 +100,7 @@ def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServ
                **deploy: object) -> int:
     """Each model in turn; every model gets a summary row, the first failure's code is kept."""
     from flows.training import training_pipeline
+    from tasks.reports.format import fmt
 
     if server is not None:
         typer.echo(f"started a temporary Prefect server at {server.api_url} "
@@ -107,7 +110,7 @@ def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServ
     for model in models:
         try:
             result = training_pipeline(model, **deploy)
-            value = "" if result.value is None else f"{result.value:.4f}"
+            value = fmt(result.value)
             note = " (reused)" if result.reused else ""
             row = (result.model, result.version, result.metric, value, result.gate + note)
             if result.deployment is not None:

@@ -45,14 +45,19 @@ class ApprovalForm(RunInput):
 
     model_config = ConfigDict(json_schema_extra={
         "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
-        "then": {"properties": {"comment": {"pattern": "\\S"}}, "required": ["comment"]},
+        # minLength, not a regex: the browser shows "should be non-empty" under the field, not
+        # "'' does not match '\\S'" (a blank-only comment is refused by _rules, and asked again)
+        "then": {"properties": {"comment": {"minLength": 1}}, "required": ["comment"]},
     })
     decision: Literal["approve", "reject"] = Field(
         ..., description="approve: promote to production now (freeze windows and post-deploy "
                          "checks apply); reject: stop this deployment.")
     approver: str = Field(..., min_length=1, pattern=r"\S",
                           description="Your GitLab username; it goes to the audit trail.")
-    comment: str = Field("", description="Why. Required when you reject.")
+    comment: str = Field(
+        "", title="Comment (required to reject)",
+        description="Why you decide; it goes to the audit trail. Approving needs none; a "
+                    "rejection is refused without one.")
 
     @field_validator("approver", "comment")
     @classmethod
@@ -62,9 +67,9 @@ class ApprovalForm(RunInput):
     @model_validator(mode="after")
     def _rules(self) -> ApprovalForm:
         if not self.approver:
-            raise ValueError("the approver must not be blank")
+            raise ValueError("type your username as the approver: it must not be blank")
         if self.decision == "reject" and not self.comment:
-            raise ValueError("a comment is required when rejecting")
+            raise ValueError("say why you reject in the comment: a rejection needs one")
         return self
 
 

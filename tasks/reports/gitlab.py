@@ -81,6 +81,7 @@ def write_wiki_row(model: str, row: str) -> str:
 
     gitlab = open_gitlab()
     if gitlab is None:
-        get_run_logger().info(skipped("wiki page"))
+        # not configured is the laptop's normal state: said at debug level, not on every run
+        get_run_logger().debug(skipped("wiki page"))
         return "skipped"
     return gitlab.prepend_wiki_row(f"mlops/{model}", wiki_header(model), row) or "failed"

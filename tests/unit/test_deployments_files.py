@@ -228,7 +228,7 @@ def test_gitlab_ci_pipeline_shape():
         {"if": '$CI_PIPELINE_SOURCE == "schedule" && $MLOPS_REPRODUCE == "1"'},
         {"if": '$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH && $CI_PIPELINE_SOURCE != "schedule"',
          "when": "manual", "allow_failure": True}]
-    assert "--version champion" in rebuild["script"][1]
+    assert "reproduce \"$model\" champion --show-commit" in rebuild["script"][1]
     assert "UV_PROJECT_ENVIRONMENT=" in rebuild["script"][1]  # one environment for every worktree
     assert "make install" not in rebuild["script"][1]
     assert rebuild["variables"]["GIT_DEPTH"] == 0
