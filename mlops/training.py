@@ -99,30 +99,57 @@ def _train_notebooks(notebooks: list[str]) -> None:
 def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServer | None,
                **deploy: object) -> int:
     """Each model in turn; every model gets a summary row, the first failure's code is kept."""
-    from flows.training import training_pipeline
-    from tasks.reports.format import fmt
+    from tasks.reports.progress import PLAN
 
     if server is not None:
         typer.echo(f"started a temporary Prefect server at {server.api_url} "
                    "(set PREFECT_API_URL to use your own)")
         server.wait_ready(settings().server_startup_s)
     first_code = 0
-    for model in models:
-        try:
-            result = training_pipeline(model, **deploy)
-            value = fmt(result.value)
-            note = " (reused)" if result.reused else ""
-            row = (result.model, result.version, result.metric, value, result.gate + note)
-            if result.deployment is not None:
-                row += (result.deployment.production,)
-                typer.echo(result.deployment.message)
-            rows.append(row)
-        except Exception as exc:  # summarise every model, then exit with the first code
-            err = fail(exc)
-            first_code = first_code or err.exit_code
-            why = redact(str(exc).splitlines()[0])[:70] if str(exc) else "failed"
-            rows.append((model, "-", "-", "-", why) + (("-",) if deploy else ()))
+    names, plan = _plan(models)
+    token = PLAN.set(plan)  # the training task reads it: an ETA for the whole run
+    try:
+        for model, name in zip(models, names, strict=True):
+            code = _run_one(model, rows, deploy)
+            first_code = first_code or code
+            plan.finish(name)  # trained, cached or failed: nothing left to tune for it
+    finally:
+        PLAN.reset(token)
     return first_code
+
+
+def _plan(models: list[str]):
+    """The models' config names and trial budgets, said up front when there are several."""
+    from tasks.core.config import load_config
+    from tasks.reports.progress import RunPlan
+
+    names = [load_config(model, settings().config_dir) for model in models]
+    trials = {cfg.name: cfg.training.n_trials for cfg in names}
+    if len(trials) > 1:
+        typer.echo(f"tuning {sum(trials.values())} trials over {len(trials)} models in turn ("
+                   + ", ".join(f"{name} {n}" for name, n in trials.items())
+                   + "); each trial's line says the time left for its model and the whole run")
+    return [cfg.name for cfg in names], RunPlan(trials)
+
+
+def _run_one(model: str, rows: list[tuple[str, ...]], deploy: dict) -> int:
+    """One model's pipeline and its summary row; its exit code (0 when it succeeded)."""
+    from flows.training import training_pipeline
+    from tasks.reports.format import fmt
+
+    try:
+        result = training_pipeline(model, **deploy)
+    except Exception as exc:  # summarise every model, then exit with the first code
+        why = redact(str(exc).splitlines()[0]) if str(exc) else "failed"
+        rows.append((model, "-", "-", "-", why) + (("-",) if deploy else ()))
+        return fail(exc).exit_code
+    note = " (reused)" if result.reused else ""
+    row = (result.model, result.version, result.metric, fmt(result.value), result.gate + note)
+    if result.deployment is not None:
+        row += (result.deployment.production,)
+        typer.echo(result.deployment.message)
+    rows.append(row)
+    return 0
 
 
 @app.command()
