@@ -193,7 +193,8 @@ def test_dockerfile_passes_hadolint():
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     text = (REPO / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=nvidia/cuda" in text and "uv sync --frozen --no-dev" in text
+    assert "ARG BASE_IMAGE=nvidia/cuda" in text and "ARG XGBOOST=gpu" in text
+    assert text.count('uv sync --frozen --no-default-groups --group "${XGBOOST}"') == 2
     assert "\nUSER 10001" in text
 
 
