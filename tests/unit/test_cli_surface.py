@@ -232,3 +232,9 @@ def test_the_approval_form_says_what_is_wrong_in_words():
                         raise_on_error=False)
     with pytest.raises(ValueError, match="say why you reject"):
         ApprovalForm(decision="reject", approver="alice", comment="  ")
+
+
+def test_the_cli_reference_lists_every_command():
+    text = (ROOT / "docs" / "cli.md").read_text()
+    missing = [path for path in commands() if f"`mlops {path}`" not in text]
+    assert not missing, f"docs/cli.md lacks {missing}: regenerate its reference"
