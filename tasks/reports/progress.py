@@ -43,14 +43,19 @@ class RunPlan:
         names = list(self.trials)
         return f"{names.index(model) + 1}/{len(names)}" if model in names else ""
 
-    def eta_s(self, model: str, done: int, elapsed: float) -> float | None:
+    def eta_s(self, model: str, done: int, elapsed: float, model_left: float) -> float | None:
+        """The current model's own estimate plus the models ahead at the rate of every trial
+        run so far (so the run's estimate is never below the model's)."""
         ran = sum(n for n, _ in self.finished.values()) + done
         spent = sum(s for _, s in self.finished.values()) + elapsed
         if ran == 0:
             return None
-        ahead = max(self.trials.get(model, 0) - done, 0) + sum(
-            n for name, n in self.trials.items() if name != model and name not in self.finished)
-        return spent / ran * ahead
+        return model_left + spent / ran * self.ahead(model)
+
+    def ahead(self, model: str) -> int:
+        """The trials of the models still to come after this one."""
+        return sum(n for name, n in self.trials.items()
+                   if name != model and name not in self.finished)
 
 
 # set by the CLI for the models it trains in this process; a worker's run has none
@@ -89,8 +94,9 @@ class TuningProgress:
                 f"best {best_text}; {duration(elapsed)} elapsed, ")
         line += "finishing" if left == 0 else (f"about {duration(left)} left"
                                               if left is not None else "estimating")
-        run_left = self.plan.eta_s(self.model, done, elapsed) if self.plan else None
-        if run_left is not None and len(self.plan.trials) > 1:
+        run_left = self.plan.eta_s(self.model, done, elapsed, left) if (
+            self.plan and left is not None) else None
+        if run_left and self.plan.ahead(self.model):  # else the model's estimate is the run's
             line += f"; whole run about {duration(run_left)} left"
         return line
 

@@ -199,11 +199,13 @@ def test_metrics_have_one_precision_whatever_they_come_as():
     assert fmt_any(None) == fmt_any("") == "" and fmt_any("n/a") == "n/a"
 
 
-def test_the_skipped_wiki_line_is_not_said_on_every_run(monkeypatch, caplog):
-    """Without GitLab the wiki row is skipped quietly (it was an INFO line on every run)."""
+def test_the_skipped_gitlab_lines_are_not_said_on_every_laptop_run(monkeypatch, caplog):
+    """Without GitLab the wiki row and the merge request report are skipped quietly on a laptop
+    (they were INFO lines on every run); in a CI job, where a missing token is a mistake, the
+    line is still said."""
     import prefect.logging
 
-    from tasks.reports.gitlab import write_wiki_row
+    from tasks.reports.gitlab import _merge_request, write_wiki_row
 
     for name in ("CI_SERVER_URL", "CI_PROJECT_ID", "MLOPS_GITLAB_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -211,7 +213,13 @@ def test_the_skipped_wiki_line_is_not_said_on_every_run(monkeypatch, caplog):
     monkeypatch.setattr(prefect.logging, "get_run_logger", lambda *a, **k: logger)
     with caplog.at_level(logging.INFO, logger="test-wiki"):
         assert write_wiki_row.fn("tiny", "| row |") == "skipped"
-    assert not [r for r in caplog.records if "wiki" in r.getMessage()]
+        assert _merge_request() is None
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+    monkeypatch.setenv("CI_SERVER_URL", "https://gitlab.example.com")  # no project, no token
+    with caplog.at_level(logging.INFO, logger="test-wiki"):
+        assert write_wiki_row.fn("tiny", "| row |") == "skipped"
+    assert [r.levelno for r in caplog.records if "wiki page skipped" in r.getMessage()] == [
+        logging.INFO]
 
 
 def test_the_approval_form_says_what_is_wrong_in_words():

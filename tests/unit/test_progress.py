@@ -52,15 +52,28 @@ def test_the_whole_run_eta_counts_the_models_ahead_at_the_rate_so_far():
     line = first.trial(5, 0.3, 0.3)  # 4 s a trial; 5 + 10 + 20 trials ahead
     assert line.startswith("fraud (1/3): trial 5/10")
     assert line.endswith("about 20 s left; whole run about 2 min 20 s left")
+    clock.now += 20  # a slow trial: 6.7 s a trial now; 27 s for fraud + 30 trials ahead
+    assert first.trial(6, 0.3, 0.3).endswith("about 27 s left; whole run about 3 min 47 s left")
     clock.now += 20
     first.trial(10, 0.3, 0.3)
     first.close()
+    assert plan.finished["fraud"] == (10, 60.0)
     plan.finish("fraud", 99, 999.0)  # the CLI's own finish after the flow changes nothing
-    assert plan.finished["fraud"] == (10, 40.0)
+    assert plan.finished["fraud"] == (10, 60.0)
     plan.finish("damage")  # up to date: no tuning, no time
     third = TuningProgress(model="settlement", metric="rmse", total=20, plan=plan, clock=clock)
-    clock.now += 8
-    assert third.trial(2, 9.0, 9.0).endswith("whole run about 1 min 12 s left")  # 4 s x 18
+    clock.now += 12  # 6 s a trial here too: 18 left, nothing after it
+    last = third.trial(2, 9.0, 9.0)
+    assert last.endswith("about 1 min 48 s left") and "whole run" not in last
+
+
+def test_the_whole_run_is_never_estimated_below_its_model():
+    clock = Clock()
+    plan = RunPlan({"a": 3, "b": 3}, clock=clock)
+    plan.finish("a", 3, 3.0)  # 1 s a trial
+    slow = TuningProgress(model="b", metric="rmse", total=3, plan=plan, clock=clock)
+    clock.now += 3  # its first trial built the matrices: 3 s
+    assert slow.trial(1, 9.0, 9.0).endswith("about 6 s left")  # nothing ahead of b
 
 
 def test_one_model_alone_has_no_whole_run_line():
