@@ -43,11 +43,15 @@ UP_FRONT: ContextVar[Approval | None] = ContextVar("mlops_up_front_approval", de
 class ApprovalForm(RunInput):
     """Promote this version to production? Nothing is preset: choose, and say who you are."""
 
+    # Seen in Chromium: listing comment as required (its default "" is sent untouched, so an
+    # approval still needs none) drops the UI's "(Optional)" from its label; minLength instead
+    # of a regex makes a comment-less rejection "Validation failed for field 'comment' … ''
+    # should be non-empty", not "'' does not match '\\S'". A blank-only comment is refused by
+    # _rules, and the run asks again.
     model_config = ConfigDict(json_schema_extra={
+        "required": ["decision", "approver", "comment"],
         "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
-        # minLength, not a regex: the browser shows "should be non-empty" under the field, not
-        # "'' does not match '\\S'" (a blank-only comment is refused by _rules, and asked again)
-        "then": {"properties": {"comment": {"minLength": 1}}, "required": ["comment"]},
+        "then": {"properties": {"comment": {"minLength": 1}}},
     })
     decision: Literal["approve", "reject"] = Field(
         ..., description="approve: promote to production now (freeze windows and post-deploy "

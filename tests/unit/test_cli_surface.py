@@ -230,7 +230,9 @@ def test_the_approval_form_says_what_is_wrong_in_words():
 
     schema = ApprovalForm.model_json_schema()
     comment = schema["properties"]["comment"]
-    assert "reject" in comment["title"]
+    # the UI appends "(Optional)" to the title of a field not listed as required
+    assert comment["title"] == "Comment (required to reject)" and "comment" in schema["required"]
+    assert comment["default"] == ""  # what the UI sends untouched: an approval needs no comment
     errors = validate({"decision": "reject", "approver": "alice", "comment": ""}, schema,
                       raise_on_error=False)
     said = json.dumps(build_error_obj(errors))
