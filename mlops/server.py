@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from mlops.app import app, settings, typer_app
+from mlops.app import JsonOption, app, print_json, settings, typer_app
 from tasks.core.errors import ExitCode
+from tasks.core.redact import redact
 
 server_app = typer_app(
     "The local stack: a Prefect server with its UI and an MLflow server on the local store, "
@@ -46,7 +47,7 @@ def server_stop() -> None:
 
 
 @server_app.command("status")
-def server_status() -> None:
+def server_status(as_json: JsonOption = False) -> None:
     """Print each server's URL, pid and health. Exit codes: 0 every server is up, 1 one or more
     is down (start them with `mlops server start`)."""
     from mlops.local_server import environment
@@ -54,13 +55,20 @@ def server_status() -> None:
 
     found = settings()
     states = [state(s, found.stack_dir) for s in services(found, environment())]
+    if as_json:
+        print_json({"servers": [
+            {"name": c.service.name, "url": c.service.url, "pid": c.pid, "up": c.up}
+            for c in states], "state_dir": str(found.stack_dir),
+            "tracking_uri": None if found.tracking_uri.startswith("sqlite:")
+            else redact(found.mlflow_ui_url or found.tracking_uri)})
+        raise typer.Exit(ExitCode.DONE if all(s.up for s in states) else ExitCode.FAILED)
     for current in states:
         health = "healthy" if current.up else (
             "running, not answering" if current.pid else "down")
         pid = current.pid or "-"
         typer.echo(f"{current.service.name:<8} {current.service.url:<24} pid {pid!s:<8} {health}")
     if not found.tracking_uri.startswith("sqlite:"):
-        typer.echo(f"mlflow   tracking on {found.mlflow_ui_url or found.tracking_uri} "
+        typer.echo(f"mlflow   tracking on {redact(found.mlflow_ui_url or found.tracking_uri)} "
                    "(not managed here)")
     typer.echo(f"state and logs: {found.stack_dir}")
     if not all(s.up for s in states):

@@ -46,16 +46,25 @@ UP_FRONT: ContextVar[Approval | None] = ContextVar("mlops_up_front_approval", de
 class ApprovalForm(RunInput):
     """Promote this version to production? Nothing is preset: choose, and say who you are."""
 
+    # Seen in Chromium: listing comment as required (its default "" is sent untouched, so an
+    # approval still needs none) drops the UI's "(Optional)" from its label; minLength instead
+    # of a regex makes a comment-less rejection "Validation failed for field 'comment' … ''
+    # should be non-empty", not "'' does not match '\\S'". A blank-only comment is refused by
+    # _rules, and the run asks again.
     model_config = ConfigDict(json_schema_extra={
+        "required": ["decision", "approver", "comment"],
         "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
-        "then": {"properties": {"comment": {"pattern": "\\S"}}, "required": ["comment"]},
+        "then": {"properties": {"comment": {"minLength": 1}}},
     })
     decision: Literal["approve", "reject"] = Field(
         ..., description="approve: promote to production now (freeze windows and post-deploy "
                          "checks apply); reject: stop this deployment.")
     approver: str = Field(..., min_length=1, pattern=r"\S",
                           description="Your GitLab username; it goes to the audit trail.")
-    comment: str = Field("", description="Why. Required when you reject.")
+    comment: str = Field(
+        "", title="Comment (required to reject)",
+        description="Why you decide; it goes to the audit trail. Approving needs none; a "
+                    "rejection is refused without one.")
 
     @field_validator("approver", "comment")
     @classmethod
@@ -65,9 +74,9 @@ class ApprovalForm(RunInput):
     @model_validator(mode="after")
     def _rules(self) -> ApprovalForm:
         if not self.approver:
-            raise ValueError("the approver must not be blank")
+            raise ValueError("type your username as the approver: it must not be blank")
         if self.decision == "reject" and not self.comment:
-            raise ValueError("a comment is required when rejecting")
+            raise ValueError("say why you reject in the comment: a rejection needs one")
         return self
 
 

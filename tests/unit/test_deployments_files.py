@@ -193,7 +193,8 @@ def test_dockerfile_passes_hadolint():
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     text = (REPO / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=nvidia/cuda" in text and "uv sync --frozen --no-dev" in text
+    assert "ARG BASE_IMAGE=nvidia/cuda" in text and "ARG XGBOOST=gpu" in text
+    assert text.count('uv sync --frozen --no-default-groups --group "${XGBOOST}"') == 2
     assert "\nUSER 10001" in text
 
 
@@ -228,7 +229,7 @@ def test_gitlab_ci_pipeline_shape():
         {"if": '$CI_PIPELINE_SOURCE == "schedule" && $MLOPS_REPRODUCE == "1"'},
         {"if": '$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH && $CI_PIPELINE_SOURCE != "schedule"',
          "when": "manual", "allow_failure": True}]
-    assert "--version champion" in rebuild["script"][1]
+    assert "reproduce \"$model\" champion --show-commit" in rebuild["script"][1]
     assert "UV_PROJECT_ENVIRONMENT=" in rebuild["script"][1]  # one environment for every worktree
     assert "make install" not in rebuild["script"][1]
     assert rebuild["variables"]["GIT_DEPTH"] == 0
