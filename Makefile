@@ -6,6 +6,9 @@ UV := .uv/bin/uv
 VENV := .venv
 BATCHES := .mlops/batches
 PYTEST_ARGS ?=
+# one pytest worker per CPU, each running whole test files (the e2e files share servers per worker)
+TEST_WORKERS ?= auto
+PYTEST := $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 GITLAB_CI_LOCAL_VERSION := 4.60.1
 # outside the clone, like uv's cache: its native module takes minutes to build, once a machine
 GITLAB_CI_LOCAL_DIR ?= $(HOME)/.cache/prefect-mlops/gitlab-ci-local-$(GITLAB_CI_LOCAL_VERSION)
@@ -79,10 +82,10 @@ gitlab-ci-local:  ## gitlab-ci-local for tests/unit/test_gitlab_ci_sources.py, i
 	else echo "WARNING: no npm: the pipeline-per-source test will be SKIPPED"; fi
 
 test: install browser gitlab-ci-local  ## every test, end-to-end included (PYTEST_ARGS: extra pytest options)
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: install gitlab-ci-local  ## unit and integration tests, no real servers
-	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
