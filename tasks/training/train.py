@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -18,6 +19,8 @@ from sklearn.model_selection import train_test_split
 from tasks.contracts.training import FeatureSpec, Splits, TrainResult, TrialSummary, ValidationReport
 from tasks.core.config import ModelConfig, TrainingSpec
 from tasks.core.tasktypes import TaskType, task_type
+from tasks.training.batches import BatchTable
+from tasks.training.matrices import stream_matrices
 
 Progress = Callable[[str], None]
 # histogram bins per feature: 64 instead of XGBoost's 256 builds histograms faster at the same
@@ -78,28 +81,36 @@ def _study(name: str, storage: str | None, seed: int) -> optuna.Study:
     )
 
 
+def in_memory_matrices(df: pd.DataFrame, spec: FeatureSpec, splits: Splits
+                       ) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]:
+    """One quantile sketch for every trial (and the validation matrix binned by it)."""
+    X = spec.matrix(df)
+    y = spec.encode_target(df[spec.target])
+    dtrain = xgb.QuantileDMatrix(X.iloc[splits.train], y[splits.train], enable_categorical=True,
+                                 max_bin=MAX_BIN)
+    dvalid = xgb.QuantileDMatrix(X.iloc[splits.valid], y[splits.valid], ref=dtrain,
+                                 enable_categorical=True, max_bin=MAX_BIN)
+    return dtrain, dvalid
+
+
 def train_model(
-    df: pd.DataFrame,
+    df: pd.DataFrame | None,
     spec: FeatureSpec,
-    splits: Splits,
+    splits: Splits | None,
     training: TrainingSpec,
     device: str,
     study_name: str,
     storage: str | None = None,
     progress: Progress = print,
+    matrices: tuple[xgb.DMatrix, xgb.DMatrix] | None = None,
 ) -> TrainResult:
-    """Tune on train/validation, refit the best parameters, keep the booster as UBJSON."""
+    """Tune on train/validation, refit the best parameters, keep the booster as UBJSON. The
+    matrices are built from df and splits unless given (built from a streamed table)."""
     from optuna_integration import XGBoostPruningCallback
 
     started = time.perf_counter()
     tt = task_type(spec.task)
-    X = spec.matrix(df)
-    y = spec.encode_target(df[spec.target])
-    # one quantile sketch for every trial (and the validation matrix binned by it)
-    dtrain = xgb.QuantileDMatrix(X.iloc[splits.train], y[splits.train], enable_categorical=True,
-                                 max_bin=MAX_BIN)
-    dvalid = xgb.QuantileDMatrix(X.iloc[splits.valid], y[splits.valid], ref=dtrain,
-                                 enable_categorical=True, max_bin=MAX_BIN)
+    dtrain, dvalid = matrices or in_memory_matrices(df, spec, splits)
     fixed = base_params(tt, len(spec.classes), device, training.seed)
     metric_key = f"valid-{tt.eval_metric}"
 
@@ -171,6 +182,22 @@ def train(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: Trainin
                 len(spec.features), training.n_trials)
     return train_model(df, spec, splits, training, device, study_name, storage,
                        progress=logger.info)
+
+
+@task(name="train", cache_key_fn=_train_cache_key, persist_result=True, result_serializer="json")
+def train_streamed(table: BatchTable, spec: FeatureSpec, training: TrainingSpec, device: str,
+                   study_name: str, storage: str | None, cache_root: Path) -> TrainResult:
+    """The train step on a table streamed in batches: matrices built batch by batch (in-core
+    compressed, or external memory above the budget), then the same tuning."""
+    from prefect.logging import get_run_logger
+
+    logger = get_run_logger()
+    with stream_matrices(table, spec, training, MAX_BIN, cache_root,
+                         progress=logger.info) as matrices:
+        logger.info("training on %s: %d rows, %d features, %d trials", device,
+                    matrices[0].num_row(), len(spec.features), training.n_trials)
+        return train_model(None, spec, None, training, device, study_name, storage,
+                           progress=logger.info, matrices=matrices)
 
 
 logging.getLogger("optuna").setLevel(logging.WARNING)

@@ -1,0 +1,108 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.contracts.training import Splits
+from tasks.training.batches import (
+    TEST,
+    TRAIN,
+    VALID,
+    BatchTable,
+    frame_reader,
+    hash_split_rows,
+    split_codes,
+)
+from tasks.training.matrices import stream_matrices
+from tasks.training.train import MAX_BIN, feature_spec, train_model
+from tasks.training.validate import validate_frame
+
+
+def _table(frame, cfg, batch_rows=250, **kw):
+    t = cfg.training
+    return BatchTable(frame_reader(frame, batch_rows), "test", t.seed, t.test_size,
+                      t.validation_size, progress=lambda m: None, **kw)
+
+
+def test_split_codes_are_stable_per_row_whatever_the_batching():
+    whole = split_codes(10_000, 5, 0.2, 0.2)
+    parts = np.concatenate([split_codes(1000, 5, 0.2, 0.2, start=s) for s in range(0, 10_000, 1000)])
+    assert (whole == parts).all()
+    assert abs((whole == TEST).mean() - 0.2) < 0.02
+    assert abs((whole == VALID).mean() - 0.16) < 0.02
+    assert not (whole == split_codes(10_000, 6, 0.2, 0.2)).all()  # the seed matters
+
+
+def test_split_by_key_follows_the_row_not_its_position():
+    keys = pd.Series([f"C{i}" for i in range(5000)])
+    codes = split_codes(5000, 1, 0.2, 0.2, keys=keys)
+    shuffled = np.random.default_rng(0).permutation(5000)
+    again = split_codes(5000, 1, 0.2, 0.2, keys=keys[shuffled].reset_index(drop=True))
+    assert (codes[shuffled] == again).all()
+
+
+def test_table_passes_keep_one_split_in_bounded_batches(claims, make_config):
+    cfg = make_config()
+    table = _table(claims, cfg, batch_rows=200)
+    parts = {p: pd.concat(list(table.frames(p))) for p in (TRAIN, VALID, TEST)}
+    train, valid, test = hash_split_rows(claims, cfg.training.seed, cfg.training.test_size,
+                                         cfg.training.validation_size)
+    assert parts[TRAIN].claim_id.tolist() == claims.claim_id.iloc[train].tolist()
+    assert parts[TEST].claim_id.tolist() == claims.claim_id.iloc[test].tolist()
+    assert sum(len(p) for p in parts.values()) == len(claims)
+    assert max(len(f) for f in table.frames()) <= 200
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_streaming_and_in_memory_give_the_same_booster(make_config, tmp_path, task):
+    from tasks.training.synthetic import generate_claims
+
+    frame = generate_claims(400, seed=11)
+    cfg = make_config(task, n_trials=2)
+    spec = feature_spec(frame, validate_frame(frame, cfg), cfg)
+    train, valid, test = hash_split_rows(frame, cfg.training.seed, cfg.training.test_size,
+                                         cfg.training.validation_size)
+    memory = train_model(frame, spec, Splits(train=train, valid=valid, test=test), cfg.training,
+                         "cpu", "mem", progress=lambda m: None)
+    with stream_matrices(_table(frame, cfg, batch_rows=64), spec, cfg.training, MAX_BIN,
+                         tmp_path) as matrices:
+        assert matrices[0].num_row() == len(train)
+        streamed = train_model(None, spec, None, cfg.training, "cpu", "stream",
+                               progress=lambda m: None, matrices=matrices)
+    assert streamed.raw_booster() == memory.raw_booster()
+
+
+def test_external_memory_trains_and_removes_its_cache(claims, make_config, tmp_path):
+    cfg = make_config(n_trials=1)
+    training = cfg.training.model_copy(update={"external_memory": True})
+    spec = feature_spec(claims, validate_frame(claims, cfg), cfg)
+    with stream_matrices(_table(claims, cfg), spec, training, MAX_BIN, tmp_path) as matrices:
+        assert any(tmp_path.iterdir())  # the pages' folder, while training
+        result = train_model(None, spec, None, training, "cpu", "ext", progress=lambda m: None,
+                             matrices=matrices)
+    assert result.best_iteration >= 0
+    assert not any(tmp_path.iterdir())
+
+
+def test_generate_writes_a_dataset_folder_whole(tmp_path):
+    from tasks.batch.sinks import write_frame
+    from tasks.core.errors import ConfigError
+    from tasks.training.batches import parquet_files, parquet_reader
+    from tasks.training.synthetic import generate_claims, write_parts
+
+    claims = generate_claims(1000, seed=2)
+    write_parts(claims, tmp_path / "ds", 3, write_frame)
+    files = parquet_files(str(tmp_path / "ds"))
+    assert [f.rsplit("/", 1)[-1] for f in files] == [f"part-0000{i}.parquet" for i in range(3)]
+    back = pd.concat([b.to_pandas() for b in parquet_reader(files, 100)()], ignore_index=True)
+    assert back.claim_id.tolist() == claims.claim_id.tolist()
+
+    def failing(frame, path):
+        if path.name.endswith("1.parquet"):
+            raise OSError("disk full")
+        write_frame(frame, path)
+
+    with pytest.raises(OSError):
+        write_parts(claims, tmp_path / "broken", 3, failing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # nothing half-written
+    with pytest.raises(ConfigError, match="not empty"):
+        write_parts(claims, tmp_path / "ds", 2, write_frame)
