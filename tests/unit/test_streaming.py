@@ -106,3 +106,44 @@ def test_generate_writes_a_dataset_folder_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # nothing half-written
     with pytest.raises(ConfigError, match="not empty"):
         write_parts(claims, tmp_path / "ds", 2, write_frame)
+
+
+def _broken_claims(claims):
+    bad = claims.copy()
+    bad["police_report"] = bad["police_report"].astype(float)
+    bad.loc[bad.index[::97], "police_report"] = np.inf  # infinities spread over batches
+    bad.loc[bad.index[5], "customer_age"] = np.nan
+    bad["hour_text"] = bad["hour_of_day"].astype(str)
+    bad.loc[bad.index[700], "hour_text"] = "noon"  # text in a numeric column, in one batch only
+    return pd.concat([bad, bad.iloc[:7]], ignore_index=True)  # duplicate rows
+
+
+def _leaky(claims, target):
+    leaky = claims.copy()
+    codes = leaky[target].astype("category").cat.codes if target == "damage_severity" \
+        else leaky[target]
+    leaky["leak"] = codes * 2.0 + 1  # a copy of the target
+    return leaky
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_validation_over_batches_finds_what_the_whole_frame_does(claims, make_config, task):
+    from tasks.training.validate import validate_frames
+
+    cfg = make_config(task)
+    found = {}
+    for name, frame in (("clean", claims), ("broken", _broken_claims(claims)),
+                        ("leaky", _leaky(claims, cfg.target))):
+        whole = validate_frame(frame, cfg)
+        batched = validate_frames((frame.iloc[i:i + 100] for i in range(0, len(frame), 100)), cfg)
+        assert batched.model_dump() == whole.model_dump()
+        assert batched.categories == whole.categories
+        found[name] = whole
+    assert found["clean"].passed
+    broken = found["broken"]
+    assert "column 'police_report' has 17 infinite value(s) (±inf)" in broken.errors
+    assert "column 'hour_text' is numeric but holds text (e.g. 'noon')" in broken.errors
+    assert "7 duplicate row(s)" in broken.warnings
+    leaks = [e for e in found["leaky"].errors if "looks like a leak" in e]
+    assert leaks == (["column 'leak' looks like a leak of the target (correlation 1.000); "
+                      "exclude it"] if task != "multiclass" else [])  # text classes: no order
