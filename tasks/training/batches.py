@@ -104,6 +104,10 @@ class BatchTable:
         self.progress(f"{what}: {rows:,} rows in {batches} batches "
                       f"({time.perf_counter() - began:.1f}s)")
 
+    def passes(self, part: int | None, what: str) -> Callable[[], Iterator[pd.DataFrame]]:
+        """A function starting a new pass over one split (for stages that read it twice)."""
+        return lambda: self.frames(part, what)
+
     def _dated(self, frame: pd.DataFrame) -> np.ndarray:
         if self.date_column not in frame.columns:
             raise DataError(f"an as-of date needs the date column {self.date_column!r}, which "

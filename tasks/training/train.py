@@ -28,9 +28,13 @@ Progress = Callable[[str], None]
 MAX_BIN = 64
 
 
-def feature_spec(df: pd.DataFrame, report: ValidationReport, cfg: ModelConfig) -> FeatureSpec:
+def feature_spec(df: pd.DataFrame | None, report: ValidationReport, cfg: ModelConfig
+                 ) -> FeatureSpec:
+    """The features, their categories (from df, or as validation counted them over a streamed
+    table) and the classes."""
     categories = {
-        col: sorted(df[col].dropna().astype(str).unique().tolist()) for col in report.categorical
+        col: sorted(df[col].dropna().astype(str).unique().tolist()) if df is not None
+        else report.categories[col] for col in report.categorical
     }
     return FeatureSpec(task=cfg.task, target=cfg.target, features=report.features,
                        categories=categories, classes=report.classes)
@@ -47,6 +51,14 @@ def split_rows(y: np.ndarray, spec: TrainingSpec, tt: TaskType) -> Splits:
                                     random_state=spec.seed, stratify=strat_rest)
     return Splits(train=sorted(train.tolist()), valid=sorted(valid.tolist()),
                   test=sorted(test.tolist()))
+
+
+def splits_of(df: pd.DataFrame | None, spec: FeatureSpec, training: TrainingSpec
+              ) -> Splits | None:
+    """The in-memory split of df; None for a streamed table (each row's split is hashed)."""
+    if df is None:
+        return None
+    return split_rows(spec.encode_target(df[spec.target]), training, task_type(spec.task))
 
 
 def base_params(tt: TaskType, n_classes: int, device: str, seed: int) -> dict:
