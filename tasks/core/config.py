@@ -64,6 +64,9 @@ class TrainingSpec(_Strict):
     validation_size: float = Field(default=0.2, gt=0, lt=0.5)
     work_pool: str = Field(default="cpu-runners", pattern=r"^[a-z0-9][a-z0-9-]*$",
                            description="Prefect work pool of training-pipeline/<model>")
+    split: Literal["stratified", "hash"] = Field(
+        default="stratified", description="in-memory tables: stratified by class, or each row "
+        "by a hash of data.key (else its position), as a streamed table always is")
     streaming: bool | None = Field(
         default=None, description="read the data in batches, never whole (default: when the "
         "data is a folder or larger than streaming_above)")

@@ -26,6 +26,17 @@ Reader = Callable[[], Iterator[pa.RecordBatch]]
 Progress = Callable[[str], None]
 
 
+def log_progress(message: str) -> None:
+    """To the Prefect run's log (shown in the UI) inside a run, else to the process log."""
+    try:
+        from prefect.exceptions import MissingContextError
+        from prefect.logging import get_run_logger
+
+        get_run_logger().info(message)
+    except MissingContextError:
+        logging.getLogger("mlops.data").info(message)
+
+
 def _splitmix64(h: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         h = h + _GOLDEN
@@ -74,7 +85,7 @@ class BatchTable:
     date_column: str | None = None
     as_of: date | None = None
     estimated_bytes: int = 0
-    progress: Progress = field(default=logging.getLogger("mlops.data").info, compare=False)
+    progress: Progress = field(default=lambda message: log_progress(message), compare=False)
 
     def frames(self, part: int | None = None, what: str = "read") -> Iterator[pd.DataFrame]:
         """One pass over the table (only the rows of `part`, when given), logging rows, batches
@@ -161,7 +172,8 @@ def parquet_reader(files: list[str], batch_rows: int = BATCH_ROWS) -> Reader:
 
 
 def parquet_estimate(files: list[str]) -> tuple[int, int]:
-    """Rows and uncompressed bytes of Parquet files, from their footers only."""
+    """Rows and size in memory of Parquet files (8 bytes a value, as a float64 column holds
+    them; text takes more), from their footers only."""
     import fsspec
     import pyarrow.parquet as pq
 
@@ -170,7 +182,7 @@ def parquet_estimate(files: list[str]) -> tuple[int, int]:
         with fsspec.open(path, "rb") as fh:
             meta = pq.ParquetFile(fh).metadata
         rows += meta.num_rows
-        size += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        size += meta.num_rows * meta.num_columns * 8
     return rows, size
 
 
@@ -187,6 +199,15 @@ def csv_reader(location: str, batch_rows: int = BATCH_ROWS) -> Reader:
                 raise DataError(f"{location}: {str(exc).splitlines()[0]}") from None
 
     return read
+
+
+def dataset_fingerprint(location: str) -> str:
+    """The fingerprint of a folder of Parquet files (its location may be a redacted URL)."""
+    from tasks.core.credentials import revealed
+    from tasks.core.settings import data_urls
+
+    with revealed(location, data_urls) as real:
+        return files_fingerprint(parquet_files(real))
 
 
 def files_fingerprint(files: list[str]) -> str:

@@ -12,6 +12,7 @@ from tasks.core.device import select_device
 from tasks.core.lineage import code_hash, lineage_tags, run_key
 from tasks.core.settings import Settings
 from tasks.core.steps import step
+from tasks.training.batches import dataset_fingerprint
 from tasks.training.fingerprint import source_fingerprint
 
 
@@ -47,7 +48,10 @@ def up_to_date(cfg: ModelConfig, settings: Settings, registry: Registry
 
     None when the data cannot be fingerprinted up front (a query) or nothing matches.
     """
-    fingerprint = source_fingerprint(cfg.data)
+    if cfg.data.source == "file" and cfg.data.path.endswith("/"):
+        fingerprint = dataset_fingerprint(cfg.data.path)  # a folder of Parquet files
+    else:
+        fingerprint = source_fingerprint(cfg.data)
     if fingerprint is None:
         return None
     device = select_device(settings.device, settings.cuda_visible_devices)

@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from tasks.contracts.training import FeatureSpec, Splits, TrainResult, TrialSummary, ValidationReport
 from tasks.core.config import ModelConfig, TrainingSpec
 from tasks.core.tasktypes import TaskType, task_type
-from tasks.training.batches import BatchTable
+from tasks.training.batches import BatchTable, hash_split_rows
 from tasks.training.matrices import stream_matrices
 
 Progress = Callable[[str], None]
@@ -53,11 +53,16 @@ def split_rows(y: np.ndarray, spec: TrainingSpec, tt: TaskType) -> Splits:
                   test=sorted(test.tolist()))
 
 
-def splits_of(df: pd.DataFrame | None, spec: FeatureSpec, training: TrainingSpec
-              ) -> Splits | None:
-    """The in-memory split of df; None for a streamed table (each row's split is hashed)."""
+def splits_of(df: pd.DataFrame | None, spec: FeatureSpec, training: TrainingSpec,
+              key: str | None = None) -> Splits | None:
+    """The in-memory split of df (stratified, or hashed per row as a streamed table's is);
+    None for a streamed table (each row's split is hashed as it is read)."""
     if df is None:
         return None
+    if training.split == "hash":
+        train, valid, test = hash_split_rows(df, training.seed, training.test_size,
+                                             training.validation_size, key)
+        return Splits(train=train, valid=valid, test=test)
     return split_rows(spec.encode_target(df[spec.target]), training, task_type(spec.task))
 
 
