@@ -201,15 +201,6 @@ def csv_reader(location: str, batch_rows: int = BATCH_ROWS) -> Reader:
     return read
 
 
-def dataset_fingerprint(location: str) -> str:
-    """The fingerprint of a folder of Parquet files (its location may be a redacted URL)."""
-    from tasks.core.credentials import revealed
-    from tasks.core.settings import data_urls
-
-    with revealed(location, data_urls) as real:
-        return files_fingerprint(parquet_files(real))
-
-
 def files_fingerprint(files: list[str]) -> str:
     """SHA-256 over the files' names (relative order) and bytes: a dataset folder's identity."""
     import fsspec

@@ -53,7 +53,7 @@ def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
             files = batches.parquet_files(real)
             frame = pd.concat([b.to_pandas() for b in batches.parquet_reader(files)()],
                               ignore_index=True)
-            data = Dataset(frame, batches.dataset_fingerprint(spec.path), redact(spec.path))
+            data = Dataset(frame, batches.files_fingerprint(files), redact(spec.path))
     elif spec.source == "file":
         data = Dataset(read_frame(spec.path), source_fingerprint(spec), redact(spec.path))
     else:
