@@ -91,7 +91,9 @@ def run(work: Path, label: str, data: Path, training: str) -> dict:
     config.write_text(config_text(label, data, training))
     out = work / f"{label}.json"
     env = {**os.environ, "MLOPS_HOME": str(work / f"home-{label}"),
-           "MLOPS_CONFIG_DIR": str(configs)}
+           "MLOPS_CONFIG_DIR": str(configs),
+           # the temporary Prefect server starts slowly on a loaded machine
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     began = time.perf_counter()
