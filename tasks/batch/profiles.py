@@ -157,7 +157,7 @@ def profile_batches(passes, trained: TrainResult, report: EvalReport, bins: int)
     `passes()` starts a new pass over the training rows."""
     spec = trained.feature_spec
     booster = trained.booster()
-    sample = spec.matrix(uniform_sample(passes()))
+    sample = uniform_sample(spec.matrix(frame) for frame in passes())  # features only
     edges = reference_profile(sample, booster.inplace_predict(sample), spec.categories,
                               spec.classes, spec.task, bins)
     counter = ProfileCounter(edges)

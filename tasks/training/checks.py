@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-UNIQUE_CAP = 100_000  # distinct values counted per non-categorical column; beyond, "at least"
+UNIQUE_CAP = 10_000  # distinct values kept per non-categorical column; beyond, "at least"
 
 
 def numeric_dtype(s: pd.Series) -> bool:
