@@ -179,8 +179,11 @@ def parquet_estimate(files: list[str]) -> tuple[int, int]:
 
     rows = size = 0
     for path in files:
-        with fsspec.open(path, "rb") as fh:
-            meta = pq.ParquetFile(fh).metadata
+        try:
+            with fsspec.open(path, "rb") as fh:
+                meta = pq.ParquetFile(fh).metadata
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
         rows += meta.num_rows
         size += meta.num_rows * meta.num_columns * 8
     return rows, size

@@ -147,3 +147,99 @@ def test_validation_over_batches_finds_what_the_whole_frame_does(claims, make_co
     leaks = [e for e in found["leaky"].errors if "looks like a leak" in e]
     assert leaks == (["column 'leak' looks like a leak of the target (correlation 1.000); "
                       "exclude it"] if task != "multiclass" else [])  # text classes: no order
+
+
+def _trained(claims, cfg):
+    spec = feature_spec(claims, validate_frame(claims, cfg), cfg)
+    train, valid, test = hash_split_rows(claims, cfg.training.seed, cfg.training.test_size,
+                                         cfg.training.validation_size)
+    result = train_model(claims, spec, Splits(train=train, valid=valid, test=test),
+                         cfg.training, "cpu", "t", progress=lambda m: None)
+    return result, Splits(train=train, valid=valid, test=test)
+
+
+def test_threshold_profile_and_test_set_over_batches_match_the_whole_frame(claims, make_config):
+    from tasks.batch.profiles import profile_batches, profile_training_data
+    from tasks.contracts.training import EvalReport
+    from tasks.core.decision import ThresholdSpec
+    from tasks.training.evaluate import compact_test
+    from tasks.training.threshold import with_threshold, with_threshold_over
+
+    cfg = make_config(n_trials=1)
+    trained, splits = _trained(claims, cfg)
+    table = _table(claims, cfg, batch_rows=128)
+    rule = ThresholdSpec(cost={"fp": 1, "fn": 10})
+    whole = with_threshold(trained, claims.iloc[splits.valid], rule)
+    batched = with_threshold_over(trained, table.frames(VALID), rule)
+    assert batched.feature_spec.threshold == whole.feature_spec.threshold != 0.5
+
+    report = EvalReport(primary_metric="roc_auc", metrics={"roc_auc": 0.9}, slices={},
+                        test_rows=1)
+    expected = profile_training_data.fn(claims, splits.train, trained, report, 10)
+    streamed = profile_batches(table.passes(TRAIN, "profile"), trained, report, 10)
+    assert streamed.rows == len(splits.train)
+    assert {k: c.model_dump() for k, c in streamed.columns.items()} == \
+        {k: c.model_dump() for k, c in expected.columns.items()}
+    assert streamed.attributions == pytest.approx(expected.attributions, rel=1e-5)
+
+    test = compact_test(table.frames(TEST), trained.feature_spec, cfg.slices)
+    assert len(test) == len(splits.test)
+    assert test["region"].dtype == "category"
+    assert (test["claim_amount"].to_numpy() == claims["claim_amount"].iloc[splits.test]).all()
+
+
+def test_external_memory_above_the_budget_or_when_asked(make_config):
+    from tasks.training.matrices import external_memory
+
+    training = make_config().training
+    table = BatchTable(lambda: iter(()), "t", 1, 0.2, 0.2, estimated_bytes=3 * 2**30)
+    assert not external_memory(table, training)
+    assert external_memory(table, training.model_copy(update={"memory_budget": 2**30}))
+    assert not external_memory(table, training.model_copy(update={"memory_budget": 4 * 2**30}))
+    assert external_memory(table, training.model_copy(update={"external_memory": True}))
+
+
+def test_large_table_settings_are_checked(make_config):
+    from tasks.core.config import parse_config
+    from tasks.core.errors import ConfigError
+    from tests.conftest import config_yaml
+
+    cfg = parse_config(config_yaml(data="data: {source: file, path: 's3://b/claims/', key: id}")
+                       .replace("max_rounds: 60}", "max_rounds: 60, memory_budget: 4GiB}"))
+    assert cfg.training.memory_budget == 4 * 2**30 and cfg.data.key == "id"
+    with pytest.raises(ConfigError, match="memory_budget"):
+        parse_config(config_yaml().replace("max_rounds: 60}", "max_rounds: 60, "
+                                           "memory_budget: lots}"))
+    with pytest.raises(ConfigError, match="must end in .csv, .parquet or /"):
+        parse_config(config_yaml(data="data: {source: file, path: 'claims'}"))
+
+
+def test_as_of_leaves_out_later_rows_in_every_pass(claims, make_config):
+    from datetime import date
+
+    cfg = make_config()
+    table = _table(claims, cfg, date_column="event_date", as_of=date(2024, 12, 31))
+    kept = pd.concat(list(table.frames()))
+    assert len(kept) == int((claims.event_date <= "2024-12-31").sum()) < len(claims)
+    codes = pd.concat(list(table.frames(TEST)))
+    _, _, test = hash_split_rows(claims, cfg.training.seed, 0.2, 0.2)
+    early = claims.iloc[test]
+    assert codes.claim_id.tolist() == early[early.event_date <= "2024-12-31"].claim_id.tolist()
+
+
+def test_a_bad_dataset_folder_is_one_clear_error(tmp_path, make_config):
+    from tasks.core.errors import DataError
+    from tasks.training.data import open_table
+
+    cfg = make_config()
+    (tmp_path / "empty").mkdir()
+    for path, message in ((tmp_path / "empty", "holds no .parquet files"),
+                          (tmp_path / "absent", "does not exist")):
+        spec = cfg.data.model_copy(update={"source": "file", "path": f"{path}/"})
+        with pytest.raises(DataError, match=message):
+            open_table(spec, cfg.training)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "part-0.parquet").write_bytes(b"not parquet")
+    spec = cfg.data.model_copy(update={"source": "file", "path": f"{tmp_path / 'bad'}/"})
+    with pytest.raises(DataError, match="part-0.parquet"):
+        open_table(spec, cfg.training)
