@@ -17,19 +17,19 @@ from tasks.core.errors import GateRejected
 from tasks.core.parameters import ModelName
 from tasks.core.policy_config import load_policy, require_compliant_config
 from tasks.core.settings import Settings
-from tasks.core.tasktypes import task_type
 from tasks.release.handoff import start_deploy_run
 from tasks.reports.gitlab import report_merge_request, report_reused
 from tasks.reports.training import model_card
 from tasks.reports.validation import publish_validation
+from tasks.training.batches import TEST, TRAIN, VALID
 from tasks.training.data import load_data
-from tasks.training.evaluate import evaluate
+from tasks.training.evaluate import compact_test, evaluate
 from tasks.training.gate import decision_of, gate, rejected_state, score_champion
 from tasks.training.planning import plan_run, reused_metrics
 from tasks.training.register import input_example, register
 from tasks.training.threshold import choose_threshold
 from tasks.training.tracking import log_results, training_run
-from tasks.training.train import feature_spec, split_rows, train
+from tasks.training.train import feature_spec, splits_of, train, train_streamed
 from tasks.training.validate import ensure_valid, validate
 
 
@@ -68,8 +68,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     cfg = load_config(model, settings.config_dir)
     require_compliant_config(load_policy(settings.policy_path), cfg.name, cfg.registry)
     registry = connect(settings)
-    data = load_data(spec=cfg.data, as_of=as_of)
-    validation = validate(df=data.frame, cfg=cfg)
+    data = load_data(spec=cfg.data, as_of=as_of, training=cfg.training)
+    validation = validate(df=data.frame, cfg=cfg, table=data.table)
     publish_validation(report=validation, model=cfg.name, reports_dir=settings.home / "reports")
     ensure_valid(validation)
 
@@ -85,15 +85,26 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
 
     with training_run(registry, cfg, plan, validation) as run_id:
         spec = feature_spec(data.frame, validation, cfg)
-        splits = split_rows(spec.encode_target(data.frame[cfg.target]), cfg.training,
-                            task_type(cfg.task))
-        trained = train(df=data.frame, spec=spec, splits=splits, training=cfg.training,
-                        device=plan.device, study_name=plan.study_name,
-                        storage=settings.optuna_storage)
-        trained = choose_threshold(df=data.frame, valid_rows=splits.valid, trained=trained,
-                                   rule=cfg.threshold)
-        test = data.frame.iloc[splits.test]
-        report = evaluate(df=data.frame, test_rows=splits.test, trained=trained, slices=cfg.slices,
+        splits = splits_of(data.frame, spec, cfg.training, cfg.data.key)
+        if data.streamed:  # batches of bounded size, each row's split hashed (docs/large-tables.md)
+            trained = train_streamed(table=data.table, spec=spec, training=cfg.training,
+                                     device=plan.device, study_name=plan.study_name,
+                                     storage=settings.optuna_storage,
+                                     cache_root=settings.home / "xgb-cache")
+            trained = choose_threshold(df=None, valid_rows=None, trained=trained,
+                                       rule=cfg.threshold,
+                                       valid_batches=data.table.frames(VALID, "threshold"))
+            test = compact_test(data.table.frames(TEST, "test set"), spec, cfg.slices)
+            train_rows, train_passes = None, data.table.passes(TRAIN, "profile")
+        else:
+            trained = train(df=data.frame, spec=spec, splits=splits, training=cfg.training,
+                            device=plan.device, study_name=plan.study_name,
+                            storage=settings.optuna_storage)
+            trained = choose_threshold(df=data.frame, valid_rows=splits.valid, trained=trained,
+                                       rule=cfg.threshold)
+            test = data.frame.iloc[splits.test]
+            train_rows, train_passes = splits.train, None
+        report = evaluate(df=test, test_rows=None, trained=trained, slices=cfg.slices,
                           min_slice_rows=cfg.gate.min_slice_rows, plot_dir=plan.plot_dir)
         champion = score_champion(registry=registry, cfg=cfg, test=test, spec=spec)
         decision = decision_of(gate(candidate=report, champion=champion, spec=cfg.gate,
@@ -105,8 +116,9 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
                              run_url=registry.run_url(run_id))
         if not decision.passed:
             raise GateRejected(f"{cfg.name} gate {decision.summary()}")
-        profile = profile_training_data(frame=data.frame, rows=splits.train, trained=trained,
-                                        report=report, bins=cfg.monitoring.bins)
+        profile = profile_training_data(frame=data.frame, rows=train_rows, trained=trained,
+                                        report=report, bins=cfg.monitoring.bins,
+                                        passes=train_passes)
         registration = register(
             registry=registry, cfg=cfg, run_id=run_id, trained=trained, decision=decision,
             example=input_example(test, spec),

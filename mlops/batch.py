@@ -104,11 +104,20 @@ def generate(
     output: Annotated[Path, typer.Option(help="Output file: .csv or .parquet.")],
     drift: Annotated[float, typer.Option(help="Distribution shift (0 = reference).", min=0)] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same rows).")] = 7,
+    parts: Annotated[int, typer.Option(
+        help="Write a Parquet dataset: OUTPUT is a folder that gets this many part-NNNNN.parquet "
+             "files (a table that trains by streaming).", min=1)] = 1,
 ) -> None:
     """Write deterministic synthetic claims with the fraud, damage and settlement targets.
     Exit codes: 0 written, 2 bad options or an unknown file type."""
     from tasks.batch.sinks import write_frame
-    from tasks.training.synthetic import generate_claims
+    from tasks.training.synthetic import generate_claims, write_parts
 
-    write_frame(generate_claims(rows, seed=seed, drift=drift), output)
+    claims = generate_claims(rows, seed=seed, drift=drift)
+    if parts > 1:
+        write_parts(claims, output, parts, write_frame)
+        typer.echo(f"wrote {rows} claims to {output}/ in {parts} Parquet files "
+                   f"(seed {seed}, drift {drift})")
+        return
+    write_frame(claims, output)
     typer.echo(f"wrote {rows} claims to {output} (seed {seed}, drift {drift})")

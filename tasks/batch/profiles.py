@@ -3,6 +3,8 @@ counted the same way later on scoring inputs, compared by the population stabili
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -131,11 +133,55 @@ def psi_noise_bound(expected_counts, actual_counts, significance: float) -> floa
     return float(chi2.ppf(1 - significance, dof) * (1 / n + 1 / m))
 
 
+SAMPLE_ROWS = 200_000  # rows a streamed table's bin edges are cut from (a uniform sample)
+
+
+def uniform_sample(frames: Iterable[pd.DataFrame], rows: int = SAMPLE_ROWS) -> pd.DataFrame:
+    """A uniform sample of at most `rows` rows of frames given one by one: the rows with the
+    smallest random keys so far (seeded, so the same input gives the same sample)."""
+    rng = np.random.default_rng(0)
+    kept: pd.DataFrame | None = None
+    for frame in frames:
+        if not len(frame):
+            continue
+        frame = frame.assign(_key=rng.random(len(frame)))
+        kept = frame if kept is None else pd.concat([kept, frame], ignore_index=True)
+        if len(kept) > rows:
+            kept = kept.nsmallest(rows, "_key").reset_index(drop=True)
+    return pd.DataFrame() if kept is None else kept.drop(columns="_key")
+
+
+def profile_batches(passes, trained: TrainResult, report: EvalReport, bins: int) -> Profile:
+    """The same reference profile over a streamed table's training rows: bin edges and mean
+    |SHAP| from a bounded uniform sample (one pass), counts over every row (a second pass).
+    `passes()` starts a new pass over the training rows."""
+    spec = trained.feature_spec
+    booster = trained.booster()
+    sample = uniform_sample(spec.matrix(frame) for frame in passes())  # features only
+    edges = reference_profile(sample, booster.inplace_predict(sample), spec.categories,
+                              spec.classes, spec.task, bins)
+    counter = ProfileCounter(edges)
+    for frame in passes():
+        if len(frame):
+            matrix = spec.matrix(frame)
+            counter.add(matrix, booster.inplace_predict(matrix), spec.task,
+                        {c: int(matrix[c].isna().sum()) for c in spec.categories})
+    profile = counter.profile()
+    profile.metric = report.primary_metric
+    profile.metric_value = report.metrics.get(report.primary_metric)
+    profile.attributions = mean_attributions(booster, sample)
+    return profile
+
+
 @step("profile-training-data")
-def profile_training_data(frame: pd.DataFrame, rows: list[int], trained: TrainResult,
-                          report: EvalReport, bins: int) -> Profile:
+def profile_training_data(frame: pd.DataFrame | None, rows: list[int] | None,
+                          trained: TrainResult, report: EvalReport, bins: int,
+                          passes=None) -> Profile:
     """The reference profile stored with the version: training rows, the tuned model's
-    predictions on them, the test score of the primary metric and mean |SHAP| per feature."""
+    predictions on them, the test score of the primary metric and mean |SHAP| per feature.
+    A streamed table gives `passes` (a new pass over its training rows per call) instead."""
+    if passes is not None:
+        return profile_batches(passes, trained, report, bins)
     spec = trained.feature_spec
     matrix = spec.matrix(frame.iloc[rows])
     booster = trained.booster()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tasks.contracts import predictions
 
@@ -45,6 +45,8 @@ class ValidationReport(BaseModel):
     errors: list[str]
     warnings: list[str]
     columns: list[ColumnSummary]
+    # the values of each categorical feature (as text, sorted): a streamed table's feature spec
+    categories: dict[str, list[str]] = Field(default_factory=dict, exclude=True)
 
     @property
     def passed(self) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.core.decision import ThresholdSpec
 from tasks.core.errors import ConfigError
@@ -26,7 +26,10 @@ class DataSpec(_Strict):
     rows: int | None = Field(default=None, gt=0, description="synthetic only")
     seed: int = Field(default=7, description="synthetic only: generator seed")
     drift: float = Field(default=0.0, ge=0.0, description="synthetic only: distribution shift")
-    path: str | None = Field(default=None, description="file only: .csv or .parquet, path or URL")
+    path: str | None = Field(default=None, description="file only: .csv or .parquet, path or URL; "
+                             "a folder of .parquet files (a dataset) ends in /")
+    key: str | None = Field(default=None, description="a column identifying each row: the "
+                            "streaming split hashes it (default: the row's position)")
     query: str | None = Field(default=None, description="snowflake only")
     date_column: str = Field(default="event_date",
                              description="rows after a run's as-of date are left out (backfills)")
@@ -37,9 +40,10 @@ class DataSpec(_Strict):
         if needed and not getattr(self, needed):
             raise ValueError(f"data.{needed} is required when data.source is {self.source}")
         if self.source == "file" and self.path and not self.path.lower().endswith(
-            (".csv", ".parquet", ".pq", ".csv.gz")
+            (".csv", ".parquet", ".pq", ".csv.gz", "/")
         ):
-            raise ValueError(f"data.path must end in .csv or .parquet, got {self.path!r}")
+            raise ValueError(f"data.path must end in .csv, .parquet or / (a folder of .parquet "
+                             f"files), got {self.path!r}")
         if self.path and redact(self.path) != self.path:  # the YAML is in git and in MLflow
             raise ValueError(f"data.path holds credentials: write it as {redact(self.path)!r} "
                              "and list the full URL in MLOPS_DATA_URLS where the flow runs")
@@ -60,6 +64,19 @@ class TrainingSpec(_Strict):
     validation_size: float = Field(default=0.2, gt=0, lt=0.5)
     work_pool: str = Field(default="cpu-runners", pattern=r"^[a-z0-9][a-z0-9-]*$",
                            description="Prefect work pool of training-pipeline/<model>")
+    split: Literal["stratified", "hash"] = Field(
+        default="stratified", description="in-memory tables: stratified by class, or each row "
+        "by a hash of data.key (else its position), as a streamed table always is")
+    streaming: bool | None = Field(
+        default=None, description="read the data in batches, never whole (default: when the "
+        "data is a folder or larger than streaming_above)")
+    streaming_above: ByteSize = Field(default=ByteSize(512 * 2**20), description="data larger "
+                                      "than this (uncompressed) streams by default")
+    memory_budget: ByteSize | None = Field(
+        default=None, description="e.g. 4GiB: data larger than this (uncompressed) trains from "
+        "XGBoost's external memory, its pages on disk under MLOPS_HOME")
+    external_memory: bool = Field(default=False, description="always train from external memory "
+                                  "(streaming only)")
 
 
 class GateSpec(_Strict):

@@ -1,5 +1,6 @@
-"""Training data: the configured source (synthetic, file or Snowflake) as one DataFrame with a
-fingerprint, up to an as-of date for backfills."""
+"""Training data: the configured source (synthetic, file, a folder of Parquet files or Snowflake)
+as one DataFrame, or as a table streamed in batches when it is large, with a fingerprint, up to
+an as-of date for backfills."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import pandas as pd
 
 from tasks.adapters import snowflake
 from tasks.batch.sources import read_frame
-from tasks.core.config import DataSpec
+from tasks.core.config import DataSpec, TrainingSpec
+from tasks.core.credentials import revealed
 from tasks.core.errors import DataError
 from tasks.core.redact import redact
-from tasks.core.settings import Settings
+from tasks.core.settings import Settings, data_urls
 from tasks.core.steps import NETWORK_RETRIES, step
+from tasks.training import batches
+from tasks.training.batches import BatchTable
 from tasks.training.fingerprint import as_of_fingerprint, source_fingerprint
 from tasks.training.synthetic import generate_claims
 
@@ -24,10 +28,15 @@ QueryReader = Callable[[str], tuple[pd.DataFrame, str]]
 
 @dataclass(frozen=True)
 class Dataset:
-    frame: pd.DataFrame
+    frame: pd.DataFrame | None  # None when the data streams: `table` reads it in batches
     fingerprint: str
     source: str
     at: str | None = None  # a Snowflake query's time-travel point (ISO timestamp)
+    table: BatchTable | None = None
+
+    @property
+    def streamed(self) -> bool:
+        return self.table is not None
 
 
 def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
@@ -39,6 +48,12 @@ def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
         frame = generate_claims(spec.synthetic_rows, seed=spec.seed, drift=spec.drift)
         data = Dataset(frame, source_fingerprint(spec),
                        f"synthetic(rows={spec.synthetic_rows}, seed={spec.seed})")
+    elif spec.source == "file" and spec.path.endswith("/"):
+        with revealed(spec.path, data_urls) as real:
+            files = batches.parquet_files(real)
+            frame = pd.concat([b.to_pandas() for b in batches.parquet_reader(files)()],
+                              ignore_index=True)
+            data = Dataset(frame, batches.files_fingerprint(files), redact(spec.path))
     elif spec.source == "file":
         data = Dataset(read_frame(spec.path), source_fingerprint(spec), redact(spec.path))
     else:
@@ -71,7 +86,104 @@ def until(data: Dataset, column: str, as_of: date) -> Dataset:
                    f"{data.source} as of {as_of.isoformat()}", data.at)
 
 
+def _time_travel(spec: DataSpec, at: str | None) -> tuple[str, str | None]:
+    if snowflake.AT_PLACEHOLDER not in spec.query:
+        return spec.query, None
+    at = at or datetime.now(UTC).isoformat(timespec="seconds")
+    return snowflake.time_travel(spec.query, at), at
+
+
+def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None,
+               at: str | None = None, batch_rows: int = batches.BATCH_ROWS) -> Dataset:
+    """The configured data as a BatchTable (read again for each pass, never whole) with its
+    fingerprint; the split is the table's per-row hash split."""
+    split = {"seed": training.seed, "test_size": training.test_size,
+             "validation_size": training.validation_size, "key": spec.key,
+             "date_column": spec.date_column, "as_of": as_of}
+    if spec.source == "synthetic":
+        frame = generate_claims(spec.synthetic_rows, seed=spec.seed, drift=spec.drift)
+        table = BatchTable(batches.frame_reader(frame, batch_rows), "synthetic", **split,
+                           estimated_bytes=int(frame.memory_usage(deep=True).sum()))
+        fingerprint, source = source_fingerprint(spec), f"synthetic(rows={spec.synthetic_rows})"
+    elif spec.source == "file":
+        with revealed(spec.path, data_urls) as real:
+            reader, size, fingerprint = _file_table(spec, real, batch_rows)
+        table = BatchTable(_revealing(spec.path, reader), redact(spec.path), **split,
+                           estimated_bytes=size)
+        source = redact(spec.path)
+    else:
+        params = Settings.from_env().snowflake.connection()
+        query, at = _time_travel(spec, at)
+
+        def reader():
+            return snowflake.query_batches(query, batch_rows, params)[1]
+
+        table = BatchTable(reader, "snowflake query", **split)
+        fingerprint, source = _stream_fingerprint(reader), "snowflake query"
+    if as_of is not None:
+        fingerprint = as_of_fingerprint(fingerprint, as_of.isoformat())
+        source = f"{source} as of {as_of.isoformat()}"
+    return Dataset(None, fingerprint, source, at, table)
+
+
+def _file_table(spec: DataSpec, real: str, batch_rows: int):
+    if spec.path.endswith("/") or spec.path.lower().endswith((".parquet", ".pq")):
+        files = batches.parquet_files(real)
+        size = batches.parquet_estimate(files)[1]
+        fingerprint = (batches.files_fingerprint(files) if spec.path.endswith("/")
+                       else source_fingerprint(spec))
+        return batches.parquet_reader(files, batch_rows), size, fingerprint
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(real)
+    if not fs.exists(root):
+        raise DataError(f"data file {redact(spec.path)} does not exist")
+    return batches.csv_reader(real, batch_rows), int(fs.size(root)) * 2, source_fingerprint(spec)
+
+
+def _revealing(location: str, reader):
+    """A reader whose errors name the location redacted (credentials never in a message)."""
+    def read():
+        with revealed(location, data_urls):
+            yield from reader()
+
+    return read
+
+
+def _stream_fingerprint(reader) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for batch in reader():
+        digest.update(batch.serialize())
+    return digest.hexdigest()
+
+
+def streams(spec: DataSpec, training: TrainingSpec) -> bool:
+    """Whether the data is read in batches: as configured, else a Parquet folder, or a file
+    larger (uncompressed) than training.streaming_above."""
+    if training.streaming is not None:
+        return training.streaming
+    if spec.source != "file":
+        return False
+    if spec.path.endswith("/"):
+        return True
+    with revealed(spec.path, data_urls) as real:
+        if spec.path.lower().endswith((".parquet", ".pq")):
+            size = batches.parquet_estimate(batches.parquet_files(real))[1]
+        else:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(real)
+            size = int(fs.size(root)) * 2 if fs.exists(root) else 0
+    return size > training.streaming_above
+
+
 @step("load-data", **NETWORK_RETRIES)
-def load_data(spec: DataSpec, as_of: date | None = None) -> Dataset:
-    """Load the data; network sources retry on transient errors, bad input does not."""
+def load_data(spec: DataSpec, as_of: date | None = None,
+              training: TrainingSpec | None = None) -> Dataset:
+    """Load the data, or open it as a stream of batches when it is large; network sources retry
+    on transient errors, bad input does not."""
+    if training is not None and streams(spec, training):
+        return open_table(spec, training, as_of=as_of)
     return load_dataset(spec, as_of=as_of)

@@ -3,6 +3,7 @@ feature, and plots."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -94,13 +95,37 @@ def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
     return paths
 
 
+def compact_test(frames: Iterable[pd.DataFrame], spec: FeatureSpec, slices: list[str]
+                 ) -> pd.DataFrame:
+    """A streamed table's test rows with only what evaluation and the champion's re-score
+    read (features, target, slices), categories stored as codes: about 8 bytes per number
+    and 1 per category of each test row, never the whole table."""
+    keep = list(dict.fromkeys([*spec.features, spec.target, *slices]))
+    parts = []
+    for frame in frames:
+        part = frame[keep].copy()
+        for col in keep:
+            if col in spec.categories:
+                part[col] = pd.Categorical(part[col].astype("string").where(part[col].notna()),
+                                           categories=spec.categories[col])
+            elif part[col].dtype == object:
+                part[col] = part[col].astype("category")
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=keep)
+
+
+def test_rows_of(df: pd.DataFrame, test_rows: list[int] | None) -> pd.DataFrame:
+    """The held-out rows: positions in df, or all of df (a streamed table's compact test set)."""
+    return df if test_rows is None else df.iloc[test_rows]
+
+
 @step("evaluate")
-def evaluate(df: pd.DataFrame, test_rows: list[int], trained: TrainResult, slices: list[str],
-             min_slice_rows: int, plot_dir: str) -> EvalReport:
+def evaluate(df: pd.DataFrame, test_rows: list[int] | None, trained: TrainResult,
+             slices: list[str], min_slice_rows: int, plot_dir: str) -> EvalReport:
     """Score the held-out test set with the new booster; metrics (labels at the chosen
-    threshold), slices, mean |SHAP| per feature and plots."""
+    threshold), slices, mean |SHAP| per feature (on a bounded sample) and plots."""
     booster = trained.booster()
-    test = df.iloc[test_rows]
+    test = test_rows_of(df, test_rows)
     spec = trained.feature_spec
     scores = booster_scores(booster, spec, test)
     report = evaluate_scores(spec, test, scores, slices, min_slice_rows)

@@ -8,10 +8,12 @@ from datetime import date
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
 from tasks.contracts.training import RunPlan
 from tasks.core.config import ModelConfig
+from tasks.core.credentials import revealed
 from tasks.core.device import select_device
 from tasks.core.lineage import code_hash, lineage_tags, run_key
-from tasks.core.settings import Settings
+from tasks.core.settings import Settings, data_urls
 from tasks.core.steps import step
+from tasks.training.batches import files_fingerprint, parquet_files
 from tasks.training.fingerprint import source_fingerprint
 
 
@@ -47,7 +49,11 @@ def up_to_date(cfg: ModelConfig, settings: Settings, registry: Registry
 
     None when the data cannot be fingerprinted up front (a query) or nothing matches.
     """
-    fingerprint = source_fingerprint(cfg.data)
+    if cfg.data.source == "file" and cfg.data.path.endswith("/"):
+        with revealed(cfg.data.path, data_urls) as real:  # a folder of Parquet files
+            fingerprint = files_fingerprint(parquet_files(real))
+    else:
+        fingerprint = source_fingerprint(cfg.data)
     if fingerprint is None:
         return None
     device = select_device(settings.device, settings.cuda_visible_devices)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.core.errors import DataError
+from tasks.core.errors import ConfigError, DataError
 
 GENERATOR_VERSION = "claims-v1"  # part of every synthetic fingerprint: bump it when rows change
 REGIONS = np.array(["north", "south", "east", "west", "central"])
@@ -114,3 +114,31 @@ def generate_claims(rows: int, seed: int = 7, drift: float = 0.0) -> pd.DataFram
             "settlement_amount": settlement.round(2),
         }
     )
+
+
+def write_parts(frame: pd.DataFrame, folder, parts: int, write) -> list[str]:
+    """The rows in order as `parts` Parquet files part-00000.parquet… of a new folder (a
+    dataset); `write(frame, path)` writes one file atomically."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if folder.suffix:
+        raise ConfigError(f"--parts writes a folder of Parquet files: name a folder, not {folder}")
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} is not empty; a dataset folder is written whole or not at all")
+    import shutil
+
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    bounds = np.linspace(0, len(frame), parts + 1).astype(int)
+    try:
+        for i in range(parts):
+            write(frame.iloc[bounds[i]:bounds[i + 1]], partial / f"part-{i:05d}.parquet")
+        if folder.exists():
+            folder.rmdir()
+        partial.rename(folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return sorted(str(p) for p in folder.iterdir())

@@ -4,6 +4,8 @@ prediction table, scoring and the served model read."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -61,8 +63,29 @@ def with_threshold(trained: TrainResult, frame: pd.DataFrame, rule: ThresholdSpe
     return trained.model_copy(update={"feature_spec": spec})
 
 
+def with_threshold_over(trained: TrainResult, frames: Iterable[pd.DataFrame],
+                        rule: ThresholdSpec | None) -> TrainResult:
+    """The same choice on the validation rows given in batches: only their targets and scores
+    are kept (16 bytes a row)."""
+    spec = trained.feature_spec
+    if spec.task != "binary":
+        return trained
+    booster = trained.booster()
+    ys, ps = [], []
+    for frame in frames:
+        if len(frame):
+            ys.append(spec.encode_target(frame[spec.target]))
+            ps.append(booster.inplace_predict(spec.matrix(frame)))
+    value = choose(np.concatenate(ys), np.concatenate(ps), rule)
+    spec = spec.model_copy(update={"threshold": value, "threshold_rule": rule_text(rule)})
+    return trained.model_copy(update={"feature_spec": spec})
+
+
 @step("choose-threshold")
-def choose_threshold(df: pd.DataFrame, valid_rows: list[int], trained: TrainResult,
-                     rule: ThresholdSpec | None) -> TrainResult:
-    """Binary models: the decision threshold by the configured rule, on the validation split."""
+def choose_threshold(df: pd.DataFrame | None, valid_rows: list[int] | None, trained: TrainResult,
+                     rule: ThresholdSpec | None, valid_batches=None) -> TrainResult:
+    """Binary models: the decision threshold by the configured rule, on the validation split
+    (rows of df, or a streamed table's validation batches)."""
+    if valid_batches is not None:
+        return with_threshold_over(trained, valid_batches, rule)
     return with_threshold(trained, df.iloc[valid_rows], rule)

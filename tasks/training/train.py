@@ -6,6 +6,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -17,6 +18,8 @@ from sklearn.model_selection import train_test_split
 from tasks.contracts.training import FeatureSpec, Splits, TrainResult, TrialSummary, ValidationReport
 from tasks.core.config import ModelConfig, TrainingSpec
 from tasks.core.tasktypes import TaskType, task_type
+from tasks.training.batches import BatchTable, hash_split_rows
+from tasks.training.matrices import stream_matrices
 
 Progress = Callable[[str], None]
 TrialHook = Callable[[int, float | None, float], str]  # (trials done, value, best) -> a line
@@ -25,9 +28,13 @@ TrialHook = Callable[[int, float | None, float], str]  # (trials done, value, be
 MAX_BIN = 64
 
 
-def feature_spec(df: pd.DataFrame, report: ValidationReport, cfg: ModelConfig) -> FeatureSpec:
+def feature_spec(df: pd.DataFrame | None, report: ValidationReport, cfg: ModelConfig
+                 ) -> FeatureSpec:
+    """The features, their categories (from df, or as validation counted them over a streamed
+    table) and the classes."""
     categories = {
-        col: sorted(df[col].dropna().astype(str).unique().tolist()) for col in report.categorical
+        col: sorted(df[col].dropna().astype(str).unique().tolist()) if df is not None
+        else report.categories[col] for col in report.categorical
     }
     return FeatureSpec(task=cfg.task, target=cfg.target, features=report.features,
                        categories=categories, classes=report.classes)
@@ -44,6 +51,19 @@ def split_rows(y: np.ndarray, spec: TrainingSpec, tt: TaskType) -> Splits:
                                     random_state=spec.seed, stratify=strat_rest)
     return Splits(train=sorted(train.tolist()), valid=sorted(valid.tolist()),
                   test=sorted(test.tolist()))
+
+
+def splits_of(df: pd.DataFrame | None, spec: FeatureSpec, training: TrainingSpec,
+              key: str | None = None) -> Splits | None:
+    """The in-memory split of df (stratified, or hashed per row as a streamed table's is);
+    None for a streamed table (each row's split is hashed as it is read)."""
+    if df is None:
+        return None
+    if training.split == "hash":
+        train, valid, test = hash_split_rows(df, training.seed, training.test_size,
+                                             training.validation_size, key)
+        return Splits(train=train, valid=valid, test=test)
+    return split_rows(spec.encode_target(df[spec.target]), training, task_type(spec.task))
 
 
 def base_params(tt: TaskType, n_classes: int, device: str, seed: int) -> dict:
@@ -80,31 +100,39 @@ def _study(name: str, storage: str | None, seed: int) -> optuna.Study:
     )
 
 
+def in_memory_matrices(df: pd.DataFrame, spec: FeatureSpec, splits: Splits
+                       ) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]:
+    """One quantile sketch for every trial (and the validation matrix binned by it)."""
+    X = spec.matrix(df)
+    y = spec.encode_target(df[spec.target])
+    dtrain = xgb.QuantileDMatrix(X.iloc[splits.train], y[splits.train], enable_categorical=True,
+                                 max_bin=MAX_BIN)
+    dvalid = xgb.QuantileDMatrix(X.iloc[splits.valid], y[splits.valid], ref=dtrain,
+                                 enable_categorical=True, max_bin=MAX_BIN)
+    return dtrain, dvalid
+
+
 def train_model(
-    df: pd.DataFrame,
+    df: pd.DataFrame | None,
     spec: FeatureSpec,
-    splits: Splits,
+    splits: Splits | None,
     training: TrainingSpec,
     device: str,
     study_name: str,
     storage: str | None = None,
     progress: Progress = print,
     on_trial: TrialHook | None = None,
+    matrices: tuple[xgb.DMatrix, xgb.DMatrix] | None = None,
 ) -> TrainResult:
     """Tune on train/validation, refit the best parameters, keep the booster as UBJSON.
     After each finished trial `progress` gets a line: `on_trial`'s (done, value, best) when
-    given (elapsed time and ETA), else the trial count and scores."""
+    given (elapsed time and ETA), else the trial count and scores. The matrices are built from
+    df and splits unless given (built from a streamed table)."""
     from optuna_integration import XGBoostPruningCallback
 
     started = time.perf_counter()
     tt = task_type(spec.task)
-    X = spec.matrix(df)
-    y = spec.encode_target(df[spec.target])
-    # one quantile sketch for every trial (and the validation matrix binned by it)
-    dtrain = xgb.QuantileDMatrix(X.iloc[splits.train], y[splits.train], enable_categorical=True,
-                                 max_bin=MAX_BIN)
-    dvalid = xgb.QuantileDMatrix(X.iloc[splits.valid], y[splits.valid], ref=dtrain,
-                                 enable_categorical=True, max_bin=MAX_BIN)
+    dtrain, dvalid = matrices or in_memory_matrices(df, spec, splits)
     fixed = base_params(tt, len(spec.classes), device, training.seed)
     metric_key = f"valid-{tt.eval_metric}"
 
@@ -185,6 +213,30 @@ def train(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: Trainin
                            progress=logger.info, on_trial=on_trial)
     finally:
         tracker.close()
+
+
+@task(name="train", cache_key_fn=_train_cache_key, persist_result=True, result_serializer="json")
+def train_streamed(table: BatchTable, spec: FeatureSpec, training: TrainingSpec, device: str,
+                   study_name: str, storage: str | None, cache_root: Path) -> TrainResult:
+    """The train step on a table streamed in batches: matrices built batch by batch (in-core
+    compressed, or external memory above the budget), then the same tuning."""
+    from prefect.logging import get_run_logger
+
+    from tasks.reports.progress import tuning_progress
+
+    logger = get_run_logger()
+    model = study_name.rsplit("-", 1)[0]  # planning names studies <model>-<run key>
+    with stream_matrices(table, spec, training, MAX_BIN, cache_root,
+                         progress=logger.info) as matrices:
+        logger.info("training on %s: %d rows, %d features, %d trials", device,
+                    matrices[0].num_row(), len(spec.features), training.n_trials)
+        tracker, on_trial = tuning_progress(model, task_type(spec.task).eval_metric,
+                                            training.n_trials, logger.warning)
+        try:
+            return train_model(None, spec, None, training, device, study_name, storage,
+                               progress=logger.info, on_trial=on_trial, matrices=matrices)
+        finally:
+            tracker.close()
 
 
 logging.getLogger("optuna").setLevel(logging.WARNING)

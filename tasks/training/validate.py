@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterable
+
 import pandas as pd
 
 from tasks.contracts.training import (
@@ -15,39 +16,29 @@ from tasks.core.config import ModelConfig
 from tasks.core.errors import DataError
 from tasks.core.steps import step
 from tasks.core.tasktypes import task_type
+from tasks.training.checks import TableFacts
 
 MIN_ROWS = 30
 LEAK_CORRELATION = 0.98
 NUMERIC_SHARE = 0.9
 
 
-def _numeric_share(values: pd.Series) -> tuple[float, str | None]:
-    present = values.dropna()
-    if present.empty:
-        return 0.0, None
-    parsed = pd.to_numeric(present, errors="coerce")
-    bad = present[parsed.isna()]
-    return 1 - len(bad) / len(present), (str(bad.iloc[0]) if len(bad) else None)
-
-
-def _target_checks(df: pd.DataFrame, cfg: ModelConfig, errors: list[str]) -> tuple[list[str], dict]:
-    y = df[cfg.target]
+def _target_checks(facts: TableFacts, cfg: ModelConfig, errors: list[str]
+                   ) -> tuple[list[str], dict]:
     tt = task_type(cfg.task)
-    nulls = int(y.isna().sum())
-    if nulls:
-        errors.append(f"target '{cfg.target}' has {nulls} null value(s)")
+    if facts.target_nulls:
+        errors.append(f"target '{cfg.target}' has {facts.target_nulls} null value(s)")
     if cfg.task == "regression":
-        numeric = pd.to_numeric(y, errors="coerce")
-        if numeric.isna().sum() > nulls:
+        if facts.target_not_numbers:
             errors.append(f"target '{cfg.target}' must be numeric for a regression task")
-        elif not np.isfinite(numeric.dropna()).all():
+        elif facts.target_non_finite:
             errors.append(f"target '{cfg.target}' has non-finite values (inf)")
         return [], {}
-    if pd.api.types.is_float_dtype(y) and not np.isfinite(y.dropna()).all():
+    if facts.target_float and facts.target_non_finite:
         errors.append(f"target '{cfg.target}' has non-finite values (inf)")
         return [], {}
-    counts = y.dropna().astype(str).value_counts().sort_index()
-    classes = [str(c) for c in counts.index]
+    counts = dict(sorted(facts.class_counts.items()))
+    classes = list(counts)
     if len(classes) < tt.min_classes:
         only = classes[0] if classes else "none"
         errors.append(
@@ -57,104 +48,105 @@ def _target_checks(df: pd.DataFrame, cfg: ModelConfig, errors: list[str]) -> tup
         errors.append(
             f"target '{cfg.target}' has {len(classes)} classes; use task multiclass for more than 2"
         )
-    elif counts.min() < 3:
-        errors.append(
-            f"target '{cfg.target}' class '{counts.idxmin()}' has only {counts.min()} row(s); "
-            "each class needs at least 3 to split train/validation/test"
-        )
+    else:
+        fewest = min(counts, key=lambda c: (counts[c], c))
+        if counts[fewest] < 3:
+            errors.append(
+                f"target '{cfg.target}' class '{fewest}' has only {counts[fewest]} row(s); "
+                "each class needs at least 3 to split train/validation/test")
     return classes, {k: int(v) for k, v in counts.items()}
-
-
-def _encoded_target(y: pd.Series, classes: list[str]) -> np.ndarray | None:
-    if not classes:
-        return pd.to_numeric(y, errors="coerce").to_numpy(dtype=float)
-    if len(classes) == 2 or pd.api.types.is_numeric_dtype(y):
-        return y.astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=float)
-    return None
 
 
 def validate_frame(df: pd.DataFrame, cfg: ModelConfig) -> ValidationReport:
     """Check the data against the model contract; errors name the column and the problem."""
+    return validate_frames([df], cfg)
+
+
+def validate_frames(frames: Iterable[pd.DataFrame], cfg: ModelConfig) -> ValidationReport:
+    """Check a table given as frames (batches of bounded size) against the model contract,
+    accumulating over the batches: the same findings as on the whole table at once."""
+    facts = TableFacts(cfg.target, set(cfg.categorical or []) | set(cfg.slices), cfg.slices)
+    for frame in frames:
+        facts.add(frame)
+        if not facts.facts:  # the columns alone fail it: no need to read on
+            break
+    return _report(facts, cfg)
+
+
+def _report(facts: TableFacts, cfg: ModelConfig) -> ValidationReport:
     errors: list[str] = []
     warnings: list[str] = []
+    columns_in = facts.columns or []
 
     def early() -> ValidationReport:
-        return ValidationReport(rows=len(df), target=cfg.target, features=[], categorical=[],
-                                classes=[], class_counts={}, errors=errors, warnings=warnings,
-                                columns=[])
+        return ValidationReport(rows=facts.rows, target=cfg.target, features=[],
+                                categorical=[], classes=[], class_counts={}, errors=errors,
+                                warnings=warnings, columns=[])
 
-    if df.shape[0] == 0 or df.shape[1] == 0:
-        errors.append("data is empty (0 rows)" if df.shape[0] == 0 else "data has no columns")
+    if facts.rows == 0 or not columns_in:
+        errors.append("data is empty (0 rows)" if facts.rows == 0 else "data has no columns")
         return early()
-    dup = df.columns[df.columns.duplicated()]
+    dup = pd.Index(columns_in)[pd.Index(columns_in).duplicated()]
     if len(dup):
         errors.append(f"duplicate column name '{dup[0]}'")
         return early()
-    if cfg.target not in df.columns:
+    if cfg.target not in columns_in:
         errors.append(f"target column '{cfg.target}' not found in data "
-                      f"(columns: {', '.join(map(str, df.columns[:12]))})")
+                      f"(columns: {', '.join(columns_in[:12])})")
         return early()
     for key in ("exclude", "categorical", "slices"):
         for col in getattr(cfg, key) or []:
-            if col not in df.columns:
+            if col not in columns_in:
                 errors.append(f"column '{col}' named in {key} is not in the data")
     if errors:
         return early()
-    if len(df) < MIN_ROWS:
-        errors.append(f"only {len(df)} rows; at least {MIN_ROWS} are needed to train and test")
+    if facts.rows < MIN_ROWS:
+        errors.append(f"only {facts.rows} rows; at least {MIN_ROWS} are needed to train and test")
 
-    classes, class_counts = _target_checks(df, cfg, errors)
+    classes, class_counts = _target_checks(facts, cfg, errors)
 
     features: list[str] = []
     categorical: list[str] = []
     columns: list[ColumnSummary] = []
+    categories: dict[str, list[str]] = {}
     declared = set(cfg.categorical or [])
-    for col in df.columns:
-        s = df[col]
+    for col, f in facts.facts.items():
         role = "target" if col == cfg.target else "excluded" if col in cfg.exclude else "feature"
-        if role == "feature" and pd.api.types.is_datetime64_any_dtype(s):
+        if role == "feature" and f.datetime:
             role = "date (not a feature)"
-        is_cat = role == "feature" and (
-            col in declared
-            or (cfg.categorical is None and not pd.api.types.is_numeric_dtype(s)
-                and not pd.api.types.is_bool_dtype(s))
-        )
-        summary = ColumnSummary(name=str(col), dtype=str(s.dtype), role=role,
-                                nulls=int(s.isna().sum()), unique=int(s.nunique(dropna=True)))
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.notna().any():
-            finite = s[np.isfinite(s.astype(float))]
-            if len(finite):
-                summary.min, summary.max = float(finite.min()), float(finite.max())
+        is_cat = role == "feature" and (col in declared or (cfg.categorical is None and f.text))
+        summary = ColumnSummary(name=col, dtype=f.dtype, role=role, nulls=f.nulls,
+                                unique=f.unique)
+        if f.numeric and f.any_finite:
+            summary.min, summary.max = float(f.low), float(f.high)
         columns.append(summary)
         if role != "feature":
             continue
-        if summary.nulls == len(s):
+        if summary.nulls == facts.rows:
             errors.append(f"column '{col}' is entirely null")
             continue
+        share = 1 - f.not_numbers / f.present if f.present else 0.0
         if is_cat:
             summary.role = "categorical feature"
-            share, example = _numeric_share(s)
             if col not in declared and share >= NUMERIC_SHARE:
-                errors.append(f"column '{col}' is numeric but holds text (e.g. {example!r})")
+                errors.append(f"column '{col}' is numeric but holds text (e.g. {f.example!r})")
                 continue
             if summary.unique > 1000:
                 warnings.append(f"column '{col}' has {summary.unique} categories")
             categorical.append(col)
-        elif not pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            share, example = _numeric_share(s)
+            categories[col] = sorted({str(v) for v in f.values})
+        elif f.text:
             if share >= NUMERIC_SHARE:
-                errors.append(f"column '{col}' is numeric but holds text (e.g. {example!r})")
+                errors.append(f"column '{col}' is numeric but holds text (e.g. {f.example!r})")
             else:
                 errors.append(f"column '{col}' holds text but is not listed in categorical")
             continue
-        elif not pd.api.types.is_bool_dtype(s):
-            inf = int(np.isinf(s.astype(float)).sum())
-            if inf:
-                errors.append(f"column '{col}' has {inf} infinite value(s) (±inf)")
-                continue
+        elif f.numeric and f.inf:
+            errors.append(f"column '{col}' has {f.inf} infinite value(s) (±inf)")
+            continue
         if summary.nulls:
             warnings.append(f"column '{col}' has {summary.nulls} null value(s) "
-                            f"({summary.nulls / len(s):.1%}); XGBoost treats them as missing")
+                            f"({summary.nulls / facts.rows:.1%}); XGBoost treats them as missing")
         if summary.unique <= 1:
             warnings.append(f"column '{col}' is constant")
         features.append(col)
@@ -162,20 +154,22 @@ def validate_frame(df: pd.DataFrame, cfg: ModelConfig) -> ValidationReport:
     if not errors and not features:
         errors.append("no feature columns left after exclude")
     if not errors:
-        errors.extend(_tracking_key_problems(df, cfg, features))
+        errors.extend(_tracking_key_problems(facts, cfg, features))
     if not errors:
-        _leakage(df, cfg, features, categorical, classes, errors)
-    dups = int(df.duplicated().sum())
+        _leakage(facts, features, categorical, classes, errors)
+    dups = facts.duplicate_rows()
     if dups:
         warnings.append(f"{dups} duplicate row(s)")
-    if class_counts and min(class_counts.values()) / len(df) < 0.01:
+    if class_counts and min(class_counts.values()) / facts.rows < 0.01:
         warnings.append("minority class is below 1% of rows")
-    return ValidationReport(rows=len(df), target=cfg.target, features=features,
+    return ValidationReport(rows=facts.rows, target=cfg.target, features=features,
                             categorical=categorical, classes=classes, class_counts=class_counts,
-                            errors=errors, warnings=warnings, columns=columns)
+                            errors=errors, warnings=warnings, columns=columns,
+                            categories=categories)
 
 
-def _tracking_key_problems(df: pd.DataFrame, cfg: ModelConfig, features: list[str]) -> list[str]:
+def _tracking_key_problems(facts: TableFacts, cfg: ModelConfig, features: list[str]
+                           ) -> list[str]:
     """Column names (and slice values) that would make metric names longer than MLflow takes:
     found here, before anything trains, rather than when the results are logged."""
     metric = max(task_type(cfg.task).metrics, key=len)
@@ -187,8 +181,7 @@ def _tracking_key_problems(df: pd.DataFrame, cfg: ModelConfig, features: list[st
                             f"such as {key[:30]}… would exceed MLflow's {TRACKING_KEY_LIMIT}; "
                             "rename the column")
     for col in cfg.slices:
-        values = df[col].astype("string").fillna("<null>").unique()
-        longest = max((str(v) for v in values), key=len, default="")
+        longest = facts.facts[col].longest
         key = tracking_key("slice", col, longest, metric)
         if len(key) > TRACKING_KEY_LIMIT:
             problems.append(f"slice column '{col[:40]}' has a value of {len(longest)} characters: "
@@ -197,19 +190,17 @@ def _tracking_key_problems(df: pd.DataFrame, cfg: ModelConfig, features: list[st
     return problems
 
 
-def _leakage(df, cfg, features, categorical, classes, errors) -> None:
-    y = _encoded_target(df[cfg.target], classes)
-    if y is None:
-        return
+def _leakage(facts: TableFacts, features, categorical, classes, errors) -> None:
+    target = facts.facts[facts.target]
+    if classes and len(classes) != 2 and not target.numeric and target.dtype != "bool":
+        return  # text classes have no order to correlate with
+    codes = {c: float(i) for i, c in enumerate(classes)} if classes else None
+    correlations = facts.correlations(codes)
     for col in features:
         if col in categorical:
             continue
-        x = df[col].astype(float).to_numpy()
-        mask = ~np.isnan(x) & ~np.isnan(y)
-        if mask.sum() < 3 or np.std(x[mask]) == 0 or np.std(y[mask]) == 0:
-            continue
-        corr = abs(float(np.corrcoef(x[mask], y[mask])[0, 1]))
-        if corr >= LEAK_CORRELATION:
+        corr = correlations.get(col)
+        if corr is not None and corr >= LEAK_CORRELATION:
             errors.append(f"column '{col}' looks like a leak of the target "
                           f"(correlation {corr:.3f}); exclude it")
 
@@ -222,6 +213,9 @@ def ensure_valid(report: ValidationReport) -> ValidationReport:
 
 
 @step("validate")
-def validate(df: pd.DataFrame, cfg: ModelConfig) -> ValidationReport:
-    """Validate the data; the report is returned even when it fails, the flow decides."""
+def validate(df: pd.DataFrame | None, cfg: ModelConfig, table=None) -> ValidationReport:
+    """Validate the data (a frame, or a BatchTable read in one pass of batches); the report is
+    returned even when it fails, the flow decides."""
+    if table is not None:
+        return validate_frames(table.frames(what="validation"), cfg)
     return validate_frame(df, cfg)

@@ -232,4 +232,4 @@ def test_make_test_installs_the_pinned_version():
     makefile = (REPO / "Makefile").read_text()
     assert f"GITLAB_CI_LOCAL_VERSION := {VERSION}" in makefile
     assert "\ntest: install browser gitlab-ci-local " in makefile
-    assert "$(VENV)/bin/pytest -q $(PYTEST_ARGS)\n" in makefile
+    assert "\n\t$(PYTEST) $(PYTEST_ARGS)\n" in makefile

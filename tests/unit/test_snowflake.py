@@ -189,3 +189,24 @@ def test_output_columns_land_by_name_in_a_table_of_another_order(fake_snowflake,
     count, low, high, name, version, claim = cur.fetchone()
     assert (count, name, version) == (50, "fraud", "7") and 0 <= low <= high <= 1
     assert claim.startswith("C")
+
+
+def test_a_query_streams_as_a_training_table(snowflake_env, monkeypatch):
+    import pandas as pd
+
+    from tasks.core.config import TrainingSpec
+    from tasks.training.batches import TEST
+    from tasks.training.data import open_table
+
+    for key, value in snowflake_env.items():
+        monkeypatch.setenv(key, value)
+    spec = DataSpec(source="snowflake", query="select * from claims", key="claim_id")
+    data = open_table(spec, TrainingSpec(), batch_rows=64)
+    frames = list(data.table.frames())
+    assert sum(len(f) for f in frames) == 300 and max(len(f) for f in frames) <= 64
+    assert "is_fraud" in frames[0].columns  # lower-cased as the in-memory reader does
+    whole = load_dataset(spec).frame
+    assert pd.concat(frames, ignore_index=True).claim_id.tolist() == whole.claim_id.tolist()
+    test = pd.concat(list(data.table.frames(TEST)))
+    assert 30 < len(test) < 90  # about a fifth, hashed per claim
+    assert open_table(spec, TrainingSpec(), batch_rows=64).fingerprint == data.fingerprint

@@ -1,0 +1,86 @@
+"""XGBoost matrices built from batches: an in-core QuantileDMatrix (compressed, about a byte per
+value) from a DataIter over a table's train and validation rows, or ExtMemQuantileDMatrix with
+its pages on disk when the table is above the memory budget."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import xgboost as xgb
+
+from tasks.contracts.training import FeatureSpec
+from tasks.core.config import TrainingSpec
+from tasks.training.batches import TRAIN, VALID, BatchTable
+
+Progress = Callable[[str], None]
+
+
+class FrameIter(xgb.DataIter):
+    """Feeds XGBoost one batch of a table's rows at a time (features and encoded target)."""
+
+    def __init__(self, frames: Callable[[], Iterator[pd.DataFrame]], spec: FeatureSpec,
+                 cache_prefix: str | None = None):
+        super().__init__(cache_prefix=cache_prefix, release_data=True)
+        self._frames, self._spec, self._it = frames, spec, None
+
+    def reset(self) -> None:
+        if self._it is not None:
+            self._it.close()
+        self._it = None
+
+    def next(self, input_data: Callable) -> bool:
+        if self._it is None:
+            self._it = self._frames()
+        for frame in self._it:
+            if len(frame):
+                input_data(data=self._spec.matrix(frame),
+                           label=self._spec.encode_target(frame[self._spec.target]))
+                return True
+        return False
+
+
+def external_memory(table: BatchTable, training: TrainingSpec) -> bool:
+    """External memory when asked, or when the table (uncompressed) is above the budget."""
+    if training.external_memory:
+        return True
+    return training.memory_budget is not None and table.estimated_bytes > training.memory_budget
+
+
+@contextmanager
+def stream_matrices(table: BatchTable, spec: FeatureSpec, training: TrainingSpec, max_bin: int,
+                    cache_root: Path, progress: Progress = logging.getLogger("mlops.train").info
+                    ) -> Iterator[tuple[xgb.DMatrix, xgb.DMatrix]]:
+    """Train and validation matrices from the table's batches; the validation matrix is binned
+    by the training one's cuts. External memory pages live in a folder under cache_root that
+    is removed when the block ends, whatever happens."""
+    ext = external_memory(table, training)
+    began = time.perf_counter()
+    cache = None
+    if ext:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        cache = Path(tempfile.mkdtemp(prefix="xgb-extmem-", dir=cache_root))
+    try:
+        train_it = FrameIter(lambda: table.frames(TRAIN, "train matrix"), spec,
+                             cache_prefix=str(cache / "train") if cache else None)
+        valid_it = FrameIter(lambda: table.frames(VALID, "validation matrix"), spec)
+        if ext:
+            dtrain = xgb.ExtMemQuantileDMatrix(train_it, max_bin=max_bin,
+                                               enable_categorical=True)
+        else:
+            dtrain = xgb.QuantileDMatrix(train_it, max_bin=max_bin, enable_categorical=True)
+        dvalid = xgb.QuantileDMatrix(valid_it, ref=dtrain, max_bin=max_bin,
+                                     enable_categorical=True)
+        progress(f"{'external-memory' if ext else 'in-core'} matrices built: "
+                 f"{dtrain.num_row():,} train rows, {dvalid.num_row():,} validation rows "
+                 f"({time.perf_counter() - began:.1f}s)")
+        yield dtrain, dvalid
+    finally:
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
