@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.batch.attributions import mean_attributions
 from tasks.contracts import predictions
 from tasks.contracts.batch import PREDICTION, ColumnProfile, Profile
+from tasks.contracts.explanations import ALL
 from tasks.contracts.training import EvalReport, TrainResult
 from tasks.core.steps import step
 
@@ -135,12 +135,13 @@ def psi_noise_bound(expected_counts, actual_counts, significance: float) -> floa
 def profile_training_data(frame: pd.DataFrame, rows: list[int], trained: TrainResult,
                           report: EvalReport, bins: int) -> Profile:
     """The reference profile stored with the version: training rows, the tuned model's
-    predictions on them, the test score of the primary metric and mean |SHAP| per feature."""
+    predictions on them, the test score of the primary metric and mean |SHAP| per feature
+    (the evaluation's, on its bounded test sample: tree SHAP is computed once per run)."""
     spec = trained.feature_spec
     matrix = spec.matrix(frame.iloc[rows])
     booster = trained.booster()
     raw = booster.inplace_predict(matrix)
     profile = reference_profile(matrix, raw, spec.categories, spec.classes, spec.task, bins,
                                 report.primary_metric, report.metrics.get(report.primary_metric))
-    profile.attributions = mean_attributions(booster, matrix)  # monitoring's attribution drift
+    profile.attributions = dict(report.attributions.get(ALL, {}))  # attribution drift's reference
     return profile
