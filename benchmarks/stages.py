@@ -26,7 +26,7 @@ seconds: dict[str, float] = defaultdict(float)
 imports: dict[str, float] = defaultdict(float)
 calls: dict[str, int] = defaultdict(int)
 _stack: list[list] = []  # [name, started] of the stages in progress, innermost last
-_OUTSIDE = "outside any stage (CLI, Python start-up imports, summary)"
+_OUTSIDE = "outside stages (CLI, importing the flow module, summary)"
 
 
 def _enter(name: str) -> None:
