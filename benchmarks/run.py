@@ -78,7 +78,7 @@ def stages(side: str, args: list[str], env: dict[str, str], tmp: Path) -> dict:
     wall = timed([sys.executable, str(REPO / "benchmarks" / "stages.py"), str(out), side, *args],
                  env)
     found = json.loads(out.read_text())
-    found["wall"] = wall  # the process, Python's start-up included
+    found["wall"] = wall  # the process, start-up and shutdown included
     return found
 
 
@@ -100,7 +100,7 @@ def print_stages(title: str, runs: dict[str, dict]) -> None:
                          f"{secs:6.2f}s" + (f" (imp {imp:4.2f})" if imp >= 0.005 else " " * 11)
                          + (f" x{calls}" if calls > 1 else "   "))
         print(f"  {name[:58]:<58}" + "".join(f"{c:>22}" for c in cells))
-    print(f"  {'Python start-up (process wall - timed run)':<58}" + "".join(
+    print(f"  {'Python start-up and shutdown (process wall - timed run)':<58}" + "".join(
         f"{max(found['wall'] - found['total'], 0.0):6.2f}s{'':14}" for found in runs.values()))
     print(f"  {'whole process':<58}" + "".join(
         f"{found['wall']:6.2f}s (imp {sum(found['imports'].values()):4.2f})   "
