@@ -16,7 +16,7 @@ export GITLAB_CI_LOCAL := $(GITLAB_CI_LOCAL_DIR)/node_modules/.bin/gitlab-ci-loc
 SYNCED := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install browser gitlab-ci-local run stop test test-fast lint bench clean
+.PHONY: install browser gitlab-ci-local run stop test test-fast lint bench profile clean
 
 $(UV):
 	@echo "installing uv $(UV_VERSION) into .uv (the installer for everything else; usually 5-15 s)"
@@ -97,3 +97,17 @@ bench: install  ## measured budgets, printed as side-by-side ratios
 
 clean:
 	rm -rf .mlops .pytest_cache .ruff_cache
+
+PROFILE_MODEL ?= fraud
+PROFILE_DIR ?= .mlops/profile
+# where one `mlops train` spends its time, with Python's own tools (no extra package): a cProfile
+# of the run (`mlops train --force`: the whole flow even when the model is up to date), the
+# per-module import times, and the per-stage table of benchmarks/stages.py
+profile: install  ## profile one `mlops train $(PROFILE_MODEL) --force` into $(PROFILE_DIR)
+	@mkdir -p $(PROFILE_DIR)
+	$(VENV)/bin/python -m cProfile -o $(PROFILE_DIR)/train.prof -m mlops.cli train $(PROFILE_MODEL) --force
+	$(VENV)/bin/python -c "import pstats; pstats.Stats('$(PROFILE_DIR)/train.prof').sort_stats('cumulative').print_stats(40)" \
+		> $(PROFILE_DIR)/train-top.txt
+	$(VENV)/bin/python -X importtime -m mlops.cli train $(PROFILE_MODEL) --force 2> $(PROFILE_DIR)/importtime.txt >/dev/null
+	$(VENV)/bin/python benchmarks/stages.py $(PROFILE_DIR)/stages.json mlops train $(PROFILE_MODEL) --force >/dev/null
+	@$(VENV)/bin/python benchmarks/profile_report.py $(PROFILE_DIR)

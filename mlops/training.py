@@ -65,7 +65,7 @@ def _stale(configs: dict, rows: list[tuple[str, ...]]) -> list[str]:
     """The models to train; the up-to-date ones are reported in rows."""
     from tasks.adapters.registries import open_registry
     from tasks.reports.format import fmt_any
-    from tasks.training.planning import up_to_date
+    from tasks.training.fingerprint import up_to_date
 
     found = settings()
     registry = open_registry(found)

@@ -8,8 +8,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from prefect import task
-
 from tasks.adapters.gitlab_mlflow import GitLabRegistry, is_gitlab_mlflow
 from tasks.adapters.mlflow_registry import Registry, is_http
 from tasks.core.errors import ConfigError, TrackingUnavailable
@@ -64,6 +62,13 @@ def open_registry(settings: Settings) -> Registry:
     return Registry(uri, settings.artifact_root, ui_url=settings.mlflow_ui_url)
 
 
-@task(name="connect-tracking")
-def connect(settings: Settings) -> Registry:
-    return open_registry(settings)
+def __getattr__(name: str):
+    """`connect`, the Prefect task flows open the registry with, built on first use: commands
+    that only read the registry (`mlops status`, `history`, `audit verify`) never import Prefect."""
+    if name != "connect":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from prefect import task
+
+    global connect
+    connect = task(name="connect-tracking")(open_registry)
+    return connect

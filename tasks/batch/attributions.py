@@ -1,7 +1,7 @@
-"""Attribution drift: mean |SHAP| per feature of the model on its training rows (stored in the
-reference profile) against the same on a batch, compared as each feature's share of the whole
-explanation. Contributions are computed on an evenly spaced sample of each batch, so the cost
-stays bounded however large the input."""
+"""Attribution drift: mean |SHAP| per feature of the model on its held-out test sample (the
+evaluation's, stored in the reference profile) against the same on a batch, compared as each
+feature's share of the whole explanation. Contributions are computed on an evenly spaced sample
+of each batch, so the cost stays bounded however large the input."""
 
 from __future__ import annotations
 

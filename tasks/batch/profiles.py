@@ -8,9 +8,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from tasks.batch.attributions import mean_attributions
 from tasks.contracts import predictions
 from tasks.contracts.batch import PREDICTION, ColumnProfile, Profile
+from tasks.contracts.explanations import ALL
 from tasks.contracts.training import EvalReport, TrainResult
 from tasks.core.steps import step
 
@@ -152,8 +152,9 @@ def uniform_sample(frames: Iterable[pd.DataFrame], rows: int = SAMPLE_ROWS) -> p
 
 
 def profile_batches(passes, trained: TrainResult, report: EvalReport, bins: int) -> Profile:
-    """The same reference profile over a streamed table's training rows: bin edges and mean
-    |SHAP| from a bounded uniform sample (one pass), counts over every row (a second pass).
+    """The same reference profile over a streamed table's training rows: bin edges from a
+    bounded uniform sample (one pass), counts over every row (a second pass), mean |SHAP| the
+    evaluation's.
     `passes()` starts a new pass over the training rows."""
     spec = trained.feature_spec
     booster = trained.booster()
@@ -169,7 +170,7 @@ def profile_batches(passes, trained: TrainResult, report: EvalReport, bins: int)
     profile = counter.profile()
     profile.metric = report.primary_metric
     profile.metric_value = report.metrics.get(report.primary_metric)
-    profile.attributions = mean_attributions(booster, sample)
+    profile.attributions = dict(report.attributions.get(ALL, {}))  # the evaluation's SHAP
     return profile
 
 
@@ -178,8 +179,9 @@ def profile_training_data(frame: pd.DataFrame | None, rows: list[int] | None,
                           trained: TrainResult, report: EvalReport, bins: int,
                           passes=None) -> Profile:
     """The reference profile stored with the version: training rows, the tuned model's
-    predictions on them, the test score of the primary metric and mean |SHAP| per feature.
-    A streamed table gives `passes` (a new pass over its training rows per call) instead."""
+    predictions on them, the test score of the primary metric and mean |SHAP| per feature
+    (the evaluation's, on its bounded test sample: tree SHAP is computed once per run). A
+    streamed table gives `passes` (a new pass over its training rows per call) instead."""
     if passes is not None:
         return profile_batches(passes, trained, report, bins)
     spec = trained.feature_spec
@@ -188,5 +190,5 @@ def profile_training_data(frame: pd.DataFrame | None, rows: list[int] | None,
     raw = booster.inplace_predict(matrix)
     profile = reference_profile(matrix, raw, spec.categories, spec.classes, spec.task, bins,
                                 report.primary_metric, report.metrics.get(report.primary_metric))
-    profile.attributions = mean_attributions(booster, matrix)  # monitoring's attribution drift
+    profile.attributions = dict(report.attributions.get(ALL, {}))  # attribution drift's reference
     return profile

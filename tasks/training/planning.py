@@ -5,20 +5,14 @@ from __future__ import annotations
 
 from datetime import date
 
-from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
+from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.training import RunPlan
 from tasks.core.config import ModelConfig
-from tasks.core.credentials import revealed
 from tasks.core.device import select_device
-from tasks.core.lineage import code_hash, lineage_tags, run_key
-from tasks.core.settings import Settings, data_urls
+from tasks.core.lineage import code_hash, lineage_tags
+from tasks.core.settings import Settings
 from tasks.core.steps import step
-from tasks.training.batches import files_fingerprint, parquet_files
-from tasks.training.fingerprint import source_fingerprint
-
-
-def run_key_for(cfg: ModelConfig, fingerprint: str, device: str, code: str | None = None) -> str:
-    return run_key(fingerprint, cfg.config_hash(), code or code_hash(), device)
+from tasks.training.fingerprint import run_key_for
 
 
 def make_plan(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry,
@@ -41,23 +35,6 @@ def make_plan(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: 
         tags=tags,
         existing_version=existing.version if existing else None,
     )
-
-
-def up_to_date(cfg: ModelConfig, settings: Settings, registry: Registry
-               ) -> ModelVersionRef | None:
-    """The registered version this run would reproduce, found without loading data or Prefect.
-
-    None when the data cannot be fingerprinted up front (a query) or nothing matches.
-    """
-    if cfg.data.source == "file" and cfg.data.path.endswith("/"):
-        with revealed(cfg.data.path, data_urls) as real:  # a folder of Parquet files
-            fingerprint = files_fingerprint(parquet_files(real))
-    else:
-        fingerprint = source_fingerprint(cfg.data)
-    if fingerprint is None:
-        return None
-    device = select_device(settings.device, settings.cuda_visible_devices)
-    return registry.find_version(cfg.name, run_key_for(cfg, fingerprint, device))
 
 
 @step("plan-run")

@@ -1,0 +1,127 @@
+"""Fixed costs paid once (issue 25): the data hashed once per process, tree SHAP once per run,
+and read-only commands that import none of the training stack."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.batch.sinks import write_frame
+from tasks.core.config import DataSpec
+from tasks.core.settings import Settings
+from tasks.training import fingerprint
+from tasks.training.data import load_dataset
+from tasks.training.synthetic import generate_claims
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class NoVersions:
+    def find_version(self, name: str, run_key: str):
+        return None
+
+
+@pytest.fixture
+def hashes(monkeypatch) -> list[str]:
+    """The paths whose bytes were hashed, in order."""
+    seen: list[str] = []
+    digest = fingerprint._digest_file
+
+    def counting(fs, path):
+        seen.append(path)
+        return digest(fs, path)
+
+    monkeypatch.setattr(fingerprint, "_digest_file", counting)
+    return seen
+
+
+def test_the_up_to_date_check_and_the_flow_hash_the_data_file_once(tmp_path, make_config,
+                                                                   hashes):
+    path = tmp_path / "claims.parquet"
+    write_frame(generate_claims(300, seed=5), path)
+    cfg = make_config(data=f"data: {{source: file, path: '{path}'}}")
+    assert fingerprint.up_to_date(cfg, Settings.from_env(), NoVersions()) is None
+    data = load_dataset(cfg.data)  # what the flow's load-data task does next
+    assert len(hashes) == 1
+    assert data.fingerprint == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_changed_file_is_hashed_again(tmp_path, hashes):
+    path = tmp_path / "claims.csv"
+    write_frame(generate_claims(100, seed=1), path)
+    spec = DataSpec(source="file", path=str(path))
+    first = fingerprint.source_fingerprint(spec)
+    assert fingerprint.source_fingerprint(spec) == first and len(hashes) == 1
+    write_frame(generate_claims(120, seed=2), path)
+    os.utime(path, ns=(1, 1))  # an older mtime than before: still a change
+    second = fingerprint.source_fingerprint(spec)
+    assert second != first and len(hashes) == 2
+
+
+def test_the_reference_profile_reuses_the_evaluations_shap(tmp_path, make_config, monkeypatch):
+    from tasks.batch.profiles import profile_training_data
+    from tasks.contracts import explanations
+    from tasks.core.tasktypes import task_type
+    from tasks.training.evaluate import evaluate
+    from tasks.training.train import feature_spec, split_rows, train_model
+    from tasks.training.validate import validate_frame
+
+    cfg = make_config(rows=600, n_trials=1)
+    frame = generate_claims(600, seed=4)
+    spec = feature_spec(frame, validate_frame(frame, cfg), cfg)
+    splits = split_rows(spec.encode_target(frame[cfg.target]), cfg.training,
+                        task_type(cfg.task))
+    trained = train_model(frame, spec, splits, cfg.training, "cpu", "shap-once",
+                          progress=lambda m: None)
+    explained: list[int] = []
+    contributions = explanations.contributions
+
+    def counting(booster, matrix):
+        explained.append(len(matrix))
+        return contributions(booster, matrix)
+
+    monkeypatch.setattr(explanations, "contributions", counting)
+    report = evaluate.fn(df=frame, test_rows=splits.test, trained=trained, slices=cfg.slices,
+                         min_slice_rows=cfg.gate.min_slice_rows, plot_dir=str(tmp_path))
+    profile = profile_training_data.fn(frame=frame, rows=splits.train, trained=trained,
+                                       report=report, bins=cfg.monitoring.bins)
+    assert explained == [len(splits.test)]  # one computation, on the bounded test sample
+    assert profile.attributions == report.attributions[explanations.ALL]
+
+
+READ_ONLY = """
+import json, sys
+from mlops.cli import main
+for args in (["history", "fraud"], ["audit", "verify", "fraud"], ["status", "fraud"]):
+    sys.argv = ["mlops", *args]
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    print(json.dumps([args[0], sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+TRAINING = {"xgboost", "matplotlib", "optuna", "sklearn", "shap", "papermill"}
+
+
+def test_read_only_commands_import_no_training_stack_and_no_prefect_without_a_server(tmp_path):
+    """`mlops history` and `audit verify` on a store without a Prefect server import neither
+    XGBoost, matplotlib, Optuna nor scikit-learn, nor Prefect; `mlops status` (which reads the
+    schedules in prefect.yaml through Prefect's own model) imports no training stack."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    env.update(MLOPS_HOME=str(tmp_path / "home"), MLOPS_DEVICE="cpu")
+    proc = subprocess.run([sys.executable, "-c", READ_ONLY], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = dict(json.loads(line) for line in proc.stdout.splitlines()
+                  if line.startswith('["'))
+    assert not TRAINING & set(loaded["history"]) and "prefect" not in loaded["history"]
+    assert not TRAINING & set(loaded["audit"]) and "prefect" not in loaded["audit"]
+    assert not TRAINING & set(loaded["status"])
