@@ -16,7 +16,7 @@ export GITLAB_CI_LOCAL := $(GITLAB_CI_LOCAL_DIR)/node_modules/.bin/gitlab-ci-loc
 SYNCED := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install browser gitlab-ci-local run stop test test-fast lint bench profile clean
+.PHONY: install browser gitlab-ci-local run stop test test-fast screenshots lint bench profile clean
 
 $(UV):
 	@echo "installing uv $(UV_VERSION) into .uv (the installer for everything else; usually 5-15 s)"
@@ -86,6 +86,9 @@ test: install browser gitlab-ci-local  ## every test, end-to-end included (PYTES
 
 test-fast: install gitlab-ci-local  ## unit and integration tests, no real servers
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+screenshots: install browser  ## docs/images/*.png: the Prefect UI as the browser tests see it (needs PostgreSQL)
+	MLOPS_UI_SCREENSHOTS=docs/images $(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e/test_ui.py
 
 lint: install
 	$(VENV)/bin/ruff check .

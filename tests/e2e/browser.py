@@ -93,3 +93,15 @@ def fill(dialog, label: str, text: str) -> None:
 
 def submit(dialog) -> None:
     dialog.get_by_role("button", name="Submit").click()
+
+
+def keep_screenshot(page, name: str) -> None:
+    """With MLOPS_UI_SCREENSHOTS=<folder> (`make screenshots`), save what the page shows now as
+    <folder>/<name>.png: the README's pictures of the UI come from the tests that check it."""
+    import os
+    from pathlib import Path
+
+    folder = os.environ.get("MLOPS_UI_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))

@@ -9,7 +9,15 @@ import time
 
 import pytest
 
-from tests.e2e.browser import browser_page, choose, chromium_path, fill, open_resume_form, submit
+from tests.e2e.browser import (
+    browser_page,
+    choose,
+    chromium_path,
+    fill,
+    keep_screenshot,
+    open_resume_form,
+    submit,
+)
 from tests.e2e.conftest import BIN, background, paused_run
 from tests.e2e.test_approval import api, champion, setup_env
 
@@ -36,6 +44,7 @@ def test_approval_in_the_prefect_ui(prefect_server, tmp_path):
         started = time.monotonic()
         with browser_page() as page:
             form = open_resume_form(page, ui, run_id)
+            keep_screenshot(page, "approval-form")
             text = form.inner_text()
             # the verdict first: gate with its floor, staging, the champion comparison
             assert "Promote uiapp v1 to production?" in text
@@ -62,6 +71,7 @@ def test_approval_in_the_prefect_ui(prefect_server, tmp_path):
             page.goto(f"{ui}/runs/flow-run/{run_id}")
             page.locator("#artifacts").click()  # the run page's Artifacts tab
             page.get_by_text("uiapp v1: promoted by alice").first.wait_for()
+            keep_screenshot(page, "deploy-run-artifacts")
         browsing_s = time.monotonic() - started
         assert run.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()[-3000:]
     # the training run (Running the whole time) said in its own log where the question was
