@@ -1,8 +1,9 @@
 """The laptop recipe of docs/prefect.md, run line by line as written in a shell from the
 checkout: `mlops server start` (servers, process pools, workers, the profile mlops-local), plain
 `prefect` commands against it, `prefect deploy --all`, a deployment run on the laptop's worker
-with its MLflow links, and `mlops server stop --purge` switching the profile back. PREFECT_HOME
-and MLOPS_HOME are temporary: the developer's ~/.prefect is never touched."""
+with its MLflow links and plot images (seen in Chromium), and `mlops server stop --purge`
+switching the profile back. PREFECT_HOME and MLOPS_HOME are temporary: the developer's
+~/.prefect is never touched. The tests of this module run in order on one recipe run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.e2e.browser import browser_page, chromium_path
 from tests.e2e.conftest import REPO, cli_env, free_port, paused_run
 from tests.e2e.test_deployments import write_configs
 
@@ -38,6 +40,11 @@ def shell(lines: list[str], env: dict, timeout_s: float) -> subprocess.Completed
                           text=True, timeout=timeout_s)
 
 
+def section(out: str, command: str) -> str:
+    """What one recipe line printed."""
+    return out.split(f">>> {command}")[1].split(">>>")[0]
+
+
 def api_post(api: str, path: str, body: dict) -> list:
     req = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
@@ -45,48 +52,82 @@ def api_post(api: str, path: str, body: dict) -> list:
         return json.loads(resp.read())
 
 
-def test_the_laptop_recipe_runs_as_written(tmp_path):
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """Every line but the last (the stop, which the last test runs); stopped here if it did not."""
+    root = tmp_path_factory.mktemp("recipe")
     steps = recipe()
-    assert steps[0].endswith("mlops server start") and "deploy --all" in " ".join(steps)
-    assert steps[-1] == "mlops server stop --purge"
-    prefect_home, home = tmp_path / "prefect-home", tmp_path / "home"
-    prefect_port, mlflow_port = free_port(), free_port()
-    env = cli_env(MLOPS_HOME=str(home), PREFECT_HOME=str(prefect_home),
-                  MLOPS_CONFIG_DIR=str(write_configs(tmp_path / "configs")),
-                  MLOPS_PREFECT_PORT=str(prefect_port), MLOPS_MLFLOW_PORT=str(mlflow_port),
+    env = cli_env(MLOPS_HOME=str(root / "home"), PREFECT_HOME=str(root / "prefect-home"),
+                  MLOPS_CONFIG_DIR=str(write_configs(root / "configs")),
+                  MLOPS_PREFECT_PORT=str(free_port()), MLOPS_MLFLOW_PORT=str(free_port()),
                   PREFECT_WORKER_QUERY_SECONDS="2", COLUMNS="200")  # rich tables uncut
-    api = f"http://127.0.0.1:{prefect_port}/api"
-    try:
-        ran = shell(steps[:-1], env, timeout_s=840)
-        out = ran.stdout + ran.stderr
-        assert ran.returncode == 0, out[-5000:]
-        listed = out.split(">>> prefect profile ls")[1].split(">>>")[0]
-        assert "mlops-local" in listed, listed
-        pools = out.split(">>> prefect work-pool ls")[1].split(">>>")[0]
-        assert "cpu-runners" in pools and "gpu-runners" in pools and "process" in pools, pools
-        assert "Completed" in out.split(">>> prefect deployment run")[1]
-        assert "temporary" not in out.lower(), "a plain prefect command started its own server"
-        profiles = tomllib.loads((prefect_home / "profiles.toml").read_text())
-        assert profiles["active"] == "mlops-local"
-        assert profiles["profiles"]["mlops-local"]["PREFECT_API_URL"] == api
+    done = shell(steps[:-1], env, timeout_s=840)
+    found = {"steps": steps, "env": env, "root": root, "out": done.stdout + done.stderr,
+             "rc": done.returncode, "api": f"http://127.0.0.1:{env['MLOPS_PREFECT_PORT']}/api",
+             "mlflow": f"http://127.0.0.1:{env['MLOPS_MLFLOW_PORT']}"}
+    yield found
+    if not found.get("stopped"):
+        subprocess.run([str(REPO / ".venv" / "bin" / "mlops"), "server", "stop", "--purge"],
+                       env=env, capture_output=True, timeout=120)
 
-        # the run the worker executed: named after what it does, with the stack's MLflow links
-        today = datetime.now(UTC).date().isoformat()
-        [training] = api_post(api, "/flow_runs/filter", {"flow_runs": {
-            "name": {"any_": [f"train-fraud-{today}"]}}})
-        assert training["state_type"] == "COMPLETED"
-        artifacts = api_post(api, "/artifacts/filter", {"artifacts": {
-            "flow_run_id": {"any_": [training["id"]]}}})
-        mlflow_ui = f"http://127.0.0.1:{mlflow_port}"
-        assert any(mlflow_ui in json.dumps(a.get("data")) for a in artifacts), \
-            [a.get("key") for a in artifacts]
-        assert not any("mlflow ui " in json.dumps(a.get("data")) for a in artifacts)
-        paused_run(api, "fraud")  # its deploy run waits for approval (no process left running)
-    finally:
-        stopped = shell(steps[-1:], {**env, "PATH": f"{REPO / '.venv' / 'bin'}:{env['PATH']}"},
-                        timeout_s=120)
+
+def training_run(ran) -> dict:
+    today = datetime.now(UTC).date().isoformat()
+    [run] = api_post(ran["api"], "/flow_runs/filter", {"flow_runs": {
+        "name": {"any_": [f"train-fraud-{today}"]}}})
+    return run
+
+
+def test_the_recipe_deploys_and_runs_on_the_laptop_worker(ran):
+    steps, out = ran["steps"], ran["out"]
+    assert steps[0].endswith("mlops server start") and "deploy --all" in " ".join(steps)
+    assert ran["rc"] == 0, out[-5000:]
+    assert "mlops-local" in section(out, "prefect profile ls")
+    pools = section(out, "prefect work-pool ls")
+    assert "cpu-runners" in pools and "gpu-runners" in pools and "process" in pools, pools
+    assert "Completed" in section(out, "prefect deployment run")
+    assert "temporary" not in out.lower(), "a plain prefect command started its own server"
+    profiles = tomllib.loads((ran["root"] / "prefect-home" / "profiles.toml").read_text())
+    assert profiles["active"] == "mlops-local"
+    assert profiles["profiles"]["mlops-local"]["PREFECT_API_URL"] == ran["api"]
+
+    # the run the worker executed: named after what it does, with the stack's MLflow links
+    training = training_run(ran)
+    assert training["state_type"] == "COMPLETED"
+    artifacts = api_post(ran["api"], "/artifacts/filter", {"artifacts": {
+        "flow_run_id": {"any_": [training["id"]]}}})
+    assert any(ran["mlflow"] in json.dumps(a.get("data")) for a in artifacts), \
+        [a.get("key") for a in artifacts]
+    assert not any("mlflow ui " in json.dumps(a.get("data")) for a in artifacts)
+    paused_run(ran["api"], "fraud")  # its deploy run waits for approval, no process left
+
+
+def test_the_worker_run_shows_its_plots_in_chromium(ran):
+    chromium_path()
+    assert ran["rc"] == 0, ran["out"][-3000:]
+    training = training_run(ran)
+    images = [a for a in api_post(ran["api"], "/artifacts/filter", {"artifacts": {
+        "flow_run_id": {"any_": [training["id"]]}}}) if a["type"] == "image"]
+    assert len(images) >= 3 and all(a["data"].startswith(ran["mlflow"]) for a in images), images
+    ui = ran["api"].removesuffix("/api")
+    with browser_page() as page:
+        for artifact in images:
+            page.goto(f"{ui}/artifacts/artifact/{artifact['id']}")
+            image = page.locator(f"img[src='{artifact['data']}']").first
+            image.wait_for()
+            page.wait_for_function("img => img.complete", arg=image.element_handle())
+            width = image.evaluate("img => img.naturalWidth")
+            assert width > 100, f"{artifact['key']}: the image did not load ({width} px)"
+
+
+def test_stop_purges_and_switches_the_profile_back(ran):
+    env = {**ran["env"], "PATH": f"{REPO / '.venv' / 'bin'}:{ran['env']['PATH']}"}
+    stopped = shell(ran["steps"][-1:], env, timeout_s=120)
+    ran["stopped"] = True
+    assert ran["steps"][-1] == "mlops server stop --purge"
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert re.search(r"removed 1[0-9] deployments and [1-9] automations", stopped.stdout), \
         stopped.stdout
     assert "Prefect profile ephemeral is active again" in stopped.stdout
-    assert tomllib.loads((prefect_home / "profiles.toml").read_text())["active"] == "ephemeral"
+    profiles = tomllib.loads((ran["root"] / "prefect-home" / "profiles.toml").read_text())
+    assert profiles["active"] == "ephemeral"
