@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import tomllib
 import urllib.request
 from datetime import UTC, datetime
@@ -118,6 +119,48 @@ def test_the_worker_run_shows_its_plots_in_chromium(ran):
             page.wait_for_function("img => img.complete", arg=image.element_handle())
             width = image.evaluate("img => img.naturalWidth")
             assert width > 100, f"{artifact['key']}: the image did not load ({width} px)"
+
+
+def error_logs(api: str, run_id: str) -> list[str]:
+    return [entry["message"] for entry in api_post(api, "/logs/filter", {
+        "logs": {"flow_run_id": {"any_": [run_id]}, "level": {"ge_": 40}}})]
+
+
+def final(api: str, run_id: str, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{api}/flow_runs/{run_id}", timeout=10) as resp:
+            run = json.loads(resp.read())
+        if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return run
+        time.sleep(1)
+    raise TimeoutError(f"run {run_id} did not finish")
+
+
+def test_worker_rejections_end_in_one_line(ran):
+    """A gate's rejection and a person's, on the laptop's worker: a named or Failed state with
+    the reason, and error logs without tracebacks or state reprs."""
+    assert ran["rc"] == 0, ran["out"][-3000:]
+    env = {**ran["env"], "PATH": f"{REPO / '.venv' / 'bin'}:{ran['env']['PATH']}"}
+    gate = shell(["prefect deployment run 'training-pipeline/settlement' --params "
+                  "'{\"deploy\": false}' --watch"], env, timeout_s=480)
+    assert gate.returncode == 1 and "GateRejected" in gate.stdout, gate.stdout[-3000:]
+    [rejected] = [r for r in api_post(ran["api"], "/flow_runs/filter", {"flow_runs": {
+        "name": {"like_": "train-settlement-"}}})]
+    assert rejected["state"]["name"] == "GateRejected"
+    assert "misses the ceiling 1.0" in rejected["state"]["message"]
+    said = error_logs(ran["api"], rejected["id"])
+    assert said and not any("Traceback" in m or "GateDecision(" in m for m in said), said
+
+    deploy_run = paused_run(ran["api"], "fraud")
+    answer = shell(["mlops approve fraud --reject --as alice --comment 'not this one'"], env,
+                   timeout_s=120)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    run = final(ran["api"], deploy_run)
+    assert run["state_type"] == "FAILED", run["state"]
+    assert "rejected by alice" in run["state"]["message"]
+    said = error_logs(ran["api"], deploy_run)
+    assert said and not any("Traceback" in m for m in said), said
 
 
 def test_stop_purges_and_switches_the_profile_back(ran):
