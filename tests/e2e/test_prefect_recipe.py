@@ -163,6 +163,38 @@ def test_worker_rejections_end_in_one_line(ran):
     assert said and not any("Traceback" in m for m in said), said
 
 
+def test_a_drift_triggered_retrain_runs_to_completion_on_the_laptop(ran):
+    """monitor flags a drifted batch → the deployed trigger → training-pipeline/fraud, run by
+    the laptop's worker to Completed (nothing sits Late for want of a gitlab-ci worker)."""
+    from tasks.adapters.registries import open_registry
+    from tasks.core.settings import Settings
+    from tasks.training.synthetic import generate_claims
+    from tests.conftest import crown
+
+    assert ran["rc"] == 0, ran["out"][-3000:]
+    found = Settings.from_env(ran["env"])
+    crown(open_registry(found), "fraud", "1", key=found.resolve_audit_key())
+    drifted = ran["root"] / "drifted.parquet"
+    generate_claims(3000, seed=77, drift=1.0).drop(
+        columns=["is_fraud", "damage_severity", "settlement_amount"]).to_parquet(drifted)
+    env = {**ran["env"], "PATH": f"{REPO / '.venv' / 'bin'}:{ran['env']['PATH']}"}
+    before = {r["id"] for r in api_post(ran["api"], "/flow_runs/filter", {})}
+    flagged = shell([f"mlops monitor fraud --input {drifted} || test $? -eq 4"], env,
+                    timeout_s=240)
+    assert flagged.returncode == 0 and "DRIFT" in flagged.stdout, flagged.stdout[-3000:]
+    assert f"monitor-fraud-{datetime.now(UTC).date().isoformat()}" in json.dumps(
+        api_post(ran["api"], "/flow_runs/filter", {"flow_runs": {"name": {"like_": "monitor-"}}}))
+    deadline, started = time.monotonic() + 120, []
+    while not started and time.monotonic() < deadline:
+        started = [r for r in api_post(ran["api"], "/flow_runs/filter", {
+            "flows": {"name": {"any_": ["training-pipeline"]}}}) if r["id"] not in before]
+        time.sleep(1)
+    assert len(started) == 1, "the drift event started no (or several) training runs"
+    run = final(ran["api"], started[0]["id"], timeout_s=360)
+    assert run["state_type"] == "COMPLETED", run["state"]
+    assert (run.get("created_by") or {}).get("type") == "AUTOMATION"
+
+
 def test_stop_purges_and_switches_the_profile_back(ran):
     env = {**ran["env"], "PATH": f"{REPO / '.venv' / 'bin'}:{ran['env']['PATH']}"}
     stopped = shell(ran["steps"][-1:], env, timeout_s=120)
