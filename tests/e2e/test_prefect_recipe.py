@@ -195,6 +195,15 @@ def test_a_drift_triggered_retrain_runs_to_completion_on_the_laptop(ran):
     assert (run.get("created_by") or {}).get("type") == "AUTOMATION"
 
 
+def test_pools_apply_on_the_stack_keeps_the_laptop_env(ran):
+    """`mlops pools apply` against the laptop's own server applies the same laptop pools (a
+    GPU pool with MLOPS_DEVICE=cuda would fail every damage run on a laptop)."""
+    env = {**ran["env"], "PATH": f"{REPO / '.venv' / 'bin'}:{ran['env']['PATH']}"}
+    applied = shell(["mlops pools apply"], env, timeout_s=120)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert applied.stdout.count("unchanged") == 2, applied.stdout
+
+
 def test_stop_purges_and_switches_the_profile_back(ran):
     env = {**ran["env"], "PATH": f"{REPO / '.venv' / 'bin'}:{ran['env']['PATH']}"}
     stopped = shell(ran["steps"][-1:], env, timeout_s=120)
