@@ -58,22 +58,24 @@ def up_to_date(cfg: ModelConfig, settings: Settings, registry: Registry
 def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry,
              as_of: date | None = None, data_at: str | None = None) -> RunPlan:
     """Derive the run key from data, config, code and device; find an identical earlier version."""
+    from prefect.context import FlowRunContext
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
 
     plan = make_plan(cfg, fingerprint, settings, registry, flow_run.get_id(), as_of, data_at)
-    if (note := cpu_fallback(cfg, settings.device, plan.device)) is not None:
+    run = getattr(FlowRunContext.get(), "flow_run", None)  # a worker's run: the pool it is on
+    pool = getattr(run, "work_pool_name", None) or cfg.training.work_pool
+    if (note := cpu_fallback(cfg.name, pool, settings.device, plan.device)) is not None:
         get_run_logger().warning(note)
     return plan
 
 
-def cpu_fallback(cfg: ModelConfig, preference: str, device: str) -> str | None:
-    """A warning when a model meant for GPU runners trains on CPU because none is here (a
-    laptop's own pool runs MLOPS_DEVICE=auto; GPU runners keep cuda and fail instead)."""
-    if preference == "auto" and device == "cpu" and "gpu" in cfg.training.work_pool:
-        return (f"{cfg.name}: no CUDA device here, training on CPU instead of a GPU runner "
-                f"(its pool is {cfg.training.work_pool}): slower, and its run key differs "
-                "from a GPU run's")
+def cpu_fallback(model: str, pool: str, preference: str, device: str) -> str | None:
+    """A warning when a run on a GPU pool trains on CPU because no GPU is here (a laptop's own
+    gpu-runners pool runs MLOPS_DEVICE=auto; GitLab's GPU runners keep cuda and fail instead)."""
+    if preference == "auto" and device == "cpu" and "gpu" in pool:
+        return (f"{model}: no CUDA device here, training on CPU instead of a GPU runner "
+                f"(its pool is {pool}): slower, and its run key differs from a GPU run's")
     return None
 
 

@@ -195,6 +195,22 @@ def test_a_drift_triggered_retrain_runs_to_completion_on_the_laptop(ran):
     assert (run.get("created_by") or {}).get("type") == "AUTOMATION"
 
 
+def test_a_gpu_model_trains_on_cpu_with_a_warning_on_the_laptop(ran):
+    """training-pipeline/damage is deployed to gpu-runners; on the laptop (no GPU) its run trains
+    on CPU, says so in its log, and completes."""
+    assert ran["rc"] == 0, ran["out"][-3000:]
+    env = {**ran["env"], "PATH": f"{REPO / '.venv' / 'bin'}:{ran['env']['PATH']}"}
+    done = shell(["prefect deployment run 'training-pipeline/damage' --params "
+                  "'{\"deploy\": false}' --watch"], env, timeout_s=480)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    [run] = api_post(ran["api"], "/flow_runs/filter", {"flow_runs": {
+        "name": {"like_": "train-damage-"}}})
+    assert run["state_type"] == "COMPLETED"
+    warned = [entry["message"] for entry in api_post(ran["api"], "/logs/filter", {
+        "logs": {"flow_run_id": {"any_": [run["id"]]}, "level": {"ge_": 30}}})]
+    assert any("damage: no CUDA device here, training on CPU" in m for m in warned), warned
+
+
 def test_pools_apply_on_the_stack_keeps_the_laptop_env(ran):
     """`mlops pools apply` against the laptop's own server applies the same laptop pools (a
     GPU pool with MLOPS_DEVICE=cuda would fail every damage run on a laptop)."""

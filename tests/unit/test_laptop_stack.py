@@ -12,10 +12,8 @@ from prefect.settings.profiles import load_profiles
 from deployments.pools import base_job_template, load_pools
 from mlops import profile
 from mlops.laptop import PROJECT, worker_env, workers
-from tasks.core.config import load_config
 from tasks.core.settings import Settings
 from tasks.training.planning import cpu_fallback
-from tests.conftest import config_yaml
 
 
 @pytest.fixture
@@ -80,13 +78,8 @@ def test_workers_get_what_a_run_needs(tmp_path):
     assert all(w.health is None and "--type" in w.command for w in workers(found, {}))
 
 
-def test_a_gpu_model_on_cpu_is_warned_about(tmp_path):
-    (tmp_path / "damage.yaml").write_text(config_yaml("multiclass", name="damage").replace(
-        "training: {", "training: {work_pool: gpu-runners, ", 1))
-    (tmp_path / "fraud.yaml").write_text(config_yaml(name="fraud"))
-    damage, fraud = load_config("damage", tmp_path), load_config("fraud", tmp_path)
-    assert damage.training.work_pool == "gpu-runners"
-    assert "training on CPU" in cpu_fallback(damage, "auto", "cpu")
-    assert cpu_fallback(damage, "auto", "cuda") is None
-    assert cpu_fallback(damage, "cpu", "cpu") is None  # asked for CPU: nothing to warn about
-    assert cpu_fallback(fraud, "auto", "cpu") is None
+def test_a_gpu_model_on_cpu_is_warned_about():
+    assert "training on CPU" in cpu_fallback("damage", "gpu-runners", "auto", "cpu")
+    assert cpu_fallback("damage", "gpu-runners", "auto", "cuda") is None
+    assert cpu_fallback("damage", "gpu-runners", "cpu", "cpu") is None  # CPU asked for
+    assert cpu_fallback("fraud", "cpu-runners", "auto", "cpu") is None
