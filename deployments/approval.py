@@ -1,6 +1,8 @@
 """`mlops approve`: find the deploy run waiting for a model's approval and answer it through
 Prefect's API, after checking who answers (and, for identity gitlab, signing the answer in
-GitLab with the approver's own token, where the run reads it back)."""
+GitLab with the approver's own token, where the run reads it back). For identity
+gitlab-environment the answer is in GitLab's deployment approvals: `wake` only resumes the run so
+that it reads them again."""
 
 from __future__ import annotations
 
@@ -87,3 +89,17 @@ def answer(settings: Settings, run: Pending, cfg: ModelConfig, who: Identity, ap
         raise DeployError(f"Prefect did not resume flow run {run.flow_run_id}: {reason}")
     verb = "approved" if approve else "rejected"
     return f"{verb} {cfg.name} v{run.version} (flow run {run.flow_run_id}) as {who.label()}"
+
+
+def wake(settings: Settings, run: Pending) -> str:
+    """Resume a run waiting on GitLab's deployment approvals (identity gitlab-environment) with no
+    answer: it reads the approvals from GitLab, promotes, stops on a rejection or waits again."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        result = client.resume_flow_run(UUID(run.flow_run_id))
+    if result.status.value != "ACCEPT":
+        reason = getattr(result.details, "reason", "") or result.status.value
+        raise DeployError(f"Prefect did not resume flow run {run.flow_run_id}: {reason}")
+    return (f"{run.model} v{run.version} (flow run {run.flow_run_id}) resumed: it reads its "
+            "production deployment's approvals from GitLab")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import click
 import typer
 from typer.core import TyperGroup
@@ -11,6 +13,16 @@ from tasks.core.redact import redact
 from tasks.core.settings import debug_enabled
 
 EXIT_CODES = exit_codes_help()
+# -h as well as --help on every command, like prefect, mlflow and uv
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+# what each command is: `mlops --help` groups them into these panels
+PANELS = {
+    "Pipeline": ("train", "run", "reproduce", "generate"),
+    "Release": ("approve", "promote", "rollback", "history", "audit", "compliance", "check-off"),
+    "Batch": ("score", "monitor"),
+    "Inspect": ("status", "models", "check-config", "check-deployments"),
+    "Platform": ("ci", "pools", "schedules", "server"),
+}
 # the order `mlops --help` lists commands in: the pipeline first, then release, batch, platform
 COMMAND_ORDER = ("train", "run", "approve", "promote", "rollback", "history", "compliance",
                  "check-off", "score", "monitor", "reproduce", "generate", "status", "models",
@@ -41,6 +53,15 @@ class MlopsGroup(TyperGroup):
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(names, key=lambda name: rank.get(name, len(rank)))
 
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None and ctx.parent is None and not getattr(command, "rich_help_panel",
+                                                                       None):
+            command.rich_help_panel = panel(name)  # `mlops --help` groups commands by job
+        if command is not None and not command.short_help:
+            command.short_help = first_sentence(command.help or "")
+        return command
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -52,14 +73,26 @@ class MlopsGroup(TyperGroup):
 
 
 def typer_app(help: str, **options) -> typer.Typer:
-    options = {"no_args_is_help": True, **options}
+    options = {"no_args_is_help": True, "context_settings": CONTEXT, **options}
     return typer.Typer(help=help, cls=MlopsGroup, add_completion=False,
-                       pretty_exceptions_enable=False, rich_markup_mode=None, **options)
+                       pretty_exceptions_enable=False, rich_markup_mode="rich", **options)
 
 
 app = typer_app(
     "prefect-mlops: validate → train → evaluate → gate → register → deploy models as Prefect "
-    "flows tracked in MLflow, then score batches and watch for drift. " + EXIT_CODES)
+    "flows tracked in MLflow, then score batches and watch for drift.", epilog=EXIT_CODES)
+
+
+def first_sentence(text: str) -> str:
+    """A command's line in `mlops --help`: its help up to the first full stop, unwrapped."""
+    flat = " ".join(text.split())
+    head, stop, _ = flat.partition(". ")
+    return head + "." if stop else flat
+
+
+def panel(name: str) -> str:
+    """The help panel a command is listed under."""
+    return next((title for title, names in PANELS.items() if name in names), "Other")
 
 
 def settings():
@@ -83,12 +116,40 @@ def need_server(what: str) -> None:
                           "one: mlops server start")
 
 
-def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    typer.echo("\n" + line + "\n" + "  ".join("-" * w for w in widths))
+def print_table(header: tuple[str, ...], rows: list[tuple[object, ...]],
+                title: str | None = None) -> None:
+    """A Rich table on stdout. Cells are never cut: a terminal wraps them, a pipe or file gets
+    each row on one line (so grep and diff keep working)."""
+    import sys
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header, title=title, box=box.SIMPLE_HEAD, title_justify="left",
+                  header_style="bold")
     for row in rows:
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    if sys.stdout.isatty():
+        Console(highlight=False, markup=False, emoji=False).print(table, overflow="fold")
+        return
+    import io
+
+    buffer = io.StringIO()
+    Console(file=buffer, width=100_000, highlight=False, markup=False, emoji=False,
+            no_color=True).print(table)
+    for line in buffer.getvalue().splitlines():
+        typer.echo(line.rstrip())
+
+
+def print_json(value: object) -> None:
+    """`--json` output: one document on stdout, keys as in the Python objects, nothing else."""
+    import json
+
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def run_flow(run):

@@ -37,16 +37,20 @@ def score(
     count included) or no champion."""
     from flows.scoring import batch_scoring
     from tasks.core.credentials import hide
+    from tasks.reports.format import fmt
 
     when = _checked(model, day, inputs=(input_,), outputs=(output,))
     # the flow's parameters carry the locations redacted; this process opens them itself
     input_, output = hide(input_), hide(output)
     summary = run_flow(lambda: batch_scoring(model, input_, output, when, keep or None, explain))
-    typer.echo(f"{summary.model} v{summary.version}: {summary.rows:,} rows scored in "
-               f"{summary.seconds:.1f} s ({summary.rows_per_s:,.0f} rows/s) -> {summary.output}")
+    # the run logged its one-line summary already: the command ends with the table, not a repeat
+    print_table(("model", "version", "rows", "seconds", "rows/s", "output",
+                 *summary.distribution), [
+        (summary.model, f"v{summary.version}", f"{summary.rows:,}", f"{summary.seconds:.1f}",
+         f"{summary.rows_per_s:,.0f}", summary.output,
+         *(fmt(v) for v in summary.distribution.values()))])
     if summary.ignored:
         typer.echo(f"ignored input columns: {', '.join(summary.ignored)}")
-    typer.echo("  ".join(f"{k}: {v:.4g}" for k, v in summary.distribution.items()))
 
 
 @app.command()
@@ -63,20 +67,21 @@ def monitor(
     1 failed."""
     from flows.monitoring import monitoring
     from tasks.core.credentials import hide
+    from tasks.reports.format import fmt
 
     when = _checked(model, day, inputs=(input_,))
     report = run_flow(lambda: monitoring(model, hide(input_), when))
     if report.columns:
         print_table(("column", "PSI", "status"), [
-            (c.name, f"{c.psi:.4f}", c.status.upper() if c.status == "drift" else c.status)
+            (c.name, fmt(c.psi), c.status.upper() if c.status == "drift" else c.status)
             for c in sorted(report.columns, key=lambda c: -c.psi)])
     if report.moved_attributions:
         typer.echo("\nattribution moved (share of mean |SHAP|): " + ", ".join(
             f"{a.name} {a.reference_share:.0%} -> {a.current_share:.0%}"
             for a in report.moved_attributions))
     if report.metric:
-        typer.echo(f"\nlabelled {report.metric}: {report.metric_current:.4f} "
-                   f"(at registration {report.metric_reference:.4f})")
+        typer.echo(f"\nlabelled {report.metric}: {fmt(report.metric_current)} "
+                   f"(at registration {fmt(report.metric_reference)})")
     typer.echo(f"\n{report.model} v{report.version}: {report.verdict.upper()}: {report.message}")
     typer.echo(f"report: {report.mlflow_run}")
     raise typer.Exit(DRIFT_EXITS[report.verdict])

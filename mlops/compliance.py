@@ -3,12 +3,13 @@ report, and checks recorded from outside (a CI security scan)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mlops.app import app, print_table, settings
+from mlops.app import JsonOption, app, print_json, print_table, settings
 from tasks.core.errors import ExitCode
 
 
@@ -27,26 +28,37 @@ def _open(model: str):
 
 
 def _cell(problems: list[str]) -> str:
-    return "ok" if not problems else f"refused: {problems[0][:60]}"
+    return "ok" if not problems else f"refused: {problems[0]}"
+
+
+class CheckResult(StrEnum):
+    """What a recorded check found."""
+
+    passed = "passed"
+    failed = "failed"
 
 
 @app.command()
 def compliance(
     model: Annotated[str, typer.Argument(help="Model name (configs/models/<model>.yaml).")],
-    version: Annotated[str | None, typer.Option(help="Only this version.")] = None,
+    version: Annotated[str | None, typer.Argument(
+        help="Only this version (default: every registered version).", show_default=False)
+    ] = None,
     report: Annotated[bool, typer.Option(
         "--report", help="Write each listed version's compliance report now (current policy, "
                          "checks, approvals so far) under MLOPS_HOME/reports/compliance and "
                          "store it in the version's MLflow run.")] = False,
+    as_json: JsonOption = False,
+    old_version: Annotated[str | None, typer.Option("--version", hidden=True)] = None,
 ) -> None:
     """Check every registered version of a model against the current policy (configs/policy.yaml,
     MLOPS_POLICY): a policy change never silently re-classifies a version, it is listed here.
     Exit codes: 0 all compliant, 1 a version is non-compliant (each named with the rule),
     2 bad input or a malformed policy."""
     from tasks.core.errors import UnknownVersion
-    from tasks.release.compliance import current_report, versions_status
-    from tasks.reports.compliance import REPORT_NAME
+    from tasks.release.compliance import versions_status
 
+    version = version or old_version
     found, loaded, cfg, registry, trail = _open(model)
     events = trail.events()
     aliases = {a: registry.alias_version(cfg.name, a)
@@ -56,9 +68,24 @@ def compliance(
         statuses = [s for s in statuses if s.version == version]
         if not statuses:
             raise UnknownVersion(f"{cfg.name} has no version {version} in the registry")
-    typer.echo(f"{cfg.name} against {loaded.label}")
+    if as_json:
+        print_json({"model": cfg.name, "policy": loaded.label, "versions": [
+            {"version": s.version, "aliases": list(s.aliases),
+             "registered_under": s.registered_under, "policy_changed": s.policy_changed,
+             "environments": s.environments, "compliant": s.compliant, "problems": s.problems}
+            for s in statuses]})
+    else:
+        _show(cfg.name, loaded.label, statuses)
+    if report:
+        _write_reports(found, loaded, cfg, registry, events, statuses)
+    if any(not s.compliant for s in statuses):
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def _show(model: str, label: str, statuses: list) -> None:
+    typer.echo(f"{model} against {label}")
     if not statuses:
-        typer.echo(f"no registered versions of {cfg.name}")
+        typer.echo(f"no registered versions of {model}")
         return
     print_table(("version", "aliases", "registered under", "staging", "production", "status"), [
         (s.version, ",".join(s.aliases) or "-",
@@ -68,18 +95,21 @@ def compliance(
     for status in statuses:
         for problem in status.problems:
             typer.echo(f"NON-COMPLIANT v{status.version}: {problem}", err=True)
-    if report:
-        report_path(found.home, cfg.name, "").parent.mkdir(parents=True, exist_ok=True)
-        for status in statuses:
-            ref = registry.require_version(cfg.name, status.version)
-            html = current_report(registry, loaded, ref, events)
-            path = report_path(found.home, cfg.name, status.version)
-            path.write_text(html)
-            if ref.run_id:
-                registry.log_text(ref.run_id, html, REPORT_NAME)
-            typer.echo(f"report: {path}")
-    if any(not s.compliant for s in statuses):
-        raise typer.Exit(ExitCode.FAILED)
+
+
+def _write_reports(found, loaded, cfg, registry, events, statuses: list) -> None:
+    from tasks.release.compliance import current_report
+    from tasks.reports.compliance import REPORT_NAME
+
+    report_path(found.home, cfg.name, "").parent.mkdir(parents=True, exist_ok=True)
+    for status in statuses:
+        ref = registry.require_version(cfg.name, status.version)
+        html = current_report(registry, loaded, ref, events)
+        path = report_path(found.home, cfg.name, status.version)
+        path.write_text(html)
+        if ref.run_id:
+            registry.log_text(ref.run_id, html, REPORT_NAME)
+        typer.echo(f"report: {path}", err=True)
 
 
 @app.command("check-off")
@@ -88,7 +118,7 @@ def check_off(
     version: Annotated[str, typer.Argument(help="The registered version the check was run on.")],
     check: Annotated[str, typer.Argument(help="The check's name as the policy lists it, e.g. "
                                               "security_scan.")],
-    result: Annotated[str, typer.Option(help="passed or failed.")],
+    result: Annotated[CheckResult, typer.Option(help="What the check found.")],
     as_: Annotated[str | None, typer.Option(
         "--as", help="Who ran or vouches for the check (default: GITLAB_USER_LOGIN in CI).")
                    ] = None,
@@ -106,8 +136,7 @@ def check_off(
     from tasks.release.audit import event
 
     found, loaded, cfg, registry, trail = _open(model)
-    if result not in ("passed", "failed"):
-        raise ConfigError(f"--result must be passed or failed, got {result!r}")
+    result = CheckResult(result).value
     if not re.match(r"^[a-z][a-z0-9_]*$", check):
         raise ConfigError(f"check name {check!r} must be lower_snake_case")
     if check in COMPUTED_CHECKS:

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from mlops.app import app, print_table, settings
+from mlops.app import JsonOption, app, print_json, print_table, settings
 from tasks.core.errors import ExitCode
 
 
 @app.command()
-def models() -> None:
+def models(as_json: JsonOption = False) -> None:
     """List the configured models under configs/models (MLOPS_CONFIG_DIR), each checked against
     the organisation policy (configs/policy.yaml, MLOPS_POLICY).
     Exit codes: 0 all valid, 2 a config or the policy is invalid (named in the table)."""
@@ -22,7 +22,7 @@ def models() -> None:
     config_dir = settings().config_dir
     policy = load_policy(settings().policy_path).policy
     found = list_configs(config_dir)
-    if not found:
+    if not found and not as_json:
         typer.echo(f"no model configs in {config_dir}")
         return
     rows = []
@@ -34,7 +34,11 @@ def models() -> None:
                          "policy: " + "; ".join(config_problems(policy, cfg.registry))))
         else:
             rows.append((cfg.name, cfg.task, cfg.target, cfg.gate.metric, cfg.data.source))
-    print_table(("model", "task", "target", "gate metric", "data"), rows)
+    if as_json:
+        print_json([dict(zip(("model", "task", "target", "gate_metric", "data"), row,
+                             strict=True)) | {"valid": row[1] != "INVALID"} for row in rows])
+    else:
+        print_table(("model", "task", "target", "gate metric", "data"), rows)
     if any(r[1] == "INVALID" for r in rows):
         raise typer.Exit(ExitCode.BAD_INPUT)
 
@@ -42,6 +46,7 @@ def models() -> None:
 @app.command("check-config")
 def check_config(
     path: Annotated[Path, typer.Argument(help="Model YAML to validate.")],
+    as_json: JsonOption = False,
 ) -> None:
     """Validate a model YAML against the schema and the organisation policy (configs/policy.yaml,
     MLOPS_POLICY: required tags and their allowed values).
@@ -53,6 +58,11 @@ def check_config(
     loaded = load_policy(found.policy_path)
     cfg = load_config(str(path), found.config_dir)
     require_compliant_config(loaded, str(path), cfg.registry)
+    if as_json:
+        print_json({"path": str(path), "valid": True, "model": cfg.name, "task": cfg.task,
+                    "target": cfg.target, "gate_metric": cfg.gate.metric,
+                    "gate_threshold": cfg.gate.threshold, "policy": loaded.label})
+        return
     typer.echo(f"{path}: ok ({cfg.name}, {cfg.task}, target {cfg.target}, "
                f"gate {cfg.gate.metric} {cfg.gate.threshold}; {loaded.label})")
 
@@ -61,6 +71,7 @@ def check_config(
 def check_deployments(
     prefect_file: Annotated[Path, typer.Option(help="The prefect.yaml to check.")
                             ] = Path("prefect.yaml"),
+    as_json: JsonOption = False,
 ) -> None:
     """Check prefect.yaml against configs/models and deployments/pools.yaml: every model has its
     training-pipeline deployment on the work pool its config names, with the weekly schedule and
@@ -69,6 +80,9 @@ def check_deployments(
     from deployments.manifest import check_manifest
 
     problems = check_manifest(prefect_file, settings().config_dir)
+    if as_json:
+        print_json({"path": str(prefect_file), "valid": not problems, "problems": problems})
+        raise typer.Exit(ExitCode.BAD_INPUT if problems else ExitCode.DONE)
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
     if problems:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
 
-from mlops.app import app, need_server, print_table, settings, typer_app
+from mlops.app import JsonOption, app, need_server, print_json, print_table, settings, typer_app
 from tasks.core.errors import ConfigError, ExitCode, MlopsError
 
 
@@ -45,22 +46,28 @@ def ci(
 
 pools_app = typer_app("Work pools mapped to GitLab runners (deployments/pools.yaml).")
 app.add_typer(pools_app, name="pools")
-PoolTypeOption = Annotated[str | None, typer.Option(
+
+
+class PoolType(StrEnum):
+    """The Prefect worker types a pool can be (deployments/pools.py POOL_TYPES)."""
+
+    gitlab_ci = "gitlab-ci"
+    process = "process"
+    docker = "docker"
+
+
+PoolTypeOption = Annotated[PoolType | None, typer.Option(
     "--type", help="gitlab-ci (each run a GitLab job on runners with the pool's tag; the default "
                    "when CI_SERVER_URL and CI_PROJECT_ID are set), process (shell runners, or a "
                    "worker inside the training image; the default otherwise) or docker (Docker "
                    "hosts).")]
 
 
-def _pool_type(value: str | None) -> str:
-    from deployments.pools import POOL_TYPES
-
+def _pool_type(value: PoolType | None) -> str:
     if value is None:
         ci = settings().ci
         return "gitlab-ci" if ci.get("CI_SERVER_URL") and ci.get("CI_PROJECT_ID") else "process"
-    if value not in POOL_TYPES:
-        raise ConfigError(f"--type must be one of {', '.join(POOL_TYPES)}, got {value!r}")
-    return value
+    return PoolType(value).value
 
 
 @pools_app.command("apply")
@@ -117,6 +124,7 @@ def schedules(
     ctx: typer.Context,
     prefect_file: Annotated[Path, typer.Option(
         help="Read schedules from this file when PREFECT_API_URL is not set.")] = Path("prefect.yaml"),
+    as_json: JsonOption = False,
 ) -> None:
     """List every deployment's schedule and next run (from the server when PREFECT_API_URL is set
     or the local stack is up, else from prefect.yaml). Exit codes: 0 listed, 1 the server
@@ -133,6 +141,12 @@ def schedules(
         rows, where = asyncio.run(from_server()), api
     else:
         rows, where = from_manifest(prefect_file), f"{prefect_file} (no PREFECT_API_URL)"
+    if as_json:
+        print_json({"source": where, "schedules": [
+            {"deployment": r.deployment, "slug": r.slug, "cron": r.cron, "timezone": r.timezone,
+             "active": r.active, "next_run": r.next_run.isoformat() if r.next_run else None}
+            for r in rows]})
+        return
     typer.echo(f"schedules on {where}")
     print_table(("deployment", "slug", "cron", "timezone", "active", "next run"), [
         (r.deployment, r.slug, r.cron, r.timezone, "yes" if r.active else "no",

@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
-from mlops.app import app, print_table, settings, typer_app
+from mlops.app import JsonOption, app, print_json, print_table, settings, typer_app
 from tasks.core.errors import ExitCode
 
+# a model version is the argument after the model everywhere (`mlops promote fraud 3`);
+# `--version` is only the tool's own version (`mlops --version`)
+OldVersion = Annotated[str | None, typer.Option("--version", hidden=True)]
 AsOption = Annotated[str | None, typer.Option(
     "--as", help="Who decides. With identity gitlab it must match MLOPS_APPROVER_TOKEN's user "
                  "(or be left out); with identity declared it is recorded as typed.")]
@@ -59,9 +62,10 @@ def approve(
                                               "trail.")] = "",
 ) -> None:
     """Answer the deploy run waiting for a model's production approval (needs PREFECT_API_URL).
-    Several waiting runs of one model: name the run by its id. Exit codes: 0 answered,
+    Several waiting runs of one model: name the run by its id. With identity gitlab-environment
+    the decision is made in GitLab: this only wakes the run to read it. Exit codes: 0 answered,
     1 Prefect refused, 2 nothing waiting, several waiting, or an approver who may not decide."""
-    from deployments.approval import answer, find
+    from deployments.approval import answer, find, wake
     from tasks.adapters.registries import open_registry
     from tasks.core.errors import ApprovalError
     from tasks.core.policy_config import governance, load_policy
@@ -72,6 +76,13 @@ def approve(
     found = settings()
     run = find(found, target)
     _, cfg = _named(run.model)
+    if governance(load_policy(found.policy_path), cfg).identity == "gitlab-environment":
+        if as_ or reject_:
+            raise ApprovalError(f"{cfg.name} is approved or rejected in GitLab (identity "
+                                "gitlab-environment), on the production deployment of its deploy "
+                                "run; `mlops approve` without --as or --reject wakes the run")
+        typer.echo(wake(found, run))
+        return
     who = identity_for(cfg, as_)
     registry = open_registry(found)
     tags = registry.require_version(cfg.name, run.version).tags
@@ -87,17 +98,23 @@ def approve(
 @app.command()
 def promote(
     model: Annotated[str, typer.Argument(help="Model name (its policy: configs/models).")],
-    version: Annotated[str, typer.Option("--version", help="The staged version to promote.")],
+    version: Annotated[str | None, typer.Argument(
+        help="The staged version to promote.", show_default=False)] = None,
     as_: AsOption = None,
     comment: Annotated[str, typer.Option(help="Comment kept in the audit trail.")] = "",
+    old_version: OldVersion = None,
 ) -> None:
     """Approve and promote a staged version to production: the approver's right to decide (four
     eyes included), a passed staging of this version, freeze windows and post-deploy checks apply;
     a failed check rolls back automatically. Exit codes: 0 promoted, 1 refused by a freeze window
     or rolled back, 2 bad input or an approver who may not decide."""
     from tasks.adapters.registries import open_registry
+    from tasks.core.errors import ConfigError
     from tasks.release.production import promote as promote_version
 
+    version = version or old_version
+    if not version:
+        raise ConfigError(f"say which version to promote: mlops promote {model} VERSION")
     found, cfg = _named(model)
     who = identity_for(cfg, as_)
     previous = promote_version(open_registry(found), cfg, version, who, comment)
@@ -108,12 +125,13 @@ def promote(
 @app.command()
 def rollback(
     model: Annotated[str, typer.Argument(help="Model name (its policy: configs/models).")],
-    version: Annotated[str | None, typer.Option(
-        "--version", help="A former champion to go back to (default: the one before the "
-                          "current).")] = None,
+    version: Annotated[str | None, typer.Argument(
+        help="A former champion to go back to (default: the one before the current).",
+        show_default=False)] = None,
     as_: AsOption = None,
     comment: Annotated[str, typer.Option(help="Why (audit trail).")] = "",
     to: Annotated[str | None, typer.Option("--to", hidden=True)] = None,
+    old_version: OldVersion = None,
 ) -> None:
     """Move the champion back to a version that was champion before (read from the signed
     trail), with post-deploy checks, outside freeze windows; production is never left without
@@ -125,7 +143,8 @@ def rollback(
 
     found, cfg = _named(model)
     who = identity_for(cfg, as_)
-    current, target = rollback_champion(open_registry(found), cfg, who, version or to, comment)
+    current, target = rollback_champion(open_registry(found), cfg, who,
+                                        version or old_version or to, comment)
     typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> v{target}")
 
 
@@ -141,6 +160,7 @@ def _trail(model: str):
 @app.command()
 def history(
     model: Annotated[str, typer.Argument(help="Model name.")],
+    as_json: JsonOption = False,
 ) -> None:
     """Print the audit trail in chain order: every staging, approval, promotion, refusal and
     rollback, who decided and whether that identity was verified. A broken chain is shown first.
@@ -154,10 +174,15 @@ def history(
         typer.echo(f"!! AUDIT TRAIL OF {cfg.name.upper()} IS NOT INTACT ({len(problems)} "
                    f"problem(s)): {problems[0]} — run `mlops audit verify {cfg.name}`", err=True)
     records = trail.records()
+    voided = trail.voided()
+    if as_json:
+        print_json({"model": cfg.name, "intact": not problems, "problems": problems,
+                    "records": [{**r, "unsealed": legacy(r), "voided_by": voided.get(ref(r))}
+                                for r in records]})
+        return
     if not records:
         typer.echo(f"no deployment history for {cfg.name}")
         return
-    voided = trail.voided()
     print_table(("#", "when (UTC)", "action", "version", "who", "comment / reason"), [
         (r.get("seq", "?"), r.get("at", "")[:19].replace("T", " "), r.get("action", ""),
          f"{r.get('from_version') or '-'} -> {r.get('to_version') or '-'}",
@@ -169,7 +194,7 @@ def history(
 
 def _why(record: dict[str, str]) -> str:
     """The comment or reason; an intent also names the policy and config it was judged by."""
-    text = (record.get("comment") or record.get("reason") or "")[:50]
+    text = record.get("comment") or record.get("reason") or ""
     if record.get("policy_sha256"):
         text += (f" [policy {record['policy_sha256'][:12]}, config "
                  f"{record.get('config_sha256', '?')[:12]}]")
@@ -183,6 +208,7 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 def audit_verify(
     model: Annotated[str, typer.Argument(help="Model name.")],
+    as_json: JsonOption = False,
 ) -> None:
     """Walk the model's audit chain (every record present, unaltered, in order, of this model,
     signed with MLOPS_AUDIT_KEY or a retired key), compare its end with the anchor (truncated,
@@ -193,6 +219,8 @@ def audit_verify(
     aliases = {a: registry.alias_version(cfg.name, a)
                for a in (cfg.deploy.production.alias, cfg.deploy.staging.alias)}
     problems = trail.problems(aliases)
+    if as_json:
+        _verify_json(cfg.name, trail, problems, aliases)
     for problem in problems:
         typer.echo(f"FAIL: {problem}", err=True)
     if trail.key is None:
@@ -215,6 +243,23 @@ def audit_verify(
         typer.echo(f"newest production change (record {judged[-1]['seq']}) judged by policy "
                    f"sha256 {judged[-1]['policy_sha256'][:12]}, model config sha256 "
                    f"{judged[-1].get('config_sha256', '?')[:12]}")
+
+
+def _verify_json(model: str, trail, problems: list[str], aliases: dict) -> None:
+    """`mlops audit verify --json`: the verdict and what it rests on; exit codes as for text."""
+    records = trail.records() if not problems and trail.key else []
+    judged = [r for r in records if r.get("policy_sha256")]
+    verdict = "unverifiable" if trail.key is None else ("broken" if problems else "intact")
+    print_json({
+        "model": model, "verdict": verdict, "problems": problems,
+        "records": len(records), "key_id": trail.key.kid if trail.key else None,
+        "voided": len(trail.voided()) if records else 0,
+        "anchored_at": {where: h["seq"] for where, h in trail.anchor_heads().items() if h}
+        if records else {},
+        "aliases": aliases,
+        "judged_by": {"record": judged[-1]["seq"], "policy_sha256": judged[-1]["policy_sha256"],
+                      "config_sha256": judged[-1].get("config_sha256")} if judged else None})
+    raise typer.Exit(ExitCode.DONE if verdict == "intact" else ExitCode.FAILED)
 
 
 @audit_app.command("repair")

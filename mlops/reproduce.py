@@ -16,11 +16,12 @@ from tasks.core.errors import ExitCode
 @app.command()
 def reproduce(
     model: Annotated[str, typer.Argument(help="Model name under configs/models (or a YAML path).")],
-    version: Annotated[str, typer.Option(
-        "--version", "-v", help="The registered version, or an alias (champion).")],
+    version: Annotated[str | None, typer.Argument(
+        help="The registered version, or an alias (champion).", show_default=False)] = None,
     show_commit: Annotated[bool, typer.Option(
         "--show-commit", help="Only print the git commit the version was trained from (CI checks "
         "it out, then reproduces there).")] = False,
+    old_version: Annotated[str | None, typer.Option("--version", "-v", hidden=True)] = None,
 ) -> None:
     """Retrain a registered version from its lineage alone (data fingerprint, config hash, code
     hash, seed, device) and compare the new booster, and every file of the model folder, with
@@ -34,10 +35,13 @@ def reproduce(
     """
     from tasks.adapters.registries import open_registry
     from tasks.core.device import select_device
-    from tasks.core.errors import LineageIncomplete, UnknownVersion
+    from tasks.core.errors import ConfigError, LineageIncomplete, UnknownVersion
     from tasks.core.lineage import code_hash, environment
     from tasks.training import reproduce as rp
 
+    version = version or old_version
+    if not version:
+        raise ConfigError(f"say which version to rebuild: mlops reproduce {model} VERSION")
     found, cfg = model_config(model)
     registry = open_registry(found)
     if not version.isdigit():

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from mlops.app import app, settings, typer_app
+from mlops.app import JsonOption, app, print_json, settings, typer_app
 from tasks.core.errors import ExitCode
+from tasks.core.redact import redact
 
 server_app = typer_app(
     "The local stack: a Prefect server with its UI, an MLflow server on the local store and a "
@@ -95,7 +96,7 @@ def server_stop(
 
 
 @server_app.command("status")
-def server_status() -> None:
+def server_status(as_json: JsonOption = False) -> None:
     """Print each server's and worker's URL or pool, pid and health, and the active Prefect
     profile. Exit codes: 0 everything started is up, 1 a server or a started worker is down
     (start them with `mlops server start`)."""
@@ -108,6 +109,21 @@ def server_status() -> None:
     found, env = settings(), environment()
     states = [state(s, found.stack_dir)
               for s in [*services(found, env), *worker_services(found, env)]]
+    # a worker never started (`--no-workers`) has no pid file; one that died keeps it
+    ok = all(s.up or (s.service.health is None and not s.service.pid_file(
+        found.stack_dir).exists()) for s in states)
+    name, url = active()
+    if as_json:
+        print_json({"servers": [
+            {"name": c.service.name, "url": c.service.url, "pid": c.pid, "up": c.up}
+            for c in states if c.service.health is not None],
+            "workers": [{"name": c.service.name, "pool": c.service.url.removeprefix("pool "),
+                         "pid": c.pid, "up": c.up} for c in states if c.service.health is None],
+            "state_dir": str(found.stack_dir),
+            "prefect_api_url": api_url(found), "profile": name, "profile_api_url": url,
+            "tracking_uri": None if found.tracking_uri.startswith("sqlite:")
+            else redact(found.mlflow_ui_url or found.tracking_uri)})
+        raise typer.Exit(ExitCode.DONE if ok else ExitCode.FAILED)
     for current in states:
         if current.service.health is None:
             health = "running" if current.up else "down"
@@ -119,13 +135,10 @@ def server_status() -> None:
                    f"{health}")
     typer.echo(f"Prefect API: {api_url(found)}")
     if not found.tracking_uri.startswith("sqlite:"):
-        typer.echo(f"mlflow   tracking on {found.mlflow_ui_url or found.tracking_uri} "
+        typer.echo(f"mlflow   tracking on {redact(found.mlflow_ui_url or found.tracking_uri)} "
                    "(not managed here)")
-    name, url = active()
     ours = " (this stack)" if name == PROFILE and url == api_url(found) else ""
     typer.echo(f"Prefect profile: {name or 'none'}{ours}, PREFECT_API_URL {url or 'not set'}")
     typer.echo(f"state and logs: {found.stack_dir}")
-    # a worker never started (`--no-workers`) has no pid file; one that died keeps it
-    if not all(s.up or (s.service.health is None and not s.service.pid_file(
-            found.stack_dir).exists()) for s in states):
+    if not ok:
         raise typer.Exit(ExitCode.FAILED)

@@ -52,6 +52,7 @@ def status(
     from tasks.adapters.registries import open_registry
     from tasks.core.config import list_configs, load_named_config
     from tasks.core.redact import redact
+    from tasks.reports.format import fmt_any
 
     found = settings()
     if model:
@@ -77,7 +78,7 @@ def status(
     typer.echo(f"Prefect: {where}   MLflow UI: {mlflow_ui or 'none (mlops server start)'}")
     for s in statuses.values():
         typer.echo(f"\n== {s.model}: " + ", ".join(
-            f"@{a.alias} " + (f"v{a.version}" + (f" ({a.metric} {a.value})" if a.metric else "")
+            f"@{a.alias} " + (f"v{a.version}" + (f" ({a.metric} {fmt_any(a.value)})" if a.metric else "")
                               if a.version else "-") for a in s.aliases))
         for moved in s.moved:
             typer.echo(f"   !! {moved}", err=True)
@@ -91,7 +92,7 @@ def status(
             typer.echo("   pending approvals: none")
         if s.last:
             print_table(("last", "when (UTC)", "outcome", "detail", "link"), [
-                (r.kind, r.when[:19].replace("T", " "), r.outcome, r.detail[:50], r.link)
+                (r.kind, r.when[:19].replace("T", " "), r.outcome, r.detail, r.link)
                 for r in sorted(s.last, key=lambda r: r.kind)])
         if not server:
             typer.echo(f"   last scoring runs: unknown, {NO_SERVER}")

@@ -64,6 +64,7 @@ def check_policy(found, configs: list) -> None:
 def _stale(configs: dict, rows: list[tuple[str, ...]]) -> list[str]:
     """The models to train; the up-to-date ones are reported in rows."""
     from tasks.adapters.registries import open_registry
+    from tasks.reports.format import fmt_any
     from tasks.training.planning import up_to_date
 
     found = settings()
@@ -77,19 +78,20 @@ def _stale(configs: dict, rows: list[tuple[str, ...]]) -> list[str]:
         typer.echo(f"{cfg.name}: up to date (v{ref.version} was trained on the same data, "
                    "config and code)")
         rows.append((cfg.name, ref.version, ref.tags.get("gate_metric", ""),
-                     ref.tags.get("gate_value", ""), "passed (up to date)"))
+                     fmt_any(ref.tags.get("gate_value")), "passed (up to date)"))
     return todo
 
 
 def _train_notebooks(notebooks: list[str]) -> None:
     from flows.notebook import notebook_training
+    from tasks.reports.format import fmt
     from tasks.training.notebook import check_notebook
 
     for notebook in notebooks:
         check_notebook(notebook)
     for notebook in notebooks:
         result = run_flow(lambda nb=notebook: notebook_training(nb))
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
+        shown = ", ".join(f"{k} {fmt(v)}" for k, v in sorted(result.metrics.items()))
         typer.echo(f"{notebook}: executed in {result.seconds:.0f} s; {shown or 'no metrics'}; "
                    f"MLflow {result.run_url}")
 
@@ -97,29 +99,57 @@ def _train_notebooks(notebooks: list[str]) -> None:
 def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServer | None,
                **deploy: object) -> int:
     """Each model in turn; every model gets a summary row, the first failure's code is kept."""
-    from flows.training import training_pipeline
+    from tasks.reports.progress import PLAN
 
     if server is not None:
         typer.echo(f"started a temporary Prefect server at {server.api_url} "
                    "(set PREFECT_API_URL to use your own)")
         server.wait_ready(settings().server_startup_s)
     first_code = 0
-    for model in models:
-        try:
-            result = training_pipeline(model, **deploy)
-            value = "" if result.value is None else f"{result.value:.4f}"
-            note = " (reused)" if result.reused else ""
-            row = (result.model, result.version, result.metric, value, result.gate + note)
-            if result.deployment is not None:
-                row += (result.deployment.production,)
-                typer.echo(result.deployment.message)
-            rows.append(row)
-        except Exception as exc:  # summarise every model, then exit with the first code
-            err = fail(exc)
-            first_code = first_code or err.exit_code
-            why = redact(str(exc).splitlines()[0])[:70] if str(exc) else "failed"
-            rows.append((model, "-", "-", "-", why) + (("-",) if deploy else ()))
+    names, plan = _plan(models)
+    token = PLAN.set(plan)  # the training task reads it: an ETA for the whole run
+    try:
+        for model, name in zip(models, names, strict=True):
+            code = _run_one(model, rows, deploy)
+            first_code = first_code or code
+            plan.finish(name)  # trained, cached or failed: nothing left to tune for it
+    finally:
+        PLAN.reset(token)
     return first_code
+
+
+def _plan(models: list[str]):
+    """The models' config names and trial budgets, said up front when there are several."""
+    from tasks.core.config import load_config
+    from tasks.reports.progress import RunPlan
+
+    names = [load_config(model, settings().config_dir) for model in models]
+    trials = {cfg.name: cfg.training.n_trials for cfg in names}
+    if len(trials) > 1:
+        typer.echo(f"tuning {sum(trials.values())} trials over {len(trials)} models in turn ("
+                   + ", ".join(f"{name} {n}" for name, n in trials.items())
+                   + "); each trial's line says the time left for its model and the whole run")
+    return [cfg.name for cfg in names], RunPlan(trials)
+
+
+def _run_one(model: str, rows: list[tuple[str, ...]], deploy: dict) -> int:
+    """One model's pipeline and its summary row; its exit code (0 when it succeeded)."""
+    from flows.training import training_pipeline
+    from tasks.reports.format import fmt
+
+    try:
+        result = training_pipeline(model, **deploy)
+    except Exception as exc:  # summarise every model, then exit with the first code
+        why = redact(str(exc).splitlines()[0]) if str(exc) else "failed"
+        rows.append((model, "-", "-", "-", why) + (("-",) if deploy else ()))
+        return fail(exc).exit_code
+    note = " (reused)" if result.reused else ""
+    row = (result.model, result.version, result.metric, fmt(result.value), result.gate + note)
+    if result.deployment is not None:
+        row += (result.deployment.production,)
+        typer.echo(result.deployment.message)
+    rows.append(row)
+    return 0
 
 
 @app.command()

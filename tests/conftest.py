@@ -13,6 +13,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("MLOPS_LOCAL_STACK", "off")
 # production changes need signed audit records: tests sign them as production would
 os.environ.setdefault("MLOPS_AUDIT_KEY", "test-audit-key")
+# the tests train tiny models beside servers and CLI processes on a few cores: one OpenMP thread
+# each (set before XGBoost loads; inherited by every process a test starts). Boosters are the same
+# bytes for any thread count; oversubscribed threads spin and were 4-10x slower here.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import tempfile  # noqa: E402
 

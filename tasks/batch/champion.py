@@ -3,7 +3,6 @@ loaded in XGBoost's native format, and its feature matrix built from Arrow batch
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def load_champion(registry: Registry, cfg: ModelConfig, into: Path,
     booster = xgb.Booster()
     booster.load_model(str(next(local.path.rglob("*.ubj"))))
     # batch scoring runs on CPU runners, whatever device trained the model
-    booster.set_param({"device": "cpu", "nthread": os.cpu_count() or 1})
+    booster.set_param({"device": "cpu"})
     profile_file = next(local.path.rglob("reference_profile.json"), None)
     profile = Profile.model_validate_json(profile_file.read_text()) if profile_file else None
     return Champion(name=cfg.name, version=version, alias=alias, booster=booster,

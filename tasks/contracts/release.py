@@ -59,7 +59,7 @@ class DeployResult(BaseModel):
         return cls(model=model, version=version, staging="passed", production="not offered",
                    champion=champion,
                    message=f"{model} v{version} staged; trained from a YAML path, which never "
-                           f"promotes: promote it with `mlops promote {model} --version "
+                           f"promotes: promote it with `mlops promote {model} "
                            f"{version}` (judged by configs/models/{model}.yaml and the policy)")
 
     @classmethod
@@ -67,7 +67,7 @@ class DeployResult(BaseModel):
         return cls(model=model, version=version, staging="passed",
                    production="awaiting approval", champion=champion,
                    message=f"{model} v{version} staged; promote it with: mlops promote {model} "
-                           f"--version {version} --as NAME")
+                           f"{version} --as NAME")
 
     @classmethod
     def promoted(cls, model: str, version: str, alias: str, previous: str | None,

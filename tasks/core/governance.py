@@ -7,6 +7,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+# where an approver's identity comes from: a typed name, their own GitLab token, or GitLab's own
+# record of a deployment approval (protected environment, `POST deployments/:id/approval`)
+IdentitySource = Literal["gitlab", "declared", "gitlab-environment"]
+VERIFIED = ("gitlab", "gitlab-environment")
+
+
+def stricter_identity(*sources: str) -> IdentitySource:
+    """The strictest of several sources: GitLab's deployment approvals, then a GitLab token."""
+    for source in ("gitlab-environment", "gitlab"):
+        if source in sources:
+            return source  # type: ignore[return-value]
+    return "declared"
+
 
 class Governance(BaseModel):
     """What a production change of one model needs: the policy's approval floor tightened by
@@ -16,7 +29,7 @@ class Governance(BaseModel):
 
     model: str
     required: bool
-    identity: Literal["gitlab", "declared"]
+    identity: IdentitySource
     approvers: list[str] | None
     min_approvals: int
     four_eyes: bool

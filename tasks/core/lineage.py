@@ -34,6 +34,8 @@ def code_hash() -> str:
 
 # what a rebuild's result can depend on besides data, config, code and seed
 _ENV_PACKAGES = ("xgboost", "numpy", "pandas", "scikit-learn", "pyarrow", "optuna")
+# the CPU-only build installs the same module (and trains the same booster) under another name
+_DISTRIBUTIONS = {"xgboost": ("xgboost", "xgboost-cpu")}
 
 
 def environment() -> str:
@@ -45,10 +47,13 @@ def environment() -> str:
     parts = {"python": platform.python_version(), "machine": platform.machine(),
              "cpus": str(os.cpu_count() or 1)}
     for name in _ENV_PACKAGES:
-        try:
-            parts[name] = version(name)
-        except PackageNotFoundError:
-            parts[name] = "absent"
+        parts[name] = "absent"
+        for dist in _DISTRIBUTIONS.get(name, (name,)):
+            try:
+                parts[name] = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
     return " ".join(f"{k}={v}" for k, v in parts.items())
 
 

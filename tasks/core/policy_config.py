@@ -21,7 +21,7 @@ from pydantic import (
 
 from tasks.core.config import ModelConfig, RegistrySpec, _format_pydantic, read_mapping
 from tasks.core.errors import ConfigError, first_of
-from tasks.core.governance import Governance
+from tasks.core.governance import Governance, IdentitySource, stricter_identity
 
 Environment = Literal["staging", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = ("staging", "production")
@@ -46,9 +46,11 @@ class ApprovalRule(_Strict):
     may tighten it (more approvals, fewer approvers, a verified identity), never loosen it."""
 
     required: bool = Field(default=True, description="a person must approve every change")
-    identity: Literal["gitlab", "declared"] = Field(
+    identity: IdentitySource = Field(
         default="declared", description="gitlab: approvers prove who they are with their own "
-                                        "GitLab token; declared: a typed name (laptops, demos)")
+                                        "GitLab token; gitlab-environment: GitLab's deployment "
+                                        "approvals on the protected production environment "
+                                        "decide; declared: a typed name (laptops, demos)")
     approvers: list[str] | None = Field(
         default=None, description="GitLab usernames who may approve (none listed: anyone the "
                                   "other rules allow)")
@@ -243,7 +245,7 @@ def governance(loaded: LoadedPolicy, cfg: ModelConfig) -> Governance:
                               f"{', '.join(floor.approvers or [])})")
     return Governance(
         model=cfg.name, required=floor.required or spec.approval == "required",
-        identity="gitlab" if "gitlab" in (floor.identity, spec.identity) else "declared",
+        identity=stricter_identity(floor.identity, spec.identity),
         approvers=approvers,
         min_approvals=max(floor.min_approvals, spec.min_approvals), four_eyes=floor.four_eyes,
         signed_records=floor.signed_records, protected_ref=floor.protected_ref,

@@ -1,4 +1,4 @@
-"""Environment settings: every variable the README documents, read here and nowhere else.
+"""Environment settings: every variable docs/configuration.md documents, read here and nowhere else.
 
 The model YAML says what a model is; this says where things run and with which credentials.
 Secrets are kept out of reprs, so a settings object can be logged or passed to a task safely.

@@ -30,11 +30,14 @@ from tasks.core.policy_config import (
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
+from tasks.release.environment_approval import wait_for_gitlab
 from tasks.release.guard import alias_as_recorded, approvals_short, sealed_facts
 from tasks.release.policy import refusal
+from tasks.release.waiting import AWAITING
+from tasks.release.waiting import emit as _emit
+from tasks.release.waiting import tag as _tag
 from tasks.reports.approval import approval_markdown
 
-AWAITING = "awaiting-approval"
 # approval given up front by the CLI that runs the flow in its own process (`mlops run --as`);
 # never a flow parameter, so no deployment run can carry one
 UP_FRONT: ContextVar[Approval | None] = ContextVar("mlops_up_front_approval", default=None)
@@ -43,16 +46,25 @@ UP_FRONT: ContextVar[Approval | None] = ContextVar("mlops_up_front_approval", de
 class ApprovalForm(RunInput):
     """Promote this version to production? Nothing is preset: choose, and say who you are."""
 
+    # Seen in Chromium: listing comment as required (its default "" is sent untouched, so an
+    # approval still needs none) drops the UI's "(Optional)" from its label; minLength instead
+    # of a regex makes a comment-less rejection "Validation failed for field 'comment' … ''
+    # should be non-empty", not "'' does not match '\\S'". A blank-only comment is refused by
+    # _rules, and the run asks again.
     model_config = ConfigDict(json_schema_extra={
+        "required": ["decision", "approver", "comment"],
         "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
-        "then": {"properties": {"comment": {"pattern": "\\S"}}, "required": ["comment"]},
+        "then": {"properties": {"comment": {"minLength": 1}}},
     })
     decision: Literal["approve", "reject"] = Field(
         ..., description="approve: promote to production now (freeze windows and post-deploy "
                          "checks apply); reject: stop this deployment.")
     approver: str = Field(..., min_length=1, pattern=r"\S",
                           description="Your GitLab username; it goes to the audit trail.")
-    comment: str = Field("", description="Why. Required when you reject.")
+    comment: str = Field(
+        "", title="Comment (required to reject)",
+        description="Why you decide; it goes to the audit trail. Approving needs none; a "
+                    "rejection is refused without one.")
 
     @field_validator("approver", "comment")
     @classmethod
@@ -62,9 +74,9 @@ class ApprovalForm(RunInput):
     @model_validator(mode="after")
     def _rules(self) -> ApprovalForm:
         if not self.approver:
-            raise ValueError("the approver must not be blank")
+            raise ValueError("type your username as the approver: it must not be blank")
         if self.decision == "reject" and not self.comment:
-            raise ValueError("a comment is required when rejecting")
+            raise ValueError("say why you reject in the comment: a rejection needs one")
         return self
 
 
@@ -163,6 +175,12 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         return UP_FRONT.get()
     if not wait:
         return None
+    if rule.identity == "gitlab-environment":
+        from tasks.adapters.gitlab_deployments import GitLabDeploymentApprovals
+
+        trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+        return wait_for_gitlab(trail, event, rule, cfg, version, settings.gitlab and
+                               GitLabDeploymentApprovals(settings.gitlab))
     log, run_id = get_run_logger(), flow_run.get_id()
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
     tags = registry.require_version(cfg.name, version).tags
@@ -237,25 +255,6 @@ def _request(trail: AuditTrail, cfg: ModelConfig, version: str, run_id: str) -> 
 
     _emit("mlops.approval.requested", cfg.name, version, {"url": flow_run.ui_url or ""})
     return True
-
-
-def _tag(add: list[str] = (), remove: list[str] = ()) -> None:
-    """Add or remove tags of the current flow run (the run shows them in the UI's lists)."""
-    from prefect import get_client
-    from prefect.runtime import flow_run
-
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(flow_run.get_id())
-        tags = [t for t in run.tags if t not in remove]
-        client.update_flow_run(run.id, tags=tags + [t for t in add if t not in tags])
-
-
-def _emit(name: str, model: str, version: str, payload: dict) -> None:
-    from prefect.events import emit_event
-
-    emit_event(name, resource={"prefect.resource.id": f"mlops.model.{model}",
-                               "prefect.resource.name": f"{model} v{version}"},
-               payload={"model": model, "version": version, **payload})
 
 
 EXPIRED = "paused and never resumed"

@@ -76,7 +76,7 @@ def not_a_promotion(events: list[dict[str, str]], model: str, version: str,
         return f"v{version} is {alias} already: nothing to promote"
     if version in former_champions(events, alias):
         return (f"v{version} was {alias} before: going back to it is a rollback "
-                f"(`mlops rollback {model} --version {version}`)")
+                f"(`mlops rollback {model} {version}`)")
     if champion and _version_key(version) < _version_key(champion):
         return (f"v{version} is older than {alias} v{champion}: promoting it would roll "
                 "production back; retrain for a newer version")

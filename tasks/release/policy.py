@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from tasks.contracts.release import Identity
 from tasks.core.governance import Governance
 
+GITLAB_ENVIRONMENT = "gitlab-environment"  # Identity.via of an approval read from GitLab
+
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
@@ -34,6 +36,10 @@ def refusal(rule: Governance, who: Identity, facts: Mapping[str, str] | None) ->
     the version's sealed facts (None: a rollback, where four eyes does not apply)."""
     if not who.username.strip():
         return "an approver name is required"
+    if rule.identity == "gitlab-environment" and who.via != GITLAB_ENVIRONMENT:
+        return (f"{rule.model} is approved in GitLab (identity gitlab-environment): approve the "
+                f"blocked production deployment of the deploy run there; {who.username!r} "
+                "did not come from GitLab's deployment approvals")
     if rule.identity == "gitlab" and not who.verified:
         return (f"{rule.model} needs a verified approver (identity gitlab): {who.username!r} "
                 f"was typed, not proven; answer with `mlops approve {rule.model}` and "

@@ -235,7 +235,8 @@ def rollback(registry: Registry, cfg: ModelConfig, actor: Identity, to_version: 
         else:
             found, target = previous_champion(events, current, alias)
             reason = None if found else (f"no promotion of {cfg.name} v{current} is recorded; "
-                                         "name a former champion with --version")
+                                         "name a former champion: mlops rollback "
+                                         f"{cfg.name} VERSION")
             if found and target is None:
                 reason = (f"v{current} is the first {alias} of {cfg.name}: rolling it back would "
                           "leave production with no champion; promote another version instead")

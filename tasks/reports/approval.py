@@ -82,7 +82,7 @@ def approval_markdown(model: str, version: str, champion: str | None, tags: Mapp
     lines += ["", f"Compliance: policy {tags.get('policy_version', 'not recorded')}"
                   + (f"; checks: {checks}" if checks else "")
                   + f". Report: `{REPORT_NAME}` in the {_link('MLflow run', run_url) or 'run'} "
-                  f"(`mlops compliance {model} --version {version} --report` refreshes it with "
+                  f"(`mlops compliance {model} {version} --report` refreshes it with "
                   "the approvals so far)."]
     if policy_refusal:
         lines += ["", f"**The compliance policy would refuse it in production now**: "

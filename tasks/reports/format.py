@@ -13,6 +13,17 @@ def fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.{DIGITS}f}"
 
 
+def fmt_any(value: object) -> str:
+    """A metric that may arrive as text (an MLflow tag): numbers get the one precision, anything
+    else is shown as it is."""
+    if value is None or value == "":
+        return ""
+    try:
+        return fmt(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def delta(metric: str, new: float, old: float | None) -> str:
     """`+0.0123 ▲` when better by the metric's direction, `▼` when worse, `=` when equal."""
     if old is None:

@@ -1,5 +1,6 @@
 """Reports posted to GitLab when it is configured: the merge request comment (new or reused
-model) and the model's wiki rows. Without GitLab each step says it was skipped."""
+model) and the model's wiki rows. Without GitLab each step is skipped: said in CI (where a
+missing token is a mistake), at debug level on a laptop (where it is the normal state)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,25 @@ def flow_run_url(settings: Settings) -> str | None:
         run_id and settings.prefect_ui_url) else None
 
 
+def say_skipped(what: str) -> None:
+    """`GitLab <what> skipped: set …`, at INFO in a GitLab CI job, at DEBUG elsewhere."""
+    import logging
+
+    from prefect.logging import get_run_logger
+
+    level = logging.INFO if Settings.from_env().ci.get("CI_SERVER_URL") else logging.DEBUG
+    get_run_logger().log(level, skipped(what))
+
+
 def _merge_request() -> GitLab | None:
     from prefect.logging import get_run_logger
 
     gitlab = open_gitlab()
-    if gitlab is None or not gitlab.settings.merge_request_iid:
-        get_run_logger().info(skipped("merge request report") if gitlab is None else
-                              "GitLab merge request report skipped: not a merge request pipeline")
+    if gitlab is None:
+        say_skipped("merge request report")
+        return None
+    if not gitlab.settings.merge_request_iid:
+        get_run_logger().info("GitLab merge request report skipped: not a merge request pipeline")
         return None
     return gitlab
 
@@ -77,10 +90,9 @@ def report_reused(registry: Registry, model: str, version: str, run_id: str | No
 @step("write-wiki-row")
 def write_wiki_row(model: str, row: str) -> str:
     """One dated row on the model's wiki page (mlops/<model>) when GitLab is configured."""
-    from prefect.logging import get_run_logger
 
     gitlab = open_gitlab()
     if gitlab is None:
-        get_run_logger().info(skipped("wiki page"))
+        say_skipped("wiki page")
         return "skipped"
     return gitlab.prepend_wiki_row(f"mlops/{model}", wiki_header(model), row) or "failed"

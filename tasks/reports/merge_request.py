@@ -83,5 +83,5 @@ def reused_comment(model: str, version: str, metrics: dict[str, float], run_url:
         lines += ["", f"Production runs v{champion} now: v{version} is compared with the champion "
                       "of its own training, and a promotion is offered only when it is newer than "
                       f"v{champion} and was never champion (going back is `mlops rollback "
-                      f"{model} --version {version}`, for a former champion)."]
+                      f"{model} {version}`, for a former champion)."]
     return "\n".join([*lines, "", _links(run_url, flow_run, pipeline_url)]) + "\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import time
 from collections.abc import Callable
 
@@ -20,6 +19,7 @@ from tasks.core.config import ModelConfig, TrainingSpec
 from tasks.core.tasktypes import TaskType, task_type
 
 Progress = Callable[[str], None]
+TrialHook = Callable[[int, float | None, float], str]  # (trials done, value, best) -> a line
 # histogram bins per feature: 64 instead of XGBoost's 256 builds histograms faster at the same
 # quality here (benchmarks/tuning.py measures it against an unpruned 256-bin study)
 MAX_BIN = 64
@@ -47,8 +47,10 @@ def split_rows(y: np.ndarray, spec: TrainingSpec, tt: TaskType) -> Splits:
 
 
 def base_params(tt: TaskType, n_classes: int, device: str, seed: int) -> dict:
+    # no nthread: XGBoost then uses every CPU, or OMP_NUM_THREADS when set (a runner shared by
+    # several jobs sets it: oversubscribed OpenMP threads slow training 10x, the booster is the same)
     params = {"objective": tt.objective, "eval_metric": tt.eval_metric, "tree_method": "hist",
-              "device": device, "seed": seed, "nthread": os.cpu_count() or 1, "verbosity": 0,
+              "device": device, "seed": seed, "verbosity": 0,
               "max_bin": MAX_BIN}
     if tt.name == "multiclass":
         params["num_class"] = n_classes
@@ -87,8 +89,11 @@ def train_model(
     study_name: str,
     storage: str | None = None,
     progress: Progress = print,
+    on_trial: TrialHook | None = None,
 ) -> TrainResult:
-    """Tune on train/validation, refit the best parameters, keep the booster as UBJSON."""
+    """Tune on train/validation, refit the best parameters, keep the booster as UBJSON.
+    After each finished trial `progress` gets a line: `on_trial`'s (done, value, best) when
+    given (elapsed time and ETA), else the trial count and scores."""
     from optuna_integration import XGBoostPruningCallback
 
     started = time.perf_counter()
@@ -123,7 +128,8 @@ def train_model(
         done = len(study.get_trials(deepcopy=False, states=_FINISHED))
         value = "pruned" if trial.value is None else f"{tt.eval_metric}={trial.value:.5f}"
         best = study.best_value if any(t.value is not None for t in study.trials) else float("nan")
-        progress(f"trial {done}/{training.n_trials}: {value} (best {best:.5f})")
+        progress(on_trial(done, trial.value, best) if on_trial else
+                 f"trial {done}/{training.n_trials}: {value} (best {best:.5f})")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(study_name, storage, training.seed)
@@ -166,11 +172,19 @@ def train(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: Trainin
     """Cached by run key (data fingerprint, config, code, device): a re-run reuses the booster."""
     from prefect.logging import get_run_logger
 
+    from tasks.reports.progress import tuning_progress
+
     logger = get_run_logger()
     logger.info("training on %s: %d rows, %d features, %d trials", device, len(splits.train),
                 len(spec.features), training.n_trials)
-    return train_model(df, spec, splits, training, device, study_name, storage,
-                       progress=logger.info)
+    model = study_name.rsplit("-", 1)[0]  # planning names studies <model>-<run key>
+    tracker, on_trial = tuning_progress(model, task_type(spec.task).eval_metric,
+                                        training.n_trials, logger.warning)
+    try:
+        return train_model(df, spec, splits, training, device, study_name, storage,
+                           progress=logger.info, on_trial=on_trial)
+    finally:
+        tracker.close()
 
 
 logging.getLogger("optuna").setLevel(logging.WARNING)

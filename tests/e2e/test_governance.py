@@ -54,7 +54,7 @@ def records(client) -> list[dict]:
 
 def test_two_promotions_at_once_end_with_one_champion_and_a_whole_chain(staged):
     env, client = staged
-    procs = [subprocess.Popen([str(BIN / "mlops"), "promote", "gov", "--version", v, "--as", who],
+    procs = [subprocess.Popen([str(BIN / "mlops"), "promote", "gov", v, "--as", who],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for v, who in (("1", "alice"), ("2", "bob"))]
     results = [p.communicate(timeout=300) for p in procs]
@@ -76,7 +76,7 @@ def test_a_promotion_killed_between_alias_and_checks_is_finished_by_the_next_com
     env, client = staged
     target = "3"  # newer than the champion, so a promotion
     seen = len(records(client))
-    proc = subprocess.Popen([str(BIN / "mlops"), "promote", "gov", "--version", target,
+    proc = subprocess.Popen([str(BIN / "mlops"), "promote", "gov", target,
                              "--as", "alice"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -91,7 +91,7 @@ def test_a_promotion_killed_between_alias_and_checks_is_finished_by_the_next_com
     verify = mlops(["audit", "verify", "gov"], env)
     assert verify.returncode == 1 and "was started but not finished" in verify.stderr
     # the next production command completes the interrupted promotion (or reverts it) first
-    again = mlops(["promote", "gov", "--version", target, "--as", "bob"], env)
+    again = mlops(["promote", "gov", target, "--as", "bob"], env)
     # completed (the alias had moved: v3 is champion already) or abandoned, then promoted now
     assert again.returncode == 0 or "v3 is champion already" in again.stderr, again.stderr
     after = records(client)
@@ -107,7 +107,7 @@ def test_a_tracking_server_that_is_down_moves_nothing_and_leaks_nothing(staged):
     env, client = staged
     before = champion(client)
     dead = f"http://svc:s3cret-token@127.0.0.1:{free_port()}"
-    result = mlops(["promote", "gov", "--version", "1", "--as", "alice"],
+    result = mlops(["promote", "gov", "1", "--as", "alice"],
                    {**env, "MLFLOW_TRACKING_URI": dead, "MLOPS_TRACKING_RETRIES": "1"})
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -138,7 +138,7 @@ def test_a_signed_prefix_in_a_fresh_trail_is_named_and_the_keyless_verify_is_unv
         assert verify.returncode == 1, verify.stdout
         assert (f"truncated: the chain ends at record 3 but its anchor names record "
                 f"{len(kept)}") in verify.stderr
-        refused = mlops(["promote", "gov", "--version", "1", "--as", "alice"], env)
+        refused = mlops(["promote", "gov", "1", "--as", "alice"], env)
         assert refused.returncode == 1 and "truncated" in refused.stderr
     finally:
         client.rename_experiment(fresh, "audit/gov-copy")

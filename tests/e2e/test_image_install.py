@@ -23,12 +23,14 @@ def dockerfile_steps() -> tuple[list[str], list[str]]:
         if line.startswith("COPY ") and "--from" not in line:
             copied += line.split()[1:-1]
     syncs = [m.group(0).split(" --python")[0] for m in re.finditer(r"uv sync [^&\n]+", text)]
-    return copied, syncs
+    group = re.search(r"^ARG XGBOOST=(\S+)$", text, re.MULTILINE).group(1)  # the default image
+    return copied, [" ".join(s.replace('"${XGBOOST}"', group).split()) for s in syncs]
 
 
 def test_dockerfile_install_steps_in_a_venv(tmp_path):
     copied, syncs = dockerfile_steps()
-    assert syncs == ["uv sync --frozen --no-dev --no-install-project", "uv sync --frozen --no-dev"]
+    assert syncs == ["uv sync --frozen --no-default-groups --group gpu --no-install-project",
+                     "uv sync --frozen --no-default-groups --group gpu"]
     context = tmp_path / "context"
     context.mkdir()
     for name in copied:

@@ -85,7 +85,7 @@ def test_insider_attacks_are_refused_and_production_is_unchanged(world):
     root, pipeline, insider, client = world
     as_alice = {**pipeline, "MLOPS_APPROVER_TOKEN": "glpat-alice"}
     as_dave = {**pipeline, "MLOPS_APPROVER_TOKEN": "glpat-dave"}
-    promote3 = ["promote", NAME, "--version", "3"]
+    promote3 = ["promote", NAME, "3"]
 
     # a rewritten builder tag: dave approves his own version with his verified identity
     client.set_model_version_tag(NAME, "3", "built_by", "erin")
@@ -107,8 +107,8 @@ def test_insider_attacks_are_refused_and_production_is_unchanged(world):
     client.delete_model_version_tag(NAME, "3", "check.security_scan")
 
     # an older version, a former champion: never a promotion
-    refused(mlops(["promote", NAME, "--version", "1"], as_alice), 2,
-            f"mlops rollback {NAME} --version 1")
+    refused(mlops(["promote", NAME, "1"], as_alice), 2,
+            f"mlops rollback {NAME} 1")
 
     # an MR pipeline (unprotected ref), and the insider without the key
     refused(mlops(promote3, {**as_alice, "GITLAB_CI": "true", "CI_COMMIT_REF_PROTECTED": "false"}),
@@ -130,7 +130,7 @@ def test_an_alias_moved_by_hand_is_served_by_nothing_and_put_back_by_the_key_hol
     for args in (["score", NAME, "--input", str(batch), "--output", str(root / "s.parquet")],
                  ["monitor", NAME, "--input", str(batch)], ["status", NAME]):
         refused(mlops(args, insider), 2, moved)
-    for args in (["promote", NAME, "--version", "3"], ["rollback", NAME]):
+    for args in (["promote", NAME, "3"], ["rollback", NAME]):
         refused(mlops(args, as_alice), 2, moved)  # nothing laundered into the chain
     assert not (root / "s.parquet").exists()
     refused(mlops(["audit", "verify", NAME], pipeline), 1, "moved outside the pipeline")
@@ -144,8 +144,8 @@ def test_an_alias_moved_by_hand_is_served_by_nothing_and_put_back_by_the_key_hol
 def test_rollback_of_the_first_champion_leaves_production_as_it_is(world):
     _, pipeline, _, client = world
     as_alice = {**pipeline, "MLOPS_APPROVER_TOKEN": "glpat-alice"}
-    refused(mlops(["rollback", NAME, "--version", "1"], as_alice), 0, "v2 -> v1")
+    refused(mlops(["rollback", NAME, "1"], as_alice), 0, "v2 -> v1")
     refused(mlops(["rollback", NAME], as_alice), 1, f"v1 is the first champion of {NAME}")
     assert champion(client) == "1"
-    refused(mlops(["rollback", NAME, "--version", "2"], as_alice), 0, "v1 -> v2")
+    refused(mlops(["rollback", NAME, "2"], as_alice), 0, "v1 -> v2")
     assert mlops(["audit", "verify", NAME], pipeline).returncode == 0

@@ -1,8 +1,8 @@
 """A fake GitLab REST API on loopback: only the endpoints prefect-mlops uses, with the request
 and response shapes of GitLab's API documentation (notes, uploads, deployments, pipeline
-schedules, the token, the project and the current user, commit comments; pipelines and jobs
-through `gitlab_runner.FakeCI`), token scopes and owners (401/403 bodies as GitLab sends them)
-and injectable 429/5xx."""
+schedules, the token, the project and the current user, commit comments, protected environments
+and deployment approvals; pipelines and jobs through `gitlab_runner.FakeCI`), token scopes and
+owners (401/403 bodies as GitLab sends them) and injectable 429/5xx."""
 
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ class FakeGitLab:
         self.notes: dict[str, list[dict]] = {}
         self.uploads: list[dict] = []
         self.deployments: list[dict] = []
+        # doc/api/protected_environments.md and doc/api/deployments.md (approvals, Premium)
+        self.protected_environments: dict[str, dict] = {}
+        self.approvals: dict[int, list[dict]] = {}  # deployment id -> its approvals
+        self.member_levels: dict[int, int] = {}  # user id -> project role (default Developer)
+        self.groups: dict[int, set[int]] = {}  # group id -> member user ids
+        self.pipeline_variables: dict[int, dict[str, str]] = {}  # pipelines made by the tests
         self.schedules: list[dict] = []
         self.wikis: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
@@ -62,6 +68,51 @@ class FakeGitLab:
                                   for k, v in (variables or {}).items()]}
         self.schedules.append(schedule)
         return schedule
+
+    def protect_environment(self, name: str, required_approval_count: int = 0,
+                            approval_rules: list[dict] | None = None,
+                            deploy_access_levels: list[dict] | None = None) -> dict:
+        """A protected environment as `POST protected_environments` stores it."""
+        rules = [{"id": i + 1, "user_id": r.get("user_id"), "group_id": r.get("group_id"),
+                  "access_level": r.get("access_level"),
+                  "access_level_description": r.get("access_level_description", ""),
+                  "required_approvals": int(r.get("required_approvals", 1)),
+                  "group_inheritance_type": r.get("group_inheritance_type", 0)}
+                 for i, r in enumerate(approval_rules or [])]
+        levels = [{"id": i + 1, "access_level": a.get("access_level"), "user_id": a.get("user_id"),
+                   "group_id": a.get("group_id"), "group_inheritance_type": 0,
+                   "access_level_description": a.get("access_level_description", "Maintainers")}
+                  for i, a in enumerate(deploy_access_levels or [{"access_level": 40}])]
+        environment = {"name": name, "deploy_access_levels": levels,
+                       "required_approval_count": required_approval_count,
+                       "approval_rules": rules}
+        self.protected_environments[name] = environment
+        return environment
+
+    def add_blocked_deployment(self, environment: str, sha: str, ref: str, run_id: str,
+                               triggered_by: dict | None = None,
+                               job: str = "production-approval") -> dict:
+        """What GitLab creates for a job with `environment: {name, action: start}` on a protected
+        environment that requires approvals: a blocked deployment, its job waiting (manual), in a
+        pipeline the gitlab-ci worker started for one flow run (its PREFECT__FLOW_RUN_ID)."""
+        with self.lock:
+            pipeline_id = 9100 + len(self.pipeline_variables)
+            self.pipeline_variables[pipeline_id] = {"PREFECT__FLOW_RUN_ID": run_id}
+            user = triggered_by or USER
+            number = len(self.deployments) + 1
+            deployment = {
+                "id": number, "iid": number, "ref": ref, "sha": sha, "created_at": now(),
+                "updated_at": now(), "status": "blocked", "user": user,
+                "environment": {"id": hash(environment) % 1000, "name": environment,
+                                "external_url": None},
+                "deployable": {"id": 5000 + number, "name": job, "stage": "train",
+                               "status": "manual", "ref": ref, "tag": False, "user": user,
+                               "pipeline": {"id": pipeline_id, "sha": sha, "ref": ref,
+                                            "status": "manual"}},
+                "pending_approval_count": 0}
+            self.deployments.append(deployment)
+            self.approvals[number] = []
+            return deployment
 
     def enable_ci(self, ci_yaml: Path, runner_env: dict[str, str], log_dir: Path) -> FakeCI:
         """Pipelines and jobs: `.gitlab-ci.yml` read from `ci_yaml`, its folder the checkout."""
@@ -161,6 +212,10 @@ class FakeGitLab:
         if not path.startswith(prefix):
             return 404, {"message": "404 Project Not Found"}
         rest = path[len(prefix):]
+        if (m := re.fullmatch(r"/pipelines/(\d+)/variables", rest)) \
+                and int(m.group(1)) in self.pipeline_variables:  # doc/api/pipelines.md
+            return 200, [{"key": k, "value": v, "variable_type": "env_var"}
+                         for k, v in self.pipeline_variables[int(m.group(1))].items()]
         if rest in ("", "/pipeline", "/pipelines") or rest.startswith("/pipelines/"):
             return self.route_ci(method, rest, body, query or {}, base)
         with self.lock:
@@ -204,9 +259,36 @@ class FakeGitLab:
                           "markdown": f"![{name.rsplit('.', 1)[0]}](/uploads/{secret}/{name})"}
                 self.uploads.append(upload)
                 return 201, upload
+            if rest == "/protected_environments":
+                if method == "GET":
+                    return 200, list(self.protected_environments.values())
+                if not body.get("name") or not body.get("deploy_access_levels"):
+                    return 400, {"message": "name, deploy_access_levels are missing"}
+                if body["name"] in self.protected_environments:
+                    return 409, {"message": "Protected environment already exists"}
+                return 201, self.protect_environment(
+                    body["name"], int(body.get("required_approval_count") or 0),
+                    body.get("approval_rules"), body["deploy_access_levels"])
+            if m := re.fullmatch(r"/protected_environments/(.+)", rest):
+                if m.group(1) not in self.protected_environments:
+                    return 404, {"message": "404 Not found"}
+                return 200, self.protected_environments[m.group(1)]
+            if m := re.fullmatch(r"/deployments/(\d+)", rest):
+                found = next((d for d in self.deployments if d["id"] == int(m.group(1))), None)
+                if found is None:
+                    return 404, {"message": "404 Not found"}
+                return 200, self._with_approvals(found)
+            if m := re.fullmatch(r"/deployments/(\d+)/approval", rest):
+                if method != "POST":
+                    return 405, {"message": "405 Method Not Allowed"}
+                return self._approve(int(m.group(1)), body, user)
             if rest == "/deployments":
                 if method == "GET":
-                    return 200, self.deployments
+                    query = query or {}
+                    return 200, [d for d in self.deployments
+                                 if query.get("environment") in (None, d["environment"]["name"])
+                                 and query.get("status") in (None, d["status"])][
+                        ::-1 if query.get("sort") == "desc" else 1]
                 missing = [k for k in ("environment", "sha", "ref", "tag", "status")
                            if k not in body]
                 if missing:
@@ -252,6 +334,59 @@ class FakeGitLab:
                         return 200, schedule
                 return 404, {"message": "404 Not found"}
         return 404, {"message": "404 Not Found"}
+
+    def _rules(self, deployment: dict) -> list[dict]:
+        environment = self.protected_environments.get(deployment["environment"]["name"]) or {}
+        return environment.get("approval_rules") or []
+
+    def _required(self, deployment: dict) -> int:
+        environment = self.protected_environments.get(deployment["environment"]["name"]) or {}
+        return int(environment.get("required_approval_count") or 0) + sum(
+            r["required_approvals"] for r in environment.get("approval_rules") or [])
+
+    def _matches(self, rule: dict, user_id: int) -> bool:
+        if rule.get("user_id") is not None:
+            return rule["user_id"] == user_id
+        if rule.get("group_id") is not None:
+            return user_id in self.groups.get(rule["group_id"], set())
+        return self.member_levels.get(user_id, 30) >= int(rule.get("access_level") or 99)
+
+    def _with_approvals(self, deployment: dict) -> dict:
+        """`GET deployments/:id` (Premium): approvals, pending count and the summary per rule."""
+        approvals = self.approvals.get(deployment["id"], [])
+        approved = sum(a["status"] == "approved" for a in approvals)
+        rules = [{**rule, "deployment_approvals": [
+            a for a in approvals if self._matches(rule, a["user"]["id"])]}
+            for rule in self._rules(deployment)]
+        return {**deployment, "approvals": approvals,
+                "pending_approval_count": max(0, self._required(deployment) - approved),
+                "approval_summary": {"rules": rules}}
+
+    def _approve(self, deployment_id: int, body: dict, user: dict) -> tuple[int, object]:
+        """`POST deployments/:id/approval` with GitLab's refusals (Deployments::ApprovalService)."""
+        deployment = next((d for d in self.deployments if d["id"] == deployment_id), None)
+        if deployment is None:
+            return 404, {"message": "404 Not found"}
+        if body.get("status") not in ("approved", "rejected"):
+            return 400, {"message": "status does not have a valid value"}
+        if deployment["status"] != "blocked" or self._required(deployment) < 1:
+            return 400, {"message": "This deployment job is not waiting for approvals."}
+        if deployment["user"]["id"] == user["id"]:
+            return 400, {"message": "You cannot approve your own deployment. This configuration "
+                                    "can be adjusted in the protected environment settings."}
+        rules = self._rules(deployment)
+        if rules and not any(self._matches(r, user["id"]) for r in rules):
+            return 400, {"message": "You do not have permission to approve or reject this "
+                                    "deployment."}
+        approval = {"user": {k: user.get(k) for k in ("id", "username", "name", "state")},
+                    "status": body["status"], "created_at": now(),
+                    "comment": body.get("comment") or ""}
+        given = self.approvals.setdefault(deployment_id, [])
+        given[:] = [a for a in given if a["user"]["id"] != user["id"]] + [approval]
+        if body["status"] == "rejected":  # the job is dropped (failure reason deployment_rejected)
+            deployment["deployable"]["status"] = "failed"
+        deployment["updated_at"] = now()
+        return 201, approval
 
     def route_ci(self, method: str, rest: str, body: dict, query: dict, base: str
                  ) -> tuple[int, object]:

@@ -92,17 +92,17 @@ def test_run_without_approver_stops_after_staging(write_config, registry):
     # no PREFECT_API_URL of the user's: nobody could answer a pause, so the run stops
     result = runner.invoke(app, ["run", name])
     assert result.exit_code == 0, result.output
-    assert f"mlops promote {name} --version 1 --as NAME" in result.stdout
+    assert f"mlops promote {name} 1 --as NAME" in result.stdout
     reg = registry()
     assert reg.alias_version(name, "staging") == "1"
     assert reg.alias_version(name, "champion") is None
-    refused = runner.invoke(app, ["promote", name, "--version", "1", "--as", "mallory"])
+    refused = runner.invoke(app, ["promote", name, "1", "--as", "mallory"])
     assert refused.exit_code == 2 and "mallory may not approve" in refused.stderr
-    yaml_path = runner.invoke(app, ["promote", f"configs/{name}.yaml", "--version", "1",
+    yaml_path = runner.invoke(app, ["promote", f"configs/{name}.yaml", "1",
                                     "--as", "bob"])
     assert yaml_path.exit_code == 2 and "not a YAML path" in yaml_path.stderr
     assert reg.alias_version(name, "champion") is None
-    ok = runner.invoke(app, ["promote", name, "--version", "1", "--as", "bob"])
+    ok = runner.invoke(app, ["promote", name, "1", "--as", "bob"])
     assert ok.exit_code == 0, ok.output
     assert reg.alias_version(name, "champion") == "1"
 

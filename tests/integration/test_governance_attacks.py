@@ -118,12 +118,12 @@ def cli(*args: str):
 
 
 def promote_with_tag(store: Store, tag: str, value: str, who: str):
-    """`mlops promote gov --version 3 --as who` while v3's tag says `value` (then put back)."""
+    """`mlops promote gov 3 --as who` while v3's tag says `value` (then put back)."""
     reg = store.registry
     before = reg.require_version("gov", "3").tags.get(tag)
     reg.client.set_model_version_tag("gov", "3", tag, value)
     try:
-        return cli("promote", "gov", "--version", "3", "--as", who)
+        return cli("promote", "gov", "3", "--as", who)
     finally:
         if before is None:
             reg.client.delete_model_version_tag("gov", "3", tag)
@@ -150,13 +150,13 @@ def test_a_yaml_path_with_approval_none_trains_and_stages_but_never_promotes(sto
 
 
 def test_another_config_dir_cannot_loosen_the_policy(unchanged, tmp_path):
-    """Attack: `MLOPS_CONFIG_DIR=elsewhere mlops promote fraud --version 3 --as root` promoted
+    """Attack: `MLOPS_CONFIG_DIR=elsewhere mlops promote fraud 3 --as root` promoted
     with an unlisted, declared approver (the policy had no approval keys)."""
     unchanged.policy(approvers=["alice", "bob"])
     (tmp_path / "gov.yaml").write_text(config_yaml(name="gov") + "deploy:\n  production: "
                                        "{approval: none}\n")
     unchanged.mp.setenv("MLOPS_CONFIG_DIR", str(tmp_path))
-    result = cli("promote", "gov", "--version", "3", "--as", "root")
+    result = cli("promote", "gov", "3", "--as", "root")
     assert result.exit_code == 2, result.output
     assert "root may not approve gov (approvers: alice, bob)" in result.output
 
@@ -167,7 +167,7 @@ def test_a_rewritten_builder_tag_is_refused_and_named(unchanged):
     assert result.exit_code == 2, result.output
     assert "tag built_by='erin' was edited after registration (sealed: 'dave')" in result.output
     # and with the tag as sealed, four eyes reads the sealed builder
-    result = cli("promote", "gov", "--version", "3", "--as", "dave")
+    result = cli("promote", "gov", "3", "--as", "dave")
     assert result.exit_code == 2 and "four eyes: dave built it" in result.output
 
 
@@ -189,7 +189,7 @@ def test_a_version_with_no_builder_identity_never_reaches_production(unchanged):
     reg = unchanged.registry
     reg.client.delete_model_version_tag("gov", "3", "built_by")
     try:
-        result = cli("promote", "gov", "--version", "3", "--as", "alice")
+        result = cli("promote", "gov", "3", "--as", "alice")
     finally:
         reg.client.set_model_version_tag("gov", "3", "built_by", "dave")
         _reseal(trail, sealed)
@@ -230,7 +230,7 @@ def test_an_alias_moved_outside_the_pipeline_is_refused_everywhere_then_realigne
                       str(unchanged.home / "scores.parquet")),
                      ("monitor", "gov", "--input", str(batch)),
                      ("status", "gov"),
-                     ("promote", "gov", "--version", "3", "--as", "alice"),
+                     ("promote", "gov", "3", "--as", "alice"),
                      ("rollback", "gov", "--as", "alice")):
             result = cli(*args)
             assert result.exit_code == 2, (args, result.output)
@@ -247,14 +247,14 @@ def test_an_alias_moved_outside_the_pipeline_is_refused_everywhere_then_realigne
 
 def test_rollback_never_leaves_production_without_a_champion(store):
     """Attack: `mlops rollback` of the only champion printed "v1 -> none" and exited 0."""
-    assert cli("rollback", "gov", "--version", "1", "--as", "alice").exit_code == 0
+    assert cli("rollback", "gov", "1", "--as", "alice").exit_code == 0
     try:
         result = cli("rollback", "gov", "--as", "alice")
         assert result.exit_code == 1, result.output
         assert "v1 is the first champion of gov" in result.output
         assert store.champion() == "1"
     finally:
-        back = cli("rollback", "gov", "--version", "2", "--as", "bob")
+        back = cli("rollback", "gov", "2", "--as", "bob")
     assert back.exit_code == 0, back.output
     assert store.champion() == "2"
 
@@ -272,13 +272,13 @@ def test_an_old_or_former_version_is_never_offered_as_a_promotion(unchanged):
     assert current.production == "already champion"
     added = [r["action"] for r in unchanged.trail().records()[head:]]
     assert "approval-requested" not in added and "staged" not in added
-    promoted = cli("promote", "gov", "--version", "1", "--as", "alice")
-    assert promoted.exit_code == 2 and "mlops rollback gov --version 1" in promoted.output
+    promoted = cli("promote", "gov", "1", "--as", "alice")
+    assert promoted.exit_code == 2 and "mlops rollback gov 1" in promoted.output
 
 
 def test_the_policy_can_require_two_approvers(unchanged):
     unchanged.policy(min_approvals=2)
-    result = cli("promote", "gov", "--version", "3", "--as", "alice")
+    result = cli("promote", "gov", "3", "--as", "alice")
     assert result.exit_code == 2, result.output
     assert "gov needs 2 distinct approvers, v3 has 1 (alice)" in result.output
 
@@ -297,7 +297,7 @@ def test_in_gitlab_ci_production_moves_only_on_a_protected_ref(unchanged):
     unchanged.mp.setenv("GITLAB_CI", "true")
     unchanged.mp.setenv("CI_COMMIT_REF_NAME", "feature-x")
     unchanged.mp.setenv("CI_COMMIT_REF_PROTECTED", "false")
-    result = cli("promote", "gov", "--version", "3", "--as", "alice")
+    result = cli("promote", "gov", "3", "--as", "alice")
     assert result.exit_code == 2, result.output
     assert "run only on protected refs (feature-x is not protected)" in result.output
 
@@ -306,7 +306,7 @@ def test_the_intent_names_the_policy_and_config_it_was_judged_by(store):
     """Last: promotes v3 for real, with the hashes of what judged it in its intent record."""
     from tasks.core.policy_config import load_policy
 
-    result = cli("promote", "gov", "--version", "3", "--as", "alice")
+    result = cli("promote", "gov", "3", "--as", "alice")
     assert result.exit_code == 0, result.output
     intent = [r for r in store.trail().events() if r["action"] == "promotion-intent"][-1]
     assert intent["policy_sha256"] == load_policy(POLICY).sha256

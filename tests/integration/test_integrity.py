@@ -248,7 +248,7 @@ def test_a_promotion_without_the_audit_key_moves_nothing(sealed, monkeypatch):
     before = len(AuditTrail(registry, NAME).records())
     without_audit_key(monkeypatch)
     try:
-        result = runner.invoke(app, ["promote", NAME, "--version", version, "--as", "alice"])
+        result = runner.invoke(app, ["promote", NAME, version, "--as", "alice"])
         assert result.exit_code == 2, result.output
         [line] = result.stderr.strip().splitlines()
         assert "without MLOPS_AUDIT_KEY" in line, line

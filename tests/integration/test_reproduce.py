@@ -22,7 +22,7 @@ def test_a_version_reproduces_bit_for_bit_and_nothing_moves(write_config, regist
     assert runner.invoke(app, ["train", name]).exit_code == 0
     reg = registry()
     before = (len(versions(reg, name)), aliases(reg, name))
-    result = runner.invoke(app, ["reproduce", name, "--version", "1"])
+    result = runner.invoke(app, ["reproduce", name, "1"])
     assert result.exit_code == 0, result.output
     assert "repro v1: reproduced bit for bit" in result.stdout
     assert "booster: identical" in result.stdout and "differ" not in result.stdout
@@ -38,7 +38,7 @@ def test_changed_data_file_is_refused_as_data_changed(home, registry):
         config_yaml(name="filed", data=f"data: {{source: file, path: '{data}'}}"))
     assert runner.invoke(app, ["train", "filed"]).exit_code == 0
     generate_claims(1500, seed=4).to_csv(data, index=False)  # same name, other rows
-    result = runner.invoke(app, ["reproduce", "filed", "--version", "1"])
+    result = runner.invoke(app, ["reproduce", "filed", "1"])
     assert result.exit_code == 1, result.output
     assert "data changed since" in result.stdout and str(data) in result.stdout
     assert "retraining" not in result.stdout  # refused before training
@@ -50,7 +50,7 @@ def test_missing_lineage_tags_exit_2(write_config, registry):
     assert runner.invoke(app, ["train", name]).exit_code == 0
     reg = registry()
     reg.client.delete_model_version_tag(name, "1", "code_hash")
-    result = runner.invoke(app, ["reproduce", name, "--version", "1"])
+    result = runner.invoke(app, ["reproduce", name, "1"])
     assert result.exit_code == 2, result.output
     assert "lacks lineage tag(s) code_hash" in result.stderr
 
@@ -60,6 +60,6 @@ def test_a_version_trained_with_a_timeout_says_so(home, registry):
     assert "timeout_s: 300" in text
     (home / "configs" / "timed.yaml").write_text(text)
     assert runner.invoke(app, ["train", "timed"]).exit_code == 0
-    result = runner.invoke(app, ["reproduce", "timed", "--version", "1"])
+    result = runner.invoke(app, ["reproduce", "timed", "1"])
     assert "was trained with training.timeout_s=300" in result.stdout, result.output
     assert "depended on the machine's speed" in result.stdout

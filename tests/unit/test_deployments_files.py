@@ -193,7 +193,8 @@ def test_dockerfile_passes_hadolint():
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     text = (REPO / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=nvidia/cuda" in text and "uv sync --frozen --no-dev" in text
+    assert "ARG BASE_IMAGE=nvidia/cuda" in text and "ARG XGBOOST=gpu" in text
+    assert text.count('uv sync --frozen --no-default-groups --group "${XGBOOST}"') == 2
     assert "\nUSER 10001" in text
 
 
@@ -206,9 +207,9 @@ def test_gitlab_ci_pipeline_shape():
     jobs = {n: j for n, j in ci.items() if not n.startswith(".") and isinstance(j, dict)
             and n not in ("variables", "workflow", "default")}
     assert set(jobs) == {"lint", "test", "build-image", "prefect-deploy", "train", "flow-run",
-                         "deploy-run", "reproduce-champions"}
+                         "deploy-run", "production-approval", "reproduce-champions"}
     for name, job in jobs.items():
-        if name not in ("flow-run", "deploy-run"):
+        if name not in ("flow-run", "deploy-run", "production-approval"):
             assert job["rules"][0] == skip, name
     assert ci["build-image"]["rules"][-1] == {"changes": ["Dockerfile", "uv.lock"]}
     assert ci["train"]["rules"][1:] == [{"if": '$CI_PIPELINE_SOURCE =~ /^(push|merge_request_event)$/'
@@ -228,7 +229,7 @@ def test_gitlab_ci_pipeline_shape():
         {"if": '$CI_PIPELINE_SOURCE == "schedule" && $MLOPS_REPRODUCE == "1"'},
         {"if": '$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH && $CI_PIPELINE_SOURCE != "schedule"',
          "when": "manual", "allow_failure": True}]
-    assert "--version champion" in rebuild["script"][1]
+    assert "reproduce \"$model\" champion --show-commit" in rebuild["script"][1]
     assert "UV_PROJECT_ENVIRONMENT=" in rebuild["script"][1]  # one environment for every worktree
     assert "make install" not in rebuild["script"][1]
     assert rebuild["variables"]["GIT_DEPTH"] == 0

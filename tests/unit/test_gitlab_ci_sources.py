@@ -134,6 +134,16 @@ CASES = {
     "api, worker's deploy run": (
         ("api", MAIN, "train fraud", {**FLOW_RUN, "MLOPS_FLOW": "deploy", "MLOPS_MODEL": "fraud"}),
         ["deploy-run"]),
+    "api, worker's deploy run, approvals in GitLab": (
+        ("api", MAIN, "train fraud", {**FLOW_RUN, "MLOPS_FLOW": "deploy", "MLOPS_MODEL": "fraud",
+                                      "MLOPS_APPROVAL_SOURCE": "gitlab-environment"}),
+        ["deploy-run", "production-approval (manual)"]),
+    "api, worker's training run, approvals in GitLab": (
+        ("api", FEATURE, "train fraud", {**FLOW_RUN, "MLOPS_APPROVAL_SOURCE": "gitlab-environment"}),
+        ["flow-run"]),
+    "push to main, approvals in GitLab": (
+        ("push", MAIN, "fix: typo", {"MLOPS_APPROVAL_SOURCE": "gitlab-environment"}),
+        ["lint", "test", "prefect-deploy", "reproduce-champions (manual)"]),
     "trigger, worker's run on main": (("trigger", MAIN, "fix: typo", FLOW_RUN), ["flow-run"]),
     "tag": (("push", None, "fix: typo", {"CI_COMMIT_TAG": "v1.2.0"}), None),
 }
@@ -168,8 +178,8 @@ def test_one_change_trains_once(measured):
                   "web, Run pipeline on main", "web, branch with open merge request",
                   "api, no flow run", "trigger, no flow run") == 0
     for name, jobs in measured.items():
-        if "worker" in name:
-            assert len(jobs or []) == 1, name
+        if "worker" in name:  # one job runs the flow; a manual approval job may wait beside it
+            assert len([j for j in jobs or [] if not j.endswith("(manual)")]) == 1, name
 
 
 def test_dag_interruptible_reports_environments():
@@ -192,6 +202,23 @@ def test_dag_interruptible_reports_environments():
     assert deploy["resource_group"] == "production-$MLOPS_MODEL"
     assert deploy["script"] == ci["flow-run"]["script"]
     assert ci["prefect-deploy"]["resource_group"] == "prefect-deployments"
+
+
+def test_production_approval_is_a_blocked_deployment_job_that_only_wakes_the_run():
+    """Identity gitlab-environment: the job deploys to the protected production environment
+    (action start, so GitLab blocks it until its approvals are given), is manual, never
+    interruptible, holds no runner before it is played, and its script only wakes the run."""
+    ci = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+    job = ci["production-approval"]
+    assert job["environment"]["name"] == "production"
+    assert job["environment"]["action"] == "start"
+    assert job["environment"]["url"] == ci["deploy-run"]["environment"]["url"]
+    assert [r.get("when") for r in job["rules"]] == ["manual"]
+    assert '$MLOPS_FLOW == "deploy"' in job["rules"][0]["if"]
+    assert '$MLOPS_APPROVAL_SOURCE == "gitlab-environment"' in job["rules"][0]["if"]
+    assert job["needs"] == [] and not job.get("interruptible")
+    assert job["script"] == ['mlops approve "$PREFECT__FLOW_RUN_ID"']
+    assert job["image"] == ci["deploy-run"]["image"] and job["tags"] == ci["deploy-run"]["tags"]
 
 
 def test_skips_loudly_without_gitlab_ci_local(monkeypatch):

@@ -95,7 +95,7 @@ def test_a_promotion_only_moves_production_forward():
     assert not_a_promotion(events, "m", "4", "3", "champion") is None
     assert not_a_promotion(events, "m", "4", None, "champion") is None
     assert "is champion already" in not_a_promotion(events, "m", "3", "3", "champion")
-    assert "`mlops rollback m --version 1`" in not_a_promotion(events, "m", "1", "3", "champion")
+    assert "`mlops rollback m 1`" in not_a_promotion(events, "m", "1", "3", "champion")
     assert "older than champion v3" in not_a_promotion(events, "m", "2", "3", "champion")
     assert "older than champion v1.0.10" in not_a_promotion([], "m", "1.0.9", "1.0.10",
                                                            "champion")
@@ -144,7 +144,7 @@ def test_the_mr_note_of_a_reused_version_says_where_it_stands_against_production
     from tasks.reports.merge_request import reused_comment
 
     old = reused_comment("m", "1", {"test_roc_auc": 0.88}, "http://run", None, champion="3")
-    assert "Production runs v3 now" in old and "`mlops rollback m --version 1`" in old
+    assert "Production runs v3 now" in old and "`mlops rollback m 1`" in old
     assert "no approval is asked" in reused_comment("m", "3", {}, "http://run", None,
                                                      champion="3")
 

@@ -83,3 +83,19 @@ def test_a_gpu_model_on_cpu_is_warned_about():
     assert cpu_fallback("damage", "gpu-runners", "auto", "cuda") is None
     assert cpu_fallback("damage", "gpu-runners", "cpu", "cpu") is None  # CPU asked for
     assert cpu_fallback("fraud", "cpu-runners", "auto", "cpu") is None
+
+
+def test_status_json_lists_the_workers_and_the_profile(tmp_path, monkeypatch, profiles):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mlops.cli import app
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "state"))
+    shown = CliRunner().invoke(app, ["server", "status", "--json"])
+    assert shown.exit_code == 1  # nothing runs under this MLOPS_HOME
+    found = json.loads(shown.stdout)
+    assert [(w["name"], w["pool"], w["up"]) for w in found["workers"]] == [
+        ("worker-cpu-runners", "cpu-runners", False), ("worker-gpu-runners", "gpu-runners", False)]
+    assert found["profile"] == "local" and found["profile_api_url"] == "http://127.0.0.1:4200/api"

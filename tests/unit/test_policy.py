@@ -262,7 +262,7 @@ def test_the_mr_comment_and_the_approval_form_point_to_the_report():
         approvers=None)
     assert "Compliance: policy t-1; checks: security_scan passed" in form
     assert f"`{REPORT_NAME}` in the [MLflow run](http://mlflow/run)" in form
-    assert "mlops compliance m --version 3 --report" in form
+    assert "mlops compliance m 3 --report" in form
     assert "would refuse" not in form
     refused = approval_markdown(
         model="m", version="3", champion=None, tags={"gate_metric": "roc_auc"}, metrics={},

@@ -84,7 +84,7 @@ def test_status_text_for_one_model_names_what_needs_a_server(home):
     _store(home)
     result = runner.invoke(app, ["status", "tiny"])
     assert result.exit_code == 0, result.output
-    assert "== tiny: @champion v1 (roc_auc 0.81), @staging v2" in result.stdout
+    assert "== tiny: @champion v1 (roc_auc 0.8100), @staging v2" in result.stdout
     assert "pending approvals: unknown, no Prefect server" in result.stdout
     assert "other" not in result.stdout
     assert "(prefect.yaml)" in result.stdout or "next:" not in result.stdout
@@ -136,7 +136,9 @@ def test_a_stale_or_missing_stack_file_means_no_stack(tmp_path):
 
 
 @pytest.mark.parametrize(("command", "new", "old"), [
-    (["run"], "--as", "--approve-as"), (["rollback"], "--version", "--to")])
+    (["run"], "--as", "--approve-as"), (["rollback"], "version", "--to"),
+    (["rollback"], "version", "--version"), (["promote"], "version", "--version"),
+    (["compliance"], "version", "--version"), (["reproduce"], "version", "--version")])
 def test_options_have_one_name_and_the_old_spelling_still_parses(home, command, new, old):
     shown = runner.invoke(app, [*command, "--help"]).stdout
     assert new in shown and old not in shown and "Exit codes" in " ".join(shown.split())

@@ -1,0 +1,25 @@
+"""How a deploy run that waits for approval shows itself: a tag on the run (the UI's lists and
+`mlops approve` find it by it) and Prefect events (automations can notify on them)."""
+
+from __future__ import annotations
+
+AWAITING = "awaiting-approval"
+
+
+def tag(add: list[str] = (), remove: list[str] = ()) -> None:
+    """Add or remove tags of the current flow run (the run shows them in the UI's lists)."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run.get_id())
+        tags = [t for t in run.tags if t not in remove]
+        client.update_flow_run(run.id, tags=tags + [t for t in add if t not in tags])
+
+
+def emit(name: str, model: str, version: str, payload: dict) -> None:
+    from prefect.events import emit_event
+
+    emit_event(name, resource={"prefect.resource.id": f"mlops.model.{model}",
+                               "prefect.resource.name": f"{model} v{version}"},
+               payload={"model": model, "version": version, **payload})
