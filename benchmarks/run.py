@@ -143,7 +143,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def local_stack(base: dict[str, str]):
     """`mlops server start` on free ports for base's MLOPS_HOME; stopped afterwards."""
-    env = {**base, "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port())}
+    env = {**base, "MLOPS_PREFECT_PORT": str(free_port()), "MLOPS_MLFLOW_PORT": str(free_port()),
+           # `mlops server start` activates a Prefect profile: in a temporary home, not ~/.prefect
+           "PREFECT_HOME": str(Path(base["MLOPS_HOME"]) / "prefect-home")}
     mlops = str(BIN / "mlops")
     started = time.perf_counter()
     timed([mlops, "server", "start"], env)

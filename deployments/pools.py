@@ -18,6 +18,14 @@ PoolType = Literal["gitlab-ci", "process", "docker"]
 POOL_TYPES: tuple[str, ...] = ("gitlab-ci", "process", "docker")
 
 
+class LaptopSpec(BaseModel):
+    """How the pool differs on a laptop's own stack (a process pool, `mlops server start`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: dict[str, str] = Field(default_factory=dict)
+
+
 class PoolSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -28,6 +36,7 @@ class PoolSpec(BaseModel):
     base_image: str
     env: dict[str, str] = Field(default_factory=dict)
     docker: dict[str, Any] = Field(default_factory=dict)
+    laptop: LaptopSpec = Field(default_factory=LaptopSpec)
 
 
 def load_pools(path: Path = POOLS_FILE) -> dict[str, PoolSpec]:
@@ -52,11 +61,13 @@ def _default_template(pool_type: PoolType) -> dict[str, Any]:
     return DockerWorker.get_default_base_job_template()
 
 
-def base_job_template(spec: PoolSpec, pool_type: PoolType) -> dict[str, Any]:
-    """The worker type's default template with this pool's defaults filled in."""
+def base_job_template(spec: PoolSpec, pool_type: PoolType, laptop: bool = False
+                      ) -> dict[str, Any]:
+    """The worker type's default template with this pool's defaults filled in (a laptop's own
+    process pool: its `laptop:` env on top)."""
     template = copy.deepcopy(_default_template(pool_type))
     props = template["variables"]["properties"]
-    props["env"]["default"] = dict(spec.env)
+    props["env"]["default"] = {**spec.env, **(spec.laptop.env if laptop else {})}
     if pool_type == "gitlab-ci":
         if len(spec.runner_tags) != 1:
             raise ConfigError(f"pool {spec.name}: a gitlab-ci pool has one runner tag (the job "
@@ -81,13 +92,14 @@ def render(template: dict[str, Any]) -> str:
     return json.dumps(template, indent=2, sort_keys=True) + "\n"
 
 
-async def apply_pool(client: Any, spec: PoolSpec, pool_type: PoolType) -> str:
+async def apply_pool(client: Any, spec: PoolSpec, pool_type: PoolType, laptop: bool = False
+                     ) -> str:
     """Create the pool, update its template and description, or leave it: 'created' | 'updated' |
     'unchanged'. A pool of another type is an error (Prefect cannot change a pool's type)."""
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
 
-    template = base_job_template(spec, pool_type)
+    template = base_job_template(spec, pool_type, laptop)
     try:
         current = await client.read_work_pool(spec.name)
     except ObjectNotFound:
@@ -106,11 +118,13 @@ async def apply_pool(client: Any, spec: PoolSpec, pool_type: PoolType) -> str:
     return "updated"
 
 
-async def apply_pools(specs: dict[str, PoolSpec], pool_type: PoolType) -> list[tuple[str, str]]:
+async def apply_pools(specs: dict[str, PoolSpec], pool_type: PoolType, laptop: bool = False
+                      ) -> list[tuple[str, str]]:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        return [(name, await apply_pool(client, spec, pool_type)) for name, spec in specs.items()]
+        return [(name, await apply_pool(client, spec, pool_type, laptop))
+                for name, spec in specs.items()]
 
 
 if __name__ == "__main__":  # regenerate deployments/pools/*.json after editing pools.yaml

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from tasks.core.outcomes import install_outcome_filter
 from tasks.core.redact import install_log_redaction
 from tasks.core.settings import Settings, apply_process_defaults
 
@@ -26,4 +27,5 @@ def enter_project(directory: str | None = None) -> dict[str, str]:
     sys.path.insert(0, str(path))  # the checkout's flows/ and tasks/ win over an image's copy
     apply_process_defaults()  # this is where a worker-started flow run begins
     install_log_redaction()  # its logging was set up before this step, not by mlops/logging.yml
+    install_outcome_filter()  # a rejection reads as its one line, not a traceback
     return {"directory": str(path)}

@@ -5,11 +5,12 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.adapters.registries import connect
+from tasks.core.runnames import run_name
 from tasks.core.settings import Settings
 from tasks.release.approval import record_expired
 
 
-@flow(name="approval-expiry", log_prints=True)
+@flow(name="approval-expiry", flow_run_name=run_name("approval-expiry"), log_prints=True)
 def approval_expiry(flow_run_id: str) -> str:
     """Record the timeout of a deploy run that waited for approval until Prefect failed it.
 

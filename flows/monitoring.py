@@ -16,14 +16,15 @@ from tasks.batch.sources import fill_date
 from tasks.contracts.batch import DriftReport
 from tasks.core.config import load_config
 from tasks.core.parameters import ModelName
+from tasks.core.runnames import run_name
 from tasks.core.settings import Settings
 from tasks.release.proposal import recorded_champion
 from tasks.reports.batch import monitoring_row
 from tasks.reports.gitlab import write_wiki_row
 
 
-@flow(name="monitoring", log_prints=True, on_failure=[notify_flow_failure],
-      on_crashed=[notify_flow_failure])
+@flow(name="monitoring", flow_run_name=run_name("monitor"), log_prints=True,
+      on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
 def monitoring(model: ModelName, input: str, day: date | None = None) -> DriftReport:
     """Compare a batch of inputs with the reference profile of the model's champion; drift emits
     mlops.model.drift-detected (a retrain trigger) and tells Slack.

@@ -16,6 +16,7 @@ from tasks.core.config import load_config
 from tasks.core.errors import GateRejected
 from tasks.core.parameters import ModelName
 from tasks.core.policy_config import load_policy, require_compliant_config
+from tasks.core.runnames import run_name
 from tasks.core.settings import Settings
 from tasks.release.handoff import start_deploy_run
 from tasks.reports.gitlab import report_merge_request, report_reused
@@ -33,7 +34,7 @@ from tasks.training.train import feature_spec, splits_of, train, train_streamed
 from tasks.training.validate import ensure_valid, validate
 
 
-@flow(name="training-pipeline", flow_run_name="train-{model}", log_prints=True,
+@flow(name="training-pipeline", flow_run_name=run_name("train"), log_prints=True,
       on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
 def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
                       wait_for_approval: bool = True, as_of: date | None = None

@@ -39,7 +39,7 @@ def score(
     from tasks.core.credentials import hide
     from tasks.reports.format import fmt
 
-    when = _checked(model, day)
+    when = _checked(model, day, inputs=(input_,), outputs=(output,))
     # the flow's parameters carry the locations redacted; this process opens them itself
     input_, output = hide(input_), hide(output)
     summary = run_flow(lambda: batch_scoring(model, input_, output, when, keep or None, explain))
@@ -69,7 +69,7 @@ def monitor(
     from tasks.core.credentials import hide
     from tasks.reports.format import fmt
 
-    when = _checked(model, day)
+    when = _checked(model, day, inputs=(input_,))
     report = run_flow(lambda: monitoring(model, hide(input_), when))
     if report.columns:
         print_table(("column", "PSI", "status"), [
@@ -87,15 +87,49 @@ def monitor(
     raise typer.Exit(DRIFT_EXITS[report.verdict])
 
 
-def _checked(model: str, day: str | None):
-    """The model's config is valid and --day is a date (or None), before any server starts."""
-    from datetime import date
+def _checked(model: str, day: str | None, inputs: tuple[str, ...] = (),
+             outputs: tuple[str, ...] = ()):
+    """The model's config is valid, --day is a date (or None), local inputs exist and every
+    location has a known format, before any server starts or any flow run exists."""
+    from datetime import UTC, date, datetime
 
     model_config(model)
     try:
-        return None if day is None else date.fromisoformat(day)
+        when = None if day is None else date.fromisoformat(day)
     except ValueError:
         raise ConfigError(f"--day must be a date like 2026-11-22, got {day!r}") from None
+    stamp = (when or datetime.now(UTC).date()).isoformat()
+    for location in inputs:
+        _check_location(location.replace("{date}", stamp), "input")
+    for location in outputs:
+        _check_location(location.replace("{date}", stamp), "output")
+    return when
+
+
+def _check_location(location: str, role: str) -> None:
+    """A file location's format; a local input exists, a local output is not a folder and its
+    nearest existing folder is writable. Remote URLs and Snowflake are checked by the run."""
+    import os
+
+    from tasks.batch.locations import SNOWFLAKE, check_exists, file_format
+    from tasks.core.errors import DataError
+
+    if location.startswith(SNOWFLAKE):
+        return
+    file_format(location, role)
+    if "://" in location and not location.startswith("file://"):
+        return
+    if role == "input":
+        check_exists(location)
+        return
+    path = Path(location.removeprefix("file://"))
+    if path.is_dir():
+        raise DataError(f"output {location} is a folder, not a file")
+    folder = path.parent.resolve()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise DataError(f"output {location}: cannot write under {folder}")
 
 
 @app.command()

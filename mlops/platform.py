@@ -77,11 +77,15 @@ def pools_apply(pool_type: PoolTypeOption = None) -> None:
     import asyncio
 
     from deployments.pools import apply_pools, load_pools
+    from mlops.stack import read_state
 
     kind = _pool_type(pool_type)
     need_server("mlops pools apply")
+    found = settings()
+    stack = read_state(found.stack_dir) or {}
+    laptop = kind == "process" and stack.get("prefect_api_url") == found.prefect_api_url
     specs = load_pools()
-    results = asyncio.run(apply_pools(specs, kind))
+    results = asyncio.run(apply_pools(specs, kind, laptop))  # the laptop's own: laptop env
     for name, action in results:
         spec = specs[name]
         typer.echo(f"{name} ({kind}, {spec.device}, runners tagged {', '.join(spec.runner_tags)}): "

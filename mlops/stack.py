@@ -30,11 +30,11 @@ class Service:
     """One server of the stack: how to start it and where it answers."""
 
     name: str
-    url: str        # what people open
-    health: str     # answers 200 when ready
+    url: str        # what people open (a worker: its pool)
+    health: str | None  # answers 200 when ready; None: a worker, ready once its log says started
     command: tuple[str, ...]
     env: Mapping[str, str]
-    port: int
+    port: int | None = None
 
     def pid_file(self, stack_dir: Path) -> Path:
         return stack_dir / f"{self.name}.pid"
@@ -108,11 +108,12 @@ def state(service: Service, stack_dir: Path) -> ServiceState:
         pid = None
     if pid is not None and not _alive(pid, service.name):
         pid = None
-    return ServiceState(service, pid, pid is not None and healthy(service.health))
+    ready = pid is not None and (service.health is None or healthy(service.health))
+    return ServiceState(service, pid, ready)
 
 
 def _start_one(service: Service, stack_dir: Path) -> int:
-    if port_in_use(service.port):
+    if service.port is not None and port_in_use(service.port):
         variable = f"MLOPS_{service.name.upper()}_PORT"
         raise ConfigError(f"port {service.port} is taken by another process: stop it or set "
                           f"{variable} to a free port")
@@ -126,39 +127,62 @@ def _start_one(service: Service, stack_dir: Path) -> int:
     return process.pid
 
 
-def _wait_healthy(service: Service, pid: int, stack_dir: Path, timeout_s: float) -> None:
+def _ready(service: Service, stack_dir: Path, log_from: int) -> bool:
+    if service.health is not None:
+        return healthy(service.health)
+    try:  # a worker: `prefect worker start` logs "Worker '…' started!" once it polls
+        with open(service.log_file(stack_dir), "rb") as log:
+            log.seek(log_from)
+            return b"started!" in log.read()
+    except OSError:
+        return False
+
+
+def _wait_healthy(service: Service, pid: int, stack_dir: Path, timeout_s: float,
+                  log_from: int = 0) -> None:
     deadline = time.monotonic() + timeout_s
+    what = service.health or "its log"
     while time.monotonic() < deadline:
         if not _alive(pid, service.name):
             service.pid_file(stack_dir).unlink(missing_ok=True)
-            raise MlopsError(f"the {service.name} server exited while starting: see "
+            raise MlopsError(f"the {service.name} process exited while starting: see "
                              f"{service.log_file(stack_dir)}")
-        if healthy(service.health):
+        if _ready(service, stack_dir, log_from):
             return
         time.sleep(0.3)
-    raise MlopsError(f"the {service.name} server did not answer {service.health} within "
+    raise MlopsError(f"the {service.name} process did not get ready ({what}) within "
                      f"{timeout_s:.0f} s: see {service.log_file(stack_dir)}")
+
+
+def start_services(chosen: list[Service], stack_dir: Path, timeout_s: float,
+                   say: Callable[[str], None]) -> list[ServiceState]:
+    """Start what is not running (idempotent), wait until each is ready."""
+    started: list[tuple[Service, int, int]] = []
+    for service in chosen:
+        current = state(service, stack_dir)
+        if current.up:
+            say(f"{service.name}: already running (pid {current.pid}) at {service.url}")
+            continue
+        log = service.log_file(stack_dir)
+        log_from = log.stat().st_size if log.exists() else 0
+        if current.pid is not None:
+            started.append((service, current.pid, 0))  # started, not ready yet: wait for it
+        else:
+            started.append((service, _start_one(service, stack_dir), log_from))
+            say(f"{service.name}: starting at {service.url} (log {log})")
+    for service, pid, log_from in started:  # all boot at once; the first start creates databases
+        _wait_healthy(service, pid, stack_dir, timeout_s, log_from)
+    return [state(s, stack_dir) for s in chosen]
 
 
 def start(found: Settings, base_env: Mapping[str, str], say: Callable[[str], None]
           ) -> list[ServiceState]:
-    """Start what is not running (idempotent), wait until every server answers."""
-    stack_dir = found.stack_dir
+    """Start the servers that are not running (idempotent), wait until every one answers."""
     found.artifact_root.mkdir(parents=True, exist_ok=True)  # the MLflow server's artifact root
-    started: list[tuple[Service, int]] = []
-    for service in services(found, base_env):
-        current = state(service, stack_dir)
-        if current.up:
-            say(f"{service.name}: already running (pid {current.pid}) at {service.url}")
-        elif current.pid is not None:
-            started.append((service, current.pid))  # started, not ready yet: wait for it
-        else:
-            started.append((service, _start_one(service, stack_dir)))
-            say(f"{service.name}: starting at {service.url} (log {service.log_file(stack_dir)})")
-    for service, pid in started:  # both boot at once; the first start creates the databases
-        _wait_healthy(service, pid, stack_dir, found.server_startup_s)
+    states = start_services(services(found, base_env), found.stack_dir, found.server_startup_s,
+                            say)
     _write_state(found)
-    return [state(s, stack_dir) for s in services(found, base_env)]
+    return states
 
 
 def _write_state(found: Settings) -> None:
@@ -183,10 +207,9 @@ def read_state(stack_dir: Path) -> dict[str, str] | None:
     return urls
 
 
-def stop(found: Settings, base_env: Mapping[str, str], say: Callable[[str], None]) -> None:
-    """Terminate each server's process group (SIGTERM, then SIGKILL after 20 s)."""
-    stack_dir = found.stack_dir
-    for service in services(found, base_env):
+def stop_services(chosen: list[Service], stack_dir: Path, say: Callable[[str], None]) -> None:
+    """Terminate each one's process group (SIGTERM, then SIGKILL after 20 s)."""
+    for service in chosen:
         current = state(service, stack_dir)
         if current.pid is None:
             say(f"{service.name}: not running")
@@ -194,7 +217,12 @@ def stop(found: Settings, base_env: Mapping[str, str], say: Callable[[str], None
             _terminate_group(current.pid, service.name)
             say(f"{service.name}: stopped (pid {current.pid})")
         service.pid_file(stack_dir).unlink(missing_ok=True)
-    (stack_dir / "stack.json").unlink(missing_ok=True)
+
+
+def stop(found: Settings, base_env: Mapping[str, str], say: Callable[[str], None]) -> None:
+    """Stop the servers and forget their URLs."""
+    stop_services(services(found, base_env), found.stack_dir, say)
+    (found.stack_dir / "stack.json").unlink(missing_ok=True)
 
 
 def _terminate_group(pid: int, name: str, timeout_s: float = 20) -> None:

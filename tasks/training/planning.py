@@ -41,9 +41,25 @@ def make_plan(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: 
 def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry,
              as_of: date | None = None, data_at: str | None = None) -> RunPlan:
     """Derive the run key from data, config, code and device; find an identical earlier version."""
+    from prefect.context import FlowRunContext
+    from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
 
-    return make_plan(cfg, fingerprint, settings, registry, flow_run.get_id(), as_of, data_at)
+    plan = make_plan(cfg, fingerprint, settings, registry, flow_run.get_id(), as_of, data_at)
+    run = getattr(FlowRunContext.get(), "flow_run", None)  # a worker's run: the pool it is on
+    pool = getattr(run, "work_pool_name", None) or cfg.training.work_pool
+    if (note := cpu_fallback(cfg.name, pool, settings.device, plan.device)) is not None:
+        get_run_logger().warning(note)
+    return plan
+
+
+def cpu_fallback(model: str, pool: str, preference: str, device: str) -> str | None:
+    """A warning when a run on a GPU pool trains on CPU because no GPU is here (a laptop's own
+    gpu-runners pool runs MLOPS_DEVICE=auto; GitLab's GPU runners keep cuda and fail instead)."""
+    if preference == "auto" and device == "cpu" and "gpu" in pool:
+        return (f"{model}: no CUDA device here, training on CPU instead of a GPU runner "
+                f"(its pool is {pool}): slower, and its run key differs from a GPU run's")
+    return None
 
 
 @step("reuse-version")

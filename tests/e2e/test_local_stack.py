@@ -33,7 +33,8 @@ def test_the_local_stack_starts_serves_commands_and_stops(tmp_path):
     (configs / "tiny.yaml").write_text(config_yaml(name="tiny"))
     prefect_port, mlflow_port = free_port(), free_port()
     env = cli_env(MLOPS_HOME=str(home), MLOPS_CONFIG_DIR=str(configs), MLOPS_DEVICE="cpu",
-                  MLOPS_PREFECT_PORT=str(prefect_port), MLOPS_MLFLOW_PORT=str(mlflow_port))
+                  MLOPS_PREFECT_PORT=str(prefect_port), MLOPS_MLFLOW_PORT=str(mlflow_port),
+                  PREFECT_HOME=str(tmp_path / "prefect-home"))  # never the real ~/.prefect
     down = mlops(["server", "status"], env)
     assert down.returncode == 1 and "down" in down.stdout
 
@@ -42,7 +43,7 @@ def test_the_local_stack_starts_serves_commands_and_stops(tmp_path):
         assert started.returncode == 0, started.stderr
         assert f"Prefect UI: http://127.0.0.1:{prefect_port}" in started.stdout
         pids = {name: int((home / "stack" / f"{name}.pid").read_text())
-                for name in ("prefect", "mlflow")}
+                for name in ("prefect", "mlflow", "worker-cpu-runners", "worker-gpu-runners")}
         up = mlops(["server", "status"], env)
         assert up.returncode == 0, up.stdout
         assert up.stdout.count("healthy") == 2
@@ -69,7 +70,7 @@ def test_the_local_stack_starts_serves_commands_and_stops(tmp_path):
 
         again = mlops(["server", "start"], env)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.count("already running") == 2
+        assert again.stdout.count("already running") == 4  # two servers, two workers
         assert {name: int((home / "stack" / f"{name}.pid").read_text())
                 for name in pids} == pids
     finally:
