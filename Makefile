@@ -88,7 +88,8 @@ test-fast: install gitlab-ci-local  ## unit and integration tests, no real serve
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 screenshots: install browser  ## docs/images/*.png: the Prefect UI as the browser tests see it (needs PostgreSQL)
-	MLOPS_UI_SCREENSHOTS=docs/images $(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e/test_ui.py
+	MLOPS_UI_SCREENSHOTS=docs/images $(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e/test_ui.py \
+		tests/e2e/test_prefect_recipe.py -k "approval_in_the_prefect_ui or recipe_deploys or plots_in_chromium"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.e2e.browser import browser_page, chromium_path
+from tests.e2e.browser import browser_page, chromium_path, keep_screenshot
 from tests.e2e.conftest import REPO, cli_env, free_port, paused_run
 from tests.e2e.test_deployments import write_configs
 
@@ -119,6 +119,13 @@ def test_the_worker_run_shows_its_plots_in_chromium(ran):
             page.wait_for_function("img => img.complete", arg=image.element_handle())
             width = image.evaluate("img => img.naturalWidth")
             assert width > 100, f"{artifact['key']}: the image did not load ({width} px)"
+            if artifact["key"].endswith("-roc"):
+                keep_screenshot(page, "worker-run-plot")
+        # the run's Artifacts tab lists them (the README's picture of a run's artifacts)
+        page.goto(f"{ui}/runs/flow-run/{training['id']}")
+        page.locator("#artifacts").click()
+        page.get_by_text(images[0]["key"]).first.wait_for()
+        keep_screenshot(page, "training-run-artifacts")
 
 
 def error_logs(api: str, run_id: str) -> list[str]:
