@@ -11,39 +11,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import pandas as pd
-import xgboost as xgb
+from typing import TYPE_CHECKING
 
 from tasks.contracts.training import FeatureSpec
 from tasks.core.config import TrainingSpec
 from tasks.training.batches import TRAIN, VALID, BatchTable
 
+if TYPE_CHECKING:
+    import xgboost as xgb
+
 Progress = Callable[[str], None]
-
-
-class FrameIter(xgb.DataIter):
-    """Feeds XGBoost one batch of a table's rows at a time (features and encoded target)."""
-
-    def __init__(self, frames: Callable[[], Iterator[pd.DataFrame]], spec: FeatureSpec,
-                 cache_prefix: str | None = None):
-        super().__init__(cache_prefix=cache_prefix, release_data=True)
-        self._frames, self._spec, self._it = frames, spec, None
-
-    def reset(self) -> None:
-        if self._it is not None:
-            self._it.close()
-        self._it = None
-
-    def next(self, input_data: Callable) -> bool:
-        if self._it is None:
-            self._it = self._frames()
-        for frame in self._it:
-            if len(frame):
-                input_data(data=self._spec.matrix(frame),
-                           label=self._spec.encode_target(frame[self._spec.target]))
-                return True
-        return False
 
 
 def external_memory(table: BatchTable, training: TrainingSpec) -> bool:
@@ -60,6 +37,10 @@ def stream_matrices(table: BatchTable, spec: FeatureSpec, training: TrainingSpec
     """Train and validation matrices from the table's batches; the validation matrix is binned
     by the training one's cuts. External memory pages live in a folder under cache_root that
     is removed when the block ends, whatever happens."""
+    import xgboost as xgb  # here, not at import: a cached or reused run never builds matrices
+
+    from tasks.training.frame_iter import FrameIter
+
     ext = external_memory(table, training)
     began = time.perf_counter()
     cache = None
