@@ -1,5 +1,6 @@
 """Fixed costs paid once (issue 25): the data hashed once per process, tree SHAP once per run,
-and read-only commands that import none of the training stack."""
+read-only commands that import none of the training stack, and a training flow (and the CLI's
+up-to-date check) that imports the training libraries only where it trains or scores."""
 
 from __future__ import annotations
 
