@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
-from sklearn import metrics as skm
 
 from tasks.contracts import explanations
 from tasks.contracts.training import EvalReport, FeatureSpec, TrainResult
@@ -17,8 +16,13 @@ from tasks.core.steps import step
 from tasks.core.tasktypes import task_type
 from tasks.training.metrics import evaluate_scores
 
+if TYPE_CHECKING:  # imported where they are used: a cached or reused run scores nothing
+    import xgboost as xgb
+
 
 def booster_scores(booster: xgb.Booster, spec: FeatureSpec, frame: pd.DataFrame) -> np.ndarray:
+    import xgboost as xgb
+
     matrix = xgb.DMatrix(spec.matrix(frame), enable_categorical=True)
     return booster.predict(matrix)
 
@@ -46,6 +50,7 @@ def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from sklearn import metrics as skm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ its pages on disk when the table is above the memory budget."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -11,39 +12,50 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import xgboost as xgb
 
 from tasks.contracts.training import FeatureSpec
 from tasks.core.config import TrainingSpec
 from tasks.training.batches import TRAIN, VALID, BatchTable
 
+if TYPE_CHECKING:
+    import xgboost as xgb
+
 Progress = Callable[[str], None]
 
 
-class FrameIter(xgb.DataIter):
-    """Feeds XGBoost one batch of a table's rows at a time (features and encoded target)."""
+@functools.cache
+def frame_iter_class() -> type[xgb.DataIter]:
+    """FrameIter, an xgboost.DataIter: defined on first use, so that importing this module (as
+    the training flow does on a cached or reused run) does not import XGBoost."""
+    import xgboost as xgb
 
-    def __init__(self, frames: Callable[[], Iterator[pd.DataFrame]], spec: FeatureSpec,
-                 cache_prefix: str | None = None):
-        super().__init__(cache_prefix=cache_prefix, release_data=True)
-        self._frames, self._spec, self._it = frames, spec, None
+    class FrameIter(xgb.DataIter):
+        """Feeds XGBoost one batch of a table's rows at a time (features and encoded target)."""
 
-    def reset(self) -> None:
-        if self._it is not None:
-            self._it.close()
-        self._it = None
+        def __init__(self, frames: Callable[[], Iterator[pd.DataFrame]], spec: FeatureSpec,
+                     cache_prefix: str | None = None):
+            super().__init__(cache_prefix=cache_prefix, release_data=True)
+            self._frames, self._spec, self._it = frames, spec, None
 
-    def next(self, input_data: Callable) -> bool:
-        if self._it is None:
-            self._it = self._frames()
-        for frame in self._it:
-            if len(frame):
-                input_data(data=self._spec.matrix(frame),
-                           label=self._spec.encode_target(frame[self._spec.target]))
-                return True
-        return False
+        def reset(self) -> None:
+            if self._it is not None:
+                self._it.close()
+            self._it = None
+
+        def next(self, input_data: Callable) -> bool:
+            if self._it is None:
+                self._it = self._frames()
+            for frame in self._it:
+                if len(frame):
+                    input_data(data=self._spec.matrix(frame),
+                               label=self._spec.encode_target(frame[self._spec.target]))
+                    return True
+            return False
+
+    return FrameIter
 
 
 def external_memory(table: BatchTable, training: TrainingSpec) -> bool:
@@ -60,6 +72,9 @@ def stream_matrices(table: BatchTable, spec: FeatureSpec, training: TrainingSpec
     """Train and validation matrices from the table's batches; the validation matrix is binned
     by the training one's cuts. External memory pages live in a folder under cache_root that
     is removed when the block ends, whatever happens."""
+    import xgboost as xgb  # here, not at import: a cached or reused run never builds matrices
+
+    FrameIter = frame_iter_class()
     ext = external_memory(table, training)
     began = time.perf_counter()
     cache = None

@@ -7,19 +7,21 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import optuna
 import pandas as pd
-import xgboost as xgb
 from prefect import task
-from sklearn.model_selection import train_test_split
 
 from tasks.contracts.training import FeatureSpec, Splits, TrainResult, TrialSummary, ValidationReport
 from tasks.core.config import ModelConfig, TrainingSpec
 from tasks.core.tasktypes import TaskType, task_type
 from tasks.training.batches import BatchTable, hash_split_rows
 from tasks.training.matrices import stream_matrices
+
+if TYPE_CHECKING:  # imported where they are used: a cached or reused run neither trains nor tunes
+    import optuna
+    import xgboost as xgb
 
 Progress = Callable[[str], None]
 TrialHook = Callable[[int, float | None, float], str]  # (trials done, value, best) -> a line
@@ -42,6 +44,8 @@ def feature_spec(df: pd.DataFrame | None, report: ValidationReport, cfg: ModelCo
 
 def split_rows(y: np.ndarray, spec: TrainingSpec, tt: TaskType) -> Splits:
     """Deterministic train/validation/test split, stratified for classification."""
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(y))
     strat = y if tt.stratify else None
     rest, test = train_test_split(idx, test_size=spec.test_size, random_state=spec.seed,
@@ -90,6 +94,8 @@ def suggest_params(trial: optuna.Trial) -> dict:
 
 
 def _study(name: str, storage: str | None, seed: int) -> optuna.Study:
+    import optuna
+
     return optuna.create_study(
         study_name=name,
         storage=storage,
@@ -103,6 +109,8 @@ def _study(name: str, storage: str | None, seed: int) -> optuna.Study:
 def in_memory_matrices(df: pd.DataFrame, spec: FeatureSpec, splits: Splits
                        ) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]:
     """One quantile sketch for every trial (and the validation matrix binned by it)."""
+    import xgboost as xgb
+
     X = spec.matrix(df)
     y = spec.encode_target(df[spec.target])
     dtrain = xgb.QuantileDMatrix(X.iloc[splits.train], y[splits.train], enable_categorical=True,
@@ -128,6 +136,8 @@ def train_model(
     After each finished trial `progress` gets a line: `on_trial`'s (done, value, best) when
     given (elapsed time and ETA), else the trial count and scores. The matrices are built from
     df and splits unless given (built from a streamed table)."""
+    import optuna
+    import xgboost as xgb
     from optuna_integration import XGBoostPruningCallback
 
     started = time.perf_counter()
@@ -153,7 +163,7 @@ def train_model(
         return float(booster.best_score)
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = len(study.get_trials(deepcopy=False, states=_FINISHED))
+        done = len(study.get_trials(deepcopy=False, states=_finished()))
         value = "pruned" if trial.value is None else f"{tt.eval_metric}={trial.value:.5f}"
         best = study.best_value if any(t.value is not None for t in study.trials) else float("nan")
         progress(on_trial(done, trial.value, best) if on_trial else
@@ -161,11 +171,12 @@ def train_model(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _study(study_name, storage, training.seed)
-    remaining = training.n_trials - len(study.get_trials(deepcopy=False, states=_FINISHED))
+    remaining = training.n_trials - len(study.get_trials(deepcopy=False, states=_finished()))
     if remaining > 0:
         callbacks = [report]
         if storage:
-            callbacks.append(optuna.study.MaxTrialsCallback(training.n_trials, states=_FINISHED))
+            callbacks.append(optuna.study.MaxTrialsCallback(training.n_trials,
+                                                            states=_finished()))
         study.optimize(objective, n_trials=remaining, timeout=training.timeout_s,
                        callbacks=callbacks)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
@@ -186,7 +197,11 @@ def train_model(
     )
 
 
-_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+def _finished() -> tuple[optuna.trial.TrialState, ...]:
+    """The trial states that count against the budget."""
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _train_cache_key(context, parameters) -> str:

@@ -1,5 +1,6 @@
 """Fixed costs paid once (issue 25): the data hashed once per process, tree SHAP once per run,
-and read-only commands that import none of the training stack."""
+read-only commands that import none of the training stack, and a training flow (and the CLI's
+up-to-date check) that imports the training libraries only where it trains or scores."""
 
 from __future__ import annotations
 
@@ -125,3 +126,35 @@ def test_read_only_commands_import_no_training_stack_and_no_prefect_without_a_se
     assert not TRAINING & set(loaded["history"]) and "prefect" not in loaded["history"]
     assert not TRAINING & set(loaded["audit"]) and "prefect" not in loaded["audit"]
     assert not TRAINING & set(loaded["status"])
+
+
+UP_TO_DATE = """
+import json, sys
+import mlops.training
+from mlops.cli import main
+from tasks.adapters.registries import open_registry
+from tasks.reports.format import fmt_any
+from tasks.reports.progress import PLAN
+from tasks.training.fingerprint import up_to_date
+print(json.dumps(["up-to-date", sorted({m.split(".")[0] for m in sys.modules})]))
+import flows.training
+print(json.dumps(["flow", sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+HEAVY = {"xgboost", "optuna", "optuna_integration", "sklearn", "matplotlib", "scipy"}
+
+
+def test_the_training_flow_and_the_up_to_date_check_import_no_training_libraries():
+    """A cached re-run (the CLI's up-to-date check) and a `--force` re-run that reuses a
+    version import the training flow's modules but never train or score: XGBoost (and the
+    scikit-learn and SciPy it pulls), Optuna and matplotlib are imported where they are used."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    env.update(MLOPS_DEVICE="cpu")
+    proc = subprocess.run([sys.executable, "-c", UP_TO_DATE], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = dict(json.loads(line) for line in proc.stdout.splitlines()
+                  if line.startswith('["'))
+    assert set(loaded) == {"up-to-date", "flow"}
+    assert HEAVY & set(loaded["up-to-date"]) == set()
+    assert HEAVY & set(loaded["flow"]) == set()
