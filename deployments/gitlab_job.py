@@ -120,6 +120,13 @@ def should_cancel(state_type: str | None, job_status: str | None,
     return job_status != "running" or cancelling_for_s >= CANCEL_GRACE_S
 
 
+def only_a_person_left(pipeline_status: str, job_status: str | None) -> bool:
+    """The run's job has ended and its pipeline waits only on a manual job (production-approval,
+    blocked until GitLab's approvals are given, maybe for days): nothing left to follow."""
+    return pipeline_status == "manual" and job_status in ("success", "failed", "canceled",
+                                                          "skipped")
+
+
 def waited_too_long(job_status: str | None, waited_s: float, timeout_s: int) -> bool:
     return bool(timeout_s) and (job_status is None or job_status in WAITING) \
         and waited_s >= timeout_s
