@@ -48,7 +48,12 @@ def identity_for(cfg, typed: str | None):
         return Identity(username=user["username"], user_id=user["id"], name=user["name"],
                         verified=True, via="gitlab-token")
     if not typed:
-        raise ApprovalError(f"say who decides with --as NAME ({cfg.name}'s identity is declared)")
+        if rule.identity == "declared":
+            raise ApprovalError(f"say who decides with --as NAME ({cfg.name}'s identity is "
+                                "declared: the name is recorded as typed)")
+        raise ApprovalError(f"say who decides with --as NAME (recorded as declared, unverified) "
+                            f"or MLOPS_APPROVER_TOKEN (verified); {cfg.name}'s production "
+                            f"approvals come from identity {rule.identity}")
     return Identity(username=typed)
 
 
