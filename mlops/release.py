@@ -198,8 +198,10 @@ def history(
 
 
 def _why(record: dict[str, str]) -> str:
-    """The comment or reason; an intent also names the policy and config it was judged by."""
-    text = record.get("comment") or record.get("reason") or ""
+    """The reason (a refusal's rule) and the person's comment; an intent also names the policy
+    and config it was judged by."""
+    reason, comment = record.get("reason") or "", record.get("comment") or ""
+    text = f"{reason} (comment: {comment})" if reason and comment else reason or comment
     if record.get("policy_sha256"):
         text += (f" [policy {record['policy_sha256'][:12]}, config "
                  f"{record.get('config_sha256', '?')[:12]}]")
