@@ -140,7 +140,8 @@ def test_deployments_pools_and_schedules_on_the_server(stack):
 
     listed = mlops(["schedules"], stack["env"])
     assert listed.returncode == 0, listed.stderr
-    rows = [line.split() for line in listed.stdout.splitlines() if line.startswith("training-")]
+    rows = [line.split() for line in listed.stdout.splitlines()
+            if line.lstrip().startswith("training-")]
     assert len(rows) == 3
     for row in rows:
         assert row[1:8] == ["weekly-retrain", "0", "2", "*", "*", "1", "UTC"], row
