@@ -31,6 +31,12 @@ DAILY_FLOWS = {"flows/scoring.py:batch_scoring": "batch-scoring",
 # (training keeps <model>: CI and schedules address training-pipeline/<model>)
 NAMES = {TRAINING_FLOW: "{model}", DEPLOY_FLOW: "deploy-{model}", "batch-scoring": "score-{model}",
          "monitoring": "monitor-{model}"}
+# training-pipeline/retrain-<model>: the drift-triggered retraining, with its own limit
+RETRAIN_NAME = "retrain-{model}"
+# (flow, name pattern) -> the deployment concurrency prefect.yaml must set: two promotions of a
+# model wait in line; a drift storm starts one retrain and cancels the others
+LIMITS = {(DEPLOY_FLOW, NAMES[DEPLOY_FLOW]): (1, "ENQUEUE"),
+          (TRAINING_FLOW, RETRAIN_NAME): (1, "CANCEL_NEW")}
 
 
 def deployment_name(flow: str, model: str) -> str:
@@ -46,6 +52,7 @@ class DeploymentEntry:
     work_pool: str | None
     schedules: list[dict[str, Any]]
     triggers: list[dict[str, Any]] = ()
+    concurrency: tuple[int | None, str | None] = (None, None)  # limit, collision strategy
     credentials: tuple[str, ...] = ()  # parameters holding them (the server would show them)
 
     @property
@@ -77,6 +84,7 @@ def load_manifest(path: Path) -> list[DeploymentEntry]:
             work_pool=d.work_pool.name if d.work_pool else None,
             schedules=[s.model_dump(exclude_none=True) for s in (d.schedules or [])],
             triggers=[t if isinstance(t, dict) else t.model_dump() for t in (d.triggers or [])],
+            concurrency=_concurrency(d.concurrency_limit),
             credentials=tuple(k for k, v in d.parameters.items()
                               if isinstance(v, str) and redact(v) != v),
         )
@@ -90,7 +98,9 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
     configs = {p.stem: c for p, c in list_configs(config_dir) if not isinstance(c, ConfigError)}
     pools = load_pools()
     problems: list[str] = []
-    training = [d for d in deployments if d.flow == TRAINING_FLOW]
+    everything = [d for d in deployments if d.flow == TRAINING_FLOW]
+    training = [d for d in everything if not d.name.startswith("retrain-")]
+    retrains = {d.model: d for d in everything if d.name == RETRAIN_NAME.format(model=d.model)}
     yaml_pools = {d.work_pool for d in deployments if d.work_pool}
     for d in training:
         if not d.model:
@@ -107,9 +117,19 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
         if not any(s.get("cron") == WEEKLY_CRON and s.get("slug") for s in d.schedules):
             problems.append(f"{path}: deployment {d.full_name} lacks the weekly retrain schedule "
                             f"(cron {WEEKLY_CRON!r} with a slug)")
-        if not any(_retrains_on_drift(t, d.model) for t in d.triggers):
-            problems.append(f"{path}: deployment {d.full_name} has no trigger on {DRIFT_EVENT} "
+        retrain = retrains.get(d.model)
+        name = f"{TRAINING_FLOW}/{RETRAIN_NAME.format(model=d.model)}"
+        if retrain is None:
+            problems.append(f"{path}: model {d.model!r} has no {name} deployment (retraining "
+                            "on drift)")
+            continue
+        if not any(_retrains_on_drift(t, d.model) for t in retrain.triggers):
+            problems.append(f"{path}: deployment {name} has no trigger on {DRIFT_EVENT} "
                             f"matching prefect.resource.id mlops.model.{d.model}")
+        if retrain.work_pool != wanted:
+            problems.append(f"{path}: deployment {name} uses work pool {retrain.work_pool!r} "
+                            f"but {config_dir}/{d.model}.yaml says training.work_pool: {wanted}")
+    problems += _limit_problems(path, deployments)
     problems += _naming_problems(path, deployments)
     problems += [f"{path}: deployment {d.full_name} parameter {key!r} holds credentials: write "
                  "the URL redacted (http://***@host/…) and give the worker the full one in "
@@ -155,7 +175,9 @@ def _naming_problems(path: Path, deployments: list[DeploymentEntry]) -> list[str
     problems = []
     seen: dict[str, str] = {}
     for d in deployments:
-        if d.flow in NAMES and d.model and d.full_name != deployment_name(d.flow, d.model):
+        retrain = d.flow == TRAINING_FLOW and d.name == RETRAIN_NAME.format(model=d.model)
+        if (d.flow in NAMES and d.model and not retrain
+                and d.full_name != deployment_name(d.flow, d.model)):
             problems.append(f"{path}: deployment {d.full_name} serves model {d.model!r}; name it "
                             f"{deployment_name(d.flow, d.model).split('/', 1)[1]!r}")
         if d.name in seen:
@@ -170,3 +192,23 @@ def _retrains_on_drift(trigger: dict[str, Any], model: str) -> bool:
     return (DRIFT_EVENT in (trigger.get("expect") or [])
             and match.get("prefect.resource.id") == f"mlops.model.{model}"
             and (trigger.get("parameters") or {}).get("model", model) == model)
+
+
+def _concurrency(spec: Any) -> tuple[int | None, str | None]:
+    if spec is None or isinstance(spec, int):
+        return spec, None
+    return spec.limit, spec.collision_strategy
+
+
+def _limit_problems(path: Path, deployments: list[DeploymentEntry]) -> list[str]:
+    """Every deploy-<model> and retrain-<model> has its concurrency limit and strategy."""
+    problems = []
+    for d in deployments:
+        for (flow, pattern), (limit, strategy) in LIMITS.items():
+            if d.flow != flow or not d.model or d.name != pattern.format(model=d.model):
+                continue
+            if d.concurrency != (limit, strategy):
+                problems.append(f"{path}: deployment {d.full_name} needs concurrency_limit: "
+                                f"{{limit: {limit}, collision_strategy: {strategy}}} (has "
+                                f"limit {d.concurrency[0]}, {d.concurrency[1] or 'no strategy'})")
+    return problems

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.core.errors import ConfigError
 
@@ -34,17 +34,59 @@ class PoolSpec(BaseModel):
     runner_tags: list[str]
     device: Literal["cpu", "cuda"]
     base_image: str
+    runners: int = Field(default=1, ge=1)  # GitLab runners (or laptop workers) serving the pool
     env: dict[str, str] = Field(default_factory=dict)
     docker: dict[str, Any] = Field(default_factory=dict)
     laptop: LaptopSpec = Field(default_factory=LaptopSpec)
 
 
-def load_pools(path: Path = POOLS_FILE) -> dict[str, PoolSpec]:
+class LimitsSpec(BaseModel):
+    """The `limits:` block of pools.yaml: flow-run heartbeats and when a silent run is a zombie."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    heartbeat_seconds: int = Field(default=30, ge=30)  # Prefect emits no faster (flow_engine)
+    zombie_after_seconds: int = Field(default=120, ge=10)
+
+    @model_validator(mode="after")
+    def _after_a_missed_beat(self) -> LimitsSpec:
+        if self.zombie_after_seconds <= self.heartbeat_seconds:
+            raise ValueError(f"limits: zombie_after_seconds ({self.zombie_after_seconds}) must be "
+                             f"longer than heartbeat_seconds ({self.heartbeat_seconds})")
+        return self
+
+
+LIMITS_KEY = "limits"
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+
+
+def _raw(path: Path) -> dict[str, Any]:
     raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of pool names")
+    return raw
+
+
+def load_pools(path: Path = POOLS_FILE) -> dict[str, PoolSpec]:
+    raw = _raw(path)
     try:
-        return {name: PoolSpec(name=name, **body) for name, body in raw.items()}
+        return {name: PoolSpec(name=name, **body) for name, body in raw.items()
+                if name != LIMITS_KEY}
     except (ValidationError, TypeError) as exc:
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
+
+
+def load_limits(path: Path = POOLS_FILE) -> LimitsSpec:
+    try:
+        return LimitsSpec(**(_raw(path).get(LIMITS_KEY) or {}))
+    except (ValidationError, TypeError) as exc:
+        lines = [ln for ln in str(exc).splitlines()[1:] if ln.strip()][:2]
+        raise ConfigError(f"{path}: limits: {' '.join(x.strip() for x in lines)}") from None
+
+
+def gpu_slots(specs: dict[str, PoolSpec]) -> int:
+    """The global `gpu` concurrency limit: one slot per runner of the cuda pools."""
+    return sum(spec.runners for spec in specs.values() if spec.device == "cuda")
 
 
 def _default_template(pool_type: PoolType) -> dict[str, Any]:
@@ -61,13 +103,15 @@ def _default_template(pool_type: PoolType) -> dict[str, Any]:
     return DockerWorker.get_default_base_job_template()
 
 
-def base_job_template(spec: PoolSpec, pool_type: PoolType, laptop: bool = False
-                      ) -> dict[str, Any]:
+def base_job_template(spec: PoolSpec, pool_type: PoolType, laptop: bool = False,
+                      limits: LimitsSpec | None = None) -> dict[str, Any]:
     """The worker type's default template with this pool's defaults filled in (a laptop's own
-    process pool: its `laptop:` env on top)."""
+    process pool: its `laptop:` env on top); every job sends flow-run heartbeats."""
+    limits = limits or load_limits()
     template = copy.deepcopy(_default_template(pool_type))
     props = template["variables"]["properties"]
-    props["env"]["default"] = {**spec.env, **(spec.laptop.env if laptop else {})}
+    props["env"]["default"] = {**spec.env, **(spec.laptop.env if laptop else {}),
+                               HEARTBEAT_ENV: str(limits.heartbeat_seconds)}
     if pool_type == "gitlab-ci":
         if len(spec.runner_tags) != 1:
             raise ConfigError(f"pool {spec.name}: a gitlab-ci pool has one runner tag (the job "

@@ -14,6 +14,7 @@ from tasks.batch.profiles import profile_training_data
 from tasks.contracts.release import PipelineResult
 from tasks.core.config import load_config
 from tasks.core.errors import GateRejected
+from tasks.core.gpu import gpu_slot
 from tasks.core.parameters import ModelName
 from tasks.core.policy_config import load_policy, require_compliant_config
 from tasks.core.runnames import run_name
@@ -88,19 +89,21 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
         spec = feature_spec(data.frame, validation, cfg)
         splits = splits_of(data.frame, spec, cfg.training, cfg.data.key)
         if data.streamed:  # batches of bounded size, each row's split hashed (docs/large-tables.md)
-            trained = train_streamed(table=data.table, spec=spec, training=cfg.training,
-                                     device=plan.device, study_name=plan.study_name,
-                                     storage=settings.optuna_storage,
-                                     cache_root=settings.home / "xgb-cache")
+            with gpu_slot(plan.device):  # one `gpu` slot while training on CUDA, none on CPU
+                trained = train_streamed(table=data.table, spec=spec, training=cfg.training,
+                                         device=plan.device, study_name=plan.study_name,
+                                         storage=settings.optuna_storage,
+                                         cache_root=settings.home / "xgb-cache")
             trained = choose_threshold(df=None, valid_rows=None, trained=trained,
                                        rule=cfg.threshold,
                                        valid_batches=data.table.frames(VALID, "threshold"))
             test = compact_test(data.table.frames(TEST, "test set"), spec, cfg.slices)
             train_rows, train_passes = None, data.table.passes(TRAIN, "profile")
         else:
-            trained = train(df=data.frame, spec=spec, splits=splits, training=cfg.training,
-                            device=plan.device, study_name=plan.study_name,
-                            storage=settings.optuna_storage)
+            with gpu_slot(plan.device):
+                trained = train(df=data.frame, spec=spec, splits=splits, training=cfg.training,
+                                device=plan.device, study_name=plan.study_name,
+                                storage=settings.optuna_storage)
             trained = choose_threshold(df=data.frame, valid_rows=splits.valid, trained=trained,
                                        rule=cfg.threshold)
             test = data.frame.iloc[splits.test]

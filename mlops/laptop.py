@@ -53,11 +53,23 @@ def apply_laptop_pools(found: Settings) -> list[tuple[str, str]]:
         return asyncio.run(apply_pools(load_pools(), "process", laptop=True))
 
 
+def apply_laptop_limits(found: Settings) -> list[str]:
+    """The `gpu` limit and the zombie-run automation on the stack's server, one line each."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.automations import apply_limits
+    from deployments.pools import load_limits, load_pools
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url(found)}):
+        return asyncio.run(apply_limits(load_pools(), load_limits()))
+
+
 async def _purge() -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     from deployments.pools import load_pools
+    from tasks.core.gpu import GPU_LIMIT
 
     said = []
     async with get_client() as client:
@@ -69,6 +81,11 @@ async def _purge() -> list[str]:
             await client.delete_automation(automation.id)
         said.append(f"removed {len(deployments)} deployments and {len(automations)} "
                     "automations")
+        try:
+            await client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+            said.append("removed global concurrency limit gpu")
+        except ObjectNotFound:
+            pass
         for pool in load_pools():
             try:
                 await client.delete_work_pool(pool)

@@ -72,11 +72,14 @@ def _pool_type(value: PoolType | None) -> str:
 
 @pools_app.command("apply")
 def pools_apply(pool_type: PoolTypeOption = None) -> None:
-    """Create or update cpu-runners and gpu-runners on the Prefect server (idempotent).
+    """Create or update cpu-runners and gpu-runners on the Prefect server, the global
+    concurrency limit `gpu` (one slot per GPU runner) and the automation that crashes flow runs
+    whose heartbeats stopped (idempotent; deployments/pools.yaml `runners:` and `limits:`).
     Exit codes: 0 applied, 1 the Prefect server refused, 2 no server or a bad pool file."""
     import asyncio
 
-    from deployments.pools import apply_pools, load_pools
+    from deployments.automations import apply_limits
+    from deployments.pools import apply_pools, load_limits, load_pools
     from mlops.stack import read_state
 
     kind = _pool_type(pool_type)
@@ -84,12 +87,14 @@ def pools_apply(pool_type: PoolTypeOption = None) -> None:
     found = settings()
     stack = read_state(found.stack_dir) or {}
     laptop = kind == "process" and stack.get("prefect_api_url") == found.prefect_api_url
-    specs = load_pools()
+    specs, limits = load_pools(), load_limits()
     results = asyncio.run(apply_pools(specs, kind, laptop))  # the laptop's own: laptop env
     for name, action in results:
         spec = specs[name]
         typer.echo(f"{name} ({kind}, {spec.device}, runners tagged {', '.join(spec.runner_tags)}): "
                    f"{action}")
+    for line in asyncio.run(apply_limits(specs, limits)):
+        typer.echo(line)
     if kind == "gitlab-ci":
         typer.echo("start one worker per pool next to the Prefect server (CI_SERVER_URL, "
                    "CI_PROJECT_ID and MLOPS_GITLAB_TOKEN set): prefect worker start --pool "

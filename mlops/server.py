@@ -42,7 +42,7 @@ def server_start(
     alone. With an HTTP MLFLOW_TRACKING_URI only Prefect is started. The first start creates the
     Prefect database (about 30 s).
     Exit codes: 0 running, 1 a server did not start (its log is named), 2 a port is taken."""
-    from mlops.laptop import api_url, apply_laptop_pools
+    from mlops.laptop import api_url, apply_laptop_limits, apply_laptop_pools
     from mlops.laptop import workers as worker_services
     from mlops.local_server import environment
     from mlops.stack import start, start_services
@@ -52,6 +52,8 @@ def server_start(
     if workers:
         for name, action in apply_laptop_pools(found):
             typer.echo(f"work pool {name} (process, laptop): {action}")
+        for line in apply_laptop_limits(found):
+            typer.echo(line)
         start_services(worker_services(found, env), found.stack_dir, found.server_startup_s,
                        typer.echo)
     if profile:

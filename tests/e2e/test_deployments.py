@@ -85,8 +85,10 @@ def stack(prefect_server, tmp_path_factory, request):
     first = mlops(["pools", "apply", "--type", pool_type], env)
     assert first.returncode == 0, first.stderr
     assert f"cpu-runners ({pool_type}, cpu" in first.stdout and "created" in first.stdout
+    assert "global concurrency limit gpu (1 slots, one per GPU runner)" in first.stdout
+    assert "automation 'crash zombie flow runs'" in first.stdout
     again = mlops(["pools", "apply", "--type", pool_type], env)
-    assert again.stdout.count("unchanged") == 2, again.stdout
+    assert again.stdout.count("unchanged") == 4, again.stdout  # 2 pools, the gpu limit, automation
     deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
@@ -128,11 +130,18 @@ def test_deployments_pools_and_schedules_on_the_server(stack):
     assert weekly["slug"] == "weekly-retrain" and weekly["active"]
     gpu = api_get(api, "/work_pools/gpu-runners")
     assert gpu["base_job_template"]["variables"]["properties"]["env"]["default"] == {
-        "MLOPS_DEVICE": "cuda"}
+        "MLOPS_DEVICE": "cuda", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    # limits: promotions queue, a drift storm starts one retrain (issue 22)
+    deploy = api_post(api, "/deployments/filter", {"deployments": {"name": {"any_": [
+        "deploy-fraud", "retrain-fraud"]}}})
+    limits = {d["name"]: (d["global_concurrency_limit"]["limit"],
+                          d["concurrency_options"]["collision_strategy"]) for d in deploy}
+    assert limits == {"deploy-fraud": (1, "ENQUEUE"), "retrain-fraud": (1, "CANCEL_NEW")}
 
     listed = mlops(["schedules"], stack["env"])
     assert listed.returncode == 0, listed.stderr
-    rows = [line.split() for line in listed.stdout.splitlines() if line.startswith("training-")]
+    rows = [line.split() for line in listed.stdout.splitlines()
+            if line.lstrip().startswith("training-")]
     assert len(rows) == 3
     for row in rows:
         assert row[1:8] == ["weekly-retrain", "0", "2", "*", "*", "1", "UTC"], row

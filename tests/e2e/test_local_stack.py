@@ -42,6 +42,9 @@ def test_the_local_stack_starts_serves_commands_and_stops(tmp_path):
     try:
         assert started.returncode == 0, started.stderr
         assert f"Prefect UI: http://127.0.0.1:{prefect_port}" in started.stdout
+        # the laptop gets the same gpu limit and zombie-run automation as `mlops pools apply`
+        assert "global concurrency limit gpu (1 slots, one per GPU runner): created" in started.stdout
+        assert "automation 'crash zombie flow runs'" in started.stdout
         pids = {name: int((home / "stack" / f"{name}.pid").read_text())
                 for name in ("prefect", "mlflow", "worker-cpu-runners", "worker-gpu-runners")}
         up = mlops(["server", "status"], env)
@@ -71,6 +74,7 @@ def test_the_local_stack_starts_serves_commands_and_stops(tmp_path):
         again = mlops(["server", "start"], env)
         assert again.returncode == 0, again.stderr
         assert again.stdout.count("already running") == 4  # two servers, two workers
+        assert again.stdout.count("unchanged") == 4, again.stdout  # 2 pools, gpu, automation
         assert {name: int((home / "stack" / f"{name}.pid").read_text())
                 for name in pids} == pids
     finally:

@@ -70,7 +70,8 @@ def test_missing_drift_trigger_and_daily_deployments(tmp_path):
     text = text[:cut] + text[text.index("  # monitoring/monitor-<model>"):]
     manifest.write_text(text)
     problems = check_manifest(manifest, configs)
-    assert any("training-pipeline/damage has no trigger on mlops.model.drift-detected" in p
+    assert any("training-pipeline/retrain-damage has no trigger on mlops.model.drift-detected"
+               in p
                for p in problems), problems
     assert any("settlement.yaml has no batch-scoring/score-settlement deployment" in p for p in problems)
     assert sum("lacks a daily schedule" in p for p in problems) == 3
@@ -115,9 +116,9 @@ def test_gpu_pool_asks_docker_for_gpus_and_fails_without_one():
     docker = base_job_template(gpu, "docker")["variables"]["properties"]
     assert docker["container_create_kwargs"]["default"]["device_requests"] == [
         {"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
-    assert docker["env"]["default"] == {"MLOPS_DEVICE": "cuda"}
+    assert docker["env"]["default"] == {"MLOPS_DEVICE": "cuda", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
     process = base_job_template(gpu, "process")["variables"]["properties"]
-    assert process["env"]["default"] == {"MLOPS_DEVICE": "cuda"}
+    assert process["env"]["default"] == {"MLOPS_DEVICE": "cuda", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
     assert "saas-linux-medium-amd64-gpu-standard" in gpu.runner_tags
 
 

@@ -40,7 +40,7 @@ def test_gitlab_ci_pool_templates_carry_the_pools_tag_and_env():
     gpu = base_job_template(pools["gpu-runners"], "gitlab-ci")
     props = gpu["variables"]["properties"]
     assert props["runner_tag"]["default"] == "saas-linux-medium-amd64-gpu-standard"
-    assert props["env"]["default"] == {"MLOPS_DEVICE": "cuda"}
+    assert props["env"]["default"] == {"MLOPS_DEVICE": "cuda", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
     assert {"ref", "image", "job_name", "pending_timeout_s", "prefect_api_url"} <= set(props)
     assert gpu["job_configuration"]["runner_tag"] == "{{ runner_tag }}"
     cpu = base_job_template(pools["cpu-runners"], "gitlab-ci")["variables"]["properties"]

@@ -52,12 +52,13 @@ def test_stop_leaves_a_profile_the_user_chose_since(profiles, tmp_path):
 
 def test_laptop_pools_are_process_pools_and_gpu_falls_back_to_auto():
     pools = load_pools()
+    beats = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
     laptop = base_job_template(pools["gpu-runners"], "process", laptop=True)
-    assert laptop["variables"]["properties"]["env"]["default"] == {"MLOPS_DEVICE": "auto"}
+    assert laptop["variables"]["properties"]["env"]["default"] == {"MLOPS_DEVICE": "auto", **beats}
     gitlab = base_job_template(pools["gpu-runners"], "gitlab-ci")
-    assert gitlab["variables"]["properties"]["env"]["default"] == {"MLOPS_DEVICE": "cuda"}
+    assert gitlab["variables"]["properties"]["env"]["default"] == {"MLOPS_DEVICE": "cuda", **beats}
     cpu = base_job_template(pools["cpu-runners"], "process", laptop=True)
-    assert cpu["variables"]["properties"]["env"]["default"] == {"MLOPS_DEVICE": "cpu"}
+    assert cpu["variables"]["properties"]["env"]["default"] == {"MLOPS_DEVICE": "cpu", **beats}
 
 
 def test_workers_get_what_a_run_needs(tmp_path):
