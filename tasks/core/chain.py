@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -109,7 +109,7 @@ def problems(records: list[Mapping[str, str]], key: Key = None, now: datetime | 
     return [message for _, message in check(records, key, now, model)]
 
 
-def intact(records: list[Mapping[str, str]], key: Key = None, model: str | None = None
+def intact(records: Sequence[Mapping[str, str]], key: Key = None, model: str | None = None
            ) -> list[Mapping[str, str]]:
     """The records in chain order up to (not including) the first one with a problem; records a
     valid tombstone voided are left out."""
