@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import click
@@ -116,7 +117,7 @@ def need_server(what: str) -> None:
                           "one: mlops server start")
 
 
-def print_table(header: tuple[str, ...], rows: list[tuple[object, ...]],
+def print_table(header: tuple[str, ...], rows: Sequence[Sequence[object]],
                 title: str | None = None) -> None:
     """A Rich table on stdout. Cells are never cut: a terminal wraps them, a pipe or file gets
     each row on one line (so grep and diff keep working)."""

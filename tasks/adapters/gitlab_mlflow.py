@@ -68,7 +68,7 @@ class GitLabRegistry(Registry):
     serves_artifact_files = False  # artifacts live in GitLab's package registry
 
     def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None,
-                 server_url: str | None = None, audit_key: bytes | None = None):
+                 server_url: str | None = None, audit_key: chain.Key = None):
         super().__init__(uri)
         self.client = guarded(self.client)
         # GitLab looks gitlab.CI_JOB_ID up among its own jobs and answers 500 (after creating

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tasks.adapters.model_version import LocalVersion, ModelVersionRef, read_spec_and_example
@@ -81,7 +81,7 @@ class Registry:
             raise
         self.end_run(run_id)
 
-    def log_run(self, run_id: str, params: dict[str, object] | None = None,
+    def log_run(self, run_id: str, params: Mapping[str, object] | None = None,
                 metrics: dict[str, float] | None = None) -> None:
         from mlflow.entities import Metric, Param
 

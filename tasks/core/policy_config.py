@@ -222,7 +222,7 @@ def require_compliant_config(loaded: LoadedPolicy, name: str, spec: RegistrySpec
 
 
 def deployment_refusal(loaded: LoadedPolicy, environment: str, version: str,
-                       tags: Mapping[str, str], events: list[Mapping[str, str]]) -> str | None:
+                       tags: Mapping[str, str], events: Sequence[Mapping[str, str]]) -> str | None:
     """Why the current policy refuses this version in `environment` (the rule named), or None."""
     problems = environment_problems(loaded.policy, environment, tags,
                                     version_checks(tags, events, version))
