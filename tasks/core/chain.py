@@ -125,7 +125,7 @@ def ref(record: Mapping[str, str]) -> str:
     return f"{record.get('seq', '')}:{record.get('hash', '')[:12]}"
 
 
-def voided(records: list[Mapping[str, str]], key: Key = None, model: str | None = None
+def voided(records: Sequence[Mapping[str, str]], key: Key = None, model: str | None = None
            ) -> tuple[dict[str, str], set[int]]:
     """({record ref: seq of the tombstone voiding it}, seqs declared lost) by the tombstones
     that hold: unaltered, of this model and, with a key, signed by it."""
@@ -146,7 +146,7 @@ def voided(records: list[Mapping[str, str]], key: Key = None, model: str | None 
     return void, lost
 
 
-def check(records: list[Mapping[str, str]], key: Key = None, now: datetime | None = None,
+def check(records: Sequence[Mapping[str, str]], key: Key = None, now: datetime | None = None,
           model: str | None = None) -> list[tuple[int, str]]:
     """(sequence number where it shows, problem) for everything wrong with a chain. `records`
     are in any order; each must carry seq (1, 2, …), prev_hash, hash and `at` (ISO time, UTC);
