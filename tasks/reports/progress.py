@@ -11,6 +11,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from tasks.core.synced import synced
+
 Clock = Callable[[], float]
 
 
@@ -122,8 +124,8 @@ class ProgressArtifact:
 
         try:
             if self.artifact is None:
-                self.artifact = create_progress_artifact(percent, key=self.key,
-                                                         description=description)
+                self.artifact = synced(create_progress_artifact(percent, key=self.key,
+                                                                description=description))
             else:
                 update_progress_artifact(self.artifact, percent, description=description)
         except Exception as exc:  # noqa: BLE001 (the bar is a nicety; training goes on)

@@ -138,3 +138,17 @@ def test_ratchet_fails_on_a_planted_clean_module_and_a_planted_new_error(tmp_pat
 def test_ratchet_entries_need_their_count():
     with pytest.raises(AssertionError, match="pkg.dirty"):
         ratchet(PLANTED.replace('"pkg.dirty",  # 1 error', '"pkg.dirty",'))
+
+
+def test_synced_passes_a_value_and_refuses_a_coroutine():
+    from tasks.core.synced import synced
+
+    assert synced(3) == 3
+
+    async def later() -> int:
+        return 3
+
+    pending = later()
+    with pytest.raises(TypeError, match="async code"):
+        synced(pending)
+    assert pending.cr_frame is None  # closed: no "never awaited" warning
