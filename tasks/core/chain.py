@@ -103,7 +103,7 @@ def signature_problem(record: Mapping[str, str], keys: Keyring, model: str | Non
     return "signature does not match (forged or altered)"
 
 
-def problems(records: list[Mapping[str, str]], key: Key = None, now: datetime | None = None,
+def problems(records: Sequence[Mapping[str, str]], key: Key = None, now: datetime | None = None,
              model: str | None = None) -> list[str]:
     """Everything wrong with a chain, one line each (empty when it is intact)."""
     return [message for _, message in check(records, key, now, model)]
@@ -222,7 +222,7 @@ def head(records: list[Mapping[str, str]], model: str, store: str, key: Key = No
                  "head_hash": newest["hash"]}, key)
 
 
-def anchor_problems(records: list[Mapping[str, str]], anchor: Mapping[str, str] | None,
+def anchor_problems(records: Sequence[Mapping[str, str]], anchor: Mapping[str, str] | None,
                     model: str, store: str, key: Key = None) -> list[str]:
     """How the chain's end disagrees with its anchor: the anchor altered, the chain truncated
     (it ends before the anchored record), or replaced by another copy (prefix replay: the
