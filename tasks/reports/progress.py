@@ -98,7 +98,7 @@ class TuningProgress:
                                               if left is not None else "estimating")
         run_left = self.plan.eta_s(self.model, done, elapsed, left) if (
             self.plan and left is not None) else None
-        if run_left and self.plan.ahead(self.model):  # else the model's estimate is the run's
+        if run_left and self.plan and self.plan.ahead(self.model):  # else the model's estimate is the run's
             line += f"; whole run about {duration(run_left)} left"
         return line
 
