@@ -23,6 +23,9 @@ CANCEL_GRACE_S = 60.0
 FLOW_RUN_JOB = "flow-run"
 # runs of the deploy flow have their own job: GitLab's production environment, one per model at a time
 DEPLOY_RUN_JOB = "deploy-run"
+# a run that was paused or suspended before (a deploy run resumed after its approval): its first
+# pipeline holds the production-approval job, so .gitlab-ci.yml adds none to this one
+RESUMED = "MLOPS_RESUMED"
 
 
 def _field(default: Any, title: str, description: str) -> Any:
@@ -55,6 +58,7 @@ class GitLabCIJobConfiguration(BaseJobConfiguration, GitLabFields):
     _explicit_env: dict[str, str] = PrivateAttr(default_factory=dict)
     _flow: str = PrivateAttr(default="")
     _model: str = PrivateAttr(default="")
+    _resumed: bool = PrivateAttr(default=False)
 
     def prepare_for_flow_run(self, flow_run, deployment=None, flow=None, work_pool=None,
                              worker_name=None, worker_id=None) -> None:
@@ -66,6 +70,8 @@ class GitLabCIJobConfiguration(BaseJobConfiguration, GitLabFields):
         model = (flow_run.parameters or {}).get("model")
         self._flow, self._model = (flow.name if flow else ""), (model if isinstance(model, str)
                                                                 else "")
+        policy = flow_run.empirical_policy
+        self._resumed = bool(policy.resuming or policy.pause_keys)
 
     @property
     def followed_job(self) -> str:
@@ -89,6 +95,7 @@ class GitLabCIJobConfiguration(BaseJobConfiguration, GitLabFields):
             "MLOPS_PIPELINE_NAME": pipeline_name,
             "MLOPS_FLOW": self._flow,           # picks flow-run or deploy-run in .gitlab-ci.yml
             "MLOPS_MODEL": self._model,         # deploy-run's resource_group: production-<model>
+            RESUMED: "true" if self._resumed else "",  # no second production-approval job
         })
         return {k: str(v) for k, v in chosen.items() if v}, dropped
 
@@ -111,6 +118,13 @@ def should_cancel(state_type: str | None, job_status: str | None,
     if state_type not in ("CANCELLING", "CANCELLED"):
         return False
     return job_status != "running" or cancelling_for_s >= CANCEL_GRACE_S
+
+
+def only_a_person_left(pipeline_status: str, job_status: str | None) -> bool:
+    """The run's job has ended and its pipeline waits only on a manual job (production-approval,
+    blocked until GitLab's approvals are given, maybe for days): nothing left to follow."""
+    return pipeline_status == "manual" and job_status in ("success", "failed", "canceled",
+                                                          "skipped")
 
 
 def waited_too_long(job_status: str | None, waited_s: float, timeout_s: int) -> bool:

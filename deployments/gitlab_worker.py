@@ -23,6 +23,7 @@ from deployments.gitlab_job import (
     GitLabCIVariables,
     crash_message,
     leave_alone,
+    only_a_person_left,
     should_cancel,
     waited_too_long,
 )
@@ -149,7 +150,7 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
             if job is not None and job.web_url != linked:
                 linked = job.web_url
                 await self._link(flow_run, pipeline, job)
-            if pipeline.final:
+            if pipeline.final or only_a_person_left(pipeline.status, job and job.status):
                 break
             state = await self._state(flow_run)
             if state in ("CANCELLING", "CANCELLED"):

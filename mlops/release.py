@@ -48,7 +48,12 @@ def identity_for(cfg, typed: str | None):
         return Identity(username=user["username"], user_id=user["id"], name=user["name"],
                         verified=True, via="gitlab-token")
     if not typed:
-        raise ApprovalError(f"say who decides with --as NAME ({cfg.name}'s identity is declared)")
+        if rule.identity == "declared":
+            raise ApprovalError(f"say who decides with --as NAME ({cfg.name}'s identity is "
+                                "declared: the name is recorded as typed)")
+        raise ApprovalError(f"say who decides with --as NAME (recorded as declared, unverified) "
+                            f"or MLOPS_APPROVER_TOKEN (verified); {cfg.name}'s production "
+                            f"approvals come from identity {rule.identity}")
     return Identity(username=typed)
 
 
@@ -193,8 +198,10 @@ def history(
 
 
 def _why(record: dict[str, str]) -> str:
-    """The comment or reason; an intent also names the policy and config it was judged by."""
-    text = record.get("comment") or record.get("reason") or ""
+    """The reason (a refusal's rule) and the person's comment; an intent also names the policy
+    and config it was judged by."""
+    reason, comment = record.get("reason") or "", record.get("comment") or ""
+    text = f"{reason} (comment: {comment})" if reason and comment else reason or comment
     if record.get("policy_sha256"):
         text += (f" [policy {record['policy_sha256'][:12]}, config "
                  f"{record.get('config_sha256', '?')[:12]}]")

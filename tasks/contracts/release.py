@@ -23,7 +23,7 @@ class Identity(BaseModel):
     user_id: int | None = None
     name: str = ""
     verified: bool = False
-    via: str = "declared"  # "gitlab-token", "policy", "declared"
+    via: str = "declared"  # "gitlab-token", "gitlab-environment", "policy", "declared"
 
     def label(self) -> str:
         if self.verified:

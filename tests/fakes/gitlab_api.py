@@ -98,25 +98,39 @@ class FakeGitLab:
         with self.lock:
             pipeline_id = 9100 + len(self.pipeline_variables)
             self.pipeline_variables[pipeline_id] = {"PREFECT__FLOW_RUN_ID": run_id}
-            user = triggered_by or USER
-            number = len(self.deployments) + 1
-            deployment = {
-                "id": number, "iid": number, "ref": ref, "sha": sha, "created_at": now(),
-                "updated_at": now(), "status": "blocked", "user": user,
-                "environment": {"id": hash(environment) % 1000, "name": environment,
-                                "external_url": None},
-                "deployable": {"id": 5000 + number, "name": job, "stage": "train",
-                               "status": "manual", "ref": ref, "tag": False, "user": user,
-                               "pipeline": {"id": pipeline_id, "sha": sha, "ref": ref,
-                                            "status": "manual"}},
-                "pending_approval_count": 0}
-            self.deployments.append(deployment)
-            self.approvals[number] = []
-            return deployment
+            return self._deployment_of_job(
+                environment, {"id": pipeline_id, "sha": sha, "ref": ref, "status": "manual"},
+                {"name": job, "stage": "train", "status": "manual"}, triggered_by or USER)
+
+    def _deployment_of_job(self, environment: str, pipeline: dict, job: dict, user: dict) -> dict:
+        """A deployment for a job deploying to `environment` (action start): blocked while the
+        protected environment requires approvals, else created."""
+        number, required = len(self.deployments) + 1, self._required(
+            {"environment": {"name": environment}})
+        deployment = {
+            "id": number, "iid": number, "ref": pipeline["ref"], "sha": pipeline["sha"],
+            "created_at": now(), "updated_at": now(), "user": user,
+            "status": "blocked" if required else "created",
+            "environment": {"id": hash(environment) % 1000, "name": environment,
+                            "external_url": None},
+            "deployable": {"id": job.get("id", 5000 + number), "name": job["name"],
+                           "stage": job["stage"], "status": job["status"],
+                           "ref": pipeline["ref"], "tag": False, "user": user,
+                           "pipeline": {k: pipeline[k] for k in ("id", "sha", "ref", "status")}},
+            "pending_approval_count": required}
+        self.deployments.append(deployment)
+        self.approvals[number] = []
+        return deployment
 
     def enable_ci(self, ci_yaml: Path, runner_env: dict[str, str], log_dir: Path) -> FakeCI:
         """Pipelines and jobs: `.gitlab-ci.yml` read from `ci_yaml`, its folder the checkout."""
         self.ci = FakeCI(ci_yaml, runner_env, log_dir, self.project_id)
+
+        def deploy(pipeline: dict, job: dict) -> dict:  # the worker's token user started it
+            with self.lock:
+                return self._deployment_of_job(job["environment"], pipeline, job, USER)
+
+        self.ci.on_environment = deploy
         return self.ci
 
     @property
@@ -216,7 +230,7 @@ class FakeGitLab:
                 and int(m.group(1)) in self.pipeline_variables:  # doc/api/pipelines.md
             return 200, [{"key": k, "value": v, "variable_type": "env_var"}
                          for k, v in self.pipeline_variables[int(m.group(1))].items()]
-        if rest in ("", "/pipeline", "/pipelines") or rest.startswith("/pipelines/"):
+        if rest in ("", "/pipeline", "/pipelines") or rest.startswith(("/pipelines/", "/jobs/")):
             return self.route_ci(method, rest, body, query or {}, base)
         with self.lock:
             if m := re.fullmatch(r"/merge_requests/(\d+)/notes", rest):
@@ -385,6 +399,8 @@ class FakeGitLab:
         given[:] = [a for a in given if a["user"]["id"] != user["id"]] + [approval]
         if body["status"] == "rejected":  # the job is dropped (failure reason deployment_rejected)
             deployment["deployable"]["status"] = "failed"
+        deployment["pending_approval_count"] = max(0, self._required(deployment) - sum(
+            a["status"] == "approved" for a in given))  # none left: its job may be played
         deployment["updated_at"] = now()
         return 201, approval
 
@@ -409,6 +425,8 @@ class FakeGitLab:
             return self.ci.create(base, body)
         if rest == "/pipelines" and method == "GET":
             return 200, self.ci.list(query)
+        if (m := re.fullmatch(r"/jobs/(\d+)/play", rest)) and method == "POST":
+            return self.ci.play(int(m.group(1)))
         m = re.fullmatch(r"/pipelines/(\d+)(/jobs|/cancel|/variables)?", rest)
         if not m or self.ci.get(int(m.group(1))) is None:
             return 404, {"message": "404 Not found"}

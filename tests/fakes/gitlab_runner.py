@@ -1,9 +1,13 @@
 """GitLab CI behind the fake GitLab API: a pipeline created through the API gets the jobs that
 `.gitlab-ci.yml`'s rules select for its variables (read from the file, API-pipeline semantics:
-`changes:` counts as true), and a simulated runner runs the `flow-run` job's script as a local
-process with the variables a GitLab job would have. Response shapes follow GitLab's pipelines and
-jobs API documentation. Any other job a flow-run pipeline selects fails (this runner cannot run
-it), so a rule that lets lint/test/build-image into such a pipeline turns it red."""
+`changes:` counts as true, the project's CI/CD variables included), and a simulated runner runs
+the scripts of the jobs that execute flow runs (`flow-run`, `deploy-run`, `production-approval`) as
+local processes with the variables a GitLab job would have. A manual job waits until it is played
+(`POST jobs/:id/play`); a job deploying to an environment (action start) gets a deployment from
+`on_environment`, and one that GitLab blocks for approvals cannot be played until it is approved.
+Response shapes follow GitLab's pipelines and jobs API documentation. Any other job a flow-run
+pipeline selects fails (this runner cannot run it), so a rule that lets lint/test/build-image into
+such a pipeline turns it red."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +27,7 @@ import yaml
 KEYWORDS = {"stages", "variables", "workflow", "default", "include", "image", "services",
             "before_script", "after_script", "cache"}
 FINAL = {"success", "failed", "canceled", "skipped"}
+RUNNABLE = {"flow-run", "deploy-run", "production-approval"}  # the jobs that run `prefect`/`mlops`
 VAR = re.compile(r"\$\{?(\w+)\}?")
 
 
@@ -102,6 +108,9 @@ class FakeCI:
         self.runner_tags: set[str] | None = None
         self.fail_before_script: str | None = None
         self.lose_create_responses = 0
+        self.project_variables: dict[str, str] = {}  # Settings > CI/CD > Variables: rules see them
+        # job with `environment:` (action start) -> the deployment GitLab creates for it, or None
+        self.on_environment: Callable[[dict, dict], dict | None] | None = None
         self.logs: dict[int, Path] = {}
         self.reads: list[tuple[int, str]] = []  # (pipeline, status) of every GET of a pipeline
         self.lock = threading.RLock()
@@ -117,10 +126,10 @@ class FakeCI:
                       "CI_COMMIT_MESSAGE": "Update the models", "CI_PROJECT_ID": self.project_id,
                       "CI_SERVER_URL": base, "CI_PROJECT_DIR": str(self.checkout)}
         variables = {**predefined, **{k: str(v) for k, v in (config.get("variables") or {}).items()},
-                     **pipeline_vars}
-        selected = [name for name, job in config.items()
-                    if name not in KEYWORDS and not name.startswith(".") and isinstance(job, dict)
-                    and self._included(job, variables)]
+                     **self.project_variables, **pipeline_vars}
+        when = {name: self._when(job, variables) for name, job in config.items()
+                if name not in KEYWORDS and not name.startswith(".") and isinstance(job, dict)}
+        selected = [name for name, rule in when.items() if rule is not None]
         if not selected:
             return 400, {"message": {"base": [
                 "Pipeline will not run for the selected trigger. The rules configuration "
@@ -138,7 +147,7 @@ class FakeCI:
                              "tag_list": [expand(t, variables) for t in spec.get("tags") or []],
                              "web_url": f"{base}/claims/models/-/jobs/{job_id}",
                              "created_at": now(), "started_at": None, "finished_at": None,
-                             "allow_failure": False, "_spec": spec})
+                             "allow_failure": False, "_spec": spec, "_when": when[name]})
             pipeline = {"id": pid, "iid": pid - 99, "project_id": int(self.project_id),
                         "status": "created", "source": "api", "ref": ref, "sha": "c0ffee" * 6,
                         "name": expand((config.get("workflow") or {}).get("name", ""), variables)
@@ -147,6 +156,15 @@ class FakeCI:
                         "_jobs": jobs, "_cancel": False}
             self.pipelines[pid] = pipeline
         for job in jobs:
+            environment = job["_spec"].get("environment")
+            if environment and self.on_environment is not None \
+                    and environment.get("action", "start") == "start":
+                job["_deployment"] = self.on_environment(self.public(pipeline), {
+                    **{k: v for k, v in job.items() if not k.startswith("_")},
+                    "environment": expand(environment["name"], variables)})
+            if job["_when"] == "manual":
+                self._set(pipeline, job, "manual")
+                continue
             threading.Thread(target=self._run_job, args=(pipeline, job, config),
                              daemon=True).start()
         if self.lose_create_responses:
@@ -189,26 +207,53 @@ class FakeCI:
     def public(self, pipeline: dict) -> dict:
         return {k: v for k, v in pipeline.items() if not k.startswith("_")}
 
+    def play(self, job_id: int) -> tuple[int, object]:
+        """`POST jobs/:id/play`: a manual job starts; one whose deployment waits for approvals
+        is not playable (GitLab keeps it blocked until they are given)."""
+        with self.lock:
+            found = [(p, j) for p in self.pipelines.values() for j in p["_jobs"]
+                     if j["id"] == job_id]
+            if not found:
+                return 404, {"message": "404 Job Not Found"}
+            pipeline, job = found[0]
+            deployment = job.get("_deployment")
+            waiting = deployment is not None and deployment["status"] == "blocked" and (
+                deployment["pending_approval_count"] > 0
+                or deployment["deployable"]["status"] == "failed")  # rejected: dropped
+            if job["status"] != "manual" or waiting:
+                return 403, {"message": "403 Forbidden - Job is not playable"}
+            self._set(pipeline, job, "created")
+        config = yaml.safe_load(self.ci_yaml.read_text())
+        threading.Thread(target=self._run_job, args=(pipeline, job, config), daemon=True).start()
+        return 200, {k: v for k, v in job.items() if not k.startswith("_")}
+
     def variables(self, pid: int) -> dict[str, str]:
         return dict(self.pipelines[pid]["_pipeline_variables"])
 
     # -- the runner -----------------------------------------------------------------------
-    def _included(self, job: dict, variables: dict[str, str]) -> bool:
+    def _when(self, job: dict, variables: dict[str, str]) -> str | None:
+        """The `when` of the job's first matching rule; None when it is not in the pipeline."""
         for rule in job.get("rules") or [{}]:
             if "if" in rule and not rule_matches(rule["if"], variables):
                 continue
-            return rule.get("when", "on_success") != "never"  # changes: true in API pipelines
-        return False
+            when = rule.get("when", "on_success")  # changes: true in API pipelines
+            return None if when == "never" else when
+        return None
 
     def _set(self, pipeline: dict, job: dict, status: str, reason: str | None = None) -> None:
         with self.lock:
             job["status"], job["failure_reason"] = status, reason
+            if job.get("_deployment"):  # GitLab's deployment follows its job
+                deployment = job["_deployment"]
+                deployment["deployable"]["status"] = status
+                if status in ("running", "success", "failed", "canceled"):
+                    deployment["status"] = status
             if status == "running":
                 job["started_at"] = now()
             if status in FINAL:
                 job["finished_at"] = now()
             statuses = [j["status"] for j in pipeline["_jobs"]]
-            for candidate in ("running", "pending", "created", "failed", "canceled"):
+            for candidate in ("running", "pending", "created", "failed", "canceled", "manual"):
                 if candidate in statuses:
                     pipeline["status"] = candidate
                     break
@@ -228,7 +273,7 @@ class FakeCI:
             waited += 0.1
         if pipeline["_cancel"]:
             return
-        if job["name"] != "flow-run":
+        if job["name"] not in RUNNABLE:
             return self._set(pipeline, job, "failed", "fake_runner_runs_only_flow_run")
         if self.fail_before_script:
             return self._set(pipeline, job, "failed", self.fail_before_script)

@@ -266,3 +266,18 @@ def test_the_cli_reference_lists_every_command():
     text = (ROOT / "docs" / "cli.md").read_text()
     missing = [path for path in commands() if f"`mlops {path}`" not in text]
     assert not missing, f"docs/cli.md lacks {missing}: regenerate its reference"
+
+
+def test_history_shows_why_a_refusal_was_refused_beside_the_persons_comment(home):  # noqa: F811
+    from tasks.adapters.registries import open_registry
+    from tasks.core.settings import Settings
+    from tasks.release.audit import AuditTrail, event
+
+    _store(home)
+    settings = Settings.from_env()
+    trail = AuditTrail(open_registry(settings), "tiny", key=settings.resolve_audit_key())
+    trail.write(event("approval-refused", "production", None, "2", "dave", "my model, ship it",
+                      reason="four eyes: dave built v2"))
+    shown = runner.invoke(app, ["history", "tiny"])
+    assert shown.exit_code == 0, shown.output
+    assert "four eyes: dave built v2 (comment: my model, ship it)" in shown.stdout

@@ -138,6 +138,11 @@ CASES = {
         ("api", MAIN, "train fraud", {**FLOW_RUN, "MLOPS_FLOW": "deploy", "MLOPS_MODEL": "fraud",
                                       "MLOPS_APPROVAL_SOURCE": "gitlab-environment"}),
         ["deploy-run", "production-approval (manual)"]),
+    "api, worker's resumed deploy run, approvals in GitLab": (
+        ("api", MAIN, "train fraud", {**FLOW_RUN, "MLOPS_FLOW": "deploy", "MLOPS_MODEL": "fraud",
+                                      "MLOPS_APPROVAL_SOURCE": "gitlab-environment",
+                                      "MLOPS_RESUMED": "true"}),
+        ["deploy-run"]),
     "api, worker's training run, approvals in GitLab": (
         ("api", FEATURE, "train fraud", {**FLOW_RUN, "MLOPS_APPROVAL_SOURCE": "gitlab-environment"}),
         ["flow-run"]),
@@ -213,12 +218,57 @@ def test_production_approval_is_a_blocked_deployment_job_that_only_wakes_the_run
     assert job["environment"]["name"] == "production"
     assert job["environment"]["action"] == "start"
     assert job["environment"]["url"] == ci["deploy-run"]["environment"]["url"]
-    assert [r.get("when") for r in job["rules"]] == ["manual"]
-    assert '$MLOPS_FLOW == "deploy"' in job["rules"][0]["if"]
-    assert '$MLOPS_APPROVAL_SOURCE == "gitlab-environment"' in job["rules"][0]["if"]
+    assert job["rules"][0] == {"if": "$MLOPS_RESUMED", "when": "never"}
+    assert [r.get("when") for r in job["rules"]] == ["never", "manual"]
+    assert '$MLOPS_FLOW == "deploy"' in job["rules"][1]["if"]
+    assert '$MLOPS_APPROVAL_SOURCE == "gitlab-environment"' in job["rules"][1]["if"]
     assert job["needs"] == [] and not job.get("interruptible")
     assert job["script"] == ['mlops approve "$PREFECT__FLOW_RUN_ID"']
     assert job["image"] == ci["deploy-run"]["image"] and job["tags"] == ci["deploy-run"]["tags"]
+
+
+def _deploy_run_variables(**policy) -> dict[str, str]:
+    """What the gitlab-ci worker sends for a deploy run of fraud whose job variables carry the
+    training pipeline's identity (tasks/release/handoff.py forwards CI_FORWARDED)."""
+    import uuid
+
+    from prefect.client.schemas.objects import Flow, FlowRun, FlowRunPolicy
+
+    from deployments.gitlab_job import GitLabCIJobConfiguration
+    from tasks.core.settings import CI_FORWARDED
+
+    training = {k: f"training-{k.lower()}" for k in CI_FORWARDED}
+    config = GitLabCIJobConfiguration(env={**training, "MLOPS_APPROVAL_SOURCE":
+                                           "gitlab-environment"}, runner_tag="cpu")
+    run = FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="calm-heron",
+                  parameters={"model": "fraud", "version": "3"},
+                  empirical_policy=FlowRunPolicy(**policy))
+    config.prepare_for_flow_run(run, flow=Flow(name="deploy"))
+    return config.pipeline_variables("prefect calm-heron", "http://10.0.0.5:4200/api")[0]
+
+
+def test_the_resumed_deploy_runs_pipeline_holds_no_second_approval_job(checkout):
+    """The worker marks the pipeline of a run that waited before (resumed after its approval):
+    evaluated with exactly the variables it sends, the first pipeline holds production-approval,
+    the resumed run's pipeline only deploy-run."""
+    first = _deploy_run_variables()
+    resumed = _deploy_run_variables(resuming=True, pause_keys={"gitlab-approval-1"})
+    assert "MLOPS_RESUMED" not in first and resumed["MLOPS_RESUMED"] == "true"
+    assert _deploy_run_variables(pause_keys={"gitlab-approval-1"})["MLOPS_RESUMED"] == "true"
+    assert pipeline(checkout, "api", MAIN, **first) == ["deploy-run",
+                                                         "production-approval (manual)"]
+    assert pipeline(checkout, "api", MAIN, **resumed) == ["deploy-run"]
+
+
+def test_the_training_pipelines_ids_never_override_gitlabs_own_in_the_flow_run_pipeline():
+    """Attack: the training pipeline's CI_PIPELINE_ID/CI_JOB_ID (forwarded to the deploy run as
+    job variables) sent as pipeline variables would override the values GitLab sets in the deploy
+    run's own pipeline (pipeline variables take precedence over predefined ones): its records and
+    GitLab deployments would name another pipeline and job. Only the merge request travels."""
+    sent = _deploy_run_variables()
+    assert not [k for k in sent if k.startswith(("CI_", "GITLAB_"))
+                and k != "CI_MERGE_REQUEST_IID"], sorted(sent)
+    assert sent["CI_MERGE_REQUEST_IID"] == "training-ci_merge_request_iid"
 
 
 def test_skips_loudly_without_gitlab_ci_local(monkeypatch):

@@ -18,6 +18,7 @@ from deployments.gitlab_job import (
     GitLabCIJobConfiguration,
     crash_message,
     leave_alone,
+    only_a_person_left,
     should_cancel,
     waited_too_long,
 )
@@ -116,6 +117,16 @@ def test_a_run_someone_decided_about_is_never_crashed():
                   "CANCELLING"):
         assert leave_alone(state), state
     assert not leave_alone("RUNNING") and not leave_alone("PENDING") and not leave_alone(None)
+
+
+def test_a_pipeline_left_waiting_on_a_manual_approval_job_is_not_followed():
+    """The deploy run's job ended (the run waits suspended); the pipeline stays `manual` while
+    production-approval waits for people: the worker stops polling it."""
+    assert only_a_person_left("manual", "success")
+    assert only_a_person_left("manual", "failed")
+    assert not only_a_person_left("manual", "running")  # the run's own job still runs
+    assert not only_a_person_left("manual", None)
+    assert not only_a_person_left("running", "success")
 
 
 def test_when_the_worker_cancels_a_pipeline():
