@@ -150,7 +150,7 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
             if job is not None and job.web_url != linked:
                 linked = job.web_url
                 await self._link(flow_run, pipeline, job)
-            if pipeline.final or only_a_person_left(pipeline.status, job and job.status):
+            if pipeline.final or only_a_person_left(pipeline.status, job.status if job else None):
                 break
             state = await self._state(flow_run)
             if state in ("CANCELLING", "CANCELLED"):
