@@ -91,8 +91,9 @@ screenshots: install browser  ## docs/images/*.png: the Prefect UI as the browse
 	MLOPS_UI_SCREENSHOTS=docs/images $(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e/test_ui.py \
 		tests/e2e/test_prefect_recipe.py -k "approval_in_the_prefect_ui or recipe_deploys or plots_in_chromium"
 
-lint: install
+lint: install  ## ruff, then mypy: zero type errors outside pyproject.toml's ratchet list
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: install  ## measured budgets, printed as side-by-side ratios
 	$(VENV)/bin/python benchmarks/run.py

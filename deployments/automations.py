@@ -41,7 +41,7 @@ def zombie_automation(limits: LimitsSpec) -> Any:
             within=timedelta(seconds=limits.zombie_after_seconds),
         ),
         actions=[ChangeFlowRunState(
-            state=StateType.CRASHED,
+            name=None, force=False, state=StateType.CRASHED,
             message=f"no heartbeat for {limits.zombie_after_seconds} s: the flow process or its "
                     "job died (marked by the zombie-run automation)")],
     )

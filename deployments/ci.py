@@ -144,7 +144,8 @@ async def start_runs(client: Any, ctx: CiContext, models: list[str]) -> list[Wat
             else {}
         params.update(deployment_for(target)[1])
         pool = await client.read_work_pool(deployment.work_pool_name)
-        variables = {"env": {**pool_env(pool, deployment), **ctx.gitlab}} if ctx.gitlab else {}
+        variables: dict[str, Any] = ({"env": {**pool_env(pool, deployment), **ctx.gitlab}}
+                                     if ctx.gitlab else {})
         if pool.type == "gitlab-ci" and ctx.ref:
             variables["ref"] = ctx.ref  # the worker's pipeline runs this commit's branch
         run = existing or await client.create_flow_run_from_deployment(

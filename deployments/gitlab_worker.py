@@ -91,7 +91,7 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
         return self._project
 
     async def run(self, flow_run: FlowRun, configuration: GitLabCIJobConfiguration,
-                  task_status: anyio.abc.TaskStatus | None = None) -> GitLabCIWorkerResult:
+                  task_status: anyio.abc.TaskStatus[int] | None = None) -> GitLabCIWorkerResult:
         """Start the run's pipeline, report it started, follow it to its end."""
         from prefect.settings import PREFECT_API_URL
 
@@ -108,7 +108,8 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
         logger.info("GitLab pipeline %s on %s for runners tagged %r", pipeline.web_url, ref,
                     configuration.runner_tag)
         if task_status is not None:
-            task_status.started(pid)
+            # Prefect types the identifier as a process id (int); it stores whatever is given
+            task_status.started(pid)  # type: ignore[arg-type]
         await self._follow(flow_run, configuration, pipeline)
         return GitLabCIWorkerResult(identifier=pid, status_code=0)
 
@@ -149,12 +150,12 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
             if job is not None and job.web_url != linked:
                 linked = job.web_url
                 await self._link(flow_run, pipeline, job)
-            if pipeline.final or only_a_person_left(pipeline.status, job and job.status):
+            if pipeline.final or only_a_person_left(pipeline.status, job.status if job else None):
                 break
             state = await self._state(flow_run)
             if state in ("CANCELLING", "CANCELLED"):
                 cancel_seen = cancel_seen or time.monotonic()
-            if not canceled and should_cancel(state, job and job.status,
+            if not canceled and should_cancel(state, job.status if job else None,
                                               time.monotonic() - (cancel_seen or time.monotonic())):
                 await anyio.to_thread.run_sync(gitlab.cancel, started.id)
                 canceled = True
@@ -163,7 +164,7 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
                 if state == "CANCELLING":
                     await self._mark_flow_run_as_cancelled(flow_run, {
                         "message": f"GitLab pipeline {pipeline.web_url} canceled."})
-            elif not canceled and waited_too_long(job and job.status, time.monotonic() - begun,
+            elif not canceled and waited_too_long(job.status if job else None, time.monotonic() - begun,
                                                   c.pending_timeout_s):
                 await anyio.to_thread.run_sync(gitlab.cancel, started.id)
                 await self._propose_crashed_state(flow_run, (
@@ -182,8 +183,8 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
         if leave_alone(state):
             return
         await self._propose_crashed_state(flow_run, crash_message(
-            pipeline.status, pipeline.web_url, c.followed_job, job and job.status,
-            job and job.web_url, job and job.failure_reason))
+            pipeline.status, pipeline.web_url, c.followed_job, job.status if job else None,
+            job.web_url if job else None, job.failure_reason if job else None))
 
     async def _state(self, flow_run: FlowRun) -> str | None:
         current = await self.client.read_flow_run(flow_run.id)

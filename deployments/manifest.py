@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ class DeploymentEntry:
     model: str | None
     work_pool: str | None
     schedules: list[dict[str, Any]]
-    triggers: list[dict[str, Any]] = ()
+    triggers: Sequence[dict[str, Any]] = ()
     concurrency: tuple[int | None, str | None] = (None, None)  # limit, collision strategy
     credentials: tuple[str, ...] = ()  # parameters holding them (the server would show them)
 

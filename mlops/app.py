@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:  # Typer vendors its own Click: its groups take and return these, not click's
+    from typer._click.core import Command, Context
 
 from tasks.core.errors import ConfigError, ExitCode, MlopsError, exit_codes_help
 from tasks.core.redact import redact
@@ -48,21 +51,21 @@ class MlopsGroup(TyperGroup):
     """Every command's failures end here: one line on stderr and the error's exit code
     (MLOPS_DEBUG=1 keeps the traceback)."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         names = super().list_commands(ctx)
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(names, key=lambda name: rank.get(name, len(rank)))
 
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, name: str) -> Command | None:
         command = super().get_command(ctx, name)
         if command is not None and ctx.parent is None and not getattr(command, "rich_help_panel",
                                                                        None):
-            command.rich_help_panel = panel(name)  # `mlops --help` groups commands by job
+            command.rich_help_panel = panel(name)  # type: ignore[attr-defined]  # `mlops --help` groups commands by job
         if command is not None and not command.short_help:
             command.short_help = first_sentence(command.help or "")
         return command
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except Exception as exc:
@@ -116,7 +119,7 @@ def need_server(what: str) -> None:
                           "one: mlops server start")
 
 
-def print_table(header: tuple[str, ...], rows: list[tuple[object, ...]],
+def print_table(header: tuple[str, ...], rows: Sequence[Sequence[object]],
                 title: str | None = None) -> None:
     """A Rich table on stdout. Cells are never cut: a terminal wraps them, a pipe or file gets
     each row on one line (so grep and diff keep working)."""

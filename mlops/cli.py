@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from mlops.environment import apply_defaults
 
 apply_defaults()  # before Prefect or MLflow are imported: the one place the environment changes
@@ -17,4 +15,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -144,7 +144,8 @@ def _run_one(model: str, rows: list[tuple[str, ...]], deploy: dict) -> int:
         rows.append((model, "-", "-", "-", why) + (("-",) if deploy else ()))
         return fail(exc).exit_code
     note = " (reused)" if result.reused else ""
-    row = (result.model, result.version, result.metric, fmt(result.value), result.gate + note)
+    row: tuple[str, ...] = (result.model, result.version, result.metric, fmt(result.value),
+                            result.gate + note)
     if result.deployment is not None:
         row += (result.deployment.production,)
         typer.echo(result.deployment.message)

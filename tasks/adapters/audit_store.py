@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,7 +73,7 @@ def created(registry: Any, model: str) -> datetime | None:
     return datetime.fromtimestamp(millis / 1000, UTC) if millis else None
 
 
-def alias_from(records: list[dict[str, str]], alias: str) -> str | None:
+def alias_from(records: Sequence[Mapping[str, str]], alias: str) -> str | None:
     """Where a chain (in order) says an alias points: its newest move (an intent abandoned
     because the alias never moved leaves it where it was)."""
     move = newest_move(records, alias)
@@ -83,7 +83,7 @@ def alias_from(records: list[dict[str, str]], alias: str) -> str | None:
     return (move.get("from_version") if back else move.get("to_version")) or None
 
 
-def newest_move(records: list[dict[str, str]], alias: str) -> dict[str, str] | None:
+def newest_move(records: Sequence[Mapping[str, str]], alias: str) -> Mapping[str, str] | None:
     return next((r for r in reversed(records) if r.get("alias") == alias
                  and r.get("action") in (*MOVES, ABANDONED)), None)
 

@@ -16,7 +16,7 @@ from tasks.core.settings import GitLabSettings, Settings
 
 log = logging.getLogger("mlops.gitlab")
 T = TypeVar("T")
-NO_SDK_RETRY = {"obey_rate_limit": False, "retry_transient_errors": False}
+NO_SDK_RETRY: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}
 
 
 def skipped(what: str) -> str:

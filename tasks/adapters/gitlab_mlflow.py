@@ -39,6 +39,7 @@ from tasks.adapters.gitlab_rules import (
     UnsupportedByGitLab,
     flat_name,
     gitlab_message,
+    guarded,
     is_gitlab_mlflow,
     model_experiment,
     next_patch,
@@ -67,9 +68,9 @@ class GitLabRegistry(Registry):
     serves_artifact_files = False  # artifacts live in GitLab's package registry
 
     def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None,
-                 server_url: str | None = None, audit_key: bytes | None = None):
+                 server_url: str | None = None, audit_key: chain.Key = None):
         super().__init__(uri)
-        self.client = GuardedClient(self.client)
+        self.client = guarded(self.client)
         # GitLab looks gitlab.CI_JOB_ID up among its own jobs and answers 500 (after creating
         # the run) for one it does not know: send it only to the CI's own GitLab
         self.job_id = job_id if job_id and same_host(server_url, uri) else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import quote
 
 from tasks.adapters.gitlab import NO_SDK_RETRY, GitLab, _retry_after
@@ -22,6 +22,17 @@ T = TypeVar("T")
 FINAL = frozenset({"success", "failed", "canceled", "skipped"})
 ROLES = {"developer": 30, "maintainer": 40, "owner": 50}
 VARIABLES_REFUSED = "Insufficient permissions to set pipeline variables"
+
+
+class _JsonApi(Protocol):
+    """python-gitlab's raw calls as this module makes them: JSON answers (never streamed or
+    raw), a list of objects from one page of a list (get_all=False, no iterator)."""
+
+    def http_get(self, path: str, **kwargs: Any) -> dict[str, Any]: ...
+
+    def http_list(self, path: str, **kwargs: Any) -> list[dict[str, Any]]: ...
+
+    def http_post(self, path: str, **kwargs: Any) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,7 @@ class Pipelines:
     def __init__(self, settings: GitLabSettings, sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.gitlab = GitLab(settings, sleep)
-        self.http = self.gitlab.client
+        self.http = cast(_JsonApi, self.gitlab.client)
         self.sleep = sleep
         self.base = f"/projects/{quote(str(settings.project_id), safe='')}"
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
 from tasks.core.errors import RegistryError
 from tasks.core.redact import redact
+
+_T = TypeVar("_T")
 
 GITLAB_MLFLOW = re.compile(r"/api/v4/projects/(?P<project>[^/]+)/ml/mlflow/?$")
 MODEL_EXPERIMENT = "[model]"  # app/models/ml/model.rb EXPERIMENT_NAME_PREFIX
@@ -78,7 +81,7 @@ class GuardedClient:
     def __init__(self, client):
         self._client = client
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
@@ -98,3 +101,8 @@ class GuardedClient:
                     + "; use an MLflow tracking server for this") from None
 
         return call
+
+
+def guarded(client: _T) -> _T:
+    """`client` behind a GuardedClient, typed as the client itself (its own signatures kept)."""
+    return cast(_T, GuardedClient(client))

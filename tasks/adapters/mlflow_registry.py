@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tasks.adapters.model_version import LocalVersion, ModelVersionRef, read_spec_and_example
 from tasks.core import integrity
 from tasks.core.errors import IntegrityError, RegistryError, UnknownVersion
 from tasks.core.lineage import file_sha256
-from tasks.core.redact import Scrubbed, redact, redact_values, scrubbing
+from tasks.core.redact import redact, redact_values, scrubbed, scrubbing
 
 log = logging.getLogger("mlops.registry")
 
@@ -45,7 +45,7 @@ class Registry:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         # the client's errors name the server's URL, credentials included: they leave redacted
-        self.client = Scrubbed(MlflowClient(tracking_uri=uri, registry_uri=uri))
+        self.client = scrubbed(MlflowClient(tracking_uri=uri, registry_uri=uri))
 
     # -- tracking -------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
@@ -81,7 +81,7 @@ class Registry:
             raise
         self.end_run(run_id)
 
-    def log_run(self, run_id: str, params: dict[str, object] | None = None,
+    def log_run(self, run_id: str, params: Mapping[str, object] | None = None,
                 metrics: dict[str, float] | None = None) -> None:
         from mlflow.entities import Metric, Param
 
@@ -119,7 +119,8 @@ class Registry:
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             return []
-        runs, token = [], None
+        runs: list = []
+        token = None
         while True:
             page = self.client.search_runs([found.experiment_id], max_results=1000,
                                            page_token=token)

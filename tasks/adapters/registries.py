@@ -7,6 +7,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tasks.adapters.gitlab_mlflow import GitLabRegistry, is_gitlab_mlflow
 from tasks.adapters.mlflow_registry import Registry, is_http
@@ -62,7 +63,10 @@ def open_registry(settings: Settings) -> Registry:
     return Registry(uri, settings.artifact_root, ui_url=settings.mlflow_ui_url)
 
 
-def __getattr__(name: str):
+connect: Any  # the Prefect task around open_registry: bound by __getattr__ on first use
+
+
+def __getattr__(name: str) -> Any:
     """`connect`, the Prefect task flows open the registry with, built on first use: commands
     that only read the registry (`mlops status`, `history`, `audit verify`) never import Prefect."""
     if name != "connect":

@@ -145,7 +145,7 @@ class TableWriter:
         self.staging = f"MLOPS_STAGING_{uuid.uuid4().hex[:12].upper()}"
         self.params = params
         self.columns: list[str] = []
-        self._conn = None
+        self._conn: Any = None  # a SnowflakeConnection once the first batch arrives
 
     def write(self, table: pa.Table) -> None:
         import snowflake.connector

@@ -104,7 +104,7 @@ def _codes(arr: pa.Array, categories: list[str]) -> pd.Categorical:
             arr = pc.cast(arr, pa.string())
         arr = pc.dictionary_encode(arr)
     index = {c: i for i, c in enumerate(categories)}
-    lookup = np.array([index.get(str(v), -1) for v in arr.dictionary.to_pylist()] + [-1],
+    lookup: np.ndarray = np.array([index.get(str(v), -1) for v in arr.dictionary.to_pylist()] + [-1],
                       dtype=code_dtype(len(categories)))
     positions = pc.fill_null(arr.indices, len(arr.dictionary)).to_numpy(zero_copy_only=False)
     return pd.Categorical.from_codes(lookup[positions], categories=categories)

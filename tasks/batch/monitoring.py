@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -99,7 +99,7 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
     reference = champion.profile
     assert reference is not None
     current = observed.profile
-    base = dict(model=champion.name, version=champion.version, input=redact(location),
+    base: dict[str, Any] = dict(model=champion.name, version=champion.version, input=redact(location),
                 rows=current.rows, psi_threshold=spec.psi_threshold,
                 attribution_shift=spec.attribution_shift)
     if current.rows < spec.min_rows:

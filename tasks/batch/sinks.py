@@ -8,6 +8,7 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -29,7 +30,7 @@ class Sink:
     def __init__(self, location: str, snowflake_settings: SnowflakeSettings | None = None):
         self.location = redact(location)  # what messages name
         location = reveal(location, data_urls)
-        self._writer = None
+        self._writer: Any = None  # a pyarrow CSVWriter or ParquetWriter from the first batch
         self._table: TableWriter | None = None
         if location.startswith(SNOWFLAKE):
             params = (snowflake_settings or Settings.from_env().snowflake).connection()

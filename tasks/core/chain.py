@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -103,13 +103,13 @@ def signature_problem(record: Mapping[str, str], keys: Keyring, model: str | Non
     return "signature does not match (forged or altered)"
 
 
-def problems(records: list[Mapping[str, str]], key: Key = None, now: datetime | None = None,
+def problems(records: Sequence[Mapping[str, str]], key: Key = None, now: datetime | None = None,
              model: str | None = None) -> list[str]:
     """Everything wrong with a chain, one line each (empty when it is intact)."""
     return [message for _, message in check(records, key, now, model)]
 
 
-def intact(records: list[Mapping[str, str]], key: Key = None, model: str | None = None
+def intact(records: Sequence[Mapping[str, str]], key: Key = None, model: str | None = None
            ) -> list[Mapping[str, str]]:
     """The records in chain order up to (not including) the first one with a problem; records a
     valid tombstone voided are left out."""
@@ -125,7 +125,7 @@ def ref(record: Mapping[str, str]) -> str:
     return f"{record.get('seq', '')}:{record.get('hash', '')[:12]}"
 
 
-def voided(records: list[Mapping[str, str]], key: Key = None, model: str | None = None
+def voided(records: Sequence[Mapping[str, str]], key: Key = None, model: str | None = None
            ) -> tuple[dict[str, str], set[int]]:
     """({record ref: seq of the tombstone voiding it}, seqs declared lost) by the tombstones
     that hold: unaltered, of this model and, with a key, signed by it."""
@@ -146,7 +146,7 @@ def voided(records: list[Mapping[str, str]], key: Key = None, model: str | None 
     return void, lost
 
 
-def check(records: list[Mapping[str, str]], key: Key = None, now: datetime | None = None,
+def check(records: Sequence[Mapping[str, str]], key: Key = None, now: datetime | None = None,
           model: str | None = None) -> list[tuple[int, str]]:
     """(sequence number where it shows, problem) for everything wrong with a chain. `records`
     are in any order; each must carry seq (1, 2, …), prev_hash, hash and `at` (ISO time, UTC);
@@ -222,7 +222,7 @@ def head(records: list[Mapping[str, str]], model: str, store: str, key: Key = No
                  "head_hash": newest["hash"]}, key)
 
 
-def anchor_problems(records: list[Mapping[str, str]], anchor: Mapping[str, str] | None,
+def anchor_problems(records: Sequence[Mapping[str, str]], anchor: Mapping[str, str] | None,
                     model: str, store: str, key: Key = None) -> list[str]:
     """How the chain's end disagrees with its anchor: the anchor altered, the chain truncated
     (it ends before the anchored record), or replaced by another copy (prefix replay: the

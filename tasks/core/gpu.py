@@ -5,7 +5,8 @@ touches it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import Any
 
 from tasks.core.errors import ConfigError
 
@@ -23,7 +24,7 @@ def in_deployment_run() -> bool:
 
 @contextmanager
 def gpu_slot(device: str, strict: bool | None = None,
-             acquire: Callable[..., object] | None = None) -> Iterator[None]:
+             acquire: Callable[..., AbstractContextManager[Any]] | None = None) -> Iterator[None]:
     """Hold one `gpu` slot while the body runs on `device` == "cuda" (waiting for a free one);
     nothing at all for CPU. strict (default: in a deployment run) makes a missing limit an
     error instead of Prefect's warning. The slot is a lease: a killed process frees it when the

@@ -28,7 +28,8 @@ def model_name() -> Any:
     names = configured_models()
     if not names:
         return str
-    return Annotated[str, Field(json_schema_extra={"enum": names})]
+    schema: dict[str, Any] = {"enum": names}
+    return Annotated[str, Field(json_schema_extra=schema)]
 
 
 ModelName = model_name()

@@ -6,7 +6,7 @@ these. Pure: parsing, hashing and the rules, no registry."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -149,7 +149,7 @@ def load_policy(path: Path) -> LoadedPolicy:
     return parse_policy(path.read_text(), origin=str(path))
 
 
-def tag_problems(policy: Policy, tags: Mapping[str, str], extra_required: list[str] = ()
+def tag_problems(policy: Policy, tags: Mapping[str, str], extra_required: Sequence[str] = ()
                  ) -> list[str]:
     """What is wrong with a set of tags: each line names the rule, the tag and what is allowed."""
     problems = []
@@ -195,7 +195,7 @@ def environment_problems(policy: Policy, environment: str, tags: Mapping[str, st
     return problems
 
 
-def version_checks(tags: Mapping[str, str], events: list[Mapping[str, str]] = (),
+def version_checks(tags: Mapping[str, str], events: Sequence[Mapping[str, str]] = (),
                    version: str | None = None) -> dict[str, str]:
     """Each check's result on a version: the computed ones from its `check.*` tags (pass the
     sealed facts for a decision), external ones only from `check-recorded` audit records (a
@@ -222,7 +222,7 @@ def require_compliant_config(loaded: LoadedPolicy, name: str, spec: RegistrySpec
 
 
 def deployment_refusal(loaded: LoadedPolicy, environment: str, version: str,
-                       tags: Mapping[str, str], events: list[Mapping[str, str]]) -> str | None:
+                       tags: Mapping[str, str], events: Sequence[Mapping[str, str]]) -> str | None:
     """Why the current policy refuses this version in `environment` (the rule named), or None."""
     problems = environment_problems(loaded.policy, environment, tags,
                                     version_checks(tags, events, version))

@@ -12,6 +12,9 @@ import functools
 import logging
 import re
 from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar, cast
+
+_T = TypeVar("_T")
 
 # user:password up to the last @ before the path (an @ in the password), or a password holding
 # a / (AWS secret keys do) up to its @; a port followed by a path is not a password
@@ -110,7 +113,7 @@ class Scrubbed:
     def __init__(self, target: object):
         self._target = target
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name == "_target":  # not yet set (a copy being made): no recursion
             raise AttributeError(name)
         attr = getattr(self._target, name)
@@ -123,3 +126,9 @@ class Scrubbed:
                 return attr(*args, **kwargs)
 
         return call
+
+
+def scrubbed(target: _T) -> _T:
+    """`target` behind a Scrubbed proxy, typed as `target` itself: callers keep the client's own
+    signatures (a bare Scrubbed would turn every call into Any and hide every type error)."""
+    return cast(_T, Scrubbed(target))

@@ -5,7 +5,7 @@ version whose tags no longer say the same. Pure functions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 REGISTERED = "registered"
 FACT = "fact."  # record field prefix: record fields (action, environment, …) never collide
@@ -27,7 +27,7 @@ def facts_fields(tags: Mapping[str, str], compliance_tags: Iterable[str]) -> dic
     return fields
 
 
-def registered_facts(events: list[Mapping[str, str]], version: str) -> dict[str, str] | None:
+def registered_facts(events: Sequence[Mapping[str, str]], version: str) -> dict[str, str] | None:
     """The facts sealed when `version` was registered (the newest such record), or None."""
     for record in reversed(events):
         if record.get("action") == REGISTERED and record.get("to_version") == version:

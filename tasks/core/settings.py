@@ -83,7 +83,8 @@ def apply_process_defaults(extra: Mapping[str, str] | None = None,
 def _secret_block(name: str) -> Any:
     from prefect.blocks.system import Secret
 
-    return Secret.load(name).get()
+    from tasks.core.synced import synced
+    return synced(Secret.load(name)).get()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from the store, or cut off below the anchor). Pure: the trail writes the record.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -43,7 +43,7 @@ def unsound(record: Mapping[str, str], keys: chain.Keyring, model: str,
     return None
 
 
-def plan(records: list[Mapping[str, str]], keys: chain.Keyring, model: str,
+def plan(records: Sequence[Mapping[str, str]], keys: chain.Keyring, model: str,
          anchored: list[int], now: datetime | None = None) -> Plan | None:
     """The tombstone that makes the chain whole again, or None when nothing needs one. Deleted
     records that are sound are not voided: restore them (`mlflow runs restore`)."""

@@ -43,7 +43,7 @@ def version_status(loaded: LoadedPolicy, ref: ModelVersionRef, events: list[Mapp
     """Non-compliant: its tags break the policy, or it runs (by alias) in an environment whose
     rules now refuse it, or it was registered under no policy at all."""
     checks = version_checks(ref.tags, events, ref.version)
-    envs = {env: environment_problems(loaded.policy, env, ref.tags, checks)
+    envs: dict[str, list[str]] = {env: environment_problems(loaded.policy, env, ref.tags, checks)
             for env in ENVIRONMENTS}
     held = sorted(a for a, v in aliases.items() if v == ref.version)
     problems = list(tag_problems(loaded.policy, ref.tags))

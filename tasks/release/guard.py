@@ -11,6 +11,7 @@ from tasks.adapters import audit_store
 from tasks.adapters.audit_store import former_champions
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Identity
+from tasks.core.chain import Key
 from tasks.core.errors import ConfigError, PolicyRefused, TrailMismatch, first_of
 from tasks.core.governance import Governance
 from tasks.core.sealed import edited, registered_facts, unsealed_refusal
@@ -37,7 +38,7 @@ def alias_as_recorded(registry: Registry, model: str, alias: str,
     return live
 
 
-def require_production_change(rule: Governance, key: bytes | None, ci: Mapping[str, str]
+def require_production_change(rule: Governance, key: Key, ci: Mapping[str, str]
                               ) -> None:
     """No change without a key when the policy wants signed records, and in GitLab CI only
     from a protected ref (an MR's pipeline runs the MR's own files)."""

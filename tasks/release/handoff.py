@@ -10,6 +10,7 @@ from tasks.contracts.release import DeployResult
 from tasks.core.errors import ConfigError
 from tasks.core.settings import CI_FORWARDED, Settings
 from tasks.core.steps import step
+from tasks.core.synced import synced
 
 
 @step("start-deploy-run")
@@ -23,10 +24,10 @@ def start_deploy_run(model: str, version: str, comment: str = "") -> DeployResul
     tags = [f"model:{model}", f"version:{version}", f"training-run:{flow_run.get_id()}",
             *[t for t in flow_run.tags if t.startswith(("gitlab-pipeline:", "ref:", "sha:"))]]
     try:
-        run = run_deployment(name=name, parameters={"model": model, "version": version,
-                                                     "comment": comment},
-                             timeout=0, as_subflow=False, tags=tags,
-                             job_variables=_pipeline_identity(name))
+        run = synced(run_deployment(name=name, parameters={"model": model, "version": version,
+                                                            "comment": comment},
+                                    timeout=0, as_subflow=False, tags=tags,
+                                    job_variables=_pipeline_identity(name)))
     except ObjectNotFound:
         raise ConfigError(f"no deployment {name} on the Prefect server: run `prefect --no-prompt "
                           "deploy --all` (the version is registered; nothing was deployed)") from None

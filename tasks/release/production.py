@@ -16,6 +16,7 @@ from tasks.adapters.audit_store import alias_from, former_champions
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity
+from tasks.core.chain import Key
 from tasks.core.config import FreezeWindow, ModelConfig, ProductionSpec
 from tasks.core.errors import ApprovalError, DeployError, PolicyRefused, RegistryError
 from tasks.core.policy_config import (
@@ -73,12 +74,12 @@ def post_deploy_checks(registry: Registry, cfg: ModelConfig, version: str) -> No
             raise DeployError(f"{cfg.name} v{version} post-deploy check: {problems[0]}")
 
 
-def open_trail(registry: Registry, cfg: ModelConfig, key: bytes | None = None) -> AuditTrail:
+def open_trail(registry: Registry, cfg: ModelConfig, key: Key = None) -> AuditTrail:
     key = key if key is not None else Settings.from_env().resolve_audit_key()
     return AuditTrail(registry, cfg.name, open_gitlab_quietly(), key)
 
 
-def _ruled(cfg: ModelConfig) -> tuple[LoadedPolicy, Governance, bytes | None]:
+def _ruled(cfg: ModelConfig) -> tuple[LoadedPolicy, Governance, Key]:
     """The policy, the rule this model's production change is judged by, the signing key; and
     no change at all without the key or, in CI, off a protected ref."""
     settings = Settings.from_env()

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 AWAITING = "awaiting-approval"
 
 
-def tag(add: list[str] = (), remove: list[str] = ()) -> None:
+def tag(add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
     """Add or remove tags of the current flow run (the run shows them in the UI's lists)."""
     from prefect import get_client
     from prefect.runtime import flow_run

@@ -4,7 +4,7 @@ Stored beside the version in its MLflow run as `compliance_report.html`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 
 REPORT_NAME = "compliance_report.html"
@@ -18,7 +18,7 @@ _STYLE = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#22
           "padding:1em}")
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)

@@ -19,7 +19,7 @@ def fmt_any(value: object) -> str:
     if value is None or value == "":
         return ""
     try:
-        return fmt(float(value))
+        return fmt(float(value))  # type: ignore[arg-type]  # anything float() takes; else below
     except (TypeError, ValueError):
         return str(value)
 

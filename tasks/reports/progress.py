@@ -11,6 +11,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from tasks.core.synced import synced
+
 Clock = Callable[[], float]
 
 
@@ -96,7 +98,7 @@ class TuningProgress:
                                               if left is not None else "estimating")
         run_left = self.plan.eta_s(self.model, done, elapsed, left) if (
             self.plan and left is not None) else None
-        if run_left and self.plan.ahead(self.model):  # else the model's estimate is the run's
+        if run_left and self.plan and self.plan.ahead(self.model):  # else the model's estimate is the run's
             line += f"; whole run about {duration(run_left)} left"
         return line
 
@@ -122,8 +124,8 @@ class ProgressArtifact:
 
         try:
             if self.artifact is None:
-                self.artifact = create_progress_artifact(percent, key=self.key,
-                                                         description=description)
+                self.artifact = synced(create_progress_artifact(percent, key=self.key,
+                                                                description=description))
             else:
                 update_progress_artifact(self.artifact, percent, description=description)
         except Exception as exc:  # noqa: BLE001 (the bar is a nicety; training goes on)

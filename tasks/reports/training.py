@@ -18,7 +18,7 @@ from tasks.reports.format import delta, fmt
 
 def metric_rows(report: EvalReport, champion: EvalReport | None) -> list[dict[str, object]]:
     """One row per test metric: candidate, champion and the change, rounded alike."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for name, value in report.metrics.items():
         old = champion.metrics.get(name) if champion else None
         rows.append({"metric": name, "candidate": fmt(value), "champion": fmt(old),

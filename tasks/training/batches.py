@@ -68,7 +68,8 @@ def hash_split_rows(frame: pd.DataFrame, seed: int, test_size: float, validation
     """The streaming split of a whole frame's rows (train, validation, test positions)."""
     codes = split_codes(len(frame), seed, test_size, validation_size,
                         keys=None if key is None else frame[key])
-    return tuple(np.flatnonzero(codes == part).tolist() for part in (TRAIN, VALID, TEST))
+    train, valid, test = (np.flatnonzero(codes == part).tolist() for part in (TRAIN, VALID, TEST))
+    return train, valid, test
 
 
 @dataclass(frozen=True)

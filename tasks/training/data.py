@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -20,7 +21,7 @@ from tasks.core.settings import Settings, data_urls
 from tasks.core.steps import NETWORK_RETRIES, step
 from tasks.training import batches
 from tasks.training.batches import BatchTable
-from tasks.training.fingerprint import as_of_fingerprint, source_fingerprint
+from tasks.training.fingerprint import as_of_fingerprint, file_path, source_fingerprint
 from tasks.training.synthetic import generate_claims
 
 QueryReader = Callable[[str], tuple[pd.DataFrame, str]]
@@ -46,21 +47,21 @@ def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
     of a time-travel point: `at` (a rebuild's), else now, kept on the Dataset for lineage."""
     if spec.source == "synthetic":
         frame = generate_claims(spec.synthetic_rows, seed=spec.seed, drift=spec.drift)
-        data = Dataset(frame, source_fingerprint(spec),
+        data = Dataset(frame, _fingerprint(spec),
                        f"synthetic(rows={spec.synthetic_rows}, seed={spec.seed})")
-    elif spec.source == "file" and spec.path.endswith("/"):
-        with revealed(spec.path, data_urls) as real:
+    elif spec.source == "file" and file_path(spec).endswith("/"):
+        with revealed(file_path(spec), data_urls) as real:
             files = batches.parquet_files(real)
             frame = pd.concat([b.to_pandas() for b in batches.parquet_reader(files)()],
                               ignore_index=True)
-            data = Dataset(frame, batches.files_fingerprint(files), redact(spec.path))
+            data = Dataset(frame, batches.files_fingerprint(files), redact(file_path(spec)))
     elif spec.source == "file":
-        data = Dataset(read_frame(spec.path), source_fingerprint(spec), redact(spec.path))
+        data = Dataset(read_frame(file_path(spec)), _fingerprint(spec), redact(file_path(spec)))
     else:
         if query_reader is None:
             params = Settings.from_env().snowflake.connection()
             query_reader = lambda query: snowflake.read_query(query, params)  # noqa: E731
-        query = spec.query
+        query = _query(spec)
         if snowflake.AT_PLACEHOLDER in query:
             at = at or datetime.now(UTC).isoformat(timespec="seconds")
             query = snowflake.time_travel(query, at)
@@ -71,8 +72,25 @@ def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
     return data if as_of is None else until(data, spec.date_column, as_of)
 
 
+def _query(spec: DataSpec) -> str:
+    """data.query of a snowflake source (DataSpec's validator requires it there)."""
+    if spec.query is None:
+        raise ValueError(f"data.query is not set (data.source is {spec.source})")
+    return spec.query
+
+
+def _fingerprint(spec: DataSpec) -> str:
+    """The fingerprint of a generated or file source (known without a query)."""
+    found = source_fingerprint(spec)
+    if found is None:
+        raise DataError(f"a {spec.source} source has no fingerprint before it is read")
+    return found
+
+
 def until(data: Dataset, column: str, as_of: date) -> Dataset:
     """The rows dated on or before as_of; the as-of date becomes part of the fingerprint."""
+    if data.frame is None:
+        raise DataError("an as-of date bounds loaded rows; this data streams (open_table bounds it)")
     if column not in data.frame.columns:
         raise DataError(f"an as-of date needs the date column {column!r}, which the data lacks "
                         f"(set data.date_column)")
@@ -87,30 +105,31 @@ def until(data: Dataset, column: str, as_of: date) -> Dataset:
 
 
 def _time_travel(spec: DataSpec, at: str | None) -> tuple[str, str | None]:
-    if snowflake.AT_PLACEHOLDER not in spec.query:
-        return spec.query, None
+    query = _query(spec)
+    if snowflake.AT_PLACEHOLDER not in query:
+        return query, None
     at = at or datetime.now(UTC).isoformat(timespec="seconds")
-    return snowflake.time_travel(spec.query, at), at
+    return snowflake.time_travel(query, at), at
 
 
 def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None,
                at: str | None = None, batch_rows: int = batches.BATCH_ROWS) -> Dataset:
     """The configured data as a BatchTable (read again for each pass, never whole) with its
     fingerprint; the split is the table's per-row hash split."""
-    split = {"seed": training.seed, "test_size": training.test_size,
+    split: dict[str, Any] = {"seed": training.seed, "test_size": training.test_size,
              "validation_size": training.validation_size, "key": spec.key,
              "date_column": spec.date_column, "as_of": as_of}
     if spec.source == "synthetic":
         frame = generate_claims(spec.synthetic_rows, seed=spec.seed, drift=spec.drift)
         table = BatchTable(batches.frame_reader(frame, batch_rows), "synthetic", **split,
                            estimated_bytes=int(frame.memory_usage(deep=True).sum()))
-        fingerprint, source = source_fingerprint(spec), f"synthetic(rows={spec.synthetic_rows})"
+        fingerprint, source = _fingerprint(spec), f"synthetic(rows={spec.synthetic_rows})"
     elif spec.source == "file":
-        with revealed(spec.path, data_urls) as real:
+        with revealed(file_path(spec), data_urls) as real:
             reader, size, fingerprint = _file_table(spec, real, batch_rows)
-        table = BatchTable(_revealing(spec.path, reader), redact(spec.path), **split,
+        table = BatchTable(_revealing(file_path(spec), reader), redact(file_path(spec)), **split,
                            estimated_bytes=size)
-        source = redact(spec.path)
+        source = redact(file_path(spec))
     else:
         params = Settings.from_env().snowflake.connection()
         query, at = _time_travel(spec, at)
@@ -127,18 +146,18 @@ def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None
 
 
 def _file_table(spec: DataSpec, real: str, batch_rows: int):
-    if spec.path.endswith("/") or spec.path.lower().endswith((".parquet", ".pq")):
+    if file_path(spec).endswith("/") or file_path(spec).lower().endswith((".parquet", ".pq")):
         files = batches.parquet_files(real)
         size = batches.parquet_estimate(files)[1]
-        fingerprint = (batches.files_fingerprint(files) if spec.path.endswith("/")
-                       else source_fingerprint(spec))
+        fingerprint = (batches.files_fingerprint(files) if file_path(spec).endswith("/")
+                       else _fingerprint(spec))
         return batches.parquet_reader(files, batch_rows), size, fingerprint
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(real)
     if not fs.exists(root):
-        raise DataError(f"data file {redact(spec.path)} does not exist")
-    return batches.csv_reader(real, batch_rows), int(fs.size(root)) * 2, source_fingerprint(spec)
+        raise DataError(f"data file {redact(file_path(spec))} does not exist")
+    return batches.csv_reader(real, batch_rows), int(fs.size(root)) * 2, _fingerprint(spec)
 
 
 def _revealing(location: str, reader):
@@ -166,10 +185,10 @@ def streams(spec: DataSpec, training: TrainingSpec) -> bool:
         return training.streaming
     if spec.source != "file":
         return False
-    if spec.path.endswith("/"):
+    if file_path(spec).endswith("/"):
         return True
-    with revealed(spec.path, data_urls) as real:
-        if spec.path.lower().endswith((".parquet", ".pq")):
+    with revealed(file_path(spec), data_urls) as real:
+        if file_path(spec).lower().endswith((".parquet", ".pq")):
             size = batches.parquet_estimate(batches.parquet_files(real))[1]
         else:
             import fsspec

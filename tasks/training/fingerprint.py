@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 _hashed: dict[tuple, str] = {}  # (location, size, mtime or etag) -> sha256 of the bytes
 
 
+def file_path(spec: DataSpec) -> str:
+    """data.path of a file source (DataSpec's validator requires it there)."""
+    if spec.path is None:
+        raise ValueError(f"data.path is not set (data.source is {spec.source})")
+    return spec.path
+
+
 def source_fingerprint(spec: DataSpec) -> str | None:
     """Fingerprint a data source without loading it: the generator's spec, or a file's bytes.
 
@@ -41,14 +48,14 @@ def source_fingerprint(spec: DataSpec) -> str | None:
         import fsspec
 
         try:
-            with revealed(spec.path, data_urls) as real:
+            with revealed(file_path(spec), data_urls) as real:
                 fs, path = fsspec.core.url_to_fs(real)
                 identity = _identity(fs, path)
                 if identity is not None and identity in _hashed:
                     return _hashed[identity]
                 digest = _digest_file(fs, path)
         except FileNotFoundError:
-            raise DataError(f"data file {redact(spec.path)} does not exist") from None
+            raise DataError(f"data file {redact(file_path(spec))} does not exist") from None
         if identity is not None:
             _hashed[identity] = digest
         return digest
@@ -91,10 +98,10 @@ def up_to_date(cfg: ModelConfig, settings: Settings, registry: Registry
     """
     from tasks.core.device import select_device
 
-    if cfg.data.source == "file" and cfg.data.path.endswith("/"):
+    if cfg.data.source == "file" and file_path(cfg.data).endswith("/"):
         from tasks.training.batches import files_fingerprint, parquet_files
 
-        with revealed(cfg.data.path, data_urls) as real:  # a folder of Parquet files
+        with revealed(file_path(cfg.data), data_urls) as real:  # a folder of Parquet files
             fingerprint: str | None = files_fingerprint(parquet_files(real))
     else:
         fingerprint = source_fingerprint(cfg.data)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -26,8 +26,15 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 
 
+class FrameIterClass(Protocol):
+    """FrameIter's constructor, as frame_iter_class hands it out."""
+
+    def __call__(self, frames: Callable[[], Iterator[pd.DataFrame]], spec: FeatureSpec,
+                 cache_prefix: str | None = None) -> xgb.DataIter: ...
+
+
 @functools.cache
-def frame_iter_class() -> type[xgb.DataIter]:
+def frame_iter_class() -> FrameIterClass:
     """FrameIter, an xgboost.DataIter: defined on first use, so that importing this module (as
     the training flow does on a cached or reused run) does not import XGBoost."""
     import xgboost as xgb
@@ -38,7 +45,8 @@ def frame_iter_class() -> type[xgb.DataIter]:
         def __init__(self, frames: Callable[[], Iterator[pd.DataFrame]], spec: FeatureSpec,
                      cache_prefix: str | None = None):
             super().__init__(cache_prefix=cache_prefix, release_data=True)
-            self._frames, self._spec, self._it = frames, spec, None
+            self._frames, self._spec = frames, spec
+            self._it: Any = None  # the generator of the current pass
 
         def reset(self) -> None:
             if self._it is not None:
@@ -86,8 +94,8 @@ def stream_matrices(table: BatchTable, spec: FeatureSpec, training: TrainingSpec
                              cache_prefix=str(cache / "train") if cache else None)
         valid_it = FrameIter(lambda: table.frames(VALID, "validation matrix"), spec)
         if ext:
-            dtrain = xgb.ExtMemQuantileDMatrix(train_it, max_bin=max_bin,
-                                               enable_categorical=True)
+            dtrain: xgb.DMatrix = xgb.ExtMemQuantileDMatrix(train_it, max_bin=max_bin,
+                                                            enable_categorical=True)
         else:
             dtrain = xgb.QuantileDMatrix(train_it, max_bin=max_bin, enable_categorical=True)
         dvalid = xgb.QuantileDMatrix(valid_it, ref=dtrain, max_bin=max_bin,
