@@ -6,7 +6,7 @@ from mlops.environment import apply_defaults
 
 apply_defaults()  # before Prefect or MLflow are imported: the one place the environment changes
 
-from mlops import batch, compliance, configs, platform, release, reproduce, server, status, training  # noqa: E402,F401 (each module adds its commands)
+from mlops import audit, batch, compliance, configs, platform, release, reproduce, server, status, training  # noqa: E402,F401 (each module adds its commands)
 from mlops.app import app  # noqa: E402
 
 

@@ -84,13 +84,16 @@ def test_a_waiting_run_is_findable_refuses_bad_answers_and_is_approved_by_name(
         assert waiting["name"] == "deploy-appr-v1" and "awaiting-approval" in waiting["tags"]
         assert champion(tmp_path, "appr") is None
         # the untouched form, a rejection without a reason, a blank name: the server refuses them
+        # (an answer carries a comment, empty when approving, as the UI and `mlops approve` send)
         assert resume(prefect_server, run_id, {}) == "REJECT"
         assert resume(prefect_server, run_id, {"decision": "reject", "approver": "alice"}) \
             == "REJECT"
-        assert resume(prefect_server, run_id, {"decision": "approve", "approver": "  "}) \
+        assert resume(prefect_server, run_id, {"decision": "approve", "approver": "  ",
+                                                 "comment": ""}) \
             == "REJECT"
         # a well-formed answer by someone who may not approve: refused, recorded, asked again
-        assert resume(prefect_server, run_id, {"decision": "approve", "approver": "mallory"}) \
+        assert resume(prefect_server, run_id, {"decision": "approve", "approver": "mallory",
+                                                 "comment": ""}) \
             == "ACCEPT"
         waits_again(prefect_server, run_id)
         assert champion(tmp_path, "appr") is None
@@ -158,7 +161,8 @@ def test_identity_gitlab_counts_only_a_signed_approval_by_someone_else(prefect_s
                         env=env) as run:
             run_id = paused_run(prefect_server, "idg")
             # typed in the form: well-formed, but nobody proved to be alice
-            assert resume(prefect_server, run_id, {"decision": "approve", "approver": "alice"}) \
+            assert resume(prefect_server, run_id, {"decision": "approve", "approver": "alice",
+                                                     "comment": ""}) \
                 == "ACCEPT"
             waits_again(prefect_server, run_id)
             assert champion(tmp_path, "idg") is None

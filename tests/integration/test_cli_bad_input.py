@@ -146,7 +146,10 @@ def test_gitlab_mlflow_api_without_a_token_is_refused_before_training(home, monk
                        "https://oauth2:glpat-s3cret@gitlab.example.com/api/v4/projects/42/ml/mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
     (home / "configs" / "ok.yaml").write_text(config_yaml(name="ok"))
-    for command in (["train", "ok"], ["score", "ok", "--input", "a.parquet", "--output", "b.csv"]):
+    claims = home / "a.parquet"  # an input that exists: the missing token is what is refused
+    generate_claims(50, seed=1).to_parquet(claims)
+    for command in (["train", "ok"],
+                    ["score", "ok", "--input", str(claims), "--output", str(home / "b.csv")]):
         result = run_cli(*command)
         assert_one_line(result, 2, "is GitLab's MLflow API: set MLFLOW_TRACKING_TOKEN")
         assert "glpat-s3cret" not in result.stderr + result.stdout

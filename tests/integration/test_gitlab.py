@@ -79,10 +79,22 @@ def test_token_without_scope_leaves_the_pipeline_result_alone(write_config, gitl
     assert "HTTP 403" in caplog.text
 
 
-def test_without_gitlab_settings_the_steps_say_skipped(write_config, caplog):
+def test_without_gitlab_settings_the_steps_say_skipped(write_config, caplog, monkeypatch):
+    """In a GitLab CI job (CI_SERVER_URL set) a skipped step is said at INFO; on a laptop, where
+    nobody expects GitLab, only at DEBUG (it printed on every run)."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="prefect.task_runs")  # the steps' run logger
     name = write_config("plain")
     assert training_pipeline(name).gate == "passed"
-    assert "GitLab merge request report skipped" in caplog.text
+    said = [r for r in caplog.records if "GitLab merge request report skipped" in r.getMessage()]
+    assert said and all(r.levelno == logging.DEBUG for r in said)
+    caplog.clear()
+    monkeypatch.setenv("CI_SERVER_URL", "https://gitlab.example.com")
+    assert training_pipeline(name).gate.startswith("passed")  # the same version, reused
+    said = [r for r in caplog.records if "GitLab merge request report skipped" in r.getMessage()]
+    assert said and all(r.levelno == logging.INFO for r in said)
 
 
 def test_schedule_migration_dry_run_then_apply(gitlab, home, monkeypatch):

@@ -10,9 +10,10 @@ from mlops.cli import app
 runner = CliRunner()
 
 
-def run_logs(names: list[str]) -> list[str]:
-    """What the named flow runs logged, as the Prefect server keeps it (the console's handler
-    may write wherever logging was first set up in this process)."""
+def run_logs(prefixes: list[str]) -> list[str]:
+    """What the flow runs whose names start with these logged (runs are named
+    `train-<model>-<day>`), as the Prefect server keeps it (the console's handler may write
+    wherever logging was first set up in this process)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -23,8 +24,9 @@ def run_logs(names: list[str]) -> list[str]:
     from prefect.client.schemas.sorting import LogSort
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            name=FlowRunFilterName(any_=names)))
+        runs = [run for prefix in prefixes for run in client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=prefix)))
+            if run.name.startswith(prefix)]
         logs = client.read_logs(log_filter=LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])), sort=LogSort.TIMESTAMP_ASC)
     return [entry.message for entry in logs]
@@ -39,7 +41,7 @@ def test_training_two_models_logs_time_left_and_fills_a_progress_bar(write_confi
     result = runner.invoke(app, ["train", first, second])
     assert result.exit_code == 0, result.output
     assert "tuning 4 trials over 2 models in turn (prog-a 2, prog-b 2)" in result.stdout
-    said = run_logs([f"train-{first}", f"train-{second}"])
+    said = run_logs([f"train-{first}-", f"train-{second}-"])
     a_lines = [m for m in said if m.startswith("prog-a (1/2): trial ")]
     assert len(a_lines) == 2, result.output[-3000:]
     assert "elapsed" in a_lines[0] and "whole run about" in a_lines[0]
