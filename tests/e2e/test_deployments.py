@@ -235,11 +235,12 @@ def test_ci_trigger_is_idempotent_and_approval_holds_no_runner(stack, gitlab_mlf
 
 
 def test_drift_event_starts_a_retrain_through_the_deployment_trigger(stack):
-    """monitor → mlops.model.drift-detected → the prefect.yaml trigger → a training-pipeline/fraud
-    run, created by the server's automation (no worker needed to see it)."""
+    """monitor → mlops.model.drift-detected → the prefect.yaml trigger → a
+    training-pipeline/retrain-fraud run (its own deployment, so its limit of one never cancels
+    CI or weekly training), created by the server's automation (no worker needed to see it)."""
     api, env, root = stack["api"], stack["env"], stack["root"]
     fraud = [d for d in api_post(api, "/deployments/filter", {
-        "flows": {"name": {"any_": ["training-pipeline"]}}}) if d["name"] == "fraud"][0]
+        "flows": {"name": {"any_": ["training-pipeline"]}}}) if d["name"] == "retrain-fraud"][0]
     state = Path(env["MLOPS_HOME"])
     client = local_client(state)
     try:
