@@ -128,9 +128,16 @@ def test_the_worker_run_shows_its_plots_in_chromium(ran):
         keep_screenshot(page, "training-run-artifacts")
 
 
-def error_logs(api: str, run_id: str) -> list[str]:
-    return [entry["message"] for entry in api_post(api, "/logs/filter", {
-        "logs": {"flow_run_id": {"any_": [run_id]}, "level": {"ge_": 40}}})]
+def error_logs(api: str, run_id: str, timeout_s: float = 30) -> list[str]:
+    """The run's error logs once the server has them: a run's state is final before its
+    process has shipped its last log batch, so an empty answer is asked again."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        said = [entry["message"] for entry in api_post(api, "/logs/filter", {
+            "logs": {"flow_run_id": {"any_": [run_id]}, "level": {"ge_": 40}}})]
+        if said or time.monotonic() > deadline:
+            return said
+        time.sleep(1)
 
 
 def final(api: str, run_id: str, timeout_s: float = 240) -> dict:

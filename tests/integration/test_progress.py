@@ -3,6 +3,8 @@ time left, and a progress artifact per model that ends at 100 %."""
 
 from __future__ import annotations
 
+import time
+
 from typer.testing import CliRunner
 
 from mlops.cli import app
@@ -41,7 +43,12 @@ def test_training_two_models_logs_time_left_and_fills_a_progress_bar(write_confi
     result = runner.invoke(app, ["train", first, second])
     assert result.exit_code == 0, result.output
     assert "tuning 4 trials over 2 models in turn (prog-a 2, prog-b 2)" in result.stdout
-    said = run_logs([f"train-{first}-", f"train-{second}-"])
+    deadline, said = time.monotonic() + 30, []
+    # the runs are final before their last log batch reaches the server: ask until it has it
+    while not any(m.startswith("prog-b (2/2): trial 2/2") for m in said) \
+            and time.monotonic() < deadline:
+        said = run_logs([f"train-{first}-", f"train-{second}-"])
+        time.sleep(0.5)
     a_lines = [m for m in said if m.startswith("prog-a (1/2): trial ")]
     assert len(a_lines) == 2, result.output[-3000:]
     assert "elapsed" in a_lines[0] and "whole run about" in a_lines[0]
