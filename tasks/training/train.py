@@ -215,17 +215,24 @@ def train(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: Trainin
     """Cached by run key (data fingerprint, config, code, device): a re-run reuses the booster."""
     from prefect.logging import get_run_logger
 
-    from tasks.reports.progress import tuning_progress
-
     logger = get_run_logger()
     logger.info("training on %s: %d rows, %d features, %d trials", device, len(splits.train),
                 len(spec.features), training.n_trials)
+    return _with_progress(logger, study_name, spec, training, lambda on_trial: train_model(
+        df, spec, splits, training, device, study_name, storage, progress=logger.info,
+        on_trial=on_trial))
+
+
+def _with_progress(logger, study_name: str, spec: FeatureSpec, training: TrainingSpec,
+                   tune: Callable[[TrialHook], TrainResult]) -> TrainResult:
+    """Tune with each trial's progress line and the model's progress artifact, closed after."""
+    from tasks.reports.progress import tuning_progress
+
     model = study_name.rsplit("-", 1)[0]  # planning names studies <model>-<run key>
     tracker, on_trial = tuning_progress(model, task_type(spec.task).eval_metric,
                                         training.n_trials, logger.warning)
     try:
-        return train_model(df, spec, splits, training, device, study_name, storage,
-                           progress=logger.info, on_trial=on_trial)
+        return tune(on_trial)
     finally:
         tracker.close()
 
@@ -237,21 +244,14 @@ def train_streamed(table: BatchTable, spec: FeatureSpec, training: TrainingSpec,
     compressed, or external memory above the budget), then the same tuning."""
     from prefect.logging import get_run_logger
 
-    from tasks.reports.progress import tuning_progress
-
     logger = get_run_logger()
-    model = study_name.rsplit("-", 1)[0]  # planning names studies <model>-<run key>
     with stream_matrices(table, spec, training, MAX_BIN, cache_root,
                          progress=logger.info) as matrices:
         logger.info("training on %s: %d rows, %d features, %d trials", device,
                     matrices[0].num_row(), len(spec.features), training.n_trials)
-        tracker, on_trial = tuning_progress(model, task_type(spec.task).eval_metric,
-                                            training.n_trials, logger.warning)
-        try:
-            return train_model(None, spec, None, training, device, study_name, storage,
-                               progress=logger.info, on_trial=on_trial, matrices=matrices)
-        finally:
-            tracker.close()
+        return _with_progress(logger, study_name, spec, training, lambda on_trial: train_model(
+            None, spec, None, training, device, study_name, storage, progress=logger.info,
+            on_trial=on_trial, matrices=matrices))
 
 
 logging.getLogger("optuna").setLevel(logging.WARNING)
