@@ -49,7 +49,7 @@ def status(
     server failed, 2 an unknown model, a bad setting, or an alias moved outside the pipeline
     (shown, then refused)."""
     from deployments.overview import NO_SERVER, from_prefect, from_registry, next_runs
-    from tasks.adapters.registries import open_registry
+    from mlops.reads import read_registry
     from tasks.core.config import list_configs, load_named_config
     from tasks.core.redact import redact
     from tasks.reports.format import fmt_any
@@ -60,7 +60,7 @@ def status(
     else:
         configs = [cfg for _, cfg in list_configs(found.config_dir)
                    if not isinstance(cfg, Exception)]
-    registry = open_registry(found)
+    registry = read_registry(found)
     statuses = {cfg.name: from_registry(found, registry, cfg) for cfg in configs}
     server = bool(found.prefect_api_url)
     if server:
