@@ -59,7 +59,9 @@ class ApprovalForm(RunInput):
     decision: Literal["approve", "reject"] = Field(
         ..., description="approve: promote to production now (freeze windows and post-deploy "
                          "checks apply); reject: stop this deployment.")
-    approver: str = Field(..., min_length=1, pattern=r"\S",
+    # no regex: a blank-only name would be refused as "'  ' does not match '\\S'"; _rules
+    # refuses it in words instead, and the next question says why
+    approver: str = Field(..., min_length=1,
                           description="Your GitLab username; it goes to the audit trail.")
     comment: str = Field(
         "", title="Comment (required to reject)",
@@ -74,10 +76,23 @@ class ApprovalForm(RunInput):
     @model_validator(mode="after")
     def _rules(self) -> ApprovalForm:
         if not self.approver:
-            raise ValueError("type your username as the approver: it must not be blank")
+            raise ValueError("enter your name as the approver: a blank one is not an answer")
         if self.decision == "reject" and not self.comment:
             raise ValueError("say why you reject in the comment: a rejection needs one")
         return self
+
+
+class DeclaredApprovalForm(ApprovalForm):
+    """Promote this version to production? Nothing is preset: choose, and say who you are."""
+
+    approver: str = Field(..., min_length=1,
+                          description="Your name; it goes to the audit trail as typed (this "
+                                      "model's approvers are declared, not verified).")
+
+
+def form_for(identity: str) -> type[ApprovalForm]:
+    """The form whose approver field says what this model's identity asks for."""
+    return DeclaredApprovalForm if identity == "declared" else ApprovalForm
 
 
 def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
@@ -102,12 +117,16 @@ def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging:
         floor=cfg.gate.threshold, max_regression=cfg.gate.max_regression, policy_refusal=ruled)
 
 
-def _ask(report: str, attempt: int, suspend: bool, timeout_s: int) -> ApprovalForm:
-    """One question; a fresh key each attempt (a reused key would replay the old answer)."""
+def _ask(report: str, attempt: int, suspend: bool, timeout_s: int, identity: str = "gitlab",
+         problem: str = "") -> ApprovalForm:
+    """One question; a fresh key each attempt (a reused key would replay the old answer). The
+    last answer's problem, if any, heads the question."""
     import pydantic
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
-    form = ApprovalForm.with_initial_data(description=report)
+    if problem:
+        report = f"**Your last answer was not accepted: {problem}.**\n\n{report}"
+    form = form_for(identity).with_initial_data(description=report)
     key = f"approval-{attempt}"
     try:
         if suspend:
@@ -185,7 +204,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
-    attempt = 0
+    attempt, problem = 0, ""
     while True:
         attempt += 1
         events = trail.events()  # judged against production now, at every question
@@ -202,10 +221,12 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
                              f"{cfg.name}`")
         try:
             answer = _ask(report, attempt, suspend=deployment.get_id() is not None,
-                          timeout_s=int(spec.approval_timeout_h * 3600))
+                          timeout_s=int(spec.approval_timeout_h * 3600), identity=rule.identity,
+                          problem=problem)
             who = _identity(cfg, rule, settings, answer, tags.get("git_commit", ""), run_id)
         except ApprovalError as exc:
             log.warning("answer not accepted, asking again: %s", exc)
+            problem = str(exc)
             continue
         except FlowPauseTimeout:  # in the CLI's process; a suspended run is failed by the server
             _tag(remove=[AWAITING])
@@ -220,6 +241,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
             trail.write(event("approval-refused", "production", None, version, who.username,
                               answer.comment, run_id, reason, identity=who.label()))
             log.warning("%s; asking again", reason)
+            problem = reason
             continue
         _emit("mlops.approval.answered", cfg.name, version,
               {"decision": answer.decision, "approver": who.label(), "comment": answer.comment})
