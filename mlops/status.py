@@ -65,7 +65,7 @@ def status(
     server = bool(found.prefect_api_url)
     if server:
         from_prefect(found, statuses)
-    next_runs(statuses, server, prefect_file)
+    next_runs(statuses, server, prefect_file, found.prefect_api_url)
     mlflow_ui = redact(found.mlflow_ui_url) if found.mlflow_ui_url else None
     if as_json:
         typer.echo(json.dumps({
