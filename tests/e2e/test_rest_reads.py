@@ -85,32 +85,35 @@ def test_rest_reads_equal_mlflow_client_reads_on_the_same_server(mlflow_sqlite_s
 READ_ONLY = """
 import json, sys
 from mlops.cli import main
-for args in (["history", "rest-cli"], ["audit", "verify", "rest-cli"]):
+for args in (["history", "rest-cli"], ["audit", "verify", "rest-cli"], ["status", "rest-cli"],
+             ["models"], ["check-config", "rest-cli"], ["server", "status"]):
     sys.argv = ["mlops", *args]
     try:
         main()
     except SystemExit as exc:
-        if exc.code not in (0, 1, None):
+        if exc.code not in (0, 1, None):  # 1: a server or worker of no local stack is down
             raise
     print(json.dumps([args[0], sorted({m.split(".")[0] for m in sys.modules})]))
 """
 
 
 def test_read_only_commands_on_a_tracking_server_import_no_mlflow_prefect_or_training(
-        mlflow_sqlite_server, tmp_path):
-    """`mlops history` and `mlops audit verify` against an MLflow server read over REST: no
-    mlflow, prefect, xgboost or matplotlib in sys.modules (module presence, not time)."""
+        mlflow_sqlite_server, prefect_server, tmp_path):
+    """The read-only commands against an MLflow server and a Prefect server read both over
+    REST: no mlflow, prefect, xgboost or matplotlib in sys.modules (module presence, not
+    time)."""
     url, _ = mlflow_sqlite_server
     configs = tmp_path / "configs"
     configs.mkdir()
     text = (REPO / "configs" / "models" / "fraud.yaml").read_text()
     (configs / "rest-cli.yaml").write_text(text.replace("name: fraud", "name: rest-cli"))
     env = cli_env(MLFLOW_TRACKING_URI=url, MLOPS_HOME=str(tmp_path / "home"),
-                  MLOPS_CONFIG_DIR=str(configs), MLOPS_DEVICE="cpu")
+                  MLOPS_CONFIG_DIR=str(configs), MLOPS_DEVICE="cpu",
+                  PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "prefect"))
     proc = subprocess.run([sys.executable, "-c", READ_ONLY], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = dict(json.loads(line) for line in proc.stdout.splitlines() if line.startswith('["'))
-    assert set(loaded) == {"history", "audit"}
+    assert set(loaded) == {"history", "audit", "status", "models", "check-config", "server"}
     for command, modules in loaded.items():
         assert {"mlflow", "prefect", "xgboost", "matplotlib"} & set(modules) == set(), command
