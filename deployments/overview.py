@@ -140,9 +140,9 @@ def _from_prefect_http(found: Settings, statuses: dict[str, ModelStatus]) -> Non
         for status in statuses.values():
             if any(last.kind == kind for last in status.last):
                 continue
-            run = next((r for r in runs if (r.get("parameters") or {}).get("model")
-                        == status.model), None)
-            if run is not None and run.get("state"):
+            mine = [r for r in runs if (r.get("parameters") or {}).get("model") == status.model]
+            if mine and mine[0].get("state"):
+                run = mine[0]
                 at = when(run.get("start_time")) or when(run.get("expected_start_time"))
                 status.last.append(LastRun(
                     kind, at.astimezone(UTC).isoformat(timespec="seconds") if at else "",

@@ -113,10 +113,8 @@ def from_server_http(api_url: str) -> list[ScheduleRow]:
             schedule = sched.get("schedule") or {}
             cron, tz = schedule.get("cron"), schedule.get("timezone") or "UTC"
             first = when(scheduled[0].get("expected_start_time")) if scheduled else None
-            if first is not None:
-                at, source = first, "server"
-            else:
-                at, source = (next_cron(cron, tz) if cron else None), "cron"
+            at = first or (next_cron(cron, tz) if cron else None)
+            source = "server" if first is not None else "cron"
             rows.append(ScheduleRow(name, sched.get("slug") or "", cron or str(schedule), tz,
                                     bool(sched.get("active") and not dep.get("paused")), at,
                                     source))

@@ -7,7 +7,6 @@ PREFECT_PROFILES_PATH) names."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,12 +58,11 @@ def deactivate(stack_dir: Path) -> str | None:
     return previous
 
 
-def active(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+def active(env: Mapping[str, str]) -> tuple[str | None, str | None]:
     """The active profile's name and its PREFECT_API_URL (None when it names none), as
     Prefect's load_profiles answers, read from the files without importing Prefect (about a
     second of CPU): the profiles file PREFECT_PROFILES_PATH or PREFECT_HOME names over the
-    defaults Prefect ships."""
-    env = os.environ if env is None else env
+    defaults Prefect ships (env: the process environment, mlops.local_server.environment)."""
     home = Path(env.get("PREFECT_HOME") or "~/.prefect").expanduser()
     mine = _read_toml(Path(env.get("PREFECT_PROFILES_PATH") or home / "profiles.toml"))
     spec = importlib.util.find_spec("prefect")  # finds the package, imports nothing

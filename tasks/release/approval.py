@@ -1,5 +1,6 @@
 """Approval for production: the policy (none, given up front by the CLI, or a person answering a
-waiting run), the form they answer, who they are, and what they read before deciding.
+waiting run), who they are, and what they read before deciding (the form they answer is
+tasks/release/approval_form.py).
 
 A run waits by `pause_flow_run` when it runs in the CLI's own process, and by
 `suspend_flow_run` when a worker runs it: then the job ends, no runner is held, and the answer
@@ -9,10 +10,6 @@ that is empty, invalid or not allowed is never a decision: the run asks again.""
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Literal
-
-from prefect.input import RunInput
-from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.gitlab_identity import signed_approvals
@@ -29,6 +26,7 @@ from tasks.core.policy_config import (
 )
 from tasks.core.settings import Settings
 from tasks.core.steps import step
+from tasks.release.approval_form import ApprovalForm, form_for
 from tasks.release.audit import AuditTrail, event
 from tasks.release.environment_approval import wait_for_gitlab
 from tasks.release.guard import alias_as_recorded, approvals_short, sealed_facts
@@ -41,58 +39,6 @@ from tasks.reports.approval import approval_markdown
 # approval given up front by the CLI that runs the flow in its own process (`mlops run --as`);
 # never a flow parameter, so no deployment run can carry one
 UP_FRONT: ContextVar[Approval | None] = ContextVar("mlops_up_front_approval", default=None)
-
-
-class ApprovalForm(RunInput):
-    """Promote this version to production? Nothing is preset: choose, and say who you are."""
-
-    # Seen in Chromium: listing comment as required (its default "" is sent untouched, so an
-    # approval still needs none) drops the UI's "(Optional)" from its label; minLength instead
-    # of a regex makes a comment-less rejection "Validation failed for field 'comment' … ''
-    # should be non-empty", not "'' does not match '\\S'". A blank-only comment is refused by
-    # _rules, and the run asks again.
-    model_config = ConfigDict(json_schema_extra={
-        "required": ["decision", "approver", "comment"],
-        "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
-        "then": {"properties": {"comment": {"minLength": 1}}},
-    })
-    decision: Literal["approve", "reject"] = Field(
-        ..., description="approve: promote to production now (freeze windows and post-deploy "
-                         "checks apply); reject: stop this deployment.")
-    # no regex: a blank-only name would be refused as "'  ' does not match '\\S'"; _rules
-    # refuses it in words instead, and the next question says why
-    approver: str = Field(..., min_length=1,
-                          description="Your GitLab username; it goes to the audit trail.")
-    comment: str = Field(
-        "", title="Comment (required to reject)",
-        description="Why you decide; it goes to the audit trail. Approving needs none; a "
-                    "rejection is refused without one.")
-
-    @field_validator("approver", "comment")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.strip()
-
-    @model_validator(mode="after")
-    def _rules(self) -> ApprovalForm:
-        if not self.approver:
-            raise ValueError("enter your name as the approver: a blank one is not an answer")
-        if self.decision == "reject" and not self.comment:
-            raise ValueError("say why you reject in the comment: a rejection needs one")
-        return self
-
-
-class DeclaredApprovalForm(ApprovalForm):
-    """Promote this version to production? Nothing is preset: choose, and say who you are."""
-
-    approver: str = Field(..., min_length=1,
-                          description="Your name; it goes to the audit trail as typed (this "
-                                      "model's approvers are declared, not verified).")
-
-
-def form_for(identity: str) -> type[ApprovalForm]:
-    """The form whose approver field says what this model's identity asks for."""
-    return DeclaredApprovalForm if identity == "declared" else ApprovalForm
 
 
 def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,

@@ -244,7 +244,7 @@ def test_the_approval_form_says_what_is_wrong_in_words():
     """The browser showed `'' does not match '\\S'` under "Comment (Optional)"."""
     from prefect.utilities.schema_tools.validation import build_error_obj, validate
 
-    from tasks.release.approval import ApprovalForm
+    from tasks.release.approval_form import ApprovalForm
 
     schema = ApprovalForm.model_json_schema()
     comment = schema["properties"]["comment"]
@@ -267,7 +267,7 @@ def test_a_blank_approver_is_refused_in_words_not_by_a_regex():
     model refuses it with a sentence (and the next question repeats it)."""
     from prefect.utilities.schema_tools.validation import build_error_obj, validate
 
-    from tasks.release.approval import ApprovalForm, form_for
+    from tasks.release.approval_form import ApprovalForm, form_for
 
     for identity in ("declared", "gitlab"):
         schema = form_for(identity).model_json_schema()

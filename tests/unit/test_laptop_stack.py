@@ -22,7 +22,7 @@ def profiles(tmp_path, monkeypatch):
     path.parent.mkdir()
     path.write_text('active = "local"\n\n[profiles.local]\n'
                     'PREFECT_API_URL = "http://127.0.0.1:4200/api"\n')
-    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(path))  # what profile.active() reads
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(path))  # what `mlops server status` reads
     with temporary_settings(updates={PREFECT_PROFILES_PATH: path}):
         yield path
 
@@ -30,7 +30,8 @@ def profiles(tmp_path, monkeypatch):
 def test_start_activates_mlops_local_and_stop_restores_the_previous_profile(profiles, tmp_path):
     stack = tmp_path / "stack"
     assert profile.activate("http://127.0.0.1:4391/api", stack) == "local"
-    assert profile.active() == ("mlops-local", "http://127.0.0.1:4391/api")
+    assert profile.active({"PREFECT_PROFILES_PATH": str(profiles)}) == (
+        "mlops-local", "http://127.0.0.1:4391/api")
     assert 'active = "mlops-local"' in profiles.read_text()
     # a second start keeps what was active before the first
     assert profile.activate("http://127.0.0.1:4391/api", stack) == "mlops-local"
@@ -38,7 +39,8 @@ def test_start_activates_mlops_local_and_stop_restores_the_previous_profile(prof
     assert load_profiles().active_name == "local"
     assert "http://127.0.0.1:4200/api" in profiles.read_text()  # the user's profile is intact
     assert "mlops-local" not in load_profiles().names  # stopped: nothing left behind
-    assert profile.active() == ("local", "http://127.0.0.1:4200/api")
+    assert profile.active({"PREFECT_PROFILES_PATH": str(profiles)}) == (
+        "local", "http://127.0.0.1:4200/api")
 
 
 def test_the_active_profile_is_read_as_prefect_reads_it_without_importing_prefect(tmp_path):
