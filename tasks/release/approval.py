@@ -20,7 +20,7 @@ from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity, SmokeReport
 from tasks.core.audit_event import Action
 from tasks.core.config import ModelConfig
-from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.errors import ApprovalError, ApprovalRejected, DeployError
 from tasks.core.policy_config import (
     Governance,
     LoadedPolicy,
@@ -231,7 +231,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
             trail.write(event(Action.APPROVAL_REJECTED, "production", None, version, who.username,
                               answer.comment, run_id, identity=who.label(),
                               actor_id=str(who.user_id or "")))
-            raise DeployError(f"{cfg.name} v{version} rejected by {who.label()}: "
+            raise ApprovalRejected(f"{cfg.name} v{version} rejected by {who.label()}: "
                               f"{answer.comment}")
         short = approvals_short(rule, events, version, who)
         if short and rule.min_approvals > 1:

@@ -18,15 +18,15 @@ from tasks.contracts.gitlab import (
     RecordLog,
 )
 from tasks.contracts.release import Approval, Identity
-from tasks.core.audit_event import Action
+from tasks.core.audit_event import Action, AuditEvent
 from tasks.core.config import ModelConfig
-from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.errors import ApprovalError, ApprovalRejected, DeployError
 from tasks.core.governance import Governance
 from tasks.core.sealed import registered_facts
 from tasks.release.policy import GITLAB_ENVIRONMENT, refusal
 from tasks.release.waiting import AWAITING, emit, tag
 
-Event = Callable[..., dict[str, str]]  # tasks.release.audit.event: a record before it is sealed
+Event = Callable[..., AuditEvent]  # tasks.release.audit.event: a record before it is sealed
 NOT_CONFIGURED = ("identity gitlab-environment needs GitLab settings where the deploy run "
                   "executes (CI_SERVER_URL, CI_PROJECT_ID, MLOPS_GITLAB_TOKEN)")
 
@@ -112,7 +112,7 @@ def decide(trail: RecordLog, event: Event, rule: Governance, gitlab: DeploymentA
            version: str, run_id: str, deployment_id: int) -> Approval | None:
     """Read the deployment's approvals from GitLab, judge them against the facts sealed at
     registration and record each answer once (GitLab's user id as the identity): the approval
-    when the rule is met, None while it is not, DeployError on a rejection."""
+    when the rule is met, None while it is not, ApprovalRejected on a rejection."""
     if gitlab is None:
         raise ApprovalError(NOT_CONFIGURED)
     deployment = gitlab.read_deployment(deployment_id)
@@ -138,7 +138,7 @@ def decide(trail: RecordLog, event: Event, rule: Governance, gitlab: DeploymentA
     if verdict.rejection is not None:
         who, answer = verdict.rejection
         record(Action.APPROVAL_REJECTED, who, answer)
-        raise DeployError(f"{rule.model} v{version} rejected in GitLab by {who.label()}"
+        raise ApprovalRejected(f"{rule.model} v{version} rejected in GitLab by {who.label()}"
                           + (f": {answer.comment}" if answer.comment else ""))
     if verdict.short is not None:
         return None

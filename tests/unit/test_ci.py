@@ -108,12 +108,17 @@ def test_seed_003_schedule_migrates_with_latest_as_no_as_of_date():
     assert not bad.ok and '"latest"' in bad.problem and "YYYY-MM-DD" in bad.problem
 
 
-def test_outcome_codes():
-    assert outcome("COMPLETED", "") == 0
-    assert outcome("FAILED", "Flow run encountered an exception: GateRejected: fraud gate") == 3
-    assert outcome("FAILED", "Flow run encountered an exception: DataError: empty") == 1
-    assert outcome("CRASHED", "Execution was aborted by a termination signal.") == 1
-    assert outcome("CANCELLED", "") == 1
+def test_outcome_codes_come_from_the_state_name_table():
+    from prefect.client.schemas.objects import StateType
+
+    assert outcome(StateType.COMPLETED, "Completed") == 0
+    assert outcome(StateType.FAILED, "GateRejected") == 3
+    assert outcome(StateType.FAILED, "Failed") == 1
+    assert outcome(StateType.CRASHED, "Crashed") == 1
+    assert outcome(StateType.CANCELLED, "Cancelled") == 1
+    assert outcome(StateType.PAUSED, "Suspended", follow_up=True) == 0
+    assert outcome(StateType.COMPLETED, "Cached") == 0  # a name of ours not in the table: by type
+    assert outcome(StateType.FAILED, "TimedOut") == 1
 
 
 class FakePrefect:
