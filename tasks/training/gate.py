@@ -100,8 +100,8 @@ def rescore_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
     except Exception as exc:  # a champion that cannot be re-scored fails the gate, loudly
         return ChampionScore(version=version, error=str(exc).splitlines()[0][:300])
     report = evaluate_scores(spec, test, scores, cfg.slices, cfg.gate.min_slice_rows, labels)
-    report.attributions = attributions
-    return ChampionScore(version=version, report=report)
+    return ChampionScore(version=version,
+                         report=report.model_copy(update={"attributions": attributions}))
 
 
 def champion_attributions(model, test: pd.DataFrame) -> dict[str, dict[str, float]]:
