@@ -110,7 +110,6 @@ class Watched:
     reused: bool
     state: StateType | None = None
     state_name: str = ""  # the final state's name: GateRejected, Completed, Failed, …
-    message: str = ""
     children: set[UUID] = field(default_factory=set)
     follow_up: bool = False  # a deploy run a training run started: done once it awaits approval
 
@@ -247,7 +246,6 @@ async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
                 emit(f"[{run.model}] {run.name}: {label}"
                      + (f" ({state.message})" if state and state.message and name in FINAL else ""))
                 run.state, run.state_name = name, state.name if state else ""
-                run.message = f"{state.name}: {state.message or ''}" if state else ""
         if all(r.done for r in runs):
             fresh = await _follow_ups(client, runs)
             if not fresh:
