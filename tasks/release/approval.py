@@ -15,8 +15,9 @@ from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.gitlab_identity import signed_approvals
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity, SmokeReport
+from tasks.core.audit_event import Action
 from tasks.core.config import ModelConfig
-from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.errors import ApprovalError, ApprovalRejected, DeployError
 from tasks.core.policy_config import (
     Governance,
     LoadedPolicy,
@@ -176,7 +177,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
             continue
         except FlowPauseTimeout:  # in the CLI's process; a suspended run is failed by the server
             _tag(remove=[AWAITING])
-            trail.write(event("approval-timeout", "production", None, version, "nobody",
+            trail.write(event(Action.APPROVAL_TIMEOUT, "production", None, version, "nobody",
                               reason=f"no answer within {spec.approval_timeout_h:g} h",
                               flow_run_id=run_id))
             raise DeployError(f"{cfg.name} v{version} not promoted: no approval within "
@@ -184,7 +185,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         reason = refusal(rule, who, facts or {}) if answer.decision == "approve" else \
             refusal(rule, who, None)
         if reason:
-            trail.write(event("approval-refused", "production", None, version, who.username,
+            trail.write(event(Action.APPROVAL_REFUSED, "production", None, version, who.username,
                               answer.comment, run_id, reason, identity=who.label()))
             log.warning("%s; asking again", reason)
             problem = reason
@@ -195,14 +196,14 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
                             comment=answer.comment or comment)
         if not approval.approved:
             _tag(remove=[AWAITING])
-            trail.write(event("approval-rejected", "production", None, version, who.username,
+            trail.write(event(Action.APPROVAL_REJECTED, "production", None, version, who.username,
                               answer.comment, run_id, identity=who.label(),
                               actor_id=str(who.user_id or "")))
-            raise DeployError(f"{cfg.name} v{version} rejected by {who.label()}: "
+            raise ApprovalRejected(f"{cfg.name} v{version} rejected by {who.label()}: "
                               f"{answer.comment}")
         short = approvals_short(rule, events, version, who)
         if short and rule.min_approvals > 1:
-            trail.write(event("approval-given", "production", None, version, who.username,
+            trail.write(event(Action.APPROVAL_GIVEN, "production", None, version, who.username,
                               answer.comment, run_id, identity=who.label(),
                               actor_id=str(who.user_id or "")))
             log.info("%s approved; %s", who.label(), short.replace(", each approves in the "
@@ -214,10 +215,10 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
 
 def _request(trail: AuditTrail, cfg: ModelConfig, version: str, run_id: str) -> bool:
     """Record and announce the request once per run (a resumed run replays this code)."""
-    if any(r.get("action") == "approval-requested" and r.get("flow_run_id") == run_id
+    if any(r.get("action") == Action.APPROVAL_REQUESTED and r.get("flow_run_id") == run_id
            for r in trail.events()):
         return False
-    trail.write(event("approval-requested", "production", None, version, "pipeline",
+    trail.write(event(Action.APPROVAL_REQUESTED, "production", None, version, "pipeline",
                       flow_run_id=run_id))
     from prefect.runtime import flow_run
 
@@ -247,10 +248,10 @@ def record_expired(registry: Registry, flow_run_id: str) -> str:
     cfg = load_config(str(run.parameters["model"]), settings.config_dir)
     version = str(run.parameters["version"])
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
-    if any(r.get("action") == "approval-timeout" and r.get("flow_run_id") == str(run.id)
+    if any(r.get("action") == Action.APPROVAL_TIMEOUT and r.get("flow_run_id") == str(run.id)
            for r in trail.events()):
         return f"{cfg.name} v{version}: timeout already recorded"
-    trail.write(event("approval-timeout", "production", None, version, "nobody",
+    trail.write(event(Action.APPROVAL_TIMEOUT, "production", None, version, "nobody",
                       flow_run_id=str(run.id),
                       reason=f"no answer within {cfg.deploy.production.approval_timeout_h:g} h"))
     return f"{cfg.name} v{version}: approval timed out; recorded"
