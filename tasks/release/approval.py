@@ -194,12 +194,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
                                  settings.prefect_ui_url, events)
         _tag(add=[AWAITING, f"model:{cfg.name}", f"version:{version}"])
         if requested:  # said once per request, not on every replay after a resume
-            log.info("waiting for approval of %s v%s: %s — or `mlops approve %s`", cfg.name,
-                     version, flow_run.ui_url or run_id, cfg.name)
-            if attempt == 1:
-                _tell_parent(f"{cfg.name} v{version} waits for approval in run "
-                             f"{flow_run.name}: {flow_run.ui_url or run_id} — or `mlops approve "
-                             f"{cfg.name}`")
+            _announce(cfg.name, version, run_id, first=attempt == 1)
         try:
             answer = _ask(report, attempt, suspend=deployment.get_id() is not None,
                           timeout_s=int(spec.approval_timeout_h * 3600))
@@ -242,6 +237,19 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
             continue
         _tag(remove=[AWAITING])
         return approval
+
+
+def _announce(model: str, version: str, run_id: str, first: bool) -> None:
+    """Where to answer: in the run's log, and on the first question in its parent's too."""
+    from prefect.logging import get_run_logger
+    from prefect.runtime import flow_run
+
+    get_run_logger().info("waiting for approval of %s v%s: %s — or `mlops approve %s`", model,
+                          version, flow_run.ui_url or run_id, model)
+    if first:
+        _tell_parent(f"{model} v{version} waits for approval in run "
+                     f"{flow_run.name}: {flow_run.ui_url or run_id} — or `mlops approve "
+                     f"{model}`")
 
 
 def _request(trail: AuditTrail, cfg: ModelConfig, version: str, run_id: str) -> bool:
