@@ -83,7 +83,8 @@ def load_manifest(path: Path) -> list[DeploymentEntry]:
             flow=flows.get(d.entrypoint or "", d.entrypoint or "?"),
             model=d.parameters.get("model"),
             work_pool=d.work_pool.name if d.work_pool else None,
-            schedules=[s.model_dump(exclude_none=True) for s in (d.schedules or [])],
+            schedules=[s.model_dump(exclude_none=True) for s in (d.schedules or [])
+                       if not isinstance(s, dict)],  # an empty entry schedules nothing
             triggers=[t if isinstance(t, dict) else t.model_dump() for t in (d.triggers or [])],
             concurrency=_concurrency(d.concurrency_limit),
             credentials=tuple(k for k, v in d.parameters.items()
@@ -109,7 +110,7 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
                  "MLOPS_DATA_URLS_BLOCK (a Secret block) or MLOPS_DATA_URLS"
                  for d in deployments for key in d.credentials]
     problems += _coverage_problems(path, config_dir, deployments, configs,
-                                   {d.model for d in training})
+                                   {d.model for d in training if d.model})
     return problems
 
 
