@@ -160,8 +160,9 @@ def check(records: Sequence[Mapping[str, str]], key: Key = None, now: datetime |
     gone = {int(r.partition(":")[0]) for r in void if r.partition(":")[0].isdigit()} | lost
     hashes_at: dict[int, set[str]] = {}
     for record in records:
-        if ref(record) in void and seq_of(record) is not None:
-            hashes_at.setdefault(seq_of(record), set()).add(record.get("hash", ""))
+        voided_at = seq_of(record) if ref(record) in void else None
+        if voided_at is not None:
+            hashes_at.setdefault(voided_at, set()).add(record.get("hash", ""))
     ordered = sorted((r for r in records if not legacy(r) and ref(r) not in void),
                      key=lambda r: seq_of(r) or 0)
     seen: dict[int, Mapping[str, str]] = {}
@@ -184,7 +185,7 @@ def check(records: Sequence[Mapping[str, str]], key: Key = None, now: datetime |
                                f"{record.get('model') or '(none named)'}, not {model}"))
         if record.get("deleted") == "true":
             found.append((seq, f"{label}: deleted from the store"))
-        start = seq_of(previous) + 1 if previous is not None else 1
+        start = (seq_of(previous) or 0) + 1  # the record before has a number (or none: 1)
         missing = [s for s in range(start, seq) if s not in gone]
         if missing:
             found.append((missing[0], f"records {missing[0]}..{missing[-1]} are missing"))

@@ -239,7 +239,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         return approval
 
 
-def _announce(model: str, version: str, run_id: str, first: bool) -> None:
+def _announce(model: str, version: str, run_id: str | None, first: bool) -> None:
     """Where to answer: in the run's log, and on the first question in its parent's too."""
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
