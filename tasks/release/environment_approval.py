@@ -160,6 +160,8 @@ def wait_for_gitlab(trail: RecordLog, event: Event, rule: Governance, cfg: Model
 
     hours = cfg.deploy.production.approval_timeout_h
     log, run_id = get_run_logger(), flow_run.get_id()
+    if run_id is None:
+        raise DeployError(f"{cfg.name} v{version}: approval in GitLab is waited for in a flow run")
     first = not any(r.get("action") == REQUESTED and r.get("flow_run_id") == run_id
                     for r in trail.events())
     deployment_id = request(trail, event, gitlab, version, run_id)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from uuid import UUID
 
 AWAITING = "awaiting-approval"
 
@@ -13,8 +14,11 @@ def tag(add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
     from prefect import get_client
     from prefect.runtime import flow_run
 
+    run_id = flow_run.get_id()
+    if run_id is None:  # not in a flow run: nothing to tag
+        return
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(flow_run.get_id())
+        run = client.read_flow_run(UUID(run_id))
         tags = [t for t in run.tags if t not in remove]
         client.update_flow_run(run.id, tags=tags + [t for t in add if t not in tags])
 
