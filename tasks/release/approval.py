@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from typing import Literal
+from uuid import UUID
 
 from prefect.input import RunInput
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -33,7 +34,7 @@ from tasks.release.audit import AuditTrail, event
 from tasks.release.environment_approval import wait_for_gitlab
 from tasks.release.guard import alias_as_recorded, approvals_short, sealed_facts
 from tasks.release.policy import refusal
-from tasks.release.waiting import AWAITING
+from tasks.release.waiting import AWAITING, waiting_run_id
 from tasks.release.waiting import emit as _emit
 from tasks.release.waiting import tag as _tag
 from tasks.reports.approval import approval_markdown
@@ -148,7 +149,7 @@ def _tell_parent(message: str) -> None:
         return
     try:
         with get_client(sync_client=True) as client:
-            run = client.read_flow_run(parent)
+            run = client.read_flow_run(UUID(parent))
     except Exception:  # a hint, never a reason to fail the deployment
         return
     logging.getLogger("prefect.flow_runs").info(message, extra={
@@ -162,7 +163,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     this run; None when nobody can answer here (no server of the user's to wait on)."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.logging import get_run_logger
-    from prefect.runtime import deployment, flow_run
+    from prefect.runtime import deployment
 
     spec = cfg.deploy.production
     settings = Settings.from_env()
@@ -179,9 +180,9 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         from tasks.adapters.gitlab_deployments import GitLabDeploymentApprovals
 
         trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
-        return wait_for_gitlab(trail, event, rule, cfg, version, settings.gitlab and
-                               GitLabDeploymentApprovals(settings.gitlab))
-    log, run_id = get_run_logger(), flow_run.get_id()
+        return wait_for_gitlab(trail, event, rule, cfg, version, GitLabDeploymentApprovals(
+            settings.gitlab) if settings.gitlab else None)
+    log, run_id = get_run_logger(), waiting_run_id()
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
@@ -278,7 +279,7 @@ def record_expired(registry: Registry, flow_run_id: str) -> str:
 
     run_id = flow_run_id.removeprefix("prefect.flow-run.")
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(run_id)
+        run = client.read_flow_run(UUID(run_id))
         message = (run.state.message or "") if run.state else ""
         if AWAITING not in run.tags or EXPIRED not in message:
             return f"flow run {run_id} did not expire waiting for approval: nothing to record"

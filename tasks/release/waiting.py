@@ -6,7 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
+from tasks.core.errors import DeployError
+
 AWAITING = "awaiting-approval"
+
+
+def waiting_run_id() -> str:
+    """The id of the flow run that waits (asking for approval happens only inside one)."""
+    from prefect.runtime import flow_run
+
+    found = flow_run.get_id()
+    if found is None:
+        raise DeployError("waiting for approval needs a Prefect flow run")
+    return found
 
 
 def tag(add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
