@@ -27,6 +27,7 @@ EXPERIMENT = "audit/{model}"
 # an intent counts: the alias moves before the checks that complete it
 ABANDONED = "promotion-abandoned"  # an intent whose alias never moved: it stays where it was
 MOVES = ("challenger", "staged", "promotion-intent", "promoted", "rollback-intent", "rolled-back")
+ALL_RUNS = 3  # mlflow.entities.ViewType.ALL: deleted runs too (no MLflow import to read)
 _held: dict[tuple[int, str], int] = {}  # (thread, model) -> depth: re-entrant per thread
 _guard = threading.Lock()
 
@@ -46,8 +47,6 @@ def append(registry: Any, model: str, record: dict[str, str]) -> None:
 def read(registry: Any, model: str) -> list[dict[str, str]] | None:
     """Every record, deleted ones marked `deleted`, in storage order; None when the trail itself
     is gone (its experiment deleted)."""
-    from mlflow.entities import ViewType
-
     found = registry.client.get_experiment_by_name(EXPERIMENT.format(model=model))
     if found is None:
         return []
@@ -56,7 +55,7 @@ def read(registry: Any, model: str) -> list[dict[str, str]] | None:
     runs, token = [], None
     while True:
         page = registry.client.search_runs([found.experiment_id], max_results=1000,
-                                           page_token=token, run_view_type=ViewType.ALL)
+                                           page_token=token, run_view_type=ALL_RUNS)
         runs.extend(page)
         token = page.token
         if not token or not page:

@@ -1,5 +1,6 @@
 """Approval for production: the policy (none, given up front by the CLI, or a person answering a
-waiting run), the form they answer, who they are, and what they read before deciding.
+waiting run), who they are, and what they read before deciding (the form they answer is
+tasks/release/approval_form.py).
 
 A run waits by `pause_flow_run` when it runs in the CLI's own process, and by
 `suspend_flow_run` when a worker runs it: then the job ends, no runner is held, and the answer
@@ -9,11 +10,7 @@ that is empty, invalid or not allowed is never a decision: the run asks again.""
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Literal
 from uuid import UUID
-
-from prefect.input import RunInput
-from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.gitlab_identity import signed_approvals
@@ -30,6 +27,7 @@ from tasks.core.policy_config import (
 )
 from tasks.core.settings import Settings
 from tasks.core.steps import step
+from tasks.release.approval_form import ApprovalForm, form_for
 from tasks.release.audit import AuditTrail, event
 from tasks.release.environment_approval import wait_for_gitlab
 from tasks.release.guard import alias_as_recorded, approvals_short, sealed_facts
@@ -42,43 +40,6 @@ from tasks.reports.approval import approval_markdown
 # approval given up front by the CLI that runs the flow in its own process (`mlops run --as`);
 # never a flow parameter, so no deployment run can carry one
 UP_FRONT: ContextVar[Approval | None] = ContextVar("mlops_up_front_approval", default=None)
-
-
-class ApprovalForm(RunInput):
-    """Promote this version to production? Nothing is preset: choose, and say who you are."""
-
-    # Seen in Chromium: listing comment as required (its default "" is sent untouched, so an
-    # approval still needs none) drops the UI's "(Optional)" from its label; minLength instead
-    # of a regex makes a comment-less rejection "Validation failed for field 'comment' … ''
-    # should be non-empty", not "'' does not match '\\S'". A blank-only comment is refused by
-    # _rules, and the run asks again.
-    model_config = ConfigDict(json_schema_extra={
-        "required": ["decision", "approver", "comment"],
-        "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
-        "then": {"properties": {"comment": {"minLength": 1}}},
-    })
-    decision: Literal["approve", "reject"] = Field(
-        ..., description="approve: promote to production now (freeze windows and post-deploy "
-                         "checks apply); reject: stop this deployment.")
-    approver: str = Field(..., min_length=1, pattern=r"\S",
-                          description="Your GitLab username; it goes to the audit trail.")
-    comment: str = Field(
-        "", title="Comment (required to reject)",
-        description="Why you decide; it goes to the audit trail. Approving needs none; a "
-                    "rejection is refused without one.")
-
-    @field_validator("approver", "comment")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.strip()
-
-    @model_validator(mode="after")
-    def _rules(self) -> ApprovalForm:
-        if not self.approver:
-            raise ValueError("type your username as the approver: it must not be blank")
-        if self.decision == "reject" and not self.comment:
-            raise ValueError("say why you reject in the comment: a rejection needs one")
-        return self
 
 
 def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
@@ -103,12 +64,16 @@ def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging:
         floor=cfg.gate.threshold, max_regression=cfg.gate.max_regression, policy_refusal=ruled)
 
 
-def _ask(report: str, attempt: int, suspend: bool, timeout_s: int) -> ApprovalForm:
-    """One question; a fresh key each attempt (a reused key would replay the old answer)."""
+def _ask(report: str, attempt: int, suspend: bool, timeout_s: int, identity: str = "gitlab",
+         problem: str = "") -> ApprovalForm:
+    """One question; a fresh key each attempt (a reused key would replay the old answer). The
+    last answer's problem, if any, heads the question."""
     import pydantic
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
-    form = ApprovalForm.with_initial_data(description=report)
+    if problem:
+        report = f"**Your last answer was not accepted: {problem}.**\n\n{report}"
+    form = form_for(identity).with_initial_data(description=report)
     key = f"approval-{attempt}"
     try:
         if suspend:
@@ -186,7 +151,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
-    attempt = 0
+    attempt, problem = 0, ""
     while True:
         attempt += 1
         events = trail.events()  # judged against production now, at every question
@@ -198,10 +163,12 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
             _announce(cfg.name, version, run_id, first=attempt == 1)
         try:
             answer = _ask(report, attempt, suspend=deployment.get_id() is not None,
-                          timeout_s=int(spec.approval_timeout_h * 3600))
+                          timeout_s=int(spec.approval_timeout_h * 3600), identity=rule.identity,
+                          problem=problem)
             who = _identity(cfg, rule, settings, answer, tags.get("git_commit", ""), run_id)
         except ApprovalError as exc:
             log.warning("answer not accepted, asking again: %s", exc)
+            problem = str(exc)
             continue
         except FlowPauseTimeout:  # in the CLI's process; a suspended run is failed by the server
             _tag(remove=[AWAITING])
@@ -216,6 +183,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
             trail.write(event("approval-refused", "production", None, version, who.username,
                               answer.comment, run_id, reason, identity=who.label()))
             log.warning("%s; asking again", reason)
+            problem = reason
             continue
         _emit("mlops.approval.answered", cfg.name, version,
               {"decision": answer.decision, "approver": who.label(), "comment": answer.comment})
