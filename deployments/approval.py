@@ -79,6 +79,9 @@ def answer(settings: Settings, run: Pending, cfg: ModelConfig, who: Identity, ap
     if decision == "reject" and not comment.strip():
         raise ApprovalError("a comment is required when rejecting (--comment TEXT)")
     if who.verified:
+        if settings.gitlab is None:  # verified through GitLab, so never without it
+            raise ApprovalError("a verified approver signs in GitLab: set CI_SERVER_URL and "
+                                "CI_PROJECT_ID")
         sign_approval(settings.gitlab, settings.approver_token, commit,
                       approval_note(run.flow_run_id, decision, cfg.name, run.version, comment))
     with get_client(sync_client=True) as client:

@@ -188,64 +188,78 @@ async def _follow_ups(client: Any, runs: list[Watched]) -> list[Watched]:
     return found
 
 
+class _Logs:
+    """The logs of the watched runs and their subflows, read on from where the last read ended."""
+
+    def __init__(self, client: Any, runs: list[Watched], emit: Callable[[str], None]) -> None:
+        self.client, self.runs, self.emit = client, runs, emit
+        self.since: Any = None
+        self.by_run: dict[UUID, Watched] = {}
+
+    async def stream(self) -> None:
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterParentFlowRunId,
+            LogFilter,
+            LogFilterFlowRunId,
+            LogFilterTimestamp,
+        )
+        from prefect.client.schemas.sorting import LogSort
+
+        for run in self.runs:
+            for child in await self.client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.flow_run_id]))):
+                run.children.add(child.id)
+            for rid in (run.flow_run_id, *run.children):
+                self.by_run[rid] = run
+        while True:
+            since = self.since
+            logs = await self.client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(self.by_run)),
+                                     timestamp=LogFilterTimestamp(after_=since) if since else None),
+                sort=LogSort.TIMESTAMP_ASC, limit=200)
+            fresh = [log for log in logs if since is None or log.timestamp > since]
+            for log in fresh:
+                if not NOISE.match(log.message):
+                    self.emit(f"[{self.by_run[log.flow_run_id].model}] {log.message}")
+                self.since = log.timestamp
+            if len(logs) < 200 or not fresh:
+                return
+
+
+async def _note_state(client: Any, run: Watched, logs: _Logs, poll_s: float,
+                      ui_url: str | None) -> None:
+    """Say a run's new state, if it changed (after the last logs, when it is final)."""
+    flow_run = await client.read_flow_run(run.flow_run_id)
+    state = flow_run.state
+    name = state.type if state else StateType.PENDING
+    if name == run.state:
+        return
+    if name in FINAL:  # logs are shipped in batches: catch up before the verdict
+        await asyncio.sleep(poll_s)
+        await logs.stream()
+    label = state.name if state else "Pending"
+    if run.follow_up and name == StateType.PAUSED:
+        label = "waits for approval (no job is held): " + (
+            f"{ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id} or " if ui_url
+            else "") + f"`mlops approve {run.model}`"
+    logs.emit(f"[{run.model}] {run.name}: {label}"
+              + (f" ({state.message})" if state and state.message and name in FINAL else ""))
+    run.state, run.state_name = name, state.name if state else ""
+
+
 async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
                 poll_s: float = 2.0, timeout_s: float | None = None, ui_url: str | None = None
                 ) -> int:
     """Stream state changes and logs of the runs, their subflows and the deploy runs they start
     until all have finished (a deploy run waiting for approval counts as finished here: it
     holds no job while it waits)."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterParentFlowRunId,
-        LogFilter,
-        LogFilterFlowRunId,
-        LogFilterTimestamp,
-    )
-    from prefect.client.schemas.sorting import LogSort
-
-    since = None
     started = time.monotonic()
-    by_run: dict[UUID, Watched] = {}
-
-    async def stream_logs() -> None:
-        nonlocal since
-        for run in runs:
-            for child in await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.flow_run_id]))):
-                run.children.add(child.id)
-            for rid in (run.flow_run_id, *run.children):
-                by_run[rid] = run
-        while True:
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(by_run)),
-                                     timestamp=LogFilterTimestamp(after_=since) if since else None),
-                sort=LogSort.TIMESTAMP_ASC, limit=200)
-            fresh = [log for log in logs if since is None or log.timestamp > since]
-            for log in fresh:
-                if not NOISE.match(log.message):
-                    emit(f"[{by_run[log.flow_run_id].model}] {log.message}")
-                since = log.timestamp
-            if len(logs) < 200 or not fresh:
-                return
-
+    logs = _Logs(client, runs, emit)
     while True:
-        await stream_logs()
+        await logs.stream()
         for run in runs:
-            flow_run = await client.read_flow_run(run.flow_run_id)
-            state = flow_run.state
-            name = state.type if state else StateType.PENDING
-            if name != run.state:
-                if name in FINAL:  # logs are shipped in batches: catch up before the verdict
-                    await asyncio.sleep(poll_s)
-                    await stream_logs()
-                label = state.name if state else "Pending"
-                if run.follow_up and name == StateType.PAUSED:
-                    label = "waits for approval (no job is held): " + (
-                        f"{ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id} or " if ui_url
-                        else "") + f"`mlops approve {run.model}`"
-                emit(f"[{run.model}] {run.name}: {label}"
-                     + (f" ({state.message})" if state and state.message and name in FINAL else ""))
-                run.state, run.state_name = name, state.name if state else ""
+            await _note_state(client, run, logs, poll_s, ui_url)
         if all(r.done for r in runs):
             fresh = await _follow_ups(client, runs)
             if not fresh:

@@ -88,7 +88,7 @@ class GitLabCIJobConfiguration(BaseJobConfiguration, GitLabFields):
         chosen = {k: v for k, v in self._explicit_env.items() if k not in dropped
                   and (not k.startswith(("CI_", "GITLAB_")) or k in CI_KEPT)}
         chosen.update({
-            "PREFECT__FLOW_RUN_ID": self.env["PREFECT__FLOW_RUN_ID"],
+            "PREFECT__FLOW_RUN_ID": self.env["PREFECT__FLOW_RUN_ID"] or "",
             "PREFECT_API_URL": self.prefect_api_url or api_url,
             "MLOPS_RUNNER_TAG": self.runner_tag,
             "MLOPS_IMAGE": self.image,

@@ -82,7 +82,9 @@ def build_image(dockerfile: str = "Dockerfile", base_image: str | None = None,
         return {"image_name": name, "tag": tag, "image": image, "built": False,
                 "found": found}
     if build is None:
-        from prefect_docker.deployments.steps import build_docker_image as build
+        from prefect_docker.deployments.steps import build_docker_image
+
+        build = build_docker_image
     print(f"image {image}: building from {dockerfile}")
     kwargs = {"buildargs": {"BASE_IMAGE": base_image}} if base_image else {}
     out = build(image_name=name, dockerfile=dockerfile, tag=tag, **kwargs)
@@ -101,7 +103,9 @@ def push_image(image_name: str, tag: str, found: str,
         print(f"image {image}: not pushed ({why})")
         return {"image": image, "pushed": False}
     if push is None:
-        from prefect_docker.deployments.steps import push_docker_image as push
+        from prefect_docker.deployments.steps import push_docker_image
+
+        push = push_docker_image
     push(image_name=image_name, tag=tag)
     return {"image": image, "pushed": True}
 

@@ -11,7 +11,7 @@ import yaml
 
 from deployments.pools import load_pools
 from tasks.contracts.batch import DRIFT_EVENT
-from tasks.core.config import list_configs
+from tasks.core.config import ModelConfig, list_configs
 from tasks.core.errors import ConfigError
 from tasks.core.redact import redact
 
@@ -83,7 +83,8 @@ def load_manifest(path: Path) -> list[DeploymentEntry]:
             flow=flows.get(d.entrypoint or "", d.entrypoint or "?"),
             model=d.parameters.get("model"),
             work_pool=d.work_pool.name if d.work_pool else None,
-            schedules=[s.model_dump(exclude_none=True) for s in (d.schedules or [])],
+            schedules=[s.model_dump(exclude_none=True) for s in (d.schedules or [])
+                       if not isinstance(s, dict)],  # an empty entry schedules nothing
             triggers=[t if isinstance(t, dict) else t.model_dump() for t in (d.triggers or [])],
             concurrency=_concurrency(d.concurrency_limit),
             credentials=tuple(k for k, v in d.parameters.items()
@@ -97,46 +98,57 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
     """Every problem between prefect.yaml, the model configs and the pools, one line each."""
     deployments = load_manifest(path)
     configs = {p.stem: c for p, c in list_configs(config_dir) if not isinstance(c, ConfigError)}
-    pools = load_pools()
-    problems: list[str] = []
     everything = [d for d in deployments if d.flow == TRAINING_FLOW]
     training = [d for d in everything if not d.name.startswith("retrain-")]
     retrains = {d.model: d for d in everything if d.name == RETRAIN_NAME.format(model=d.model)}
-    yaml_pools = {d.work_pool for d in deployments if d.work_pool}
-    for d in training:
-        if not d.model:
-            problems.append(f"{path}: deployment {d.full_name} has no 'model' parameter")
-            continue
-        if d.model not in configs:
-            problems.append(f"{path}: deployment {d.full_name} names model {d.model!r}, which has "
-                            f"no config in {config_dir}")
-            continue
-        wanted = configs[d.model].training.work_pool
-        if d.work_pool != wanted:
-            problems.append(f"{path}: deployment {d.full_name} uses work pool {d.work_pool!r} but "
-                            f"{config_dir}/{d.model}.yaml says training.work_pool: {wanted}")
-        if not any(s.get("cron") == WEEKLY_CRON and s.get("slug") for s in d.schedules):
-            problems.append(f"{path}: deployment {d.full_name} lacks the weekly retrain schedule "
-                            f"(cron {WEEKLY_CRON!r} with a slug)")
-        retrain = retrains.get(d.model)
-        name = f"{TRAINING_FLOW}/{RETRAIN_NAME.format(model=d.model)}"
-        if retrain is None:
-            problems.append(f"{path}: model {d.model!r} has no {name} deployment (retraining "
-                            "on drift)")
-            continue
-        if not any(_retrains_on_drift(t, d.model) for t in retrain.triggers):
-            problems.append(f"{path}: deployment {name} has no trigger on {DRIFT_EVENT} "
-                            f"matching prefect.resource.id mlops.model.{d.model}")
-        if retrain.work_pool != wanted:
-            problems.append(f"{path}: deployment {name} uses work pool {retrain.work_pool!r} "
-                            f"but {config_dir}/{d.model}.yaml says training.work_pool: {wanted}")
+    problems = [p for d in training
+                for p in _training_problems(path, config_dir, d, configs, retrains.get(d.model))]
     problems += _limit_problems(path, deployments)
     problems += _naming_problems(path, deployments)
     problems += [f"{path}: deployment {d.full_name} parameter {key!r} holds credentials: write "
                  "the URL redacted (http://***@host/…) and give the worker the full one in "
                  "MLOPS_DATA_URLS_BLOCK (a Secret block) or MLOPS_DATA_URLS"
                  for d in deployments for key in d.credentials]
-    deployed = {d.model for d in training}
+    problems += _coverage_problems(path, config_dir, deployments, configs,
+                                   {d.model for d in training if d.model})
+    return problems
+
+
+def _training_problems(path: Path, config_dir: Path, d: DeploymentEntry,
+                       configs: dict[str, ModelConfig], retrain: DeploymentEntry | None
+                       ) -> list[str]:
+    """A training deployment against its model's config, and its retrain-on-drift twin."""
+    if not d.model:
+        return [f"{path}: deployment {d.full_name} has no 'model' parameter"]
+    if d.model not in configs:
+        return [f"{path}: deployment {d.full_name} names model {d.model!r}, which has "
+                f"no config in {config_dir}"]
+    problems = []
+    wanted = configs[d.model].training.work_pool
+    if d.work_pool != wanted:
+        problems.append(f"{path}: deployment {d.full_name} uses work pool {d.work_pool!r} but "
+                        f"{config_dir}/{d.model}.yaml says training.work_pool: {wanted}")
+    if not any(s.get("cron") == WEEKLY_CRON and s.get("slug") for s in d.schedules):
+        problems.append(f"{path}: deployment {d.full_name} lacks the weekly retrain schedule "
+                        f"(cron {WEEKLY_CRON!r} with a slug)")
+    name = f"{TRAINING_FLOW}/{RETRAIN_NAME.format(model=d.model)}"
+    if retrain is None:
+        return [*problems, f"{path}: model {d.model!r} has no {name} deployment (retraining "
+                           "on drift)"]
+    if not any(_retrains_on_drift(t, d.model) for t in retrain.triggers):
+        problems.append(f"{path}: deployment {name} has no trigger on {DRIFT_EVENT} "
+                        f"matching prefect.resource.id mlops.model.{d.model}")
+    if retrain.work_pool != wanted:
+        problems.append(f"{path}: deployment {name} uses work pool {retrain.work_pool!r} "
+                        f"but {config_dir}/{d.model}.yaml says training.work_pool: {wanted}")
+    return problems
+
+
+def _coverage_problems(path: Path, config_dir: Path, deployments: list[DeploymentEntry],
+                       configs: dict[str, ModelConfig], deployed: set[str]) -> list[str]:
+    """Every model has its daily, deploy and training deployments on a pool that exists, and
+    the expiry flow listens for failed runs."""
+    problems = []
     for flow in DAILY_FLOWS.values():
         daily = {d.model: d for d in deployments if d.flow == flow}
         for name in sorted(configs):
@@ -158,6 +170,7 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
                for d in expiry):
         problems.append(f"{path}: no {EXPIRY_FLOW} deployment with a trigger on "
                         "prefect.flow-run.Failed (unanswered approvals would not be recorded)")
+    yaml_pools = {d.work_pool for d in deployments if d.work_pool}
     for name, cfg in sorted(configs.items()):
         if cfg.training.work_pool not in yaml_pools:
             problems.append(f"{config_dir}/{name}.yaml names work pool "
@@ -166,7 +179,7 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
         elif name not in deployed:
             problems.append(f"{config_dir}/{name}.yaml has no {TRAINING_FLOW}/{name} deployment "
                             f"in {path}")
-    for pool in sorted(yaml_pools - set(pools)):
+    for pool in sorted(yaml_pools - set(load_pools())):
         problems.append(f"{path}: work pool {pool!r} is not defined in deployments/pools.yaml")
     return problems
 

@@ -169,8 +169,9 @@ def _from_prefect_client(found: Settings, statuses: dict[str, ModelStatus]) -> N
     for status in statuses.values():
         status.pending = []
     for waiting in pending(found):  # the deploy runs `mlops approve` would find
-        if waiting.model in statuses:
-            statuses[waiting.model].pending.append(Pending(
+        queue = statuses[waiting.model].pending if waiting.model in statuses else None
+        if queue is not None:
+            queue.append(Pending(
                 waiting.version, waiting.flow_run_id,
                 f"{ui}/runs/flow-run/{waiting.flow_run_id}"))
     with get_client(sync_client=True) as client:
@@ -188,7 +189,7 @@ def _from_prefect_client(found: Settings, statuses: dict[str, ModelStatus]) -> N
                     when = run.start_time or run.expected_start_time
                     status.last.append(LastRun(
                         kind, when.astimezone(UTC).isoformat(timespec="seconds") if when else "",
-                        run.state.name, run.state.message or "", f"{ui}/runs/flow-run/{run.id}"))
+                        run.state.name or "", run.state.message or "", f"{ui}/runs/flow-run/{run.id}"))
 
 
 def next_runs(statuses: dict[str, ModelStatus], server: bool, manifest: Path,

@@ -15,7 +15,7 @@ from tasks.core.errors import ConfigError
 POOLS_FILE = Path(__file__).with_name("pools.yaml")
 TEMPLATES_DIR = Path(__file__).with_name("pools")
 PoolType = Literal["gitlab-ci", "process", "docker"]
-POOL_TYPES: tuple[str, ...] = ("gitlab-ci", "process", "docker")
+POOL_TYPES: tuple[PoolType, ...] = ("gitlab-ci", "process", "docker")
 
 
 class LaptopSpec(BaseModel):

@@ -88,6 +88,7 @@ async def from_server() -> list[ScheduleRow]:
             for sched in dep.schedules:
                 cron = getattr(sched.schedule, "cron", None)
                 tz = getattr(sched.schedule, "timezone", None) or "UTC"
+                when: datetime | None
                 if scheduled and scheduled[0].expected_start_time:
                     when, source = scheduled[0].expected_start_time, "server"
                 else:

@@ -90,7 +90,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     with training_run(registry, cfg, plan, validation) as run_id:
         spec = feature_spec(data.frame, validation, cfg)
         splits = splits_of(data.frame, spec, cfg.training, cfg.data.key)
-        if data.streamed:  # batches of bounded size, each row's split hashed (docs/large-tables.md)
+        if splits is None:  # streamed in bounded batches, each row's split hashed (docs/large-tables.md)
             with gpu_slot(plan.device):  # one `gpu` slot while training on CUDA, none on CPU
                 trained = train_streamed(table=data.table, spec=spec, training=cfg.training,
                                          device=plan.device, study_name=plan.study_name,

@@ -137,7 +137,7 @@ def check_off(
     from tasks.release.audit import event
 
     found, loaded, cfg, registry, trail = _open(model)
-    result = CheckResult(result).value
+    outcome = CheckResult(result).value
     if not re.match(r"^[a-z][a-z0-9_]*$", check):
         raise ConfigError(f"check name {check!r} must be lower_snake_case")
     if check in COMPUTED_CHECKS:
@@ -148,9 +148,9 @@ def check_off(
         raise ConfigError("say who records the check with --as NAME")
     registry.require_version(cfg.name, version)
     trail.write(event(Action.CHECK_RECORDED, "registry", None, version, who,
-                      comment=evidence, check=check, result=result,
+                      comment=evidence, check=check, result=outcome,
                       policy_sha256=loaded.sha256))
-    typer.echo(f"{cfg.name} v{version}: {check} {result} (recorded by {who})")
+    typer.echo(f"{cfg.name} v{version}: {check} {outcome} (recorded by {who})")
 
 
 def report_path(home: Path, model: str, version: str) -> Path:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 from zoneinfo import ZoneInfo
 
 import typer
 
 from mlops.app import EXIT_CODES, JsonOption, app, need_server, print_json, print_table, settings, typer_app
 from tasks.core.errors import ConfigError, ExitCode, MlopsError
+
+if TYPE_CHECKING:
+    from deployments.pools import PoolType as PoolKind
 
 
 @app.command(epilog=EXIT_CODES)
@@ -62,11 +65,11 @@ PoolTypeOption = Annotated[PoolType | None, typer.Option(
                    "hosts).")]
 
 
-def _pool_type(value: PoolType | None) -> str:
+def _pool_type(value: PoolType | None) -> PoolKind:
     if value is None:
         ci = settings().ci
         return "gitlab-ci" if ci.get("CI_SERVER_URL") and ci.get("CI_PROJECT_ID") else "process"
-    return PoolType(value).value
+    return cast("PoolKind", PoolType(value).value)  # the enum's values are the pool kinds
 
 
 @pools_app.command("apply")

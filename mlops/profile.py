@@ -18,11 +18,12 @@ PREVIOUS = "previous-profile"  # under the stack dir: the profile active before 
 def activate(api_url: str, stack_dir: Path) -> str | None:
     """Create or update `mlops-local` with the stack's API URL and make it active; returns the
     profile that was active before (remembered under stack_dir for `deactivate`)."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.settings.profiles import load_profiles, save_profiles
 
     profiles = load_profiles()
     previous = profiles.active_name
-    profiles.update_profile(PROFILE, {"PREFECT_API_URL": api_url})
+    profiles.update_profile(PROFILE, {PREFECT_API_URL: api_url})
     profiles.set_active(PROFILE)
     save_profiles(profiles)
     if previous != PROFILE:

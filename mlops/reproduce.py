@@ -85,6 +85,7 @@ def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[st
     """Retrain on the same inputs; what differs from the registered version (empty: nothing)."""
     from datetime import date
 
+    from tasks.core.errors import DataError
     from tasks.core.tasktypes import task_type
     from tasks.training import reproduce as rp
     from tasks.training.data import load_dataset
@@ -97,15 +98,18 @@ def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[st
     data = load_dataset(cfg.data, as_of=as_of, at=ref.tags.get("data_at"))
     if data.fingerprint != ref.tags["data_fingerprint"]:
         return [rp.data_changed(cfg, data.fingerprint, ref.tags["data_fingerprint"])]
-    report = ensure_valid(validate_frame(data.frame, cfg))
-    spec = feature_spec(data.frame, report, cfg)
-    splits = split_rows(spec.encode_target(data.frame[cfg.target]), cfg.training,
+    if data.frame is None:  # a table read in batches
+        raise DataError(f"{data.source}: streamed in batches; reproduce retrains on it whole")
+    frame = data.frame
+    report = ensure_valid(validate_frame(frame, cfg))
+    spec = feature_spec(frame, report, cfg)
+    splits = split_rows(spec.encode_target(frame[cfg.target]), cfg.training,
                         task_type(cfg.task))
-    trained = train_model(data.frame, spec, splits, cfg.training, device,
+    trained = train_model(frame, spec, splits, cfg.training, device,
                           study_name=f"reproduce-{cfg.name}-{ref.version}", storage=None,
                           progress=lambda _: None)
     # the decision threshold is chosen on the validation rows, as in training
-    trained = with_threshold(trained, data.frame.iloc[splits.valid], cfg.threshold)
+    trained = with_threshold(trained, frame.iloc[splits.valid], cfg.threshold)
     local = registry.download_version(cfg.name, ref.version, work / "registered")
     registered = next(local.path.rglob("*.ubj")).read_bytes()
     diffs = []
@@ -114,7 +118,7 @@ def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[st
         diffs.append(booster)
     (work / "rebuilt").mkdir()
     card = local.path / "model_card.md"
-    rebuilt = build_model_dir(trained, input_example(data.frame.iloc[splits.test], spec),
+    rebuilt = build_model_dir(trained, input_example(frame.iloc[splits.test], spec),
                               work / "rebuilt" / "model",
                               card.read_text() if card.is_file() else "")
     same, files = rp.folder_differences(local.path, rebuilt)

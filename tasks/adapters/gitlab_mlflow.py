@@ -257,6 +257,8 @@ class GitLabRegistry(Registry):
         from mlflow.utils.rest_utils import http_request
 
         mv = self.client.get_model_version(ref.name, ref.version)
+        if not mv.run_id:
+            raise RegistryError(f"{ref.name} v{ref.version} names no run to download it from")
         folder = self.client.get_run(mv.run_id).info.artifact_uri
         target = Path(dst) / "model"
         with tempfile.TemporaryDirectory(prefix="mlops-unpack-") as tmp:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -99,6 +100,18 @@ class Registry:
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, redact(text), name)
+
+    def run_text(self, run_id: str, name: str) -> str | None:
+        """The artifact `name` of the run as text (a model card, a stored report); None when
+        the run does not have it."""
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory(prefix="mlops-read-") as tmp:
+            try:
+                path = self.client.download_artifacts(run_id, name, tmp)
+            except (MlflowException, OSError):
+                return None
+            return Path(path).read_text(errors="replace")
 
     def run_url(self, run_id: str) -> str:
         base = redact(self.uri).rstrip("/") if is_http(self.uri) else self.ui_url

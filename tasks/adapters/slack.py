@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from tasks.core.redact import redact
 from tasks.core.settings import Settings
@@ -20,8 +21,10 @@ def notify(subject: str, body: str) -> bool:
     try:
         from prefect.blocks.notifications import SlackWebhook
 
-        SlackWebhook.load(name, _sync=True).notify(body=redact(body), subject=redact(subject),
-                                                   _sync=True)
+        # `_sync=True`: Prefect's async_dispatch runs both calls synchronously (load's signature
+        # does not show the keyword)
+        load: Any = SlackWebhook.load
+        load(name, _sync=True).notify(body=redact(body), subject=redact(subject), _sync=True)
     except Exception as exc:  # the block's URL is a secret: report the kind of failure only
         log.warning("Slack notification through block %r failed: %s", name, type(exc).__name__)
         return False

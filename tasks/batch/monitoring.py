@@ -178,7 +178,7 @@ def publish_report(registry: Registry, report: DriftReport, champion: Champion,
         registry.log_run(run_id, params={"input": redact(report.input), "model_version":
                                          report.version, "psi_threshold": report.psi_threshold},
                          metrics=metrics)
-        if report.verdict != "insufficient":
+        if report.verdict != "insufficient" and champion.profile is not None:  # it had a verdict
             with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
                 files = write_report(report, champion.profile, observed.profile, Path(tmp))
                 registry.log_files(run_id, [str(f) for f in files], "drift")

@@ -46,7 +46,7 @@ def count_codes(codes: np.ndarray, n_categories: int, missing: int) -> np.ndarra
 def prediction_values(raw: np.ndarray, task: TaskName) -> np.ndarray:
     """What is profiled of the predictions: P(positive), the predicted class code, the value."""
     if task == "multiclass":
-        return predictions.label_codes(raw, task)
+        return predictions.class_codes(raw, task)
     return raw.astype(np.float64)
 
 
@@ -184,6 +184,8 @@ def profile_training_data(frame: pd.DataFrame | None, rows: list[int] | None,
     streamed table gives `passes` (a new pass over its training rows per call) instead."""
     if passes is not None:
         return profile_batches(passes, trained, report, bins)
+    if frame is None:
+        raise ValueError("profile_training_data needs the frame or a streamed table's passes")
     spec = trained.feature_spec
     matrix = spec.matrix(frame.iloc[rows])
     booster = trained.booster()

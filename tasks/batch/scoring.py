@@ -33,7 +33,7 @@ def prediction_columns(raw: np.ndarray, spec: FeatureSpec) -> dict[str, pa.Array
     arrays; class labels dictionary-encoded."""
     if spec.task == "regression":
         return {predictions.PREDICTION: pa.array(raw.astype(np.float64))}
-    codes = pa.array(spec.labels(raw).astype(np.int32))
+    codes = pa.array(spec.class_codes(raw).astype(np.int32))
     out = {predictions.PREDICTION: pa.DictionaryArray.from_arrays(codes, pa.array(spec.classes))}
     out.update({name: pa.array(values) for name, values in
                 predictions.probability_columns(raw, spec.task, spec.classes).items()})
@@ -81,12 +81,12 @@ class PredictionStats:
     def add(self, raw: np.ndarray) -> None:
         self.n += len(raw)
         if self.spec.task == "multiclass":
-            self.classes += np.bincount(self.spec.labels(raw), minlength=len(self.spec.classes))
+            self.classes += np.bincount(self.spec.class_codes(raw), minlength=len(self.spec.classes))
             return
         self.total += float(raw.sum(dtype=np.float64))
         self.low, self.high = min(self.low, float(raw.min())), max(self.high, float(raw.max()))
         if self.spec.task == "binary":
-            self.classes[1] += int(self.spec.labels(raw).sum())
+            self.classes[1] += int(self.spec.class_codes(raw).sum())
 
     def summary(self) -> dict[str, float]:
         if not self.n:

@@ -44,6 +44,14 @@ def label_codes(raw: np.ndarray, task: str, threshold: float | None = None) -> n
     return (raw >= cut).astype(np.int8)
 
 
+def class_codes(raw: np.ndarray, task: str, threshold: float | None = None) -> np.ndarray:
+    """label_codes of a classification model (a regression model has none)."""
+    codes = label_codes(raw, task, threshold)
+    if codes is None:
+        raise ValueError(f"a {task} model has no class codes")
+    return codes
+
+
 def probability_columns(raw: np.ndarray, task: str, classes: list[str]) -> dict[str, np.ndarray]:
     """`probability` (P(positive)) for binary models, `probability_<class>` for multiclass."""
     if task == "binary":

@@ -80,6 +80,9 @@ class FeatureSpec(BaseModel):
     def labels(self, raw: np.ndarray) -> np.ndarray | None:
         return predictions.label_codes(raw, self.task, self.threshold)
 
+    def class_codes(self, raw: np.ndarray) -> np.ndarray:
+        return predictions.class_codes(raw, self.task, self.threshold)
+
     def predictions_frame(self, raw: np.ndarray) -> pd.DataFrame:
         return predictions.predictions_frame(raw, self.task, self.classes, self.threshold)
 

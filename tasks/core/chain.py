@@ -160,8 +160,9 @@ def check(records: Sequence[Mapping[str, str]], key: Key = None, now: datetime |
     gone = {int(r.partition(":")[0]) for r in void if r.partition(":")[0].isdigit()} | lost
     hashes_at: dict[int, set[str]] = {}
     for record in records:
-        if ref(record) in void and seq_of(record) is not None:
-            hashes_at.setdefault(seq_of(record), set()).add(record.get("hash", ""))
+        voided_at = seq_of(record) if ref(record) in void else None
+        if voided_at is not None:
+            hashes_at.setdefault(voided_at, set()).add(record.get("hash", ""))
     ordered = sorted((r for r in records if not legacy(r) and ref(r) not in void),
                      key=lambda r: seq_of(r) or 0)
     seen: dict[int, Mapping[str, str]] = {}
@@ -184,7 +185,7 @@ def check(records: Sequence[Mapping[str, str]], key: Key = None, now: datetime |
                                f"{record.get('model') or '(none named)'}, not {model}"))
         if record.get("deleted") == "true":
             found.append((seq, f"{label}: deleted from the store"))
-        start = seq_of(previous) + 1 if previous is not None else 1
+        start = (seq_of(previous) or 0) + 1  # the record before has a number (or none: 1)
         missing = [s for s in range(start, seq) if s not in gone]
         if missing:
             found.append((missing[0], f"records {missing[0]}..{missing[-1]} are missing"))
@@ -192,22 +193,36 @@ def check(records: Sequence[Mapping[str, str]], key: Key = None, now: datetime |
         if (record.get("prev_hash") not in expected and (seq - 1) not in lost
                 and (previous is not None or seq == 1 or not missing)):
             found.append((seq, f"{label}: does not follow the record before it (chain broken)"))
-        body = canonical(record)
-        if record.get("hash") != hashlib.sha256(body).hexdigest():
-            found.append((seq, f"{label}: altered (its hash does not match its content)"))
-        if keys is not None:
-            wrong = signature_problem(record, keys, model)
-            if wrong:
-                found.append((seq, f"{label}: {wrong}"))
-        at = time_of(record.get("at"))
-        if at is None:
-            found.append((seq, f"{label}: no valid time"))
-        elif at > now + FUTURE_SKEW:
-            found.append((seq, f"{label}: dated in the future ({record['at']})"))
-        elif previous is not None and (time_of(previous.get("at")) or at) > at:
-            found.append((seq, f"{label}: dated before the record it follows (reordered?)"))
+        found += [(seq, f"{label}: {wrong}") for wrong in _seal_problems(record, keys, model)]
+        when = _time_problem(record, previous, now)
+        if when:
+            found.append((seq, f"{label}: {when}"))
         previous = record
     return found
+
+
+def _seal_problems(record: Mapping[str, str], keys: Keyring | None, model: str | None
+                   ) -> list[str]:
+    """The record altered (its hash), or its signature wrong (with a key)."""
+    found = []
+    if record.get("hash") != hashlib.sha256(canonical(record)).hexdigest():
+        found.append("altered (its hash does not match its content)")
+    wrong = signature_problem(record, keys, model) if keys is not None else None
+    if wrong:
+        found.append(wrong)
+    return found
+
+
+def _time_problem(record: Mapping[str, str], previous: Mapping[str, str] | None,
+                  now: datetime) -> str | None:
+    at = time_of(record.get("at"))
+    if at is None:
+        return "no valid time"
+    if at > now + FUTURE_SKEW:
+        return f"dated in the future ({record['at']})"
+    if previous is not None and (time_of(previous.get("at")) or at) > at:
+        return "dated before the record it follows (reordered?)"
+    return None
 
 
 def head(records: list[Mapping[str, str]], model: str, store: str, key: Key = None

@@ -10,6 +10,7 @@ that is empty, invalid or not allowed is never a decision: the run asks again.""
 from __future__ import annotations
 
 from contextvars import ContextVar
+from uuid import UUID
 
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.gitlab_identity import signed_approvals
@@ -32,7 +33,7 @@ from tasks.release.audit import AuditTrail, event
 from tasks.release.environment_approval import wait_for_gitlab
 from tasks.release.guard import alias_as_recorded, approvals_short, sealed_facts
 from tasks.release.policy import refusal
-from tasks.release.waiting import AWAITING
+from tasks.release.waiting import AWAITING, waiting_run_id
 from tasks.release.waiting import emit as _emit
 from tasks.release.waiting import tag as _tag
 from tasks.reports.approval import approval_markdown
@@ -114,7 +115,7 @@ def _tell_parent(message: str) -> None:
         return
     try:
         with get_client(sync_client=True) as client:
-            run = client.read_flow_run(parent)
+            run = client.read_flow_run(UUID(parent))
     except Exception:  # a hint, never a reason to fail the deployment
         return
     logging.getLogger("prefect.flow_runs").info(message, extra={
@@ -128,7 +129,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     this run; None when nobody can answer here (no server of the user's to wait on)."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.logging import get_run_logger
-    from prefect.runtime import deployment, flow_run
+    from prefect.runtime import deployment
 
     spec = cfg.deploy.production
     settings = Settings.from_env()
@@ -145,9 +146,9 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         from tasks.adapters.gitlab_deployments import GitLabDeploymentApprovals
 
         trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
-        return wait_for_gitlab(trail, event, rule, cfg, version, settings.gitlab and
-                               GitLabDeploymentApprovals(settings.gitlab))
-    log, run_id = get_run_logger(), flow_run.get_id()
+        return wait_for_gitlab(trail, event, rule, cfg, version, GitLabDeploymentApprovals(
+            settings.gitlab) if settings.gitlab else None)
+    log, run_id = get_run_logger(), waiting_run_id()
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
@@ -160,12 +161,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
                                  settings.prefect_ui_url, events)
         _tag(add=[AWAITING, f"model:{cfg.name}", f"version:{version}"])
         if requested:  # said once per request, not on every replay after a resume
-            log.info("waiting for approval of %s v%s: %s — or `mlops approve %s`", cfg.name,
-                     version, flow_run.ui_url or run_id, cfg.name)
-            if attempt == 1:
-                _tell_parent(f"{cfg.name} v{version} waits for approval in run "
-                             f"{flow_run.name}: {flow_run.ui_url or run_id} — or `mlops approve "
-                             f"{cfg.name}`")
+            _announce(cfg.name, version, run_id, first=attempt == 1)
         try:
             answer = _ask(report, attempt, suspend=deployment.get_id() is not None,
                           timeout_s=int(spec.approval_timeout_h * 3600), identity=rule.identity,
@@ -213,6 +209,19 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         return approval
 
 
+def _announce(model: str, version: str, run_id: str | None, first: bool) -> None:
+    """Where to answer: in the run's log, and on the first question in its parent's too."""
+    from prefect.logging import get_run_logger
+    from prefect.runtime import flow_run
+
+    get_run_logger().info("waiting for approval of %s v%s: %s — or `mlops approve %s`", model,
+                          version, flow_run.ui_url or run_id, model)
+    if first:
+        _tell_parent(f"{model} v{version} waits for approval in run "
+                     f"{flow_run.name}: {flow_run.ui_url or run_id} — or `mlops approve "
+                     f"{model}`")
+
+
 def _request(trail: AuditTrail, cfg: ModelConfig, version: str, run_id: str) -> bool:
     """Record and announce the request once per run (a resumed run replays this code)."""
     if any(r.get("action") == Action.APPROVAL_REQUESTED and r.get("flow_run_id") == run_id
@@ -239,7 +248,7 @@ def record_expired(registry: Registry, flow_run_id: str) -> str:
 
     run_id = flow_run_id.removeprefix("prefect.flow-run.")
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(run_id)
+        run = client.read_flow_run(UUID(run_id))
         message = (run.state.message or "") if run.state else ""
         if AWAITING not in run.tags or EXPIRED not in message:
             return f"flow run {run_id} did not expire waiting for approval: nothing to record"

@@ -156,6 +156,8 @@ class AuditTrail:
         lags behind, which hides nothing that it saw)."""
         audit_store.append(self.registry, self.model, sealed)
         head = chain.head([*stored, sealed], self.model, self.store, self.key)
+        if head is None:  # never: the record just stored has a sequence number
+            return
         for anchor in self.anchors:
             try:
                 anchor.write(head)
@@ -166,8 +168,9 @@ class AuditTrail:
     @staticmethod
     def _at(last: dict[str, str] | None) -> str:
         at = now_utc()
-        if last and (chain.time_of(last.get("at")) or at) > at:
-            at = chain.time_of(last["at"])  # never before the record it follows
+        before = chain.time_of(last.get("at")) if last else None
+        if before is not None and before > at:
+            at = before  # never before the record it follows
         return at.isoformat(timespec="microseconds")
 
     @staticmethod
@@ -184,8 +187,8 @@ class AuditTrail:
         """Records older than the experiment holding them were copied there (a signed prefix
         in a fresh audit/<model>), unless a tombstone written after the copy accepted them."""
         created = audit_store.created(self.registry, self.model)
-        first = min((chain.time_of(r.get("at")) for r in stored if chain.seq_of(r) is not None
-                     and chain.time_of(r.get("at"))), default=None)
+        times = [chain.time_of(r.get("at")) for r in stored if chain.seq_of(r) is not None]
+        first = min((t for t in times if t is not None), default=None)
         if created is None or first is None or created <= first + REPLAY_MARGIN:
             return None
         if any(r.get("action") == chain.TOMBSTONE and (chain.time_of(r.get("at")) or first)

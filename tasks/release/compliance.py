@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 from tasks.adapters.mlflow_registry import Registry
 from tasks.adapters.model_version import ModelVersionRef
-from tasks.adapters.run_files import run_text
 from tasks.core.policy_config import (
     ENVIRONMENTS,
     LoadedPolicy,
@@ -75,7 +74,7 @@ def current_report(registry: Registry, loaded: LoadedPolicy, ref: ModelVersionRe
     params = registry.run_params(ref.run_id) if ref.run_id else {}
     metrics = registry.run_metrics(ref.run_id) if ref.run_id else {}
     metric = tags.get("gate_metric", "")
-    card = (run_text(registry, ref.run_id, "model/model_card.md") if ref.run_id else None)
+    card = (registry.run_text(ref.run_id, "model/model_card.md") if ref.run_id else None)
     mine = [r for r in events if ref.version in (r.get("to_version"), r.get("from_version"))]
     return compliance_html(
         model=ref.name, version=ref.version, tags=tags, policy_version=loaded.policy.version,

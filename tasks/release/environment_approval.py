@@ -24,7 +24,7 @@ from tasks.core.errors import ApprovalError, ApprovalRejected, DeployError
 from tasks.core.governance import Governance
 from tasks.core.sealed import registered_facts
 from tasks.release.policy import GITLAB_ENVIRONMENT, refusal
-from tasks.release.waiting import AWAITING, emit, tag
+from tasks.release.waiting import AWAITING, emit, tag, waiting_run_id
 
 Event = Callable[..., AuditEvent]  # tasks.release.audit.event: a record before it is sealed
 NOT_CONFIGURED = ("identity gitlab-environment needs GitLab settings where the deploy run "
@@ -160,7 +160,7 @@ def wait_for_gitlab(trail: RecordLog, event: Event, rule: Governance, cfg: Model
     from prefect.runtime import deployment, flow_run
 
     hours = cfg.deploy.production.approval_timeout_h
-    log, run_id = get_run_logger(), flow_run.get_id()
+    log, run_id = get_run_logger(), waiting_run_id()
     first = not any(r.get("action") == REQUESTED and r.get("flow_run_id") == run_id
                     for r in trail.events())
     deployment_id = request(trail, event, gitlab, version, run_id)

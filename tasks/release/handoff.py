@@ -45,7 +45,7 @@ def pool_env(pool: Any, deployment: Any) -> dict[str, str]:
     """The env a run would get without us (pool default, then deployment): a flow run's `env`
     job variable replaces it, so what the pool sets (MLOPS_DEVICE=cuda) is carried over."""
     default = (pool.base_job_template.get("variables", {}).get("properties", {})
-               .get("env", {}).get("default") or {})
+               .get("env", {}).get("default") or {}) if pool is not None else {}
     return {**default, **((deployment.job_variables or {}).get("env") or {})}
 
 
@@ -62,5 +62,6 @@ def _pipeline_identity(name: str) -> dict[str, Any] | None:
         return None
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(name)
-        pool = client.read_work_pool(deployment.work_pool_name)
+        pool = (client.read_work_pool(deployment.work_pool_name) if deployment.work_pool_name
+                else None)
     return {"env": {**pool_env(pool, deployment), **identity}}

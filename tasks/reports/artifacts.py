@@ -65,8 +65,8 @@ def publish_images(registry: Registry, run_id: str, paths: list[str], key: str, 
     images = [p for p in paths if p.lower().endswith(".png")]
     if not images or not getattr(registry, "serves_artifact_files", False):
         return []
-    urls = {p: file_url(registry, run_id, p) for p in images}
-    if all(urls.values()):
+    urls = {p: url for p in images if (url := file_url(registry, run_id, p))}
+    if len(urls) == len(set(images)):
         keys = []
         for path, url in urls.items():
             keys.append(artifact_key(key, Path(path).stem))

@@ -33,7 +33,8 @@ def _verdict(problems: list[str]) -> str:
         f"<li>{escape(p)}</li>" for p in problems) + "</ul>"
 
 
-def compliance_html(model: str, version: str, tags: Mapping[str, str], policy_version: str,
+# a page of named fields, each passed by keyword (over the argument budget: test_structure.py)
+def compliance_html(model: str, version: str, tags: Mapping[str, str], policy_version: str,  # noqa: PLR0913
                     policy_sha256: str, checks: Mapping[str, str],
                     environments: Mapping[str, list[str]], validation: list[str],
                     gate: list[str], records: list[Mapping[str, str]], card: str,

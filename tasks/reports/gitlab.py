@@ -49,6 +49,8 @@ def _post(gitlab: GitLab, model: str, body: str) -> str:
     from prefect.logging import get_run_logger
 
     iid = gitlab.settings.merge_request_iid
+    if not iid:  # _merge_request() gave it only for a merge request pipeline
+        return "skipped"
     done = gitlab.upsert_note(iid, marker(model), body)
     if done is None:
         return "failed"

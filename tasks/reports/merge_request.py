@@ -43,16 +43,16 @@ def merge_request_comment(model: str, report: EvalReport, champion: EvalReport |
     if rows:
         lines += ["", f"<details><summary>{primary} per slice</summary>", "",
                   "| slice | this MR | champion | rows |", "|---|---|---|---|"]
-        for col, value, metric, n in rows:
-            old = ((champion.slices.get(col) or {}).get(value) or {}).get(primary) if champion else None
-            lines.append(f"| {col}={value} | {fmt(metric)} | {fmt(old)} "
+        for col, level, metric, n in rows:
+            old = ((champion.slices.get(col) or {}).get(level) or {}).get(primary) if champion else None
+            lines.append(f"| {col}={level} | {fmt(metric)} | {fmt(old)} "
                          f"| {n} |")
         lines += ["", "</details>"]
     new = report.attributions.get(ALL, {})
     if new:
-        old = champion.attributions.get(ALL) if champion else None
+        before = champion.attributions.get(ALL) if champion else None
         lines += ["", f"**Top features** (share of mean |SHAP| on the test set): {top_line(new)}",
-                  f"**Against the champion**: {change_line(new, old)}"]
+                  f"**Against the champion**: {change_line(new, before)}"]
     if report.threshold is not None:
         lines += ["", f"**Decision**: {threshold_line(report.threshold, report.threshold_rule)}"]
     lines += ["", "**Gate**", *[f"- {'✅' if c.passed else '❌'} {c.detail}" for c in decision.checks]]

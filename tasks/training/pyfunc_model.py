@@ -15,17 +15,20 @@ import json
 
 import mlflow
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 
 def load_table(path: str):
     """The prediction table module from a file, under a name no other model shares."""
     spec = importlib.util.spec_from_file_location(f"_mlops_predictions_{id(path)}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not a Python module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-class XGBoostNativeModel(mlflow.pyfunc.PythonModel):
+class XGBoostNativeModel(PythonModel):
     def load_context(self, context):
         import xgboost as xgb
 

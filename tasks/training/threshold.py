@@ -88,4 +88,6 @@ def choose_threshold(df: pd.DataFrame | None, valid_rows: list[int] | None, trai
     (rows of df, or a streamed table's validation batches)."""
     if valid_batches is not None:
         return with_threshold_over(trained, valid_batches, rule)
+    if df is None:
+        raise ValueError("choose_threshold needs the frame or a streamed table's batches")
     return with_threshold(trained, df.iloc[valid_rows], rule)

@@ -142,7 +142,11 @@ def train_model(
 
     started = time.perf_counter()
     tt = task_type(spec.task)
-    dtrain, dvalid = matrices or in_memory_matrices(df, spec, splits)
+    if matrices is None:
+        if df is None or splits is None:
+            raise ValueError("train_model needs df and splits, or the matrices")
+        matrices = in_memory_matrices(df, spec, splits)
+    dtrain, dvalid = matrices
     fixed = base_params(tt, len(spec.classes), device, training.seed)
     metric_key = f"valid-{tt.eval_metric}"
 

@@ -16,7 +16,7 @@ from tasks.core.config import ModelConfig
 from tasks.core.errors import DataError
 from tasks.core.steps import step
 from tasks.core.tasktypes import task_type
-from tasks.training.checks import TableFacts
+from tasks.training.checks import ColumnFacts, TableFacts
 
 MIN_ROWS = 30
 LEAK_CORRELATION = 0.98
@@ -74,32 +74,12 @@ def validate_frames(frames: Iterable[pd.DataFrame], cfg: ModelConfig) -> Validat
 
 
 def _report(facts: TableFacts, cfg: ModelConfig) -> ValidationReport:
-    errors: list[str] = []
+    errors = _shape_errors(facts, cfg)
     warnings: list[str] = []
-    columns_in = facts.columns or []
-
-    def early() -> ValidationReport:
+    if errors:
         return ValidationReport(rows=facts.rows, target=cfg.target, features=[],
                                 categorical=[], classes=[], class_counts={}, errors=errors,
                                 warnings=warnings, columns=[])
-
-    if facts.rows == 0 or not columns_in:
-        errors.append("data is empty (0 rows)" if facts.rows == 0 else "data has no columns")
-        return early()
-    dup = pd.Index(columns_in)[pd.Index(columns_in).duplicated()]
-    if len(dup):
-        errors.append(f"duplicate column name '{dup[0]}'")
-        return early()
-    if cfg.target not in columns_in:
-        errors.append(f"target column '{cfg.target}' not found in data "
-                      f"(columns: {', '.join(columns_in[:12])})")
-        return early()
-    for key in ("exclude", "categorical", "slices"):
-        for col in getattr(cfg, key) or []:
-            if col not in columns_in:
-                errors.append(f"column '{col}' named in {key} is not in the data")
-    if errors:
-        return early()
     if facts.rows < MIN_ROWS:
         errors.append(f"only {facts.rows} rows; at least {MIN_ROWS} are needed to train and test")
 
@@ -109,46 +89,16 @@ def _report(facts: TableFacts, cfg: ModelConfig) -> ValidationReport:
     categorical: list[str] = []
     columns: list[ColumnSummary] = []
     categories: dict[str, list[str]] = {}
-    declared = set(cfg.categorical or [])
     for col, f in facts.facts.items():
-        role = "target" if col == cfg.target else "excluded" if col in cfg.exclude else "feature"
-        if role == "feature" and f.datetime:
-            role = "date (not a feature)"
-        is_cat = role == "feature" and (col in declared or (cfg.categorical is None and f.text))
-        summary = ColumnSummary(name=col, dtype=f.dtype, role=role, nulls=f.nulls,
-                                unique=f.unique)
-        if f.numeric and f.any_finite:
-            summary.min, summary.max = float(f.low), float(f.high)
+        summary = _summary(col, f, cfg)
         columns.append(summary)
-        if role != "feature":
+        is_cat = _feature_checks(col, f, summary, facts.rows, cfg, errors, warnings) \
+            if summary.role == "feature" else None
+        if is_cat is None:
             continue
-        if summary.nulls == facts.rows:
-            errors.append(f"column '{col}' is entirely null")
-            continue
-        share = 1 - f.not_numbers / f.present if f.present else 0.0
         if is_cat:
-            summary.role = "categorical feature"
-            if col not in declared and share >= NUMERIC_SHARE:
-                errors.append(f"column '{col}' is numeric but holds text (e.g. {f.example!r})")
-                continue
-            if summary.unique > 1000:
-                warnings.append(f"column '{col}' has {summary.unique} categories")
             categorical.append(col)
             categories[col] = sorted({str(v) for v in f.values})
-        elif f.text:
-            if share >= NUMERIC_SHARE:
-                errors.append(f"column '{col}' is numeric but holds text (e.g. {f.example!r})")
-            else:
-                errors.append(f"column '{col}' holds text but is not listed in categorical")
-            continue
-        elif f.numeric and f.inf:
-            errors.append(f"column '{col}' has {f.inf} infinite value(s) (±inf)")
-            continue
-        if summary.nulls:
-            warnings.append(f"column '{col}' has {summary.nulls} null value(s) "
-                            f"({summary.nulls / facts.rows:.1%}); XGBoost treats them as missing")
-        if summary.unique <= 1:
-            warnings.append(f"column '{col}' is constant")
         features.append(col)
 
     if not errors and not features:
@@ -166,6 +116,66 @@ def _report(facts: TableFacts, cfg: ModelConfig) -> ValidationReport:
                             categorical=categorical, classes=classes, class_counts=class_counts,
                             errors=errors, warnings=warnings, columns=columns,
                             categories=categories)
+
+
+def _shape_errors(facts: TableFacts, cfg: ModelConfig) -> list[str]:
+    """What stops validation before it looks at values: no rows or columns, a duplicate column
+    name, no target column, a column named in the config that is not in the data."""
+    columns_in = facts.columns or []
+    if facts.rows == 0 or not columns_in:
+        return ["data is empty (0 rows)" if facts.rows == 0 else "data has no columns"]
+    dup = pd.Index(columns_in)[pd.Index(columns_in).duplicated()]
+    if len(dup):
+        return [f"duplicate column name '{dup[0]}'"]
+    if cfg.target not in columns_in:
+        return [f"target column '{cfg.target}' not found in data "
+                f"(columns: {', '.join(columns_in[:12])})"]
+    return [f"column '{col}' named in {key} is not in the data"
+            for key in ("exclude", "categorical", "slices")
+            for col in getattr(cfg, key) or [] if col not in columns_in]
+
+
+def _summary(col: str, f: ColumnFacts, cfg: ModelConfig) -> ColumnSummary:
+    role = "target" if col == cfg.target else "excluded" if col in cfg.exclude else "feature"
+    if role == "feature" and f.datetime:
+        role = "date (not a feature)"
+    summary = ColumnSummary(name=col, dtype=f.dtype, role=role, nulls=f.nulls, unique=f.unique)
+    if f.numeric and f.any_finite:
+        summary.min, summary.max = float(f.low), float(f.high)
+    return summary
+
+
+def _feature_checks(col: str, f: ColumnFacts, summary: ColumnSummary, rows: int,
+                    cfg: ModelConfig, errors: list[str], warnings: list[str]) -> bool | None:
+    """One feature column's problems: None when it cannot be used (the reason is in errors),
+    else whether it is categorical."""
+    if summary.nulls == rows:
+        errors.append(f"column '{col}' is entirely null")
+        return None
+    declared = set(cfg.categorical or [])
+    share = 1 - f.not_numbers / f.present if f.present else 0.0
+    is_cat = col in declared or (cfg.categorical is None and f.text)
+    if is_cat:
+        summary.role = "categorical feature"
+        if col not in declared and share >= NUMERIC_SHARE:
+            errors.append(f"column '{col}' is numeric but holds text (e.g. {f.example!r})")
+            return None
+        if summary.unique > 1000:
+            warnings.append(f"column '{col}' has {summary.unique} categories")
+    elif f.text:
+        errors.append(f"column '{col}' is numeric but holds text (e.g. {f.example!r})"
+                      if share >= NUMERIC_SHARE
+                      else f"column '{col}' holds text but is not listed in categorical")
+        return None
+    elif f.numeric and f.inf:
+        errors.append(f"column '{col}' has {f.inf} infinite value(s) (±inf)")
+        return None
+    if summary.nulls:
+        warnings.append(f"column '{col}' has {summary.nulls} null value(s) "
+                        f"({summary.nulls / rows:.1%}); XGBoost treats them as missing")
+    if summary.unique <= 1:
+        warnings.append(f"column '{col}' is constant")
+    return bool(is_cat)
 
 
 def _tracking_key_problems(facts: TableFacts, cfg: ModelConfig, features: list[str]

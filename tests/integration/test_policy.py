@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from flows.training import training_pipeline
 from mlops.cli import app
-from tasks.adapters.run_files import run_text
 from tasks.contracts.release import Identity
 from tasks.core.config import load_config
 from tasks.core.errors import ConfigError, PolicyRefused
@@ -75,7 +74,7 @@ def test_registration_records_the_policy_and_production_follows_it(
     assert {k: v for k, v in ref.tags.items() if k.startswith("check.")} == {
         "check.compliance_validated": "passed", "check.data_validated": "passed",
         "check.gate_passed": "passed"}
-    report = run_text(reg, ref.run_id, REPORT_NAME)
+    report = reg.run_text(ref.run_id, REPORT_NAME)
     assert report and "Compliance report: pol v1" in report and "it-1" in report
     assert "check &#x27;security_scan&#x27; has not passed" in report  # production's verdict
 
@@ -102,7 +101,7 @@ def test_registration_records_the_policy_and_production_follows_it(
     listed = runner.invoke(app, ["compliance", name, "--report"])
     assert listed.exit_code == 0, listed.output
     assert "compliant" in listed.stdout and "NON-COMPLIANT" not in listed.output
-    page = run_text(reg, ref.run_id, REPORT_NAME)
+    page = reg.run_text(ref.run_id, REPORT_NAME)
     assert "promoted" in page and "alice" in page and "ci-scanner" in page
 
     policy.write_text(POLICY.replace("department: [claims]", "department: [underwriting]"))

@@ -1,21 +1,32 @@
 """The shape of the code, kept by a test over the modules' own syntax trees (every `import`, at
 module level or inside a function): stage groups meet through the shared layers, `tasks/` stays at
-most four layers deep, flows only wire, every error is raised, modules stay short, the environment
-is read in one place. Each checker is also run on a planted violation in a temporary tree, so a
-rule that cannot fail is caught."""
+most four layers deep, flows only wire, every error is raised, functions keep within their
+complexity budgets, the environment is read in one place. Each checker is also run on a planted
+violation in a temporary tree, so a rule that cannot fail is caught."""
 
 from __future__ import annotations
 
 import ast
 import functools
+import re
+import tomllib
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tasks", "flows", "mlops", "deployments")
 MAX_DEPTH = 4
-MAX_LINES = 300
+# ruff's budgets for every function of the product packages (pyproject.toml's [tool.ruff.lint]):
+# cyclomatic complexity, and arguments (a stage takes its data, its config slice and the run's
+# context; train and register need 10)
+BUDGET_RULES = ("C901", "PLR0913")
+MAX_COMPLEXITY = 12
+MAX_ARGS = 10
+# Functions over a budget by decision, each with a noqa comment on its def line; a new one fails
+KNOWN_OVER_BUDGET = {
+    "tasks.reports.approval.approval_markdown",  # a page of 14 named fields, passed by keyword
+    "tasks.reports.compliance.compliance_html",  # a page of 12 named fields, passed by keyword
+    "tasks.release.production.move_checked",  # one whole transition: 11
+}
 # the layers under the stages, which every stage may import; every other package under tasks/ is
 # a stage group (training/, release/, batch/, and any folder added later)
 SHARED_LAYERS = ("core", "contracts", "adapters", "reports")
@@ -194,10 +205,53 @@ def test_package_inits_import_nothing():
     assert not busy, busy
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_no_module_is_over_300_lines(name):
-    lines = len(MODULES[name].read_text().splitlines())
-    assert lines <= MAX_LINES, f"{MODULES[name].relative_to(ROOT)}: {lines} lines"
+def budget_problems(pyproject: str, modules: dict[str, Path]) -> list[str]:
+    """How ruff's complexity budgets are missing or loosened: C901 (cyclomatic complexity) and
+    PLR0913 (arguments) selected, at most MAX_COMPLEXITY and MAX_ARGS, no package of the product
+    exempted by per-file-ignores, and `noqa` only on the functions KNOWN_OVER_BUDGET lists."""
+    lint = tomllib.loads(pyproject).get("tool", {}).get("ruff", {}).get("lint", {})
+    found = [f"{rule} is not selected" for rule in BUDGET_RULES
+             if rule not in lint.get("select", []) or rule in lint.get("ignore", [])]
+    complexity = lint.get("mccabe", {}).get("max-complexity")
+    if complexity is None or complexity > MAX_COMPLEXITY:
+        found.append(f"mccabe max-complexity is {complexity}, the budget is {MAX_COMPLEXITY}")
+    args = lint.get("pylint", {}).get("max-args")
+    if args is None or args > MAX_ARGS:
+        found.append(f"pylint max-args is {args}, the budget is {MAX_ARGS}")
+    found += [f"per-file-ignores exempt {pattern} from {rule}"
+              for pattern, rules in lint.get("per-file-ignores", {}).items()
+              for rule in rules if rule in BUDGET_RULES and pattern.startswith(PACKAGES)]
+    exempted = {f"{name}.{node.name}" for name, path in modules.items()
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                and any(re.search(rf"#\s*noqa\b[^#]*{rule}", line)
+                        for line in path.read_text().splitlines()[node.lineno - 1:node.lineno]
+                        for rule in BUDGET_RULES)}
+    found += [f"{f} is exempted from the budgets (noqa)" for f in sorted(exempted - KNOWN_OVER_BUDGET)]
+    found += [f"{f} is within the budgets now: take it off KNOWN_OVER_BUDGET"
+              for f in sorted(KNOWN_OVER_BUDGET - exempted) if f.rsplit(".", 1)[0] in modules]
+    return found
+
+
+def test_the_complexity_budgets_are_set():
+    """Cyclomatic complexity and argument counts replace the old 300-line cap (which made
+    splits that existed only to stay under it)."""
+    assert budget_problems((ROOT / "pyproject.toml").read_text(), MODULES) == []
+
+
+def test_a_loosened_budget_is_found(tmp_path):
+    modules = write_tree(tmp_path, {"tasks/reports/page.py": (
+        "def page(a, b, c, d, e, f, g, h, i, j, k):  # noqa: PLR0913\n    pass\n")})
+    loose = ('[tool.ruff.lint]\nselect = ["E", "C901"]\n[tool.ruff.lint.mccabe]\n'
+             'max-complexity = 30\n[tool.ruff.lint.per-file-ignores]\n"tasks/**" = ["C901"]\n'
+             '"tests/**" = ["C901"]\n')
+    assert budget_problems(loose, modules) == [
+        "PLR0913 is not selected",
+        f"mccabe max-complexity is 30, the budget is {MAX_COMPLEXITY}",
+        f"pylint max-args is None, the budget is {MAX_ARGS}",
+        "per-file-ignores exempt tasks/** from C901",
+        "tasks.reports.page.page is exempted from the budgets (noqa)",
+    ]
 
 
 def test_the_environment_is_read_in_one_place():
