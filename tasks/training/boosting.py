@@ -115,3 +115,11 @@ def finished_states() -> tuple[optuna.trial.TrialState, ...]:
     from optuna.trial import TrialState
 
     return (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def fit_params(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: TrainingSpec,
+               device: str, params: dict, trials: list | None = None) -> TrainResult:
+    """The booster of given parameters (a study's winner), as its trial trained it."""
+    started = time.perf_counter()
+    fit = booster_fit(in_memory_matrices(df, spec, splits), spec, training, device)
+    return train_result(fit(params), spec, params, device, trials or [], started)

@@ -11,17 +11,17 @@ import pandas as pd
 from prefect import task
 
 from tasks.contracts.training import FeatureSpec, RunPlan, Splits, TrainResult
-from tasks.core.config import TrainingSpec
+from tasks.core.config import ModelConfig, TrainingSpec
 from tasks.core.errors import ConfigError
 from tasks.core.steps import step
 from tasks.core.synced import synced
 from tasks.core.tasktypes import task_type
 from tasks.training.boosting import (
     booster_fit,
+    fit_params,
     in_memory_matrices,
     open_study,
     suggest_params,
-    train_result,
 )
 from tasks.training.workers import (
     StudyLock,
@@ -32,7 +32,7 @@ from tasks.training.workers import (
     worker_sampler,
 )
 
-WORKER_FLOW = "hpo-worker"  # prefect.yaml: hpo-worker/<model> (deployments/manifest.py)
+WORKER_DEPLOYMENT = "hpo-worker/hpo-{model}"  # prefect.yaml (deployments/manifest.py checks it)
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
@@ -91,7 +91,7 @@ def start_workers(model: str, study_name: str, workers: int, device: str,
     from prefect.exceptions import ObjectNotFound
     from prefect.runtime import flow_run
 
-    name = f"{WORKER_FLOW}/{model}"
+    name = WORKER_DEPLOYMENT.format(model=model)
     ids = []
     for worker in range(workers):
         params = {"model": model, "study_name": study_name, "worker": worker, "device": device,
@@ -157,13 +157,10 @@ def refit_best(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: Tr
                device: str, study_name: str, storage: str) -> TrainResult:
     import optuna
 
-    started = time.perf_counter()
     study = optuna.load_study(study_name=study_name, storage=storage)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise RuntimeError(f"no trial of study {study_name} completed")
-    fit = booster_fit(in_memory_matrices(df, spec, splits), spec, training, device)
-    return train_result(fit(study.best_params), spec, study.best_params, device, study.trials,
-                        started)
+    return fit_params(df, spec, splits, training, device, study.best_params, study.trials)
 
 
 @step("tuning-lineage")
@@ -174,3 +171,18 @@ def with_tuning_lineage(plan: RunPlan, storage: str, workers: int) -> RunPlan:
     study = optuna.load_study(study_name=plan.study_name, storage=storage)
     return plan.model_copy(update={"tags": {**plan.tags,
                                             **study_lineage(storage, study, workers)}})
+
+
+def tune_with_workers(cfg: ModelConfig, plan: RunPlan, df: pd.DataFrame, spec: FeatureSpec,
+                      splits: Splits, storage: str, as_of: date | None) -> TrainResult:
+    """The study created once, hpo-worker runs started and waited for, the winner refit."""
+    from tasks.core.gpu import gpu_slot
+
+    create_study(study_name=plan.study_name, storage=storage, training=cfg.training)
+    runs = start_workers(model=cfg.name, study_name=plan.study_name,
+                         workers=cfg.training.workers, device=plan.device, as_of=as_of)
+    wait_for_workers(run_ids=runs, study_name=plan.study_name, storage=storage,
+                     n_trials=cfg.training.n_trials)
+    with gpu_slot(plan.device):  # the workers each held one while they trained
+        return best_of_study(df=df, spec=spec, splits=splits, training=cfg.training,
+                             device=plan.device, study_name=plan.study_name, storage=storage)
