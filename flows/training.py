@@ -71,9 +71,10 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
     require_compliant_config(load_policy(settings.policy_path), cfg.name, cfg.registry)
-    require_storage(workers=cfg.training.workers, storage=settings.optuna_storage)
     registry = connect(settings)
     data = load_data(spec=cfg.data, as_of=as_of, training=cfg.training)
+    require_storage(workers=cfg.training.workers, storage=settings.optuna_storage,
+                    streamed=data.streamed)
     validation = validate(df=data.frame, cfg=cfg, table=data.table)
     publish_validation(report=validation, model=cfg.name, reports_dir=settings.home / "reports")
     ensure_valid(validation)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import date
+from uuid import UUID
 
 import pandas as pd
 from prefect import task
@@ -26,6 +27,7 @@ from tasks.training.boosting import (
 from tasks.training.workers import (
     StudyLock,
     finished_count,
+    require_storage,
     run_trials,
     shared_storage,
     study_lineage,
@@ -71,11 +73,14 @@ def tune_as_worker(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training
 
 
 @task(name="tune-worker")
-def tune_worker(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: TrainingSpec,
-                device: str, study_name: str, storage: str, worker: int) -> int:
+def tune_worker(df: pd.DataFrame | None, spec: FeatureSpec, splits: Splits | None,
+                training: TrainingSpec, device: str, study_name: str, storage: str | None,
+                worker: int) -> int:
     """One worker's share of the study (never cached: the study decides what is left)."""
     from prefect.logging import get_run_logger
 
+    require_storage(training.workers, storage, streamed=df is None)
+    assert df is not None and splits is not None and storage  # require_storage said so
     logger = get_run_logger()
     ran = tune_as_worker(df, spec, splits, training, device, study_name, storage, worker,
                          progress=logger.info)
@@ -129,7 +134,7 @@ def wait_for_workers(run_ids: list[str], study_name: str, storage: str, n_trials
     full_since = None
     with get_client(sync_client=True) as client:
         while True:
-            states = [(client.read_flow_run(r).state_type or "PENDING") for r in run_ids]
+            states = [(client.read_flow_run(UUID(r)).state_type or "PENDING") for r in run_ids]
             names = [getattr(s, "value", str(s)) for s in states]
             finished = finished_count(study)
             if finished >= n_trials and full_since is None:

@@ -19,6 +19,7 @@ from tasks.core.redact import redact
 
 if TYPE_CHECKING:
     import optuna
+    from sqlalchemy import Connection
 
 HEARTBEAT_S = 10  # a running trial writes its heartbeat this often
 GRACE_S = 40  # a trial silent this long is failed (its worker was killed) and queued again
@@ -27,10 +28,14 @@ POLL_S = 1.0  # a worker with nothing to reserve looks again after this (trials 
 WORKER_ATTR = "worker"  # user attribute: which worker ran a trial
 
 
-def require_storage(workers: int, storage: str | None) -> None:
-    """ConfigError (exit 2) when N > 1 workers have no shared PostgreSQL study to meet in."""
+def require_storage(workers: int, storage: str | None, streamed: bool = False) -> None:
+    """ConfigError (exit 2) when N > 1 workers have no shared PostgreSQL study to meet in, or
+    the data is streamed (workers tune in-memory tables only)."""
     if workers <= 1:
         return
+    if streamed:
+        raise ConfigError(f"training.workers: {workers} tunes in-memory tables only; this data "
+                          "is streamed in batches (docs/large-tables.md): set training.workers: 1")
     if not storage:
         raise ConfigError(f"training.workers: {workers} needs a shared study: set "
                           "MLOPS_OPTUNA_STORAGE to a PostgreSQL URL "
@@ -55,12 +60,15 @@ def shared_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRAC
 
 def worker_sampler(seed: int, worker: int) -> optuna.samplers.BaseSampler:
     """TPE that treats running trials as bad (constant liar), so parallel workers spread out;
-    each worker its own seed, else they would all start from the same random points."""
+    each worker its own seed, else they would all start from the same random points.
+    Multivariate: one read of the study per trial instead of one per parameter (with a liar,
+    TPE reads the study again for every independent suggestion)."""
     import optuna
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed + worker, constant_liar=True)
+        return optuna.samplers.TPESampler(seed=seed + worker, constant_liar=True,
+                                          multivariate=True)
 
 
 class StudyLock:
@@ -71,13 +79,14 @@ class StudyLock:
         self._engine = storage.engine
         self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big",
                                    signed=True)
-        self._conn = None
+        self._conn: Connection | None = None
 
     def acquire(self) -> None:
         from sqlalchemy import text
 
-        self._conn = self._engine.connect()
-        self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+        conn = self._engine.connect()
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+        self._conn = conn
 
     def release(self) -> None:
         from sqlalchemy import text
@@ -86,6 +95,16 @@ class StudyLock:
             conn, self._conn = self._conn, None
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
             conn.close()
+
+    def states(self, study_id: int) -> Counter[str]:
+        """Trial states of the study, counted in one query on the lock's connection (Optuna's
+        own reads fetch every trial whole: the lock would be held for far longer)."""
+        from sqlalchemy import text
+
+        assert self._conn is not None, "count trials under the lock"
+        rows = self._conn.execute(text("SELECT state, count(*) FROM trials WHERE study_id = :s "
+                                       "GROUP BY state"), {"s": study_id})
+        return Counter({str(state): int(n) for state, n in rows})
 
 
 def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
@@ -96,7 +115,6 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     take a queued trial or a new one while that is below n_trials. With nothing to take, wait
     while other workers' trials run: one of them may die and its trial come back."""
     import optuna
-    from optuna.trial import TrialState
 
     def locked_then(trial: optuna.Trial) -> float:
         lock.release()  # the trial is in the study: others may reserve theirs
@@ -107,18 +125,19 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     while True:
         lock.acquire()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-            states = Counter(t.state for t in study.get_trials(deepcopy=False))
-            finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
+            states = lock.states(study._study_id)
+            finished = states["COMPLETE"] + states["PRUNED"]
             if finished >= n_trials:
                 return ran
-            reserved = finished + states[TrialState.RUNNING] + states[TrialState.WAITING]
-            if reserved < n_trials or states[TrialState.WAITING]:
+            if finished + states["RUNNING"] + states["WAITING"] < n_trials or states["WAITING"]:
+                # optimize fails stale trials first (queued again), then takes a queued one
                 study.optimize(locked_then, n_trials=1, callbacks=callbacks)
                 ran += 1
                 continue
+            if states["RUNNING"]:  # all reserved: is one of them a dead worker's?
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
         finally:
             lock.release()
         time.sleep(poll_s)

@@ -98,3 +98,10 @@ def test_one_worker_keeps_the_config_hash_of_configs_written_before_workers():
                                                ).hexdigest()
     three = cfg.model_copy(update={"training": cfg.training.model_copy(update={"workers": 3})})
     assert three.config_hash() != cfg.config_hash()  # another run key: not reproducible bit for bit
+
+
+def test_several_workers_refuse_streamed_data_in_one_line():
+    with pytest.raises(ConfigError, match="in-memory tables only") as err:
+        require_storage(2, "postgresql://postgres@127.0.0.1/optuna", streamed=True)
+    assert "\n" not in str(err.value)
+    require_storage(1, None, streamed=True)
