@@ -9,7 +9,6 @@ from datetime import date
 from uuid import UUID
 
 import pandas as pd
-from prefect import task
 
 from tasks.contracts.training import FeatureSpec, RunPlan, Splits, TrainResult
 from tasks.core.config import ModelConfig, TrainingSpec
@@ -72,7 +71,7 @@ def tune_as_worker(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training
                       callbacks=[report])
 
 
-@task(name="tune-worker")
+@step("tune-worker")
 def tune_worker(df: pd.DataFrame | None, spec: FeatureSpec, splits: Splits | None,
                 training: TrainingSpec, device: str, study_name: str, storage: str | None,
                 worker: int) -> int:
@@ -151,7 +150,7 @@ def wait_for_workers(run_ids: list[str], study_name: str, storage: str, n_trials
     return names
 
 
-@task(name="best-of-study")
+@step("best-of-study")
 def best_of_study(df: pd.DataFrame, spec: FeatureSpec, splits: Splits, training: TrainingSpec,
                   device: str, study_name: str, storage: str) -> TrainResult:
     """The winner of the shared study refit here (the same booster its trial trained)."""

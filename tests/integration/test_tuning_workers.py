@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mlops.cli import app
 from tasks.core.redact import redact
 from tests.conftest import config_yaml
-from tests.e2e.conftest import REPO, postgres_database
+from tests.e2e.conftest import BIN, REPO, cli_env, postgres_database
 from tests.integration.conftest import versions
 
 runner = CliRunner()
@@ -37,13 +37,17 @@ def _parallel_config(home, name: str, workers: int, n_trials: int) -> str:
     return name
 
 
-def test_several_workers_without_a_storage_is_one_line_exit_2(home, registry, monkeypatch):
-    monkeypatch.delenv("MLOPS_OPTUNA_STORAGE", raising=False)
+def test_several_workers_without_a_storage_is_one_line_exit_2(home, registry):
+    """As a process: a CliRunner invocation that fails leaves logging handlers on its closed
+    streams, which broke the next invocation of this file (RecursionError in logging)."""
     name = _parallel_config(home, "nostore", workers=3, n_trials=4)
-    result = runner.invoke(app, ["train", name])
-    assert result.exit_code == 2, result.output
-    assert result.stderr.strip().count("\n") == 0
-    assert "training.workers: 3 needs a shared study" in result.stderr
+    env = cli_env(MLOPS_HOME=os.environ["MLOPS_HOME"], MLOPS_CONFIG_DIR=str(home / "configs"),
+                  MLOPS_DEVICE="cpu")
+    result = subprocess.run([str(BIN / "mlops"), "train", name], cwd=REPO, env=env, text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: training.workers: 3 needs a shared study"), lines[-5:]
     assert versions(registry(), name) == []
 
 
@@ -72,7 +76,7 @@ def test_workers_tune_one_study_and_one_version_carries_its_lineage(home, regist
         monkeypatch.setattr(hpo, "start_workers", start_workers)
         monkeypatch.setattr(hpo, "wait_for_workers", wait_for_workers)
         result = runner.invoke(app, ["train", name])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 0, (repr(result.exception), result.stderr[-1500:])
         assert len(procs) == 3
 
         reg = registry()
