@@ -54,7 +54,7 @@ def unpruned(cfg, frame, spec, splits):
     import xgboost as xgb
 
     from tasks.core.tasktypes import task_type
-    from tasks.training.train import base_params, suggest_params
+    from tasks.training.boosting import base_params, suggest_params
 
     t = cfg.training
     X, y = spec.matrix(frame), spec.encode_target(frame[spec.target])

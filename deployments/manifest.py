@@ -23,6 +23,8 @@ NOTEBOOK_FLOW = "notebook-training"
 NOTEBOOK_DEPLOYMENT = f"{NOTEBOOK_FLOW}/notebooks"
 DEPLOY_ENTRYPOINT = "flows/deploy.py:deploy_model"
 DEPLOY_FLOW = "deploy"
+HPO_ENTRYPOINT = "flows/hpo_worker.py:hpo_worker"
+HPO_FLOW = "hpo-worker"
 EXPIRY_ENTRYPOINT = "flows/approval_expiry.py:approval_expiry"
 EXPIRY_FLOW = "approval-expiry"
 # every model also scores and is monitored every day
@@ -31,7 +33,7 @@ DAILY_FLOWS = {"flows/scoring.py:batch_scoring": "batch-scoring",
 # per-model deployment names, unique across flows: the Prefect UI lists deployments by name
 # (training keeps <model>: CI and schedules address training-pipeline/<model>)
 NAMES = {TRAINING_FLOW: "{model}", DEPLOY_FLOW: "deploy-{model}", "batch-scoring": "score-{model}",
-         "monitoring": "monitor-{model}"}
+         "monitoring": "monitor-{model}", HPO_FLOW: "hpo-{model}"}
 # training-pipeline/retrain-<model>: the drift-triggered retraining, with its own limit
 RETRAIN_NAME = "retrain-{model}"
 # (flow, name pattern) -> the deployment concurrency prefect.yaml must set: two promotions of a
@@ -76,7 +78,8 @@ def load_manifest(path: Path) -> list[DeploymentEntry]:
     except ValidationError as exc:
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
     flows = {TRAINING_ENTRYPOINT: TRAINING_FLOW, NOTEBOOK_ENTRYPOINT: NOTEBOOK_FLOW,
-             DEPLOY_ENTRYPOINT: DEPLOY_FLOW, EXPIRY_ENTRYPOINT: EXPIRY_FLOW, **DAILY_FLOWS}
+             DEPLOY_ENTRYPOINT: DEPLOY_FLOW, EXPIRY_ENTRYPOINT: EXPIRY_FLOW,
+             HPO_ENTRYPOINT: HPO_FLOW, **DAILY_FLOWS}
     return [
         DeploymentEntry(
             name=d.name or "",
@@ -104,6 +107,7 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
     problems = [p for d in training
                 for p in _training_problems(path, config_dir, d, configs, retrains.get(d.model))]
     problems += _limit_problems(path, deployments)
+    problems += _hpo_problems(path, config_dir, deployments, configs, pools)
     problems += _naming_problems(path, deployments)
     problems += [f"{path}: deployment {d.full_name} parameter {key!r} holds credentials: write "
                  "the URL redacted (http://***@host/…) and give the worker the full one in "
@@ -225,4 +229,31 @@ def _limit_problems(path: Path, deployments: list[DeploymentEntry]) -> list[str]
                 problems.append(f"{path}: deployment {d.full_name} needs concurrency_limit: "
                                 f"{{limit: {limit}, collision_strategy: {strategy}}} (has "
                                 f"limit {d.concurrency[0]}, {d.concurrency[1] or 'no strategy'})")
+    return problems
+
+
+def _hpo_problems(path: Path, config_dir: Path, deployments: list[DeploymentEntry],
+                  configs: dict[str, Any], pools: dict[str, Any]) -> list[str]:
+    """Every model has hpo-worker/hpo-<model> on its training pool, capped at the pool's runners
+    (a training run with training.workers > 1 starts its runs; more than the runners would queue
+    in GitLab while holding a concurrency slot)."""
+    problems = []
+    hpo = {d.model: d for d in deployments if d.flow == HPO_FLOW}
+    for name, cfg in sorted(configs.items()):
+        full = deployment_name(HPO_FLOW, name)
+        entry = hpo.get(name)
+        if entry is None:
+            problems.append(f"{config_dir}/{name}.yaml has no {full} deployment in {path} "
+                            "(training.workers > 1 starts its runs)")
+            continue
+        pool = cfg.training.work_pool
+        if entry.work_pool != pool:
+            problems.append(f"{path}: deployment {full} uses work pool {entry.work_pool!r} but "
+                            f"{config_dir}/{name}.yaml says training.work_pool: {pool}")
+        runners = pools[pool].runners if pool in pools else None
+        if runners is not None and entry.concurrency != (runners, "ENQUEUE"):
+            problems.append(f"{path}: deployment {full} needs concurrency_limit: {{limit: "
+                            f"{runners}, collision_strategy: ENQUEUE}} ({pool} has {runners} "
+                            f"runner(s) in deployments/pools.yaml; has limit "
+                            f"{entry.concurrency[0]}, {entry.concurrency[1] or 'no strategy'})")
     return problems

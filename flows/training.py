@@ -28,12 +28,14 @@ from tasks.training.batches import TEST, TRAIN, VALID
 from tasks.training.data import load_data
 from tasks.training.evaluate import compact_test, evaluate
 from tasks.training.gate import ensure_passed, gate, score_champion
+from tasks.training.hpo import tune_with_workers, with_tuning_lineage
 from tasks.training.planning import plan_run, reused_metrics
 from tasks.training.register import input_example, register
 from tasks.training.threshold import choose_threshold
 from tasks.training.tracking import log_results, training_run
 from tasks.training.train import feature_spec, splits_of, train, train_streamed
 from tasks.training.validate import ensure_valid, validate
+from tasks.training.workers import require_storage
 
 
 @flow(name="training-pipeline", flow_run_name=run_name("train"), log_prints=True,
@@ -73,6 +75,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     require_compliant_config(load_policy(settings.policy_path), cfg.name, cfg.registry)
     registry = connect(settings)
     data = load_data(spec=cfg.data, as_of=as_of, training=cfg.training)
+    require_storage(workers=cfg.training.workers, storage=settings.optuna_storage,
+                    streamed=data.streamed)
     validation = validate(df=data.frame, cfg=cfg, table=data.table)
     publish_validation(report=validation, model=cfg.name, reports_dir=settings.home / "reports")
     ensure_valid(validation)
@@ -102,10 +106,17 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
             test = compact_test(data.table.frames(TEST, "test set"), spec, cfg.slices)
             train_rows, train_passes = None, data.table.passes(TRAIN, "profile")
         else:
-            with gpu_slot(plan.device):
-                trained = train(df=data.frame, spec=spec, splits=splits, training=cfg.training,
-                                device=plan.device, study_name=plan.study_name,
-                                storage=settings.optuna_storage)
+            if cfg.training.workers > 1:  # N hpo-worker runs tune one study (docs/scaling.md)
+                trained = tune_with_workers(cfg=cfg, plan=plan, df=data.frame, spec=spec,
+                                            splits=splits, storage=settings.optuna_storage,
+                                            as_of=as_of)
+                plan = with_tuning_lineage(plan=plan, storage=settings.optuna_storage,
+                                           workers=cfg.training.workers)
+            else:
+                with gpu_slot(plan.device):
+                    trained = train(df=data.frame, spec=spec, splits=splits,
+                                    training=cfg.training, device=plan.device,
+                                    study_name=plan.study_name, storage=settings.optuna_storage)
             trained = choose_threshold(df=data.frame, valid_rows=splits.valid, trained=trained,
                                        rule=cfg.threshold)
             test = data.frame.iloc[splits.test]

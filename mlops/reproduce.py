@@ -88,11 +88,13 @@ def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[st
     from tasks.core.errors import DataError
     from tasks.core.tasktypes import task_type
     from tasks.training import reproduce as rp
+    from tasks.training.boosting import fit_params
     from tasks.training.data import load_dataset
     from tasks.training.register import build_model_dir, input_example
     from tasks.training.threshold import with_threshold
     from tasks.training.train import feature_spec, split_rows, train_model
     from tasks.training.validate import ensure_valid, validate_frame
+    from tasks.training.workers import winning_params
 
     as_of = date.fromisoformat(ref.tags["as_of"]) if ref.tags.get("as_of") else None
     data = load_dataset(cfg.data, as_of=as_of, at=ref.tags.get("data_at"))
@@ -105,9 +107,17 @@ def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[st
     spec = feature_spec(frame, report, cfg)
     splits = split_rows(spec.encode_target(frame[cfg.target]), cfg.training,
                         task_type(cfg.task))
-    trained = train_model(frame, spec, splits, cfg.training, device,
-                          study_name=f"reproduce-{cfg.name}-{ref.version}", storage=None,
-                          progress=lambda _: None)
+    winner = winning_params(ref.tags)
+    if winner is None:
+        trained = train_model(frame, spec, splits, cfg.training, device,
+                              study_name=f"reproduce-{cfg.name}-{ref.version}", storage=None,
+                              progress=lambda _: None)
+    else:  # the order of a parallel search's trials depends on timing; its winner does not
+        typer.echo(f"note: {cfg.name} v{ref.version} was tuned by {ref.tags.get('tuning_workers')} "
+                   f"workers in parallel (study {ref.tags.get('tuning_study')}): an asynchronous "
+                   "search is not bit-reproducible, only its winner is; retraining the winning "
+                   "parameters")
+        trained = fit_params(frame, spec, splits, cfg.training, device, winner)
     # the decision threshold is chosen on the validation rows, as in training
     trained = with_threshold(trained, frame.iloc[splits.valid], cfg.threshold)
     local = registry.download_version(cfg.name, ref.version, work / "registered")

@@ -62,6 +62,8 @@ class TrainingSpec(_Strict):
     early_stopping_rounds: int = Field(default=30, ge=1)
     test_size: float = Field(default=0.2, gt=0, lt=0.5)
     validation_size: float = Field(default=0.2, gt=0, lt=0.5)
+    workers: int = Field(default=1, ge=1, le=64, description="N > 1: N hpo-worker/<model> runs "
+                         "tune one study in MLOPS_OPTUNA_STORAGE (PostgreSQL, docs/scaling.md)")
     work_pool: str = Field(default="cpu-runners", pattern=r"^[a-z0-9][a-z0-9-]*$",
                            description="Prefect work pool of training-pipeline/<model>")
     split: Literal["stratified", "hash"] = Field(
@@ -201,7 +203,9 @@ class ModelConfig(_Strict):
         return self
 
     def config_hash(self) -> str:
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        single = {"training": {"workers"}} if self.training.workers == 1 else None
+        payload = json.dumps(self.model_dump(mode="json", exclude=single),  # older hashes kept
+                             sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()
 
 

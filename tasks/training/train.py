@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Callable
@@ -13,10 +12,19 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from tasks.contracts.training import FeatureSpec, Splits, TrainResult, TrialSummary, ValidationReport
+from tasks.contracts.training import FeatureSpec, Splits, TrainResult, ValidationReport
 from tasks.core.config import ModelConfig, TrainingSpec
 from tasks.core.tasktypes import TaskType, task_type
 from tasks.training.batches import BatchTable, hash_split_rows
+from tasks.training.boosting import (
+    MAX_BIN,
+    booster_fit,
+    finished_states,
+    in_memory_matrices,
+    open_study,
+    suggest_params,
+    train_result,
+)
 from tasks.training.matrices import stream_matrices
 
 if TYPE_CHECKING:  # imported where they are used: a cached or reused run neither trains nor tunes
@@ -25,9 +33,6 @@ if TYPE_CHECKING:  # imported where they are used: a cached or reused run neithe
 
 Progress = Callable[[str], None]
 TrialHook = Callable[[int, float | None, float], str]  # (trials done, value, best) -> a line
-# histogram bins per feature: 64 instead of XGBoost's 256 builds histograms faster at the same
-# quality here (benchmarks/tuning.py measures it against an unpruned 256-bin study)
-MAX_BIN = 64
 
 
 def feature_spec(df: pd.DataFrame | None, report: ValidationReport, cfg: ModelConfig
@@ -70,56 +75,6 @@ def splits_of(df: pd.DataFrame | None, spec: FeatureSpec, training: TrainingSpec
     return split_rows(spec.encode_target(df[spec.target]), training, task_type(spec.task))
 
 
-def base_params(tt: TaskType, n_classes: int, device: str, seed: int) -> dict:
-    # no nthread: XGBoost then uses every CPU, or OMP_NUM_THREADS when set (a runner shared by
-    # several jobs sets it: oversubscribed OpenMP threads slow training 10x, the booster is the same)
-    params = {"objective": tt.objective, "eval_metric": tt.eval_metric, "tree_method": "hist",
-              "device": device, "seed": seed, "verbosity": 0,
-              "max_bin": MAX_BIN}
-    if tt.name == "multiclass":
-        params["num_class"] = n_classes
-    return params
-
-
-def suggest_params(trial: optuna.Trial) -> dict:
-    return {
-        "max_depth": trial.suggest_int("max_depth", 3, 9),
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
-        "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 20.0, log=True),
-        "subsample": trial.suggest_float("subsample", 0.6, 1.0),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
-        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
-        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 5.0, log=True),
-    }
-
-
-def _study(name: str, storage: str | None, seed: int) -> optuna.Study:
-    import optuna
-
-    return optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
-        load_if_exists=True,
-    )
-
-
-def in_memory_matrices(df: pd.DataFrame, spec: FeatureSpec, splits: Splits
-                       ) -> tuple[xgb.QuantileDMatrix, xgb.QuantileDMatrix]:
-    """One quantile sketch for every trial (and the validation matrix binned by it)."""
-    import xgboost as xgb
-
-    X = spec.matrix(df)
-    y = spec.encode_target(df[spec.target])
-    dtrain = xgb.QuantileDMatrix(X.iloc[splits.train], y[splits.train], enable_categorical=True,
-                                 max_bin=MAX_BIN)
-    dvalid = xgb.QuantileDMatrix(X.iloc[splits.valid], y[splits.valid], ref=dtrain,
-                                 enable_categorical=True, max_bin=MAX_BIN)
-    return dtrain, dvalid
-
-
 def train_model(
     df: pd.DataFrame | None,
     spec: FeatureSpec,
@@ -137,7 +92,6 @@ def train_model(
     given (elapsed time and ETA), else the trial count and scores. The matrices are built from
     df and splits unless given (built from a streamed table)."""
     import optuna
-    import xgboost as xgb
     from optuna_integration import XGBoostPruningCallback
 
     started = time.perf_counter()
@@ -146,16 +100,8 @@ def train_model(
         if df is None or splits is None:
             raise ValueError("train_model needs df and splits, or the matrices")
         matrices = in_memory_matrices(df, spec, splits)
-    dtrain, dvalid = matrices
-    fixed = base_params(tt, len(spec.classes), device, training.seed)
+    fit = booster_fit(matrices, spec, training, device)
     metric_key = f"valid-{tt.eval_metric}"
-
-    def fit(params: dict, callbacks: list | None = None) -> xgb.Booster:
-        return xgb.train({**fixed, **params}, dtrain, num_boost_round=training.max_rounds,
-                         evals=[(dvalid, "valid")], verbose_eval=False,
-                         early_stopping_rounds=training.early_stopping_rounds,
-                         callbacks=callbacks)
-
     kept: dict[int, xgb.Booster] = {}  # the best trial's booster so far: no refit at the end
 
     def objective(trial: optuna.Trial) -> float:
@@ -167,20 +113,20 @@ def train_model(
         return float(booster.best_score)
 
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = len(study.get_trials(deepcopy=False, states=_finished()))
+        done = len(study.get_trials(deepcopy=False, states=finished_states()))
         value = "pruned" if trial.value is None else f"{tt.eval_metric}={trial.value:.5f}"
         best = study.best_value if any(t.value is not None for t in study.trials) else float("nan")
         progress(on_trial(done, trial.value, best) if on_trial else
                  f"trial {done}/{training.n_trials}: {value} (best {best:.5f})")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _study(study_name, storage, training.seed)
-    remaining = training.n_trials - len(study.get_trials(deepcopy=False, states=_finished()))
+    study = open_study(study_name, storage, training.seed)
+    remaining = training.n_trials - len(study.get_trials(deepcopy=False, states=finished_states()))
     if remaining > 0:
         callbacks = [report]
         if storage:
             callbacks.append(optuna.study.MaxTrialsCallback(training.n_trials,
-                                                            states=_finished()))
+                                                            states=finished_states()))
         study.optimize(objective, n_trials=remaining, timeout=training.timeout_s,
                        callbacks=callbacks)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
@@ -189,23 +135,7 @@ def train_model(
     # the same booster a refit would give (same params, data, seed); refit only when another
     # worker of a shared study ran the best trial
     best = kept.get(study.best_trial.number) or fit(study.best_params)
-    final = best[: best.best_iteration + 1]
-    raw = bytes(final.save_raw(raw_format="ubj"))
-    trials = [TrialSummary(number=t.number, state=t.state.name, value=t.value)
-              for t in study.trials]
-    return TrainResult(
-        booster_ubj=base64.b64encode(raw).decode(), feature_spec=spec, params=study.best_params,
-        best_iteration=best.best_iteration, best_value=float(best.best_score),
-        eval_metric=tt.eval_metric, device=device, trials=trials,
-        duration_s=time.perf_counter() - started,
-    )
-
-
-def _finished() -> tuple[optuna.trial.TrialState, ...]:
-    """The trial states that count against the budget."""
-    from optuna.trial import TrialState
-
-    return (TrialState.COMPLETE, TrialState.PRUNED)
+    return train_result(best, spec, study.best_params, device, study.trials, started)
 
 
 def _train_cache_key(context, parameters) -> str:

@@ -5,7 +5,8 @@ import xgboost as xgb
 from tasks.core.device import select_device
 from tasks.core.errors import ConfigError
 from tasks.core.tasktypes import task_type
-from tasks.training.train import base_params, feature_spec, split_rows, train_model
+from tasks.training.boosting import base_params
+from tasks.training.train import feature_spec, split_rows, train_model
 from tasks.training.validate import validate_frame
 
 

@@ -1,0 +1,173 @@
+"""Tuning workers (`training.workers: N`): one Optuna study in PostgreSQL, created once before
+the fan-out and tuned by N processes that stop together at the study's trial count. A trial is
+reserved under a PostgreSQL advisory lock, so the study ends with exactly `n_trials` finished
+trials; a worker killed mid-trial stops beating, its trial is failed by the next worker that
+looks (heartbeat) and queued again for whichever worker is free."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tasks.core.errors import ConfigError
+from tasks.core.redact import redact
+
+if TYPE_CHECKING:
+    import optuna
+    from sqlalchemy import Connection
+
+HEARTBEAT_S = 10  # a running trial writes its heartbeat this often
+GRACE_S = 40  # a trial silent this long is failed (its worker was killed) and queued again
+MAX_RETRY = 3  # times one trial is queued again after its worker died
+POLL_S = 1.0  # a worker with nothing to reserve looks again after this (trials still running)
+WORKER_ATTR = "worker"  # user attribute: which worker ran a trial
+
+
+def require_storage(workers: int, storage: str | None, streamed: bool = False) -> None:
+    """ConfigError (exit 2) when N > 1 workers have no shared PostgreSQL study to meet in, or
+    the data is streamed (workers tune in-memory tables only)."""
+    if workers <= 1:
+        return
+    if streamed:
+        raise ConfigError(f"training.workers: {workers} tunes in-memory tables only; this data "
+                          "is streamed in batches (docs/large-tables.md): set training.workers: 1")
+    if not storage:
+        raise ConfigError(f"training.workers: {workers} needs a shared study: set "
+                          "MLOPS_OPTUNA_STORAGE to a PostgreSQL URL "
+                          "(postgresql+psycopg://user@host:5432/optuna)")
+    if not storage.startswith(("postgresql://", "postgresql+")):
+        raise ConfigError(f"training.workers: {workers} needs MLOPS_OPTUNA_STORAGE on PostgreSQL "
+                          f"(its advisory locks reserve trials), not {redact(storage)}")
+
+
+def shared_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S
+                   ) -> optuna.storages.RDBStorage:
+    """The study's storage with heartbeats: a dead worker's trial is failed and retried."""
+    import optuna
+
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRY))
+
+
+def worker_sampler(seed: int, worker: int) -> optuna.samplers.BaseSampler:
+    """TPE that treats running trials as bad (constant liar), so parallel workers spread out;
+    each worker its own seed, else they would all start from the same random points.
+    Multivariate: one read of the study per trial instead of one per parameter (with a liar,
+    TPE reads the study again for every independent suggestion)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed + worker, constant_liar=True,
+                                          multivariate=True)
+
+
+class StudyLock:
+    """A PostgreSQL advisory lock named after the study; released by the first of `release()`
+    or process death (the connection goes with it)."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
+        self._engine = storage.engine
+        self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big",
+                                   signed=True)
+        self._conn: Connection | None = None
+
+    def acquire(self) -> None:
+        from sqlalchemy import text
+
+        conn = self._engine.connect()
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+        self._conn = conn
+
+    def release(self) -> None:
+        from sqlalchemy import text
+
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            conn.close()
+
+    def states(self, study_id: int) -> Counter[str]:
+        """Trial states of the study, counted in one query on the lock's connection (Optuna's
+        own reads fetch every trial whole: the lock would be held for far longer)."""
+        from sqlalchemy import text
+
+        assert self._conn is not None, "count trials under the lock"
+        rows = self._conn.execute(text("SELECT state, count(*) FROM trials WHERE study_id = :s "
+                                       "GROUP BY state"), {"s": study_id})
+        return Counter({str(state): int(n) for state, n in rows})
+
+
+def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
+               lock: StudyLock, worker: int,
+               callbacks: list[Callable] | None = None, poll_s: float = POLL_S) -> int:
+    """Run trials until the study holds n_trials finished ones; how many this worker ran.
+    Under the lock: fail stale trials (queued again), count finished + running + queued, and
+    take a queued trial or a new one while that is below n_trials. With nothing to take, wait
+    while other workers' trials run: one of them may die and its trial come back."""
+    import optuna
+
+    def locked_then(trial: optuna.Trial) -> float:
+        lock.release()  # the trial is in the study: others may reserve theirs
+        trial.set_user_attr(WORKER_ATTR, worker)
+        return objective(trial)
+
+    ran = 0
+    while True:
+        lock.acquire()
+        try:
+            states = lock.states(study._study_id)
+            finished = states["COMPLETE"] + states["PRUNED"]
+            if finished >= n_trials:
+                return ran
+            if finished + states["RUNNING"] + states["WAITING"] < n_trials or states["WAITING"]:
+                # optimize fails stale trials first (queued again), then takes a queued one
+                study.optimize(locked_then, n_trials=1, callbacks=callbacks)
+                ran += 1
+                continue
+            if states["RUNNING"]:  # all reserved: is one of them a dead worker's?
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+        finally:
+            lock.release()
+        time.sleep(poll_s)
+
+
+def finished_count(study: optuna.Study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def study_lineage(storage: str, study: optuna.Study, workers: int) -> dict[str, str]:
+    """Tags of a version tuned by workers: where its study is, how many ran it and how many
+    trials each finished, and the winning parameters (what `mlops reproduce` retrains)."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    per_worker = Counter(t.user_attrs.get(WORKER_ATTR) for t in done)
+    return {
+        "tuning_storage": redact(storage),
+        "tuning_study": study.study_name,
+        "tuning_workers": str(workers),
+        "tuning_trials_per_worker": " ".join(f"{w}={per_worker.get(w, 0)}"
+                                             for w in range(workers)),
+        "tuning_failed_trials": str(len(study.get_trials(deepcopy=False,
+                                                         states=(TrialState.FAIL,)))),
+        "tuning_params": json.dumps(study.best_params, sort_keys=True),
+    }
+
+
+def winning_params(tags: dict[str, str]) -> dict | None:
+    """The parameters a version tuned by workers won with; None for a sequential study."""
+    return json.loads(tags["tuning_params"]) if tags.get("tuning_params") else None
