@@ -107,7 +107,7 @@ def check_manifest(path: Path, config_dir: Path) -> list[str]:
     problems = [p for d in training
                 for p in _training_problems(path, config_dir, d, configs, retrains.get(d.model))]
     problems += _limit_problems(path, deployments)
-    problems += _hpo_problems(path, config_dir, deployments, configs, pools)
+    problems += _hpo_problems(path, config_dir, deployments, configs, load_pools())
     problems += _naming_problems(path, deployments)
     problems += [f"{path}: deployment {d.full_name} parameter {key!r} holds credentials: write "
                  "the URL redacted (http://***@host/…) and give the worker the full one in "

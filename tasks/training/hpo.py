@@ -178,9 +178,12 @@ def with_tuning_lineage(plan: RunPlan, storage: str, workers: int) -> RunPlan:
 
 
 def tune_with_workers(cfg: ModelConfig, plan: RunPlan, df: pd.DataFrame, spec: FeatureSpec,
-                      splits: Splits, storage: str, as_of: date | None) -> TrainResult:
+                      splits: Splits, storage: str | None, as_of: date | None) -> TrainResult:
     """The study created once, hpo-worker runs started and waited for, the winner refit."""
     from tasks.core.gpu import gpu_slot
+
+    if storage is None:  # the config check says so before the flow starts; never tune blind
+        raise ConfigError(f"training.workers: {cfg.training.workers} needs MLOPS_OPTUNA_STORAGE")
 
     create_study(study_name=plan.study_name, storage=storage, training=cfg.training)
     runs = start_workers(model=cfg.name, study_name=plan.study_name,
