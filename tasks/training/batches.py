@@ -26,15 +26,15 @@ Reader = Callable[[], Iterator[pa.RecordBatch]]
 Progress = Callable[[str], None]
 
 
-def log_progress(message: str) -> None:
+def log_progress(message: str, level: int = logging.INFO) -> None:
     """To the Prefect run's log (shown in the UI) inside a run, else to the process log."""
     try:
         from prefect.exceptions import MissingContextError
         from prefect.logging import get_run_logger
 
-        get_run_logger().info(message)
+        get_run_logger().log(level, message)
     except MissingContextError:
-        logging.getLogger("mlops.data").info(message)
+        logging.getLogger("mlops.data").log(level, message)
 
 
 def _splitmix64(h: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ an as-of date for backfills."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -133,6 +134,11 @@ def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None
     else:
         params = Settings.from_env().snowflake.connection()
         query, at = _time_travel(spec, at)
+        if at is None:
+            batches.log_progress(
+                f"the Snowflake query is run again for each pass: rows written between passes "
+                f"make them disagree (write {snowflake.AT_PLACEHOLDER} after its table names "
+                "to read them all as of one moment)", logging.WARNING)
 
         def reader():
             return snowflake.query_batches(query, batch_rows, params)[1]
