@@ -64,9 +64,11 @@ class TrainingSpec(_Strict):
     validation_size: float = Field(default=0.2, gt=0, lt=0.5)
     work_pool: str = Field(default="cpu-runners", pattern=r"^[a-z0-9][a-z0-9-]*$",
                            description="Prefect work pool of training-pipeline/<model>")
-    split: Literal["stratified", "hash"] = Field(
+    split: Literal["stratified", "hash", "hash-stratified"] = Field(
         default="stratified", description="in-memory tables: stratified by class, or each row "
-        "by a hash of data.key (else its position), as a streamed table always is")
+        "by a hash of data.key (else its position), as a streamed table is by default; "
+        "hash-stratified (classification): by each row's rank within its class, in table "
+        "order, the same on both paths and for a streamed table")
     streaming: bool | None = Field(
         default=None, description="read the data in batches, never whole (default: when the "
         "data is a folder or larger than streaming_above)")
@@ -198,6 +200,9 @@ class ModelConfig(_Strict):
                              f"it from this {self.task} model")
         if self.target in self.exclude:
             raise ValueError(f"target {self.target!r} is also listed in exclude")
+        if self.training.split == "hash-stratified" and not TASK_TYPES[self.task].stratify:
+            raise ValueError(f"training.split: hash-stratified needs classes; a {self.task} "
+                             "model uses hash or stratified")
         return self
 
     def config_hash(self) -> str:

@@ -68,9 +68,14 @@ def frame_iter_class() -> FrameIterClass:
 
 def external_memory(table: BatchTable, training: TrainingSpec) -> bool:
     """External memory when asked, or when the table (uncompressed) is above the budget."""
+    return external_memory_above(table.estimated_bytes, training)
+
+
+def external_memory_above(estimated_bytes: int, training: TrainingSpec) -> bool:
+    """Whether a table of this size (uncompressed) trains from external memory."""
     if training.external_memory:
         return True
-    return training.memory_budget is not None and table.estimated_bytes > training.memory_budget
+    return training.memory_budget is not None and estimated_bytes > training.memory_budget
 
 
 @contextmanager
