@@ -83,19 +83,21 @@ def test_table_passes_keep_one_split_in_bounded_batches(claims, make_config):
     assert max(len(f) for f in table.frames()) <= 200
 
 
-@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
-def test_streaming_and_in_memory_give_the_same_booster(make_config, tmp_path, task):
+@pytest.mark.parametrize(("task", "stratified"), [("binary", False), ("multiclass", False),
+                                                  ("regression", False), ("binary", True)])
+def test_streaming_and_in_memory_give_the_same_booster(make_config, tmp_path, task, stratified):
     from tasks.training.synthetic import generate_claims
 
     frame = generate_claims(400, seed=11)
     cfg = make_config(task, n_trials=2)
+    stratify = cfg.target if stratified else None
     spec = feature_spec(frame, validate_frame(frame, cfg), cfg)
     train, valid, test = hash_split_rows(frame, cfg.training.seed, cfg.training.test_size,
-                                         cfg.training.validation_size)
+                                         cfg.training.validation_size, stratify=stratify)
     memory = train_model(frame, spec, Splits(train=train, valid=valid, test=test), cfg.training,
                          "cpu", "mem", progress=lambda m: None)
-    with stream_matrices(_table(frame, cfg, batch_rows=64), spec, cfg.training, MAX_BIN,
-                         tmp_path) as matrices:
+    with stream_matrices(_table(frame, cfg, batch_rows=64, stratify=stratify), spec,
+                         cfg.training, MAX_BIN, tmp_path) as matrices:
         assert matrices[0].num_row() == len(train)
         streamed = train_model(None, spec, None, cfg.training, "cpu", "stream",
                                progress=lambda m: None, matrices=matrices)
