@@ -131,8 +131,8 @@ def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None
         fingerprint, source = _fingerprint(spec), f"synthetic(rows={spec.synthetic_rows})"
     elif spec.source == "file":
         with revealed(file_path(spec), data_urls) as real:
-            reader, size, fingerprint = _file_table(spec, real)
-        table = BatchTable(_revealing(file_path(spec), reader(batch_rows or _batch_rows(
+            reader_of, size, fingerprint = _file_table(spec, real)
+        table = BatchTable(_revealing(file_path(spec), reader_of(batch_rows or _batch_rows(
             size, training))), redact(file_path(spec)), **split, estimated_bytes=size)
         source = redact(file_path(spec))
     else:

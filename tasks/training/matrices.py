@@ -32,7 +32,7 @@ class FrameIterClass(Protocol):
     """FrameIter's constructor, as frame_iter_class hands it out."""
 
     def __call__(self, frames: Callable[[], Iterator[pd.DataFrame]], spec: FeatureSpec,
-                 cache_prefix: str | None = None) -> xgb.DataIter: ...
+                 cache_prefix: str | None = None, page_rows: int = 0) -> xgb.DataIter: ...
 
 
 @functools.cache
