@@ -108,7 +108,7 @@ def run(work: Path, label: str, data: Path, training: str) -> dict:
                           capture_output=True, text=True, cwd=REPO)
     result = json.loads(out.read_text()) if out.exists() else {"peak_mb": float("nan")}
     result["wall_s"] = time.perf_counter() - began
-    found = re.search(rf"^{label}\s+\S+\s+roc_auc\s+([0-9.]+)", done.stdout, re.MULTILINE)
+    found = re.search(rf"^\s*{label}\s+\S+\s+roc_auc\s+([0-9.]+)", done.stdout, re.MULTILINE)
     result["auc"] = float(found.group(1)) if found else float("nan")
     if not found or result.get("code"):
         tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
