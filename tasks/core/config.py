@@ -72,8 +72,9 @@ class TrainingSpec(_Strict):
     streaming: bool | None = Field(
         default=None, description="read the data in batches, never whole (default: when the "
         "data is a folder or larger than streaming_above)")
-    streaming_above: ByteSize = Field(default=ByteSize(512 * 2**20), description="data larger "
-                                      "than this (uncompressed) streams by default")
+    streaming_above: ByteSize = Field(default=ByteSize(64 * 2**20), description="data larger "
+                                      "than this (uncompressed) streams by default (measured "
+                                      "in docs/large-tables.md)")
     memory_budget: ByteSize | None = Field(
         default=None, description="e.g. 4GiB: data larger than this (uncompressed) trains from "
         "XGBoost's external memory, its pages on disk under MLOPS_HOME")
