@@ -74,7 +74,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     cfg = load_config(model, settings.config_dir)
     require_compliant_config(load_policy(settings.policy_path), cfg.name, cfg.registry)
     registry = connect(settings)
-    data = load_data(spec=cfg.data, as_of=as_of, training=cfg.training)
+    data = load_data(spec=cfg.data, as_of=as_of, training=cfg.training, target=cfg.target)
     require_storage(workers=cfg.training.workers, storage=settings.optuna_storage,
                     streamed=data.streamed)
     validation = validate(df=data.frame, cfg=cfg, table=data.table)

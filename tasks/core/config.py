@@ -66,14 +66,17 @@ class TrainingSpec(_Strict):
                          "tune one study in MLOPS_OPTUNA_STORAGE (PostgreSQL, docs/scaling.md)")
     work_pool: str = Field(default="cpu-runners", pattern=r"^[a-z0-9][a-z0-9-]*$",
                            description="Prefect work pool of training-pipeline/<model>")
-    split: Literal["stratified", "hash"] = Field(
+    split: Literal["stratified", "hash", "hash-stratified"] = Field(
         default="stratified", description="in-memory tables: stratified by class, or each row "
-        "by a hash of data.key (else its position), as a streamed table always is")
+        "by a hash of data.key (else its position), as a streamed table is by default; "
+        "hash-stratified (classification): by each row's rank within its class, in table "
+        "order, the same on both paths and for a streamed table")
     streaming: bool | None = Field(
         default=None, description="read the data in batches, never whole (default: when the "
         "data is a folder or larger than streaming_above)")
-    streaming_above: ByteSize = Field(default=ByteSize(512 * 2**20), description="data larger "
-                                      "than this (uncompressed) streams by default")
+    streaming_above: ByteSize = Field(default=ByteSize(64 * 2**20), description="data larger "
+                                      "than this (uncompressed) streams by default (measured "
+                                      "in docs/large-tables.md)")
     memory_budget: ByteSize | None = Field(
         default=None, description="e.g. 4GiB: data larger than this (uncompressed) trains from "
         "XGBoost's external memory, its pages on disk under MLOPS_HOME")
@@ -200,6 +203,9 @@ class ModelConfig(_Strict):
                              f"it from this {self.task} model")
         if self.target in self.exclude:
             raise ValueError(f"target {self.target!r} is also listed in exclude")
+        if self.training.split == "hash-stratified" and not TASK_TYPES[self.task].stratify:
+            raise ValueError(f"training.split: hash-stratified needs classes; a {self.task} "
+                             "model uses hash or stratified")
         return self
 
     def config_hash(self) -> str:

@@ -4,6 +4,7 @@ an as-of date for backfills."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -113,29 +114,40 @@ def _time_travel(spec: DataSpec, at: str | None) -> tuple[str, str | None]:
 
 
 def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None,
-               at: str | None = None, batch_rows: int = batches.BATCH_ROWS) -> Dataset:
+               at: str | None = None, batch_rows: int | None = None,
+               target: str | None = None) -> Dataset:
     """The configured data as a BatchTable (read again for each pass, never whole) with its
-    fingerprint; the split is the table's per-row hash split."""
+    fingerprint; the split is the table's per-row hash split. Batches are smaller for a table
+    that trains from external memory (each batch read costs its rows in Arrow and pandas)."""
     split: dict[str, Any] = {"seed": training.seed, "test_size": training.test_size,
              "validation_size": training.validation_size, "key": spec.key,
-             "date_column": spec.date_column, "as_of": as_of}
+             "date_column": spec.date_column, "as_of": as_of,
+             "stratify": target if training.split == "hash-stratified" else None}
     if spec.source == "synthetic":
         frame = generate_claims(spec.synthetic_rows, seed=spec.seed, drift=spec.drift)
-        table = BatchTable(batches.frame_reader(frame, batch_rows), "synthetic", **split,
-                           estimated_bytes=int(frame.memory_usage(deep=True).sum()))
+        size = int(frame.memory_usage(deep=True).sum())
+        table = BatchTable(batches.frame_reader(frame, batch_rows or _batch_rows(size, training)),
+                           "synthetic", **split, estimated_bytes=size)
         fingerprint, source = _fingerprint(spec), f"synthetic(rows={spec.synthetic_rows})"
     elif spec.source == "file":
         with revealed(file_path(spec), data_urls) as real:
-            reader, size, fingerprint = _file_table(spec, real, batch_rows)
-        table = BatchTable(_revealing(file_path(spec), reader), redact(file_path(spec)), **split,
-                           estimated_bytes=size)
+            reader_of, size, fingerprint = _file_table(spec, real)
+        table = BatchTable(_revealing(file_path(spec), reader_of(batch_rows or _batch_rows(
+            size, training))), redact(file_path(spec)), **split, estimated_bytes=size)
         source = redact(file_path(spec))
     else:
         params = Settings.from_env().snowflake.connection()
         query, at = _time_travel(spec, at)
+        if at is None:
+            batches.log_progress(
+                f"the Snowflake query is run again for each pass: rows written between passes "
+                f"make them disagree (write {snowflake.AT_PLACEHOLDER} after its table names "
+                "to read them all as of one moment)", logging.WARNING)
+
+        rows = batch_rows or _batch_rows(0, training)
 
         def reader():
-            return snowflake.query_batches(query, batch_rows, params)[1]
+            return snowflake.query_batches(query, rows, params)[1]
 
         table = BatchTable(reader, "snowflake query", **split)
         fingerprint, source = _stream_fingerprint(reader), "snowflake query"
@@ -145,19 +157,31 @@ def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None
     return Dataset(None, fingerprint, source, at, table)
 
 
-def _file_table(spec: DataSpec, real: str, batch_rows: int):
+def _batch_rows(estimated_bytes: int, training: TrainingSpec) -> int:
+    """Rows per batch: fewer when the table trains from external memory, where what a batch
+    holds (Arrow, pandas, the split) is most of the memory (measured in docs/large-tables.md)."""
+    from tasks.training.matrices import external_memory_above
+
+    if external_memory_above(estimated_bytes, training):
+        return batches.EXTERNAL_MEMORY_BATCH_ROWS
+    return batches.BATCH_ROWS
+
+
+def _file_table(spec: DataSpec, real: str) -> tuple[Callable[[int], batches.Reader], int, str]:
+    """A reader of the file (or folder) for a batch size, its estimated size in memory and its
+    fingerprint."""
     if file_path(spec).endswith("/") or file_path(spec).lower().endswith((".parquet", ".pq")):
         files = batches.parquet_files(real)
         size = batches.parquet_estimate(files)[1]
         fingerprint = (batches.files_fingerprint(files) if file_path(spec).endswith("/")
                        else _fingerprint(spec))
-        return batches.parquet_reader(files, batch_rows), size, fingerprint
+        return lambda rows: batches.parquet_reader(files, rows), size, fingerprint
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(real)
     if not fs.exists(root):
         raise DataError(f"data file {redact(file_path(spec))} does not exist")
-    return batches.csv_reader(real, batch_rows), int(fs.size(root)) * 2, _fingerprint(spec)
+    return lambda rows: batches.csv_reader(real, rows), int(fs.size(root)) * 2, _fingerprint(spec)
 
 
 def _revealing(location: str, reader):
@@ -200,9 +224,10 @@ def streams(spec: DataSpec, training: TrainingSpec) -> bool:
 
 @step("load-data", **NETWORK_RETRIES)
 def load_data(spec: DataSpec, as_of: date | None = None,
-              training: TrainingSpec | None = None) -> Dataset:
-    """Load the data, or open it as a stream of batches when it is large; network sources retry
-    on transient errors, bad input does not."""
+              training: TrainingSpec | None = None, target: str | None = None) -> Dataset:
+    """Load the data, or open it as a stream of batches when it is large (its split
+    stratified by `target` under training.split: hash-stratified); network sources retry on
+    transient errors, bad input does not."""
     if training is not None and streams(spec, training):
-        return open_table(spec, training, as_of=as_of)
+        return open_table(spec, training, as_of=as_of, target=target)
     return load_dataset(spec, as_of=as_of)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from tasks.contracts.training import FeatureSpec
@@ -24,13 +25,14 @@ if TYPE_CHECKING:
     import xgboost as xgb
 
 Progress = Callable[[str], None]
+EXTERNAL_MEMORY_PAGE_ROWS = 131_072  # rows of one page on disk: few pages, fast training
 
 
 class FrameIterClass(Protocol):
     """FrameIter's constructor, as frame_iter_class hands it out."""
 
     def __call__(self, frames: Callable[[], Iterator[pd.DataFrame]], spec: FeatureSpec,
-                 cache_prefix: str | None = None) -> xgb.DataIter: ...
+                 cache_prefix: str | None = None, page_rows: int = 0) -> xgb.DataIter: ...
 
 
 @functools.cache
@@ -40,12 +42,14 @@ def frame_iter_class() -> FrameIterClass:
     import xgboost as xgb
 
     class FrameIter(xgb.DataIter):
-        """Feeds XGBoost one batch of a table's rows at a time (features and encoded target)."""
+        """Feeds XGBoost a table's rows (features and encoded target) a page at a time: one
+        batch, or batches joined up to page_rows (external memory: reading small batches keeps
+        memory low, few large pages keep training fast)."""
 
         def __init__(self, frames: Callable[[], Iterator[pd.DataFrame]], spec: FeatureSpec,
-                     cache_prefix: str | None = None):
+                     cache_prefix: str | None = None, page_rows: int = 0):
             super().__init__(cache_prefix=cache_prefix, release_data=True)
-            self._frames, self._spec = frames, spec
+            self._frames, self._spec, self._page_rows = frames, spec, page_rows
             self._it: Any = None  # the generator of the current pass
 
         def reset(self) -> None:
@@ -56,21 +60,34 @@ def frame_iter_class() -> FrameIterClass:
         def next(self, input_data: Callable) -> bool:
             if self._it is None:
                 self._it = self._frames()
+            features, labels, rows = [], [], 0
             for frame in self._it:
                 if len(frame):
-                    input_data(data=self._spec.matrix(frame),
-                               label=self._spec.encode_target(frame[self._spec.target]))
-                    return True
-            return False
+                    features.append(self._spec.matrix(frame))
+                    labels.append(self._spec.encode_target(frame[self._spec.target]))
+                    rows += len(frame)
+                    if rows >= self._page_rows:
+                        break
+            if not features:
+                return False
+            input_data(data=features[0] if len(features) == 1
+                       else pd.concat(features, ignore_index=True),
+                       label=np.concatenate(labels))
+            return True
 
     return FrameIter
 
 
 def external_memory(table: BatchTable, training: TrainingSpec) -> bool:
     """External memory when asked, or when the table (uncompressed) is above the budget."""
+    return external_memory_above(table.estimated_bytes, training)
+
+
+def external_memory_above(estimated_bytes: int, training: TrainingSpec) -> bool:
+    """Whether a table of this size (uncompressed) trains from external memory."""
     if training.external_memory:
         return True
-    return training.memory_budget is not None and table.estimated_bytes > training.memory_budget
+    return training.memory_budget is not None and estimated_bytes > training.memory_budget
 
 
 @contextmanager
@@ -91,7 +108,8 @@ def stream_matrices(table: BatchTable, spec: FeatureSpec, training: TrainingSpec
         cache = Path(tempfile.mkdtemp(prefix="xgb-extmem-", dir=cache_root))
     try:
         train_it = FrameIter(lambda: table.frames(TRAIN, "train matrix"), spec,
-                             cache_prefix=str(cache / "train") if cache else None)
+                             cache_prefix=str(cache / "train") if cache else None,
+                             page_rows=EXTERNAL_MEMORY_PAGE_ROWS if ext else 0)
         valid_it = FrameIter(lambda: table.frames(VALID, "validation matrix"), spec)
         if ext:
             dtrain: xgb.DMatrix = xgb.ExtMemQuantileDMatrix(train_it, max_bin=max_bin,

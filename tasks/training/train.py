@@ -68,9 +68,10 @@ def splits_of(df: pd.DataFrame | None, spec: FeatureSpec, training: TrainingSpec
     None for a streamed table (each row's split is hashed as it is read)."""
     if df is None:
         return None
-    if training.split == "hash":
+    if training.split in ("hash", "hash-stratified"):
+        stratify = spec.target if training.split == "hash-stratified" else None
         train, valid, test = hash_split_rows(df, training.seed, training.test_size,
-                                             training.validation_size, key)
+                                             training.validation_size, key, stratify)
         return Splits(train=train, valid=valid, test=test)
     return split_rows(spec.encode_target(df[spec.target]), training, task_type(spec.task))
 

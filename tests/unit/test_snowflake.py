@@ -1,5 +1,8 @@
 """The Snowflake source against fakesnow's server: the real connector, real Arrow batches."""
 
+import re
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from tasks.core.config import DataSpec
@@ -210,3 +213,86 @@ def test_a_query_streams_as_a_training_table(snowflake_env, monkeypatch):
     test = pd.concat(list(data.table.frames(TEST)))
     assert 30 < len(test) < 90  # about a fifth, hashed per claim
     assert open_table(spec, TrainingSpec(), batch_rows=64).fingerprint == data.fingerprint
+
+
+class _TimeTravelSnowflake:
+    """A connector double keeping each version of one table with the time it was written:
+    `AT(TIMESTAMP => '…'::timestamp_tz)` reads the version of that moment, as Snowflake's Time
+    Travel does, else the newest. Only what query_batches calls: connect(), cursor(),
+    execute(query, num_statements=…), description, fetch_arrow_batches(), close()."""
+
+    AT = re.compile(r"AT\(TIMESTAMP => '([^']+)'::timestamp_tz\)")
+
+    def __init__(self, frame):
+        import pyarrow as pa
+
+        self.versions = [(datetime.now(UTC) - timedelta(hours=1),
+                          pa.Table.from_pandas(frame, preserve_index=False))]
+        self.queries: list[str] = []
+
+    def write(self, frame) -> None:
+        import pyarrow as pa
+
+        self.versions.append((datetime.now(UTC),
+                              pa.Table.from_pandas(frame, preserve_index=False)))
+
+    def connect(self, **params):
+        return _FakeConnection(self)
+
+
+class _FakeConnection:
+    def __init__(self, db: _TimeTravelSnowflake):
+        self.db = db
+
+    def cursor(self):
+        return _FakeCursor(self.db)
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeCursor:
+    def __init__(self, db: _TimeTravelSnowflake):
+        self.db, self.table = db, None
+
+    def execute(self, query: str, num_statements: int = 0):
+        from types import SimpleNamespace
+
+        self.db.queries.append(query)
+        found = self.db.AT.search(query)
+        moment = datetime.fromisoformat(found.group(1)) if found else datetime.now(UTC)
+        self.table = [t for written, t in self.db.versions if written <= moment][-1]
+        self.description = [SimpleNamespace(name=n.upper()) for n in self.table.column_names]
+        return self
+
+    def fetch_arrow_batches(self):
+        table = self.table.rename_columns([n.upper() for n in self.table.column_names])
+        yield from (table.slice(i, 100) for i in range(0, table.num_rows, 100))
+
+
+@pytest.mark.parametrize("query", ["select * from claims {at}", "select * from claims"])
+def test_every_pass_of_a_streamed_query_reads_the_same_rows(monkeypatch, caplog, query):
+    import pandas as pd
+    import snowflake.connector
+
+    from tasks.core.config import TrainingSpec
+    from tasks.training.data import open_table
+
+    fake = _TimeTravelSnowflake(generate_claims(300).drop(columns=["event_date"]))
+    monkeypatch.setattr(snowflake.connector, "connect", fake.connect)
+    monkeypatch.setenv("SNOWFLAKE_ACCOUNT", "fake")
+    monkeypatch.setenv("SNOWFLAKE_USER", "svc_ml")
+    monkeypatch.setenv("SNOWFLAKE_PASSWORD", "s3cret-Pa55")
+    data = open_table(DataSpec(source="snowflake", query=query, key="claim_id"), TrainingSpec(),
+                      batch_rows=64)
+    first = pd.concat(list(data.table.frames()), ignore_index=True)
+    fake.write(generate_claims(350, seed=9).drop(columns=["event_date"]))  # rows change
+    second = pd.concat(list(data.table.frames()), ignore_index=True)
+    if "{at}" in query:
+        assert data.at is not None and len(set(fake.queries)) == 1
+        assert all(f"AT(TIMESTAMP => '{datetime.fromisoformat(data.at).isoformat()}'" in q
+                   for q in fake.queries)
+        pd.testing.assert_frame_equal(first, second)
+    else:  # without the placeholder each pass reads what is there now
+        assert data.at is None and (len(first), len(second)) == (300, 350)
+        assert "run again for each pass" in caplog.text

@@ -40,6 +40,37 @@ def test_split_by_key_follows_the_row_not_its_position():
     assert (codes[shuffled] == again).all()
 
 
+def test_hash_stratified_split_is_exact_per_class_and_the_same_on_both_paths(claims, make_config):
+    cfg = make_config()
+    t = cfg.training
+    train, valid, test = hash_split_rows(claims, t.seed, t.test_size, t.validation_size,
+                                         stratify=cfg.target)
+    for cls, rows in claims.groupby(cfg.target).groups.items():
+        n, in_test = len(rows), claims.index[test].isin(rows).sum()
+        assert abs(in_test - n * t.test_size) <= 2, cls  # plain hashing: only in expectation
+        in_valid = claims.index[valid].isin(rows).sum()
+        assert abs(in_valid - n * (1 - t.test_size) * t.validation_size) <= 2, cls
+    for batch_rows in (37, 500):
+        table = _table(claims, cfg, batch_rows=batch_rows, stratify=cfg.target)
+        streamed = pd.concat(list(table.frames(TEST)), ignore_index=True)
+        pd.testing.assert_frame_equal(streamed, claims.iloc[test].reset_index(drop=True))
+    assert test != hash_split_rows(claims, t.seed + 1, t.test_size, t.validation_size,
+                                   stratify=cfg.target)[2]  # the seed matters
+
+
+def test_hash_stratified_split_needs_classes():
+    from tasks.core.config import parse_config
+    from tasks.core.errors import ConfigError
+    from tests.conftest import config_yaml
+
+    def split(task: str) -> str:
+        return config_yaml(task).replace("max_rounds: 60", "max_rounds: 60, split: hash-stratified")
+
+    assert parse_config(split("multiclass")).training.split == "hash-stratified"
+    with pytest.raises(ConfigError, match="hash-stratified needs classes"):
+        parse_config(split("regression"))
+
+
 def test_table_passes_keep_one_split_in_bounded_batches(claims, make_config):
     cfg = make_config()
     table = _table(claims, cfg, batch_rows=200)
@@ -52,19 +83,21 @@ def test_table_passes_keep_one_split_in_bounded_batches(claims, make_config):
     assert max(len(f) for f in table.frames()) <= 200
 
 
-@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
-def test_streaming_and_in_memory_give_the_same_booster(make_config, tmp_path, task):
+@pytest.mark.parametrize(("task", "stratified"), [("binary", False), ("multiclass", False),
+                                                  ("regression", False), ("binary", True)])
+def test_streaming_and_in_memory_give_the_same_booster(make_config, tmp_path, task, stratified):
     from tasks.training.synthetic import generate_claims
 
     frame = generate_claims(400, seed=11)
     cfg = make_config(task, n_trials=2)
+    stratify = cfg.target if stratified else None
     spec = feature_spec(frame, validate_frame(frame, cfg), cfg)
     train, valid, test = hash_split_rows(frame, cfg.training.seed, cfg.training.test_size,
-                                         cfg.training.validation_size)
+                                         cfg.training.validation_size, stratify=stratify)
     memory = train_model(frame, spec, Splits(train=train, valid=valid, test=test), cfg.training,
                          "cpu", "mem", progress=lambda m: None)
-    with stream_matrices(_table(frame, cfg, batch_rows=64), spec, cfg.training, MAX_BIN,
-                         tmp_path) as matrices:
+    with stream_matrices(_table(frame, cfg, batch_rows=64, stratify=stratify), spec,
+                         cfg.training, MAX_BIN, tmp_path) as matrices:
         assert matrices[0].num_row() == len(train)
         streamed = train_model(None, spec, None, cfg.training, "cpu", "stream",
                                progress=lambda m: None, matrices=matrices)
