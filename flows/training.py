@@ -16,8 +16,9 @@ from tasks.core.config import load_config
 from tasks.core.errors import GateRejected
 from tasks.core.gpu import gpu_slot
 from tasks.core.parameters import ModelName
-from tasks.core.policy_config import load_policy, require_compliant_config
+from tasks.core.policy_config import require_compliant_config
 from tasks.core.runnames import run_name
+from tasks.core.runtime import Runtime
 from tasks.core.settings import Settings
 from tasks.release.handoff import start_deploy_run
 from tasks.reports.gitlab import report_merge_request, report_reused
@@ -66,9 +67,10 @@ def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
 
 def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     """validate → train → evaluate → gate → register."""
-    settings = Settings.from_env()
+    runtime = Runtime(Settings.from_env())  # one policy and one key for the whole run
+    settings = runtime.settings
     cfg = load_config(model, settings.config_dir)
-    require_compliant_config(load_policy(settings.policy_path), cfg.name, cfg.registry)
+    require_compliant_config(runtime.policy, cfg.name, cfg.registry)
     registry = connect(settings)
     data = load_data(spec=cfg.data, as_of=as_of, training=cfg.training)
     validation = validate(df=data.frame, cfg=cfg, table=data.table)
@@ -128,7 +130,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
             example=input_example(test, spec),
             card=model_card(cfg, trained, report, decision, validation, plan.tags,
                             champion=champion.report),
-            tags=plan.tags, profile=profile, validation=validation)
+            tags=plan.tags, profile=profile, validation=validation, policy=runtime.policy,
+            key=runtime.audit_key)
     return PipelineResult(model=cfg.name, version=registration.version, metric=cfg.gate.metric,
                           value=decision.value, gate=decision.summary(), run_id=run_id,
                           reused=False)

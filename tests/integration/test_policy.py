@@ -112,6 +112,27 @@ def test_registration_records_the_policy_and_production_follows_it(
     assert "NON-COMPLIANT v1: tag department='claims' is not allowed" in changed.stderr
 
 
+def test_a_run_is_judged_by_the_policy_it_started_with(write_config, registry, policy,
+                                                       monkeypatch):
+    """The flow loads the policy once and hands it to the register stage: a policy file changed
+    while the run trains does not change what the version records (it used to be read again)."""
+    import flows.training
+
+    started = load_policy(policy)
+    profile = flows.training.profile_training_data
+
+    def profile_then_change_the_policy(**kwargs):
+        policy.write_text(POLICY.replace('version: "it-1"', 'version: "it-2"'))
+        return profile(**kwargs)
+
+    monkeypatch.setattr(flows.training, "profile_training_data", profile_then_change_the_policy)
+    name = write_config("pin")
+    training_pipeline(name)
+    tags = registry().require_version(name, "1").tags
+    assert load_policy(policy).policy.version == "it-2"  # the file did change mid-run
+    assert (tags["policy_version"], tags["policy_sha256"]) == ("it-1", started.sha256)
+
+
 def test_a_secret_version_is_refused_by_staging(write_config, registry, policy, home):
     name = "sec"
     (home / "configs" / f"{name}.yaml").write_text(config_yaml(name=name).replace(

@@ -225,7 +225,6 @@ SETTINGS_READERS_LEFT: dict[str, int] = {
     "tasks.release.staging": 2,
     "tasks.reports.gitlab": 3,
     "tasks.training.data": 2,
-    "tasks.training.register": 2,
 }
 
 
