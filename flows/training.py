@@ -52,12 +52,14 @@ def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
             can answer, e.g. on a temporary local server).
         as_of: Leave out rows dated after this day (backfills); default: all the data.
     """
+    runtime = Runtime(Settings.from_env())  # read once: one policy and one key for the run
     try:
-        result = train_and_register(model=model, as_of=as_of)
+        result = train_and_register(model=model, runtime=runtime, as_of=as_of)
     except GateRejected as exc:  # an outcome, not a crash: Failed("GateRejected"), no traceback
         return rejected_state(exc)
     if deploy and deployment.get_id():  # on a worker: a deploy run waits, holding no runner
         result.deployment = start_deploy_run(model=result.model, version=result.version,
+                                             prefect_ui=runtime.settings.prefect_ui_url,
                                              comment=comment)
     elif deploy:
         result.deployment = deploy_model(model=model, version=result.version, comment=comment,
@@ -65,14 +67,15 @@ def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
     return result
 
 
-def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
+def train_and_register(model: str, runtime: Runtime, as_of: date | None = None
+                       ) -> PipelineResult:
     """validate → train → evaluate → gate → register."""
-    runtime = Runtime(Settings.from_env())  # one policy and one key for the whole run
     settings = runtime.settings
     cfg = load_config(model, settings.config_dir)
     require_compliant_config(runtime.policy, cfg.name, cfg.registry)
     registry = connect(settings)
-    data = load_data(spec=cfg.data, as_of=as_of, training=cfg.training)
+    data = load_data(spec=cfg.data, snowflake=settings.snowflake, as_of=as_of,
+                     training=cfg.training)
     validation = validate(df=data.frame, cfg=cfg, table=data.table)
     publish_validation(report=validation, model=cfg.name, reports_dir=settings.home / "reports")
     ensure_valid(validation)
@@ -82,7 +85,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     if plan.existing_version:
         run_id, value = reused_metrics(registry=registry, cfg=cfg, version=plan.existing_version)
         report_reused(registry=registry, model=cfg.name, version=plan.existing_version,
-                      run_id=run_id, alias=cfg.deploy.production.alias)
+                      run_id=run_id, settings=settings, alias=cfg.deploy.production.alias)
         return PipelineResult(model=cfg.name, version=plan.existing_version,
                               metric=cfg.gate.metric, value=value, gate="passed (earlier run)",
                               run_id=run_id, reused=True)
@@ -119,7 +122,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
                     champion=champion, decision=decision)
         report_merge_request(model=cfg.name, report=report, champion=champion.report,
                              champion_version=champion.version, decision=decision,
-                             run_url=registry.run_url(run_id))
+                             run_url=registry.run_url(run_id), settings=settings)
         if not decision.passed:
             raise GateRejected(f"{cfg.name} gate {decision.summary()}")
         profile = profile_training_data(frame=data.frame, rows=train_rows, trained=trained,

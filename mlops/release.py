@@ -114,6 +114,7 @@ def promote(
     or rolled back, 2 bad input or an approver who may not decide."""
     from tasks.adapters.registries import open_registry
     from tasks.core.errors import ConfigError
+    from tasks.core.runtime import Runtime
     from tasks.release.production import promote as promote_version
 
     version = version or old_version
@@ -121,7 +122,9 @@ def promote(
         raise ConfigError(f"say which version to promote: mlops promote {model} VERSION")
     found, cfg = _named(model)
     who = identity_for(cfg, as_)
-    previous = promote_version(open_registry(found), cfg, version, who, comment)
+    runtime = Runtime(found)
+    previous = promote_version(open_registry(found), cfg, version, who, comment,
+                               settings=found, policy=runtime.policy, key=runtime.audit_key)
     typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{previous or '-'} -> v{version} "
                f"(approved by {who.label()})")
 
@@ -143,10 +146,13 @@ def rollback(
     champion included), 2 bad input, a person who may not decide, or an alias moved outside
     the pipeline."""
     from tasks.adapters.registries import open_registry
+    from tasks.core.runtime import Runtime
     from tasks.release.production import rollback as rollback_champion
 
     found, cfg = _named(model)
     who = identity_for(cfg, as_)
+    runtime = Runtime(found)
     current, target = rollback_champion(open_registry(found), cfg, who,
-                                        version or old_version or to, comment)
+                                        version or old_version or to, comment, settings=found,
+                                        policy=runtime.policy, key=runtime.audit_key)
     typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> v{target}")

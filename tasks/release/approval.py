@@ -18,6 +18,7 @@ from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.gitlab_identity import signed_approvals
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity, SmokeReport
+from tasks.core.chain import Key
 from tasks.core.config import ModelConfig
 from tasks.core.errors import ApprovalError, DeployError
 from tasks.core.policy_config import (
@@ -25,7 +26,6 @@ from tasks.core.policy_config import (
     LoadedPolicy,
     deployment_refusal,
     governance,
-    load_policy,
 )
 from tasks.core.settings import Settings
 from tasks.core.steps import step
@@ -157,16 +157,17 @@ def _tell_parent(message: str) -> None:
 
 
 def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
-                    comment: str, wait: bool) -> Approval | None:
+                    comment: str, wait: bool, settings: Settings, policy: LoadedPolicy,
+                    key: Key) -> Approval | None:
     """Approval by policy (none), up front (the CLI's own process), or by a person answering
-    this run; None when nobody can answer here (no server of the user's to wait on)."""
+    this run; None when nobody can answer here (no server of the user's to wait on). The run's
+    policy decides; the key signs the records."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.logging import get_run_logger
     from prefect.runtime import deployment, flow_run
 
     spec = cfg.deploy.production
-    settings = Settings.from_env()
-    loaded = load_policy(settings.policy_path)
+    loaded = policy
     rule = governance(loaded, cfg)
     if not rule.required:
         return Approval(approver=Identity(username="policy: approval none", via="policy"),
@@ -178,11 +179,11 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     if rule.identity == "gitlab-environment":
         from tasks.adapters.gitlab_deployments import GitLabDeploymentApprovals
 
-        trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+        trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
         return wait_for_gitlab(trail, event, rule, cfg, version, settings.gitlab and
                                GitLabDeploymentApprovals(settings.gitlab))
     log, run_id = get_run_logger(), flow_run.get_id()
-    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
     attempt = 0
@@ -261,7 +262,7 @@ EXPIRED = "paused and never resumed"
 
 
 @step("record-expired-approval")
-def record_expired(registry: Registry, flow_run_id: str) -> str:
+def record_expired(registry: Registry, flow_run_id: str, settings: Settings, key: Key) -> str:
     """A suspended deploy run whose approval time ran out is failed by the Prefect server, with no
     process left to say so: this writes its `approval-timeout` record (once) and clears its tag."""
     from prefect import get_client
@@ -275,10 +276,9 @@ def record_expired(registry: Registry, flow_run_id: str) -> str:
         if AWAITING not in run.tags or EXPIRED not in message:
             return f"flow run {run_id} did not expire waiting for approval: nothing to record"
         client.update_flow_run(run.id, tags=[t for t in run.tags if t != AWAITING])
-    settings = Settings.from_env()
     cfg = load_config(str(run.parameters["model"]), settings.config_dir)
     version = str(run.parameters["version"])
-    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
     if any(r.get("action") == "approval-timeout" and r.get("flow_run_id") == str(run.id)
            for r in trail.events()):
         return f"{cfg.name} v{version}: timeout already recorded"

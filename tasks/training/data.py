@@ -17,7 +17,7 @@ from tasks.core.config import DataSpec, TrainingSpec
 from tasks.core.credentials import revealed
 from tasks.core.errors import DataError
 from tasks.core.redact import redact
-from tasks.core.settings import Settings, data_urls
+from tasks.core.settings import SnowflakeSettings, data_urls
 from tasks.core.steps import NETWORK_RETRIES, step
 from tasks.training import batches
 from tasks.training.batches import BatchTable
@@ -41,7 +41,8 @@ class Dataset:
 
 
 def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
-                 as_of: date | None = None, at: str | None = None) -> Dataset:
+                 as_of: date | None = None, at: str | None = None,
+                 snowflake_settings: SnowflakeSettings | None = None) -> Dataset:
     """Load the configured data (up to an as-of date for backfills) and fingerprint it without
     hashing DataFrames where avoidable. A query holding `{at}` after its table names is read as
     of a time-travel point: `at` (a rebuild's), else now, kept on the Dataset for lineage."""
@@ -59,7 +60,7 @@ def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
         data = Dataset(read_frame(file_path(spec)), _fingerprint(spec), redact(file_path(spec)))
     else:
         if query_reader is None:
-            params = Settings.from_env().snowflake.connection()
+            params = (snowflake_settings or SnowflakeSettings()).connection()
             query_reader = lambda query: snowflake.read_query(query, params)  # noqa: E731
         query = _query(spec)
         if snowflake.AT_PLACEHOLDER in query:
@@ -113,7 +114,8 @@ def _time_travel(spec: DataSpec, at: str | None) -> tuple[str, str | None]:
 
 
 def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None,
-               at: str | None = None, batch_rows: int = batches.BATCH_ROWS) -> Dataset:
+               at: str | None = None, batch_rows: int = batches.BATCH_ROWS,
+               snowflake_settings: SnowflakeSettings | None = None) -> Dataset:
     """The configured data as a BatchTable (read again for each pass, never whole) with its
     fingerprint; the split is the table's per-row hash split."""
     split: dict[str, Any] = {"seed": training.seed, "test_size": training.test_size,
@@ -131,7 +133,7 @@ def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None
                            estimated_bytes=size)
         source = redact(file_path(spec))
     else:
-        params = Settings.from_env().snowflake.connection()
+        params = (snowflake_settings or SnowflakeSettings()).connection()
         query, at = _time_travel(spec, at)
 
         def reader():
@@ -199,10 +201,10 @@ def streams(spec: DataSpec, training: TrainingSpec) -> bool:
 
 
 @step("load-data", **NETWORK_RETRIES)
-def load_data(spec: DataSpec, as_of: date | None = None,
+def load_data(spec: DataSpec, snowflake: SnowflakeSettings, as_of: date | None = None,
               training: TrainingSpec | None = None) -> Dataset:
     """Load the data, or open it as a stream of batches when it is large; network sources retry
-    on transient errors, bad input does not."""
+    on transient errors, bad input does not. A query runs with the given Snowflake settings."""
     if training is not None and streams(spec, training):
-        return open_table(spec, training, as_of=as_of)
-    return load_dataset(spec, as_of=as_of)
+        return open_table(spec, training, as_of=as_of, snowflake_settings=snowflake)
+    return load_dataset(spec, as_of=as_of, snowflake_settings=snowflake)

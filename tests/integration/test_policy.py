@@ -19,7 +19,7 @@ from tasks.release.audit import AuditTrail, event
 from tasks.release.production import promote
 from tasks.release.staging import deploy_staging
 from tasks.reports.compliance import REPORT_NAME
-from tests.conftest import config_yaml
+from tests.conftest import config_yaml, release_parts
 from tests.integration.conftest import versions
 
 runner = CliRunner()
@@ -84,7 +84,7 @@ def test_registration_records_the_policy_and_production_follows_it(
     AuditTrail(reg, name).write(event("staged", "staging", None, "1", "pipeline",
                                       alias="staging", digest=digest))
     with pytest.raises(PolicyRefused, match="check 'security_scan' has not passed"):
-        promote(reg, cfg, "1", Identity(username="alice"))
+        promote(reg, cfg, "1", Identity(username="alice"), **release_parts())
     assert reg.alias_version(name, "champion") is None
     refused = last(reg, name)
     assert refused["action"] == "promotion-refused"
@@ -96,7 +96,7 @@ def test_registration_records_the_policy_and_production_follows_it(
     computed = runner.invoke(app, ["check-off", name, "1", "gate_passed", "--result", "passed",
                                    "--as", "x"])
     assert computed.exit_code == 2 and "computed at registration" in computed.stderr
-    promote(reg, cfg, "1", Identity(username="alice"))
+    promote(reg, cfg, "1", Identity(username="alice"), **release_parts())
     assert reg.alias_version(name, "champion") == "1"
 
     listed = runner.invoke(app, ["compliance", name, "--report"])
@@ -144,7 +144,7 @@ def test_a_secret_version_is_refused_by_staging(write_config, registry, policy, 
         raise AssertionError("a refused version must not be served")
 
     with pytest.raises(PolicyRefused, match="environments.staging.classifications"):
-        deploy_staging(reg, cfg, "1", "pipeline", server_factory=no_server)
+        deploy_staging(reg, cfg, "1", "pipeline", server_factory=no_server, **release_parts())
     assert reg.alias_version(name, "staging") is None
     refused = last(reg, name)
     assert (refused["action"], refused["environment"]) == ("promotion-refused", "staging")
