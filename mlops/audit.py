@@ -161,8 +161,8 @@ def audit_realign(
     from tasks.release.production import realign
 
     found, cfg = _named(model)
-    who = identity_for(cfg, as_)
     runtime = Runtime(found)
+    who = identity_for(cfg, as_, runtime)
     moved = realign(open_registry(found), cfg, who, comment, settings=found,
                     policy=runtime.policy, key=runtime.audit_key)
     typer.echo("\n".join(moved) if moved else f"{cfg.name}: aliases are where the trail says")
