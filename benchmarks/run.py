@@ -23,7 +23,8 @@ production setup, no MLflow server).
 Beside budgets 1 and 2 it prints where one run's seconds go, stage by stage (imports, the
 up-to-date check, the registry, each Prefect task; the same functions in the plain script),
 from one extra run of each side under benchmarks/stages.py, and (budget 4) the CPU seconds of
-the read-only commands `mlops history`, `status` and `audit verify` (goal <= 1.5 s each). Every
+the read-only commands `mlops history`, `status`, `audit verify`, `models`, `check-config` and
+`server status` (goal <= 1.5 s each). Every
 figure comes with the load average it was taken under.
 
 Usage: python benchmarks/run.py [--repeats N] [--trials N]
@@ -107,7 +108,8 @@ def print_stages(title: str, runs: dict[str, dict]) -> None:
         for found in runs.values()))
 
 
-READ_ONLY = (("history", "fraud"), ("status", "fraud"), ("audit", "verify", "fraud"))
+READ_ONLY = (("history", "fraud"), ("status", "fraud"), ("audit", "verify", "fraud"),
+             ("models",), ("check-config", "fraud"), ("server", "status"))
 
 
 def read_only_cpu(env: dict[str, str], repeats: int) -> dict[str, list[float]]:
@@ -118,6 +120,8 @@ def read_only_cpu(env: dict[str, str], repeats: int) -> dict[str, list[float]]:
         measured([mlops, *args], env, ok=(0, 2))
         cpu[" ".join(args)] = [measured([mlops, *args], env, ok=(0, 2))[1]
                                for _ in range(repeats)]
+        print(f"  mlops {' '.join(args)}: CPU median {statistics.median(cpu[' '.join(args)]):.2f}s"
+              f" ({load()})", flush=True)
     return cpu
 
 

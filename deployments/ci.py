@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from prefect.client.schemas.objects import StateType
+
 from deployments.manifest import NOTEBOOK_DEPLOYMENT, TRAINING_FLOW
 from deployments.schedules import training_data_date
-from tasks.core.errors import ConfigError
+from tasks.core.errors import STATE_EXITS, ConfigError, ExitCode
 from tasks.core.settings import CI_FORWARDED
 from tasks.release.handoff import pool_env
 
 TRAIN_MESSAGE = re.compile(r"^\s*train\s+(?P<targets>\S.*?)\s*$", re.IGNORECASE)
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-GATE_MARK = "GateRejected"
+FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+# which run's outcome decides the job's exit code: the worst one
+SEVERITY = (ExitCode.DONE, ExitCode.GATE_REJECTED, ExitCode.FAILED)
 NOISE = re.compile(r"^Finished in state Completed\(\)$")
 
 
@@ -105,22 +108,22 @@ class Watched:
     flow_run_id: UUID
     name: str
     reused: bool
-    state: str = ""
-    message: str = ""
+    state: StateType | None = None
+    state_name: str = ""  # the final state's name: GateRejected, Completed, Failed, …
     children: set[UUID] = field(default_factory=set)
     follow_up: bool = False  # a deploy run a training run started: done once it awaits approval
 
     @property
     def done(self) -> bool:
-        return self.state in FINAL or (self.follow_up and self.state == "PAUSED")
+        return self.state in FINAL or (self.follow_up and self.state == StateType.PAUSED)
 
 
-def outcome(state: str, message: str, follow_up: bool = False) -> int:
-    """Exit code of one finished run: 0 completed (or a deploy run awaiting approval), 3 gate
-    rejected, 1 anything else."""
-    if state == "COMPLETED" or (follow_up and state == "PAUSED"):
-        return 0
-    return 3 if GATE_MARK in (message or "") else 1
+def outcome(state: StateType | None, name: str, follow_up: bool = False) -> ExitCode:
+    """Exit code of one finished run, by its state's name (errors.STATE_EXITS); a deploy run a
+    training run started is done once it waits for approval."""
+    if follow_up and state == StateType.PAUSED:
+        return ExitCode.DONE
+    return STATE_EXITS.get(name, ExitCode.DONE if state == StateType.COMPLETED else ExitCode.FAILED)
 
 
 async def start_runs(client: Any, ctx: CiContext, models: list[str]) -> list[Watched]:
@@ -230,29 +233,28 @@ async def watch(client: Any, runs: list[Watched], emit: Callable[[str], None],
         for run in runs:
             flow_run = await client.read_flow_run(run.flow_run_id)
             state = flow_run.state
-            name = state.type.value if state else "PENDING"
+            name = state.type if state else StateType.PENDING
             if name != run.state:
                 if name in FINAL:  # logs are shipped in batches: catch up before the verdict
                     await asyncio.sleep(poll_s)
                     await stream_logs()
                 label = state.name if state else "Pending"
-                if run.follow_up and name == "PAUSED":
+                if run.follow_up and name == StateType.PAUSED:
                     label = "waits for approval (no job is held): " + (
                         f"{ui_url.rstrip('/')}/runs/flow-run/{run.flow_run_id} or " if ui_url
                         else "") + f"`mlops approve {run.model}`"
                 emit(f"[{run.model}] {run.name}: {label}"
                      + (f" ({state.message})" if state and state.message and name in FINAL else ""))
-                run.state, run.message = name, (
-                    f"{state.name}: {state.message or ''}" if state else "")  # GateRejected: …
+                run.state, run.state_name = name, state.name if state else ""
         if all(r.done for r in runs):
             fresh = await _follow_ups(client, runs)
             if not fresh:
-                return max((outcome(r.state, r.message, r.follow_up) for r in runs),
-                           key=lambda code: {0: 0, 3: 1, 1: 2}[code])
+                return max((outcome(r.state, r.state_name, r.follow_up) for r in runs),
+                           key=SEVERITY.index)
             runs.extend(fresh)
         if timeout_s is not None and time.monotonic() - started > timeout_s:
             emit(f"gave up watching after {timeout_s:.0f}s; the runs go on in Prefect")
-            return 1
+            return ExitCode.FAILED
         await asyncio.sleep(poll_s)
 
 

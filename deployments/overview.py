@@ -109,7 +109,49 @@ def from_registry(found: Settings, registry, cfg: ModelConfig) -> ModelStatus:
 
 def from_prefect(found: Settings, statuses: dict[str, ModelStatus]) -> None:
     """Pending approvals and the last scoring run (and the last training or monitoring run when
-    MLflow has none) from the Prefect server."""
+    MLflow has none) from the Prefect server: plain HTTP, or Prefect's client where the server
+    wants credentials."""
+    from tasks.adapters.prefect_rest import NeedsClient
+
+    try:
+        _from_prefect_http(found, statuses)
+    except NeedsClient:
+        _from_prefect_client(found, statuses)
+
+
+def _from_prefect_http(found: Settings, statuses: dict[str, ModelStatus]) -> None:
+    """from_prefect over the REST API, with the filters Prefect's client sends."""
+    from tasks.adapters.prefect_rest import flow_runs, when
+    from tasks.release.waiting import AWAITING
+
+    api, ui = found.prefect_api_url or "", found.prefect_ui_url or ""
+    waiting = flow_runs(api, ["deploy"], states=["PAUSED"], tags=[AWAITING])
+    for status in statuses.values():
+        status.pending = []
+    for run in waiting:  # the deploy runs `mlops approve` would find
+        model = str((run.get("parameters") or {}).get("model"))
+        if model in statuses:
+            statuses[model].pending.append(Pending(  # type: ignore[union-attr]
+                str((run.get("parameters") or {}).get("version")), run["id"],
+                f"{ui}/runs/flow-run/{run['id']}"))
+    for kind, flow in FLOWS.items():
+        runs = flow_runs(api, [flow], not_states=["SCHEDULED", "PENDING"],
+                         sort="START_TIME_DESC", limit=200)
+        for status in statuses.values():
+            if any(last.kind == kind for last in status.last):
+                continue
+            mine = [r for r in runs if (r.get("parameters") or {}).get("model") == status.model]
+            if mine and mine[0].get("state"):
+                run = mine[0]
+                at = when(run.get("start_time")) or when(run.get("expected_start_time"))
+                status.last.append(LastRun(
+                    kind, at.astimezone(UTC).isoformat(timespec="seconds") if at else "",
+                    run["state"].get("name", ""), run["state"].get("message") or "",
+                    f"{ui}/runs/flow-run/{run['id']}"))
+
+
+def _from_prefect_client(found: Settings, statuses: dict[str, ModelStatus]) -> None:
+    """from_prefect through Prefect's client."""
     from prefect import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -149,15 +191,24 @@ def from_prefect(found: Settings, statuses: dict[str, ModelStatus]) -> None:
                         run.state.name, run.state.message or "", f"{ui}/runs/flow-run/{run.id}"))
 
 
-def next_runs(statuses: dict[str, ModelStatus], server: bool, manifest: Path) -> None:
-    """The next scheduled run of each deployment whose name names the model."""
+def next_runs(statuses: dict[str, ModelStatus], server: bool, manifest: Path,
+              api_url: str | None = None) -> None:
+    """The next scheduled run of each deployment whose name names the model (from the server
+    at api_url when there is one)."""
     import asyncio
 
-    from deployments.schedules import from_manifest, from_server
+    from deployments.schedules import from_manifest, from_server, from_server_http
+    from tasks.adapters.prefect_rest import NeedsClient
 
     if not server and not manifest.is_file():
         return
-    rows = asyncio.run(from_server()) if server else from_manifest(manifest)
+    if server:
+        try:
+            rows = from_server_http(api_url or "")
+        except NeedsClient:
+            rows = asyncio.run(from_server())
+    else:
+        rows = from_manifest(manifest)
     for row in rows:
         if not row.active or row.next_run is None:
             continue

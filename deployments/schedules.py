@@ -95,3 +95,27 @@ async def from_server() -> list[ScheduleRow]:
                 rows.append(ScheduleRow(name, sched.slug or "", cron or str(sched.schedule), tz,
                                         bool(sched.active and not dep.paused), when, source))
     return rows
+
+
+def from_server_http(api_url: str) -> list[ScheduleRow]:
+    """from_server's rows read with plain HTTP (no Prefect import); raises
+    tasks.adapters.prefect_rest.NeedsClient where the server wants credentials."""
+    from tasks.adapters.prefect_rest import call, flow_runs, when
+
+    flows = {f["id"]: f["name"] for f in call(api_url, "flows/filter", {}) or []}
+    rows = []
+    deployments = call(api_url, "deployments/filter", {}) or []
+    for dep in sorted(deployments, key=lambda d: (flows.get(d["flow_id"], ""), d["name"])):
+        name = f"{flows.get(dep['flow_id'], '?')}/{dep['name']}"
+        scheduled = flow_runs(api_url, [], states=["SCHEDULED"], deployment_ids=[dep["id"]],
+                              sort="EXPECTED_START_TIME_ASC", limit=1)
+        for sched in dep.get("schedules") or []:
+            schedule = sched.get("schedule") or {}
+            cron, tz = schedule.get("cron"), schedule.get("timezone") or "UTC"
+            first = when(scheduled[0].get("expected_start_time")) if scheduled else None
+            at = first or (next_cron(cron, tz) if cron else None)
+            source = "server" if first is not None else "cron"
+            rows.append(ScheduleRow(name, sched.get("slug") or "", cron or str(schedule), tz,
+                                    bool(sched.get("active") and not dep.get("paused")), at,
+                                    source))
+    return rows

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.client.schemas.objects import State
 
 from tasks.adapters.registries import connect
 from tasks.adapters.slack import notify_flow_failure
 from tasks.contracts.release import DeployResult
 from tasks.core.config import is_config_path, load_config
+from tasks.core.outcomes import outcome_of
 from tasks.core.parameters import ModelName
 from tasks.core.runtime import Runtime
 from tasks.core.settings import Settings
@@ -21,7 +23,7 @@ from tasks.reports.release import publish_deploy_summary
 @flow(name="deploy", flow_run_name="deploy-{model}-v{version}", log_prints=True,
       on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
 def deploy_model(model: ModelName, version: str, comment: str = "", wait: bool = True
-                 ) -> DeployResult:
+                 ) -> DeployResult | State[DeployResult]:
     """Stage one registered version, get it approved, promote it to production.
 
     Args:
@@ -46,9 +48,11 @@ def deploy_model(model: ModelName, version: str, comment: str = "", wait: bool =
     if is_config_path(model):
         return publish_deploy_summary(DeployResult.from_a_path(
             model=cfg.name, version=version, champion=proposal.champion))
-    approval = obtain_approval(registry=registry, cfg=cfg, version=version, staging=report,
-                               comment=comment, wait=wait, settings=settings,
-                               policy=runtime.policy, key=runtime.audit_key)
+    approval = outcome_of(obtain_approval, registry=registry, cfg=cfg, version=version,
+                          staging=report, comment=comment, wait=wait, settings=settings,
+                          policy=runtime.policy, key=runtime.audit_key)
+    if isinstance(approval, State):  # a person rejected it: the run ends Failed("Rejected")
+        return approval
     if approval is None:
         return publish_deploy_summary(DeployResult.awaiting(
             model=cfg.name, version=version, champion=proposal.champion))

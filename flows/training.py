@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from prefect import flow
+from prefect.client.schemas.objects import State
 from prefect.runtime import deployment
 
 from flows.deploy import deploy_model
@@ -13,8 +14,8 @@ from tasks.adapters.slack import notify_flow_failure
 from tasks.batch.profiles import profile_training_data
 from tasks.contracts.release import PipelineResult
 from tasks.core.config import load_config
-from tasks.core.errors import GateRejected
 from tasks.core.gpu import gpu_slot
+from tasks.core.outcomes import outcome_of
 from tasks.core.parameters import ModelName
 from tasks.core.policy_config import require_compliant_config
 from tasks.core.runnames import run_name
@@ -27,7 +28,7 @@ from tasks.reports.validation import publish_validation
 from tasks.training.batches import TEST, TRAIN, VALID
 from tasks.training.data import load_data
 from tasks.training.evaluate import compact_test, evaluate
-from tasks.training.gate import decision_of, gate, rejected_state, score_champion
+from tasks.training.gate import ensure_passed, gate, score_champion
 from tasks.training.planning import plan_run, reused_metrics
 from tasks.training.register import input_example, register
 from tasks.training.threshold import choose_threshold
@@ -40,7 +41,7 @@ from tasks.training.validate import ensure_valid, validate
       on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
 def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
                       wait_for_approval: bool = True, as_of: date | None = None
-                      ) -> PipelineResult:
+                      ) -> PipelineResult | State[PipelineResult]:
     """Train one configured model on its data as of a date; with deploy, stage it, get approval
     and promote it.
 
@@ -53,18 +54,19 @@ def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
         as_of: Leave out rows dated after this day (backfills); default: all the data.
     """
     runtime = Runtime(Settings.from_env())  # read once: one policy and one key for the run
-    try:
-        result = train_and_register(model=model, runtime=runtime, as_of=as_of)
-    except GateRejected as exc:  # an outcome, not a crash: Failed("GateRejected"), no traceback
-        return rejected_state(exc)
+    result = outcome_of(train_and_register, model=model, runtime=runtime, as_of=as_of)
+    if isinstance(result, State):  # the gate rejected it: the run ends Failed("GateRejected")
+        return result
+    handed = None
     if deploy and deployment.get_id():  # on a worker: a deploy run waits, holding no runner
-        result.deployment = start_deploy_run(model=result.model, version=result.version,
-                                             prefect_ui=runtime.settings.prefect_ui_url,
-                                             comment=comment)
+        handed = start_deploy_run(model=result.model, version=result.version,
+                                  prefect_ui=runtime.settings.prefect_ui_url, comment=comment)
     elif deploy:
-        result.deployment = deploy_model(model=model, version=result.version, comment=comment,
-                                         wait=wait_for_approval)
-    return result
+        handed = outcome_of(deploy_model, model=model, version=result.version, comment=comment,
+                            wait=wait_for_approval)
+    if isinstance(handed, State):  # a person rejected it: the run ends Failed("Rejected")
+        return handed
+    return result.model_copy(update={"deployment": handed})
 
 
 def train_and_register(model: str, runtime: Runtime, as_of: date | None = None
@@ -116,15 +118,13 @@ def train_and_register(model: str, runtime: Runtime, as_of: date | None = None
         report = evaluate(df=test, test_rows=None, trained=trained, slices=cfg.slices,
                           min_slice_rows=cfg.gate.min_slice_rows, plot_dir=plan.plot_dir)
         champion = score_champion(registry=registry, cfg=cfg, test=test, spec=spec)
-        decision = decision_of(gate(candidate=report, champion=champion, spec=cfg.gate,
-                                    return_state=True))
+        decision = gate(candidate=report, champion=champion, spec=cfg.gate)
         log_results(registry=registry, run_id=run_id, cfg=cfg, trained=trained, report=report,
                     champion=champion, decision=decision)
         report_merge_request(model=cfg.name, report=report, champion=champion.report,
                              champion_version=champion.version, decision=decision,
                              run_url=registry.run_url(run_id), settings=settings)
-        if not decision.passed:
-            raise GateRejected(f"{cfg.name} gate {decision.summary()}")
+        ensure_passed(model=cfg.name, decision=decision)
         profile = profile_training_data(frame=data.frame, rows=train_rows, trained=trained,
                                         report=report, bins=cfg.monitoring.bins,
                                         passes=train_passes)

@@ -12,12 +12,13 @@ from mlops.release import AsOption, _named, identity_for
 from tasks.core.errors import ExitCode
 
 
-def _trail(model: str):
+def _trail(model: str, read_only: bool = False):
+    from mlops.reads import read_registry
     from tasks.adapters.registries import open_registry
     from tasks.release.audit import AuditTrail
 
     found, cfg = _named(model)
-    registry = open_registry(found)
+    registry = read_registry(found) if read_only else open_registry(found)
     return registry, cfg, AuditTrail(registry, cfg.name, key=found.resolve_audit_key())
 
 
@@ -32,7 +33,7 @@ def history(
     2 an unknown model."""
     from tasks.core.chain import legacy, ref
 
-    registry, cfg, trail = _trail(model)
+    registry, cfg, trail = _trail(model, read_only=True)
     problems = trail.problems()
     if problems:
         typer.echo(f"!! AUDIT TRAIL OF {cfg.name.upper()} IS NOT INTACT ({len(problems)} "
@@ -81,7 +82,7 @@ def audit_verify(
     replaced by another copy) and the live aliases with the last records. Without the key the
     signatures cannot be checked: UNVERIFIABLE. Exit codes: 0 intact, 1 a problem (each one
     named) or unverifiable, 2 bad input."""
-    registry, cfg, trail = _trail(model)
+    registry, cfg, trail = _trail(model, read_only=True)
     aliases = {a: registry.alias_version(cfg.name, a)
                for a in (cfg.deploy.production.alias, cfg.deploy.staging.alias)}
     problems = trail.problems(aliases)

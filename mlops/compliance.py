@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mlops.app import JsonOption, app, print_json, print_table, settings
+from tasks.core.audit_event import Action
 from tasks.core.errors import ExitCode
 
 
@@ -146,7 +147,7 @@ def check_off(
     if not who:
         raise ConfigError("say who records the check with --as NAME")
     registry.require_version(cfg.name, version)
-    trail.write(event("check-recorded", "registry", None, version, who,
+    trail.write(event(Action.CHECK_RECORDED, "registry", None, version, who,
                       comment=evidence, check=check, result=result,
                       policy_sha256=loaded.sha256))
     typer.echo(f"{cfg.name} v{version}: {check} {result} (recorded by {who})")

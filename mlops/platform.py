@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from mlops.app import JsonOption, app, need_server, print_json, print_table, settings, typer_app
+from mlops.app import EXIT_CODES, JsonOption, app, need_server, print_json, print_table, settings, typer_app
 from tasks.core.errors import ConfigError, ExitCode, MlopsError
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def ci(
     timeout: Annotated[float | None, typer.Option(
         help="Stop watching after this many seconds (the runs go on).")] = None,
@@ -23,8 +23,7 @@ def ci(
 
     Reads CI_COMMIT_MESSAGE and CI_PIPELINE_ID (the pipeline id makes the runs idempotent: a
     retried job watches the runs it started before) and TRAINING_DATA_DATE (as-of date).
-    Exit 0 when every run completed, 3 when a gate rejected a model, 1 when a run failed,
-    2 for a bad message or setup.
+    The exit code is the worst run's, by its final state (a bad message or setup: 2).
     """
     import asyncio
 

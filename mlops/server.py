@@ -114,7 +114,7 @@ def server_status(as_json: JsonOption = False) -> None:
     # a worker never started (`--no-workers`) has no pid file; one that died keeps it
     ok = all(s.up or (s.service.health is None and not s.service.pid_file(
         found.stack_dir).exists()) for s in states)
-    name, url = active()
+    name, url = active(env)
     if as_json:
         print_json({"servers": [
             {"name": c.service.name, "url": c.service.url, "pid": c.pid, "up": c.up}

@@ -190,6 +190,7 @@ def _write_state(found: Settings) -> None:
     urls = {"prefect_api_url": f"http://127.0.0.1:{found.prefect_port}/api"}
     if found.tracking_uri.startswith("sqlite:"):
         urls["mlflow_url"] = f"http://127.0.0.1:{found.mlflow_port}"
+        urls["mlflow_store"] = found.tracking_uri  # what it serves: reads may go through it
     (found.stack_dir / "stack.json").write_text(json.dumps(urls, indent=2) + "\n")
 
 

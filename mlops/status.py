@@ -49,7 +49,7 @@ def status(
     server failed, 2 an unknown model, a bad setting, or an alias moved outside the pipeline
     (shown, then refused)."""
     from deployments.overview import NO_SERVER, from_prefect, from_registry, next_runs
-    from tasks.adapters.registries import open_registry
+    from mlops.reads import read_registry
     from tasks.core.config import list_configs, load_named_config
     from tasks.core.redact import redact
     from tasks.reports.format import fmt_any
@@ -60,12 +60,12 @@ def status(
     else:
         configs = [cfg for _, cfg in list_configs(found.config_dir)
                    if not isinstance(cfg, Exception)]
-    registry = open_registry(found)
+    registry = read_registry(found)
     statuses = {cfg.name: from_registry(found, registry, cfg) for cfg in configs}
     server = bool(found.prefect_api_url)
     if server:
         from_prefect(found, statuses)
-    next_runs(statuses, server, prefect_file)
+    next_runs(statuses, server, prefect_file, found.prefect_api_url)
     mlflow_ui = redact(found.mlflow_ui_url) if found.mlflow_ui_url else None
     if as_json:
         typer.echo(json.dumps({

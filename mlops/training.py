@@ -6,12 +6,12 @@ from typing import Annotated
 
 import typer
 
-from mlops.app import app, fail, print_table, run_flow, settings
+from mlops.app import EXIT_CODES, app, fail, print_table, run_flow, settings
 from mlops.local_server import LocalServer, start_if_needed
 from tasks.core.redact import redact
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def train(
     models: Annotated[list[str], typer.Argument(
         help="Model names under configs/models (or YAML paths), or notebooks (.ipynb); several "
@@ -25,8 +25,8 @@ def train(
     A model whose data, config and code are unchanged since a registered version is reported
     as up to date without starting Prefect (use --force to run the flow anyway). A notebook is
     executed with papermill (is_local_development=False, the device injected) and kept with
-    what it logged in an MLflow run of experiment notebooks/<name>.
-    Exit codes: 0 done, 1 failed, 2 bad input, 3 gate rejected (the first failure's code).
+    what it logged in an MLflow run of experiment notebooks/<name>. The first failure's code
+    is the exit code.
     """
     from tasks.core.config import load_config
 
@@ -153,7 +153,7 @@ def _run_one(model: str, rows: list[tuple[str, ...]], deploy: dict) -> int:
     return 0
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def run(
     models: Annotated[list[str], typer.Argument(
         help="Model names under configs/models (or YAML paths); several run in turn.")],
@@ -172,7 +172,7 @@ def run(
     the UI or `mlops approve`; without one, approve up front with --as or the run stops
     after staging and says how to continue (`mlops promote`). With the local stack up
     (`mlops server start`) the run pauses there and prints the link.
-    Exit codes: 0 done, 1 failed, 2 bad input, 3 gate rejected (the first failure's code).
+    The first failure's code is the exit code.
     """
     from mlops.release import identity_for
     from tasks.contracts.release import Approval

@@ -11,6 +11,9 @@ import json
 import os
 import re
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -18,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tasks.core.errors import RegistryError
 
 VARIABLE = "mlops-audit-head-{model}-{digest}"
+NEEDS_CLIENT = object()  # the server asked for credentials: read through Prefect's client
 
 
 class Anchor(Protocol):
@@ -70,12 +74,19 @@ class FileAnchor:
 class PrefectAnchor:
     """A Prefect variable on the Prefect server (names allow only a-z, 0-9, - and _)."""
 
-    def __init__(self, model: str, store: str):
+    def __init__(self, model: str, store: str, api_url: str | None = None):
         safe = re.sub(r"[^a-z0-9_-]", "_", model.lower())
         self.name = VARIABLE.format(model=safe, digest=_digest(model, store))
         self.where = f"Prefect variable {self.name}"
+        self.api_url = api_url
 
     def read(self) -> dict[str, str] | None:
+        """The head, read with one plain GET (no Prefect import); through Prefect's client when
+        the server wants credentials, which only Prefect's settings hold."""
+        if self.api_url:
+            found = self._read_http(self.api_url)
+            if found is not NEEDS_CLIENT:
+                return found  # type: ignore[return-value]
         from prefect.client.orchestration import get_client
 
         try:
@@ -85,6 +96,24 @@ class PrefectAnchor:
             raise RegistryError(f"the audit anchor ({self.where}) could not be read: "
                                 f"{type(exc).__name__}") from None
         return dict(found.value) if found is not None and isinstance(found.value, dict) else None
+
+    def _read_http(self, api_url: str) -> dict[str, str] | None | object:
+        url = f"{api_url.rstrip('/')}/variables/name/{urllib.parse.quote(self.name)}"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                found = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            if exc.code in (401, 403):
+                return NEEDS_CLIENT
+            raise RegistryError(f"the audit anchor ({self.where}) could not be read: HTTP "
+                                f"{exc.code}") from None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"the audit anchor ({self.where}) could not be read: "
+                                f"{type(exc).__name__}") from None
+        value = found.get("value") if isinstance(found, dict) else None
+        return dict(value) if isinstance(value, dict) else None
 
     def write(self, head: dict[str, str]) -> None:
         from prefect.client.orchestration import get_client
@@ -103,5 +132,5 @@ def anchors(home: Path, prefect_api_url: str | None, model: str, uri: str) -> li
     store = store_id(uri)
     found: list[Anchor] = [FileAnchor(home, model, store)]
     if prefect_api_url:
-        found.append(PrefectAnchor(model, store))
+        found.append(PrefectAnchor(model, store, prefect_api_url))
     return found

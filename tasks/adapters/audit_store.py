@@ -20,13 +20,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tasks.core.audit_event import Action
 from tasks.core.errors import RegistryError
 
 EXPERIMENT = "audit/{model}"
 # actions after which a record's `alias` points at its `to_version` (an empty one removes it);
 # an intent counts: the alias moves before the checks that complete it
-ABANDONED = "promotion-abandoned"  # an intent whose alias never moved: it stays where it was
-MOVES = ("challenger", "staged", "promotion-intent", "promoted", "rollback-intent", "rolled-back")
+ABANDONED = Action.PROMOTION_ABANDONED  # an intent whose alias never moved: it stays where it was
+MOVES = (Action.CHALLENGER, Action.STAGED, Action.PROMOTION_INTENT, Action.PROMOTED,
+         Action.ROLLBACK_INTENT, Action.ROLLED_BACK)
+ALL_RUNS = 3  # mlflow.entities.ViewType.ALL: deleted runs too (no MLflow import to read)
 _held: dict[tuple[int, str], int] = {}  # (thread, model) -> depth: re-entrant per thread
 _guard = threading.Lock()
 
@@ -46,8 +49,6 @@ def append(registry: Any, model: str, record: dict[str, str]) -> None:
 def read(registry: Any, model: str) -> list[dict[str, str]] | None:
     """Every record, deleted ones marked `deleted`, in storage order; None when the trail itself
     is gone (its experiment deleted)."""
-    from mlflow.entities import ViewType
-
     found = registry.client.get_experiment_by_name(EXPERIMENT.format(model=model))
     if found is None:
         return []
@@ -56,7 +57,7 @@ def read(registry: Any, model: str) -> list[dict[str, str]] | None:
     runs, token = [], None
     while True:
         page = registry.client.search_runs([found.experiment_id], max_results=1000,
-                                           page_token=token, run_view_type=ViewType.ALL)
+                                           page_token=token, run_view_type=ALL_RUNS)
         runs.extend(page)
         token = page.token
         if not token or not page:
@@ -90,7 +91,7 @@ def newest_move(records: Sequence[Mapping[str, str]], alias: str) -> Mapping[str
 
 def former_champions(records: list[dict[str, str]], alias: str) -> set[str]:
     """Every version a chain (in order) says the alias pointed at after a completed move."""
-    return {r["to_version"] for r in records if r.get("action") in ("promoted", "rolled-back")
+    return {r["to_version"] for r in records if r.get("action") in (Action.PROMOTED, Action.ROLLED_BACK)
             and r.get("alias", alias) == alias and r.get("to_version")}
 
 

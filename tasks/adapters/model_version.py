@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -44,4 +46,6 @@ def read_spec_and_example(folder: Path) -> tuple[dict, pd.DataFrame] | None:
         payload = json.loads((folder / "input_example.json").read_text())
     except (StopIteration, FileNotFoundError, ValueError):
         return None
+    import pandas as pd
+
     return spec, pd.DataFrame(payload["data"], columns=payload["columns"])

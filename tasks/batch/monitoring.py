@@ -17,7 +17,14 @@ from tasks.batch.attributions import AttributionCounter, attribution_drift
 from tasks.batch.champion import Champion, predict, prepare
 from tasks.batch.profiles import ProfileCounter, psi, psi_noise_bound
 from tasks.batch.sources import open_source, prefetch
-from tasks.contracts.batch import DRIFT_EVENT, PREDICTION, ColumnDrift, DriftReport, Observed
+from tasks.contracts.batch import (
+    DRIFT_EVENT,
+    PREDICTION,
+    ColumnDrift,
+    DriftReport,
+    Observed,
+    Verdict,
+)
 from tasks.contracts.training import FeatureSpec, tracking_key
 from tasks.core.config import ModelConfig, MonitoringSpec
 from tasks.core.errors import ScoringError
@@ -53,13 +60,12 @@ def observe(champion: Champion, location: str, target: str,
         if labelled:
             labels.append(batch.column(batch.schema.names.index(target)).to_pandas())
             scores.append(raw)
-    observed = Observed(profile=counter.profile())
+    profile = counter.profile()
     if explained is not None:
-        observed.profile.attributions = explained.means()
-    if labelled and labels and champion.profile.metric:
-        observed.metric = champion.profile.metric
-        observed.metric_value = labelled_metric(spec, observed.metric, labels, scores)
-    return observed
+        profile = profile.model_copy(update={"attributions": explained.means()})
+    metric = (champion.profile.metric or None) if labelled and labels else None
+    return Observed(profile=profile, metric=metric,
+                    metric_value=labelled_metric(spec, metric, labels, scores) if metric else None)
 
 
 def labelled_metric(spec: FeatureSpec, metric: str, labels: list, scores: list[np.ndarray]
@@ -113,32 +119,32 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
                for value, noise in [(psi(ref.fractions(), current.columns[name].fractions()),
                                      psi_noise_bound(ref.counts, current.columns[name].counts,
                                                      spec.psi_significance))]]
-    report = DriftReport(**base, verdict="no-drift", message="", columns=columns,
-                         attributions=attribution_drift(reference.attributions,
-                                                        current.attributions,
-                                                        spec.attribution_shift))
+    attributions = attribution_drift(reference.attributions, current.attributions,
+                                     spec.attribution_shift)
+    metric: dict[str, Any] = {}
     if observed.metric and observed.metric_value is not None and reference.metric_value is not None:
         worse = regression_amount(observed.metric, observed.metric_value, reference.metric_value)
-        report.metric, report.metric_reference = observed.metric, reference.metric_value
-        report.metric_current = observed.metric_value
-        report.metric_drifted = worse > spec.max_metric_regression
-    drifted = [c.name for c in report.drifted]
+        metric = dict(metric=observed.metric, metric_reference=reference.metric_value,
+                      metric_current=observed.metric_value,
+                      metric_drifted=worse > spec.max_metric_regression)
+    drifted = [c.name for c in columns if c.status == "drift"]
     drifted += [f"attribution of {a.name} {a.reference_share:.0%} -> {a.current_share:.0%}"
-                for a in report.moved_attributions]
-    if report.metric_drifted:
-        drifted.append(f"{report.metric} {report.metric_current:.4f} vs "
-                       f"{report.metric_reference:.4f} at registration")
+                for a in attributions if a.moved]
+    if metric.get("metric_drifted"):
+        drifted.append(f"{metric['metric']} {metric['metric_current']:.4f} vs "
+                       f"{metric['metric_reference']:.4f} at registration")
+    verdict: Verdict = "drift" if drifted else "no-drift"
     if drifted:
-        report.verdict = "drift"
-        checks = len(columns) + len(report.attributions)
-        report.message = f"drift in {len(drifted)} of {checks} checks: {', '.join(drifted)}"
+        checks = len(columns) + len(attributions)
+        message = f"drift in {len(drifted)} of {checks} checks: {', '.join(drifted)}"
     else:
         worst = max(columns, key=lambda c: c.psi)
-        report.message = (f"no drift: no PSI above both {spec.psi_threshold:g} and its noise "
-                          f"bound (largest {worst.name} {worst.psi:.4f})"
-                          + (f"; attribution shares within {spec.attribution_shift:g}"
-                             if report.attributions else ""))
-    return report
+        message = (f"no drift: no PSI above both {spec.psi_threshold:g} and its noise "
+                   f"bound (largest {worst.name} {worst.psi:.4f})"
+                   + (f"; attribution shares within {spec.attribution_shift:g}"
+                      if attributions else ""))
+    return DriftReport(**base, **metric, verdict=verdict, message=message, columns=columns,
+                       attributions=attributions)
 
 
 @step("observe-batch")

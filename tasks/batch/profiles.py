@@ -13,6 +13,7 @@ from tasks.contracts.batch import PREDICTION, ColumnProfile, Profile
 from tasks.contracts.explanations import ALL
 from tasks.contracts.training import EvalReport, TrainResult
 from tasks.core.steps import step
+from tasks.core.tasktypes import TaskName
 
 EPSILON = 1e-4  # empty bins would make PSI infinite; the usual floor
 
@@ -42,7 +43,7 @@ def count_codes(codes: np.ndarray, n_categories: int, missing: int) -> np.ndarra
     return np.append(counts[1:], [unseen_or_missing - missing, missing])
 
 
-def prediction_values(raw: np.ndarray, task: str) -> np.ndarray:
+def prediction_values(raw: np.ndarray, task: TaskName) -> np.ndarray:
     """What is profiled of the predictions: P(positive), the predicted class code, the value."""
     if task == "multiclass":
         return predictions.label_codes(raw, task)
@@ -56,7 +57,7 @@ def _count(template: ColumnProfile, values, missing: int = 0) -> np.ndarray:
 
 
 def reference_profile(matrix: pd.DataFrame, raw: np.ndarray, categories: dict[str, list[str]],
-                      classes: list[str], task: str, bins: int, metric: str | None = None,
+                      classes: list[str], task: TaskName, bins: int, metric: str | None = None,
                       metric_value: float | None = None) -> Profile:
     """Bin the training matrix (model features, training categories) and its predictions."""
     columns: dict[str, ColumnProfile] = {}
@@ -91,7 +92,7 @@ class ProfileCounter:
                        for name, col in reference.columns.items()}
         self.rows = 0
 
-    def add(self, matrix: pd.DataFrame, raw: np.ndarray, task: str,
+    def add(self, matrix: pd.DataFrame, raw: np.ndarray, task: TaskName,
             missing: dict[str, int] | None = None) -> None:
         missing = missing or {}
         for name, template in self.reference.columns.items():
@@ -167,11 +168,10 @@ def profile_batches(passes, trained: TrainResult, report: EvalReport, bins: int)
             matrix = spec.matrix(frame)
             counter.add(matrix, booster.inplace_predict(matrix), spec.task,
                         {c: int(matrix[c].isna().sum()) for c in spec.categories})
-    profile = counter.profile()
-    profile.metric = report.primary_metric
-    profile.metric_value = report.metrics.get(report.primary_metric)
-    profile.attributions = dict(report.attributions.get(ALL, {}))  # the evaluation's SHAP
-    return profile
+    return counter.profile().model_copy(update={  # the evaluation's metric and SHAP
+        "metric": report.primary_metric,
+        "metric_value": report.metrics.get(report.primary_metric),
+        "attributions": dict(report.attributions.get(ALL, {}))})
 
 
 @step("profile-training-data")
@@ -190,5 +190,5 @@ def profile_training_data(frame: pd.DataFrame | None, rows: list[int] | None,
     raw = booster.inplace_predict(matrix)
     profile = reference_profile(matrix, raw, spec.categories, spec.classes, spec.task, bins,
                                 report.primary_metric, report.metrics.get(report.primary_metric))
-    profile.attributions = dict(report.attributions.get(ALL, {}))  # attribution drift's reference
-    return profile
+    # the evaluation's SHAP: attribution drift's reference
+    return profile.model_copy(update={"attributions": dict(report.attributions.get(ALL, {}))})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 PREDICTION = "__prediction__"
 OTHER = "(unseen)"
@@ -18,6 +18,8 @@ class ColumnProfile(BaseModel):
     """Counts per bin: numeric columns use quantile cut points of the training data, categorical
     ones the training categories plus one bin for values never seen in training; the last bin
     counts missing values."""
+
+    model_config = ConfigDict(frozen=True)
 
     kind: Literal["numeric", "categorical"]
     edges: list[float] = []
@@ -48,6 +50,8 @@ class ColumnProfile(BaseModel):
 class Profile(BaseModel):
     """A model's data as seen at registration (or a batch as seen later), column by column."""
 
+    model_config = ConfigDict(frozen=True)
+
     rows: int
     columns: dict[str, ColumnProfile]
     metric: str | None = None
@@ -62,6 +66,8 @@ class Profile(BaseModel):
 class Observed(BaseModel):
     """A batch seen through the reference profile's bins, plus labelled performance if any."""
 
+    model_config = ConfigDict(frozen=True)
+
     profile: Profile
     metric: str | None = None
     metric_value: float | None = None
@@ -69,6 +75,8 @@ class Observed(BaseModel):
 
 class AttributionDrift(BaseModel):
     """A feature's share of the model's explanation (mean |SHAP|) at training and in a batch."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     reference_share: float
@@ -81,6 +89,8 @@ class AttributionDrift(BaseModel):
 
 
 class ColumnDrift(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     name: str
     kind: str
     psi: float
@@ -89,6 +99,8 @@ class ColumnDrift(BaseModel):
 
 
 class DriftReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     model: str
     version: str
     input: str
@@ -124,6 +136,8 @@ class DriftReport(BaseModel):
 
 
 class ScoringSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     model: str
     version: str
     input: str

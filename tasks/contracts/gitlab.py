@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from tasks.core.audit_event import AuditEvent
+
 
 @dataclass(frozen=True)
 class DeploymentApproval:
@@ -52,4 +54,4 @@ class RecordLog(Protocol):
 
     def events(self) -> list[dict[str, str]]: ...
 
-    def write(self, record: dict[str, str]) -> dict[str, str]: ...
+    def write(self, event: AuditEvent) -> dict[str, str]: ...

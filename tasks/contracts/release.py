@@ -6,6 +6,8 @@ from pydantic import BaseModel, ConfigDict
 
 
 class SmokeReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     passed: bool
     checks: list[str]
     p95_ms: float | None = None
@@ -18,6 +20,8 @@ class SmokeReport(BaseModel):
 class Identity(BaseModel):
     """Who decided: a GitLab user proven by their own token (or GitLab's record of their
     answer), or a name someone typed (declared, unverified)."""
+
+    model_config = ConfigDict(frozen=True)
 
     username: str
     user_id: int | None = None
@@ -32,12 +36,16 @@ class Identity(BaseModel):
 
 
 class Approval(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     approver: Identity
     approved: bool
     comment: str = ""
 
 
 class DeployResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     model: str
     version: str
     staging: str
@@ -89,6 +97,8 @@ class Proposal(BaseModel):
 
 class PipelineResult(BaseModel):
     """What one training pipeline run ends with (and its deployment, when it deployed)."""
+
+    model_config = ConfigDict(frozen=True)
 
     model: str
     version: str

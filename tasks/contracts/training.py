@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.contracts import predictions
+from tasks.core.tasktypes import TaskName
 
 TRACKING_KEY_LIMIT = 250  # MLflow's (and GitLab's) longest metric or param name
 
@@ -36,6 +37,8 @@ class ColumnSummary(BaseModel):
 class ValidationReport(BaseModel):
     """The validate stage's findings; errors stop the run before training."""
 
+    model_config = ConfigDict(frozen=True)
+
     rows: int
     target: str
     features: list[str]
@@ -56,7 +59,9 @@ class ValidationReport(BaseModel):
 class FeatureSpec(BaseModel):
     """What the model needs at prediction time; stored with every model version."""
 
-    task: str
+    model_config = ConfigDict(frozen=True)
+
+    task: TaskName
     target: str
     features: list[str]
     categories: dict[str, list[str]]
@@ -83,12 +88,16 @@ class FeatureSpec(BaseModel):
 
 
 class Splits(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     train: list[int]
     valid: list[int]
     test: list[int]
 
 
 class TrialSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     number: int
     state: str
     value: float | None
@@ -96,6 +105,8 @@ class TrialSummary(BaseModel):
 
 class TrainResult(BaseModel):
     """The tuned booster travels inside the result (UBJSON, base64) so a cached result is whole."""
+
+    model_config = ConfigDict(frozen=True)
 
     booster_ubj: str
     feature_spec: FeatureSpec
@@ -132,6 +143,8 @@ class TrainResult(BaseModel):
 class EvalReport(BaseModel):
     """Held-out metrics, the same per slice, and the plots' files."""
 
+    model_config = ConfigDict(frozen=True)
+
     primary_metric: str
     metrics: dict[str, float]
     slices: dict[str, dict[str, dict[str, float]]]
@@ -151,18 +164,24 @@ class EvalReport(BaseModel):
 class ChampionScore(BaseModel):
     """The current champion re-scored on this run's test set (or why it could not be)."""
 
+    model_config = ConfigDict(frozen=True)
+
     version: str | None = None
     report: EvalReport | None = None
     error: str | None = None
 
 
 class GateCheck(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     name: str
     passed: bool
     detail: str
 
 
 class GateDecision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     passed: bool
     metric: str
     value: float
@@ -183,6 +202,8 @@ class GateDecision(BaseModel):
 class RunPlan(BaseModel):
     """What this execution is: its run key, device, study and an earlier identical version."""
 
+    model_config = ConfigDict(frozen=True)
+
     run_key: str
     device: str
     study_name: str
@@ -192,6 +213,8 @@ class RunPlan(BaseModel):
 
 
 class Registration(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     name: str
     version: str
     uri: str

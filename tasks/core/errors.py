@@ -2,6 +2,7 @@
 3, the rest 1 (drift is not an error: `mlops monitor` exits 4 from its report)."""
 
 from enum import IntEnum
+from typing import ClassVar
 
 
 class ExitCode(IntEnum):
@@ -25,10 +26,28 @@ EXIT_MEANINGS = {
 # `mlops monitor`'s exit code for each verdict of a DriftReport
 DRIFT_EXITS = {"no-drift": ExitCode.DONE, "drift": ExitCode.DRIFT, "insufficient": ExitCode.BAD_INPUT}
 
+# the named Failed states our flows end in for an outcome that is not a crash (errors' state_name)
+GATE_REJECTED_STATE = "GateRejected"
+REJECTED_STATE = "Rejected"  # a person rejected the version
+# a flow run's final state, by name, as an exit code (`mlops ci`, and the CLI's help): Prefect's
+# own names of its final state types, then ours (deployments/ci.py reads it; any other name
+# exits 0 when its type is COMPLETED, else 1)
+STATE_EXITS = {
+    "Completed": ExitCode.DONE,
+    "Failed": ExitCode.FAILED,
+    "Crashed": ExitCode.FAILED,
+    "Cancelled": ExitCode.FAILED,
+    GATE_REJECTED_STATE: ExitCode.GATE_REJECTED,
+    REJECTED_STATE: ExitCode.FAILED,
+}
+
 
 def exit_codes_help() -> str:
-    """The table as one sentence, for help texts."""
-    return "Exit codes: " + ", ".join(f"{int(c)} {m}" for c, m in EXIT_MEANINGS.items()) + "."
+    """The table as one sentence, for help texts: each code, and the run states that end in it."""
+    states = {code: [name for name, c in STATE_EXITS.items() if c == code] for code in ExitCode}
+    return "Exit codes: " + ", ".join(
+        f"{int(c)} {m}" + (f" (runs: {', '.join(states[c])})" if states[c] else "")
+        for c, m in EXIT_MEANINGS.items()) + "."
 
 
 def first_of(problems: list[str]) -> str:
@@ -38,6 +57,8 @@ def first_of(problems: list[str]) -> str:
 
 class MlopsError(Exception):
     exit_code = ExitCode.FAILED
+    # an outcome, not a crash: a flow ends in the Failed state of this name (STATE_EXITS)
+    state_name: ClassVar[str | None] = None
 
 
 def retry_transient(task, task_run, state) -> bool:
@@ -61,6 +82,7 @@ class GateRejected(MlopsError):
     """The model did not pass the performance gate; nothing was registered."""
 
     exit_code = ExitCode.GATE_REJECTED
+    state_name = GATE_REJECTED_STATE
 
 
 class TrackingUnavailable(MlopsError):
@@ -91,6 +113,13 @@ class DeployError(MlopsError):
     """A deployment step failed or was refused; aliases are back where they were."""
 
     exit_code = ExitCode.FAILED
+
+
+class ApprovalRejected(DeployError):
+    """A person rejected the version (in Prefect or in GitLab); production was not touched."""
+
+    exit_code = ExitCode.FAILED
+    state_name = REJECTED_STATE
 
 
 class PolicyRefused(MlopsError):

@@ -2,15 +2,24 @@
 promotion): in a run's logs they read as that line, never as a traceback or as the repr of a
 state with its data (`GateRejected(message=…, result=GateDecision(…))`). MLOPS_DEBUG=1 keeps
 everything. On every handler of mlops/logging.yml (the CLI and the local stack's workers) and
-installed by the pull step for any other worker's flow runs, before the redaction filter."""
+installed by the pull step for any other worker's flow runs, before the redaction filter. A
+flow ends in the named Failed state of such an outcome (`outcome_of`), which CI maps to an exit
+code by its name (errors.STATE_EXITS)."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tasks.core.errors import MlopsError
 from tasks.core.settings import debug_enabled
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
+R = TypeVar("R")
 
 ENGINE_EXIT = "Engine execution exited with unexpected exception"
 _STATE_REPR = re.compile(r"^(?P<lead>.*?with state): (?P<name>\w+)\(message=(?P<q>['\"])"
@@ -57,3 +66,25 @@ def install_outcome_filter() -> int:
             handler.filters.insert(0, OutcomeFilter())
             added += 1
     return added
+
+
+def outcome_of(fn: Callable[..., R], **kwargs: Any) -> R | State[Any]:
+    """What `fn` returns, or, when it raises an outcome (an error with a `state_name`: a gate's
+    rejection, a person's), the named Failed state the flow ends in: its message the error's
+    line, its data the error (calling the flow in-process raises it: the CLI's exit code)."""
+    try:
+        return fn(**kwargs)
+    except MlopsError as exc:
+        if exc.state_name is None:
+            raise
+        return named_failure(exc)
+
+
+def named_failure(exc: MlopsError) -> State[Any]:
+    """Failed, named as the error says, without a traceback in the logs (MLOPS_DEBUG=1 logs one)."""
+    from prefect.logging import get_run_logger
+    from prefect.states import Failed
+
+    if debug_enabled():
+        get_run_logger().error("%s", exc.state_name, exc_info=exc)
+    return Failed(name=exc.state_name or "Failed", message=str(exc), data=exc)

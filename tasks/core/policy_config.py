@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.core.audit_event import Action
 from tasks.core.config import ModelConfig, RegistrySpec, _format_pydantic, read_mapping
 from tasks.core.errors import ConfigError, first_of
 from tasks.core.governance import Governance, IdentitySource, stricter_identity
@@ -203,7 +204,7 @@ def version_checks(tags: Mapping[str, str], events: Sequence[Mapping[str, str]] 
     checks = {k.removeprefix(CHECK_TAG): v for k, v in tags.items()
               if k.startswith(CHECK_TAG) and k.removeprefix(CHECK_TAG) in COMPUTED_CHECKS}
     for record in events:
-        if record.get("action") == "check-recorded" and record.get("to_version") == version:
+        if record.get("action") == Action.CHECK_RECORDED and record.get("to_version") == version:
             checks[record.get("check", "")] = record.get("result", "")
     return checks
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-REGISTERED = "registered"
+from tasks.core.audit_event import Action
+
+REGISTERED = Action.REGISTERED
 FACT = "fact."  # record field prefix: record fields (action, environment, …) never collide
 # lineage and digests every version carries when the pipeline registers it
 LINEAGE = ("built_by", "commit_author", "git_commit", "config_hash", "artifact_sha256",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+if TYPE_CHECKING:  # imported where metrics are computed: reading a config needs no numpy
+    import numpy as np
 
 TaskName = Literal["binary", "multiclass", "regression"]
 
@@ -35,11 +36,15 @@ skm = _LazyMetrics()
 
 
 def _log_loss(y: np.ndarray, s: np.ndarray, _labels=None) -> float:
+    import numpy as np
+
     labels = np.arange(s.shape[1]) if s.ndim == 2 else [0, 1]
     return float(skm.log_loss(y, s, labels=labels))
 
 
 def _roc_auc(y: np.ndarray, s: np.ndarray, _labels=None) -> float:
+    import numpy as np
+
     if s.ndim == 2:
         return float(
             skm.roc_auc_score(y, s, multi_class="ovr", average="macro", labels=np.arange(s.shape[1]))
@@ -61,7 +66,7 @@ METRICS: dict[str, Metric] = {
             skm.recall_score(y, labels, zero_division=0)), True),
         Metric("f1_macro", lambda y, _, labels: float(
             skm.f1_score(y, labels, average="macro", zero_division=0)), True),
-        Metric("rmse", lambda y, p, _: float(np.sqrt(skm.mean_squared_error(y, p))), False),
+        Metric("rmse", lambda y, p, _: float(skm.mean_squared_error(y, p)) ** 0.5, False),
         Metric("mae", lambda y, p, _: float(skm.mean_absolute_error(y, p)), False),
         Metric("r2", lambda y, p, _: float(skm.r2_score(y, p)), True),
     ]
@@ -128,6 +133,8 @@ def compute_metrics(task: TaskType, y: np.ndarray, scores: np.ndarray,
                     labels: np.ndarray | None = None) -> dict[str, float]:
     """All metrics of a task type from true values, scores and the predicted labels; metrics
     undefined on this data (one class present) are left out."""
+    import numpy as np
+
     out: dict[str, float] = {}
     present = len(np.unique(y)) if task.name != "regression" else 0
     for name in task.metrics:

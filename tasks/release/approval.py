@@ -1,5 +1,6 @@
 """Approval for production: the policy (none, given up front by the CLI, or a person answering a
-waiting run), the form they answer, who they are, and what they read before deciding.
+waiting run), who they are, and what they read before deciding (the form they answer is
+tasks/release/approval_form.py).
 
 A run waits by `pause_flow_run` when it runs in the CLI's own process, and by
 `suspend_flow_run` when a worker runs it: then the job ends, no runner is held, and the answer
@@ -9,18 +10,15 @@ that is empty, invalid or not allowed is never a decision: the run asks again.""
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Literal
-
-from prefect.input import RunInput
-from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.gitlab_identity import signed_approvals
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity, SmokeReport
+from tasks.core.audit_event import Action
 from tasks.core.chain import Key
 from tasks.core.config import ModelConfig
-from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.errors import ApprovalError, ApprovalRejected, DeployError
 from tasks.core.policy_config import (
     Governance,
     LoadedPolicy,
@@ -29,6 +27,7 @@ from tasks.core.policy_config import (
 )
 from tasks.core.settings import Settings
 from tasks.core.steps import step
+from tasks.release.approval_form import ApprovalForm, form_for
 from tasks.release.audit import AuditTrail, event
 from tasks.release.environment_approval import wait_for_gitlab
 from tasks.release.guard import alias_as_recorded, approvals_short, sealed_facts
@@ -41,43 +40,6 @@ from tasks.reports.approval import approval_markdown
 # approval given up front by the CLI that runs the flow in its own process (`mlops run --as`);
 # never a flow parameter, so no deployment run can carry one
 UP_FRONT: ContextVar[Approval | None] = ContextVar("mlops_up_front_approval", default=None)
-
-
-class ApprovalForm(RunInput):
-    """Promote this version to production? Nothing is preset: choose, and say who you are."""
-
-    # Seen in Chromium: listing comment as required (its default "" is sent untouched, so an
-    # approval still needs none) drops the UI's "(Optional)" from its label; minLength instead
-    # of a regex makes a comment-less rejection "Validation failed for field 'comment' … ''
-    # should be non-empty", not "'' does not match '\\S'". A blank-only comment is refused by
-    # _rules, and the run asks again.
-    model_config = ConfigDict(json_schema_extra={
-        "required": ["decision", "approver", "comment"],
-        "if": {"properties": {"decision": {"const": "reject"}}, "required": ["decision"]},
-        "then": {"properties": {"comment": {"minLength": 1}}},
-    })
-    decision: Literal["approve", "reject"] = Field(
-        ..., description="approve: promote to production now (freeze windows and post-deploy "
-                         "checks apply); reject: stop this deployment.")
-    approver: str = Field(..., min_length=1, pattern=r"\S",
-                          description="Your GitLab username; it goes to the audit trail.")
-    comment: str = Field(
-        "", title="Comment (required to reject)",
-        description="Why you decide; it goes to the audit trail. Approving needs none; a "
-                    "rejection is refused without one.")
-
-    @field_validator("approver", "comment")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.strip()
-
-    @model_validator(mode="after")
-    def _rules(self) -> ApprovalForm:
-        if not self.approver:
-            raise ValueError("type your username as the approver: it must not be blank")
-        if self.decision == "reject" and not self.comment:
-            raise ValueError("say why you reject in the comment: a rejection needs one")
-        return self
 
 
 def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
@@ -102,12 +64,16 @@ def approval_report(registry: Registry, cfg: ModelConfig, version: str, staging:
         floor=cfg.gate.threshold, max_regression=cfg.gate.max_regression, policy_refusal=ruled)
 
 
-def _ask(report: str, attempt: int, suspend: bool, timeout_s: int) -> ApprovalForm:
-    """One question; a fresh key each attempt (a reused key would replay the old answer)."""
+def _ask(report: str, attempt: int, suspend: bool, timeout_s: int, identity: str = "gitlab",
+         problem: str = "") -> ApprovalForm:
+    """One question; a fresh key each attempt (a reused key would replay the old answer). The
+    last answer's problem, if any, heads the question."""
     import pydantic
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
-    form = ApprovalForm.with_initial_data(description=report)
+    if problem:
+        report = f"**Your last answer was not accepted: {problem}.**\n\n{report}"
+    form = form_for(identity).with_initial_data(description=report)
     key = f"approval-{attempt}"
     try:
         if suspend:
@@ -186,7 +152,7 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
-    attempt = 0
+    attempt, problem = 0, ""
     while True:
         attempt += 1
         events = trail.events()  # judged against production now, at every question
@@ -203,14 +169,16 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
                              f"{cfg.name}`")
         try:
             answer = _ask(report, attempt, suspend=deployment.get_id() is not None,
-                          timeout_s=int(spec.approval_timeout_h * 3600))
+                          timeout_s=int(spec.approval_timeout_h * 3600), identity=rule.identity,
+                          problem=problem)
             who = _identity(cfg, rule, settings, answer, tags.get("git_commit", ""), run_id)
         except ApprovalError as exc:
             log.warning("answer not accepted, asking again: %s", exc)
+            problem = str(exc)
             continue
         except FlowPauseTimeout:  # in the CLI's process; a suspended run is failed by the server
             _tag(remove=[AWAITING])
-            trail.write(event("approval-timeout", "production", None, version, "nobody",
+            trail.write(event(Action.APPROVAL_TIMEOUT, "production", None, version, "nobody",
                               reason=f"no answer within {spec.approval_timeout_h:g} h",
                               flow_run_id=run_id))
             raise DeployError(f"{cfg.name} v{version} not promoted: no approval within "
@@ -218,9 +186,10 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
         reason = refusal(rule, who, facts or {}) if answer.decision == "approve" else \
             refusal(rule, who, None)
         if reason:
-            trail.write(event("approval-refused", "production", None, version, who.username,
+            trail.write(event(Action.APPROVAL_REFUSED, "production", None, version, who.username,
                               answer.comment, run_id, reason, identity=who.label()))
             log.warning("%s; asking again", reason)
+            problem = reason
             continue
         _emit("mlops.approval.answered", cfg.name, version,
               {"decision": answer.decision, "approver": who.label(), "comment": answer.comment})
@@ -228,14 +197,14 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
                             comment=answer.comment or comment)
         if not approval.approved:
             _tag(remove=[AWAITING])
-            trail.write(event("approval-rejected", "production", None, version, who.username,
+            trail.write(event(Action.APPROVAL_REJECTED, "production", None, version, who.username,
                               answer.comment, run_id, identity=who.label(),
                               actor_id=str(who.user_id or "")))
-            raise DeployError(f"{cfg.name} v{version} rejected by {who.label()}: "
+            raise ApprovalRejected(f"{cfg.name} v{version} rejected by {who.label()}: "
                               f"{answer.comment}")
         short = approvals_short(rule, events, version, who)
         if short and rule.min_approvals > 1:
-            trail.write(event("approval-given", "production", None, version, who.username,
+            trail.write(event(Action.APPROVAL_GIVEN, "production", None, version, who.username,
                               answer.comment, run_id, identity=who.label(),
                               actor_id=str(who.user_id or "")))
             log.info("%s approved; %s", who.label(), short.replace(", each approves in the "
@@ -247,10 +216,10 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
 
 def _request(trail: AuditTrail, cfg: ModelConfig, version: str, run_id: str) -> bool:
     """Record and announce the request once per run (a resumed run replays this code)."""
-    if any(r.get("action") == "approval-requested" and r.get("flow_run_id") == run_id
+    if any(r.get("action") == Action.APPROVAL_REQUESTED and r.get("flow_run_id") == run_id
            for r in trail.events()):
         return False
-    trail.write(event("approval-requested", "production", None, version, "pipeline",
+    trail.write(event(Action.APPROVAL_REQUESTED, "production", None, version, "pipeline",
                       flow_run_id=run_id))
     from prefect.runtime import flow_run
 
@@ -279,10 +248,10 @@ def record_expired(registry: Registry, flow_run_id: str, settings: Settings, key
     cfg = load_config(str(run.parameters["model"]), settings.config_dir)
     version = str(run.parameters["version"])
     trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
-    if any(r.get("action") == "approval-timeout" and r.get("flow_run_id") == str(run.id)
+    if any(r.get("action") == Action.APPROVAL_TIMEOUT and r.get("flow_run_id") == str(run.id)
            for r in trail.events()):
         return f"{cfg.name} v{version}: timeout already recorded"
-    trail.write(event("approval-timeout", "production", None, version, "nobody",
+    trail.write(event(Action.APPROVAL_TIMEOUT, "production", None, version, "nobody",
                       flow_run_id=str(run.id),
                       reason=f"no answer within {cfg.deploy.production.approval_timeout_h:g} h"))
     return f"{cfg.name} v{version}: approval timed out; recorded"

@@ -15,16 +15,19 @@ from typing import Any, Protocol
 from tasks.adapters import audit_anchor, audit_store
 from tasks.adapters.mlflow_registry import Registry
 from tasks.core import chain, tombstone
+from tasks.core.audit_event import INTENT, Action, AuditEvent
 from tasks.core.errors import ConfigError, RegistryError
 from tasks.core.settings import Settings
 
 log = logging.getLogger("mlops.audit")
 # audit actions that change what an environment runs, as GitLab deployments (environment, status)
-ENVIRONMENT_ACTIONS = {"staged": ("staging", "success"), "staging-failed": ("staging", "failed"),
-                       "promoted": ("production", "success"),
-                       "rolled-back": ("production", "success")}
+ENVIRONMENT_ACTIONS = {Action.STAGED: ("staging", "success"),
+                       Action.STAGING_FAILED: ("staging", "failed"),
+                       Action.PROMOTED: ("production", "success"),
+                       Action.ROLLED_BACK: ("production", "success")}
 # what moves production: never written unsigned while signed records are required
-PRODUCTION_ACTIONS = ("promotion-intent", "promoted", "rollback-intent", "rolled-back")
+PRODUCTION_ACTIONS = (Action.PROMOTION_INTENT, Action.PROMOTED, Action.ROLLBACK_INTENT,
+                      Action.ROLLED_BACK)
 CONFIGURED: Any = object()  # AuditTrail's default key: the one the settings name
 # records this much older than their experiment were copied there (writers' clocks may differ)
 REPLAY_MARGIN = timedelta(hours=1)
@@ -45,13 +48,13 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def event(action: str, environment: str, from_version: str | None, to_version: str | None,
+def event(action: Action, environment: str, from_version: str | None, to_version: str | None,
           actor: str, comment: str = "", flow_run_id: str | None = None, reason: str = "",
-          **extra: str) -> dict[str, str]:
+          **extra: str) -> AuditEvent:
     """A record before it is sealed (sequence, time and hashes are added by the trail)."""
-    return {"action": action, "environment": environment, "from_version": from_version or "",
-            "to_version": to_version or "", "actor": actor, "comment": comment,
-            "flow_run_id": flow_run_id or "", "reason": reason, **extra}
+    return AuditEvent(action=action, environment=environment, from_version=from_version,
+                      to_version=to_version, actor=actor, comment=comment,
+                      flow_run_id=flow_run_id, reason=reason, extra=extra)
 
 
 class AuditTrail:
@@ -78,13 +81,13 @@ class AuditTrail:
         with audit_store.model_lock(self.registry, self.model):
             yield
 
-    def write(self, record: dict[str, str]) -> dict[str, str]:
-        """Seal and store the record after the newest one (deleted ones included), anchor the
-        new head, then mirror it."""
-        if self.require_key and self.key is None and record.get("action") in PRODUCTION_ACTIONS:
+    def write(self, event: AuditEvent) -> dict[str, str]:
+        """Seal and store the event's record after the newest one (deleted ones included),
+        anchor the new head, then mirror it."""
+        if self.require_key and self.key is None and event.action in PRODUCTION_ACTIONS:
             raise ConfigError(NO_KEY.format(what=f"a production change of {self.model}"))
         limit = self.registry.max_param_chars
-        body = {k: v[:limit] for k, v in record.items() if v not in (None, "")}
+        body = {k: v[:limit] for k, v in event.record().items() if v not in (None, "")}
         with self.locked():
             stored = self._stored()
             self._require_writable(stored)
@@ -95,7 +98,7 @@ class AuditTrail:
                                  "prev_hash": last["hash"] if last else chain.GENESIS,
                                  "at": self._at(last)}, self.key)
             self._append(stored, sealed)
-        self._mirror(sealed["action"])
+        self._mirror(event.action)
         return sealed
 
     def require_writable(self) -> None:
@@ -202,7 +205,7 @@ class AuditTrail:
         replayed = self._replayed(stored)
         return found + ([replayed] if replayed else [])
 
-    def _mirror(self, action: str) -> None:
+    def _mirror(self, action: Action) -> None:
         """A GitLab deployment per environment change; a failure here is a warning only."""
         if self.mirror is None or action not in ENVIRONMENT_ACTIONS:
             return
@@ -258,9 +261,9 @@ def unfinished(events: list[dict[str, str]]) -> dict[str, str] | None:
     """The newest promotion or rollback intent that no completion followed, if any."""
     for record in reversed(events):
         action = record.get("action", "")
-        if action.endswith("-intent"):
+        if action in INTENT.values():
             return record
-        if action in ("promoted", "rolled-back", "promotion-abandoned"):
+        if action in (Action.PROMOTED, Action.ROLLED_BACK, Action.PROMOTION_ABANDONED):
             return None
     return None
 
@@ -270,7 +273,7 @@ def previous_champion(events: list[dict[str, str]], current: str, alias: str
     """(found, version) the current champion replaced, from the newest promotion to it; version
     None means it was the first champion. Chain order, never timestamps."""
     for record in reversed(events):
-        if (record.get("action") == "promoted" and record.get("alias", alias) == alias
+        if (record.get("action") == Action.PROMOTED and record.get("alias", alias) == alias
                 and record.get("to_version") == current):
             return True, record.get("from_version") or None
     return False, None
@@ -279,6 +282,6 @@ def previous_champion(events: list[dict[str, str]], current: str, alias: str
 def staged_digest(events: list[dict[str, str]], version: str) -> str | None:
     """The artifact digest the newest passed staging of `version` checked, if it was staged."""
     for record in reversed(events):
-        if record.get("action") == "staged" and record.get("to_version") == version:
+        if record.get("action") == Action.STAGED and record.get("to_version") == version:
             return record.get("digest", "")
     return None

@@ -18,19 +18,20 @@ from tasks.contracts.gitlab import (
     RecordLog,
 )
 from tasks.contracts.release import Approval, Identity
+from tasks.core.audit_event import Action, AuditEvent
 from tasks.core.config import ModelConfig
-from tasks.core.errors import ApprovalError, DeployError
+from tasks.core.errors import ApprovalError, ApprovalRejected, DeployError
 from tasks.core.governance import Governance
 from tasks.core.sealed import registered_facts
 from tasks.release.policy import GITLAB_ENVIRONMENT, refusal
 from tasks.release.waiting import AWAITING, emit, tag
 
-Event = Callable[..., dict[str, str]]  # tasks.release.audit.event: a record before it is sealed
+Event = Callable[..., AuditEvent]  # tasks.release.audit.event: a record before it is sealed
 NOT_CONFIGURED = ("identity gitlab-environment needs GitLab settings where the deploy run "
                   "executes (CI_SERVER_URL, CI_PROJECT_ID, MLOPS_GITLAB_TOKEN)")
 
 ENVIRONMENT = "production"
-REQUESTED = "approval-requested"
+REQUESTED = Action.APPROVAL_REQUESTED
 
 
 def gitlab_identity(answer: DeploymentApproval) -> Identity:
@@ -111,7 +112,7 @@ def decide(trail: RecordLog, event: Event, rule: Governance, gitlab: DeploymentA
            version: str, run_id: str, deployment_id: int) -> Approval | None:
     """Read the deployment's approvals from GitLab, judge them against the facts sealed at
     registration and record each answer once (GitLab's user id as the identity): the approval
-    when the rule is met, None while it is not, DeployError on a rejection."""
+    when the rule is met, None while it is not, ApprovalRejected on a rejection."""
     if gitlab is None:
         raise ApprovalError(NOT_CONFIGURED)
     deployment = gitlab.read_deployment(deployment_id)
@@ -123,7 +124,7 @@ def decide(trail: RecordLog, event: Event, rule: Governance, gitlab: DeploymentA
     seen = {(r.get("action"), r.get("deployment_id"), r.get("actor_id"), r.get("decided_at"))
             for r in events}
 
-    def record(action: str, who: Identity, answer: DeploymentApproval, reason: str = "") -> None:
+    def record(action: Action, who: Identity, answer: DeploymentApproval, reason: str = "") -> None:
         key = (action, str(deployment.id), str(who.user_id), answer.created_at)
         if key not in seen:  # a resumed run replays this: each answer is recorded once
             trail.write(event(action, ENVIRONMENT, None, version, who.username, answer.comment,
@@ -133,16 +134,16 @@ def decide(trail: RecordLog, event: Event, rule: Governance, gitlab: DeploymentA
             seen.add(key)
 
     for who, answer, reason in verdict.refused:
-        record("approval-refused", who, answer, reason)
+        record(Action.APPROVAL_REFUSED, who, answer, reason)
     if verdict.rejection is not None:
         who, answer = verdict.rejection
-        record("approval-rejected", who, answer)
-        raise DeployError(f"{rule.model} v{version} rejected in GitLab by {who.label()}"
+        record(Action.APPROVAL_REJECTED, who, answer)
+        raise ApprovalRejected(f"{rule.model} v{version} rejected in GitLab by {who.label()}"
                           + (f": {answer.comment}" if answer.comment else ""))
     if verdict.short is not None:
         return None
     for who, answer in verdict.counted:
-        record("approval-given", who, answer)
+        record(Action.APPROVAL_GIVEN, who, answer)
     who, answer = verdict.counted[-1]
     return Approval(approver=who, approved=True, comment=answer.comment)
 
@@ -192,7 +193,7 @@ def wait_for_gitlab(trail: RecordLog, event: Event, rule: Governance, cfg: Model
                 pause_flow_run(timeout=int(hours * 3600), poll_interval=2, key=key)
         except FlowPauseTimeout:  # in the CLI's process; a suspended run is failed by the server
             tag(remove=[AWAITING])
-            trail.write(event("approval-timeout", ENVIRONMENT, None, version, "nobody",
+            trail.write(event(Action.APPROVAL_TIMEOUT, ENVIRONMENT, None, version, "nobody",
                               reason=f"no approval in GitLab within {hours:g} h",
                               flow_run_id=run_id, deployment_id=str(deployment_id)))
             raise DeployError(f"{cfg.name} v{version} not promoted: GitLab deployment "

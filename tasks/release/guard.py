@@ -11,6 +11,7 @@ from tasks.adapters import audit_store
 from tasks.adapters.audit_store import former_champions
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Identity
+from tasks.core.audit_event import Action
 from tasks.core.chain import Key
 from tasks.core.errors import ConfigError, PolicyRefused, TrailMismatch, first_of
 from tasks.core.governance import Governance
@@ -101,8 +102,8 @@ def recorded_approvers(events: list[dict[str, str]], version: str) -> list[str]:
     for record in events:
         if record.get("to_version") != version:
             continue
-        if record.get("action") == "staged":
+        if record.get("action") == Action.STAGED:
             found = []
-        elif record.get("action") == "approval-given":
+        elif record.get("action") == Action.APPROVAL_GIVEN:
             found.append(record.get("actor", ""))
     return [who for who in found if who]

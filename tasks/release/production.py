@@ -16,6 +16,7 @@ from tasks.adapters.audit_store import alias_from, former_champions
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity
+from tasks.core.audit_event import DONE, INTENT, Action
 from tasks.core.chain import Key
 from tasks.core.config import FreezeWindow, ModelConfig, ProductionSpec
 from tasks.core.errors import ApprovalError, DeployError, PolicyRefused, RegistryError
@@ -102,11 +103,10 @@ def move_checked(registry: Registry, cfg: ModelConfig, trail: AuditTrail, kind: 
                  ) -> None:
     """intent → alias → checks → completion; a failed check moves the alias back. The caller
     holds the lock. The intent names the policy and model config it was judged by (hashes)."""
-    alias, done = cfg.deploy.production.alias, {"promotion": "promoted",
-                                                 "rollback": "rolled-back"}[kind]
+    alias, done = cfg.deploy.production.alias, DONE[kind]
     judged = {"policy_sha256": rule.policy_sha256, "config_sha256": rule.config_sha256} \
         if rule is not None else {}
-    trail.write(event(f"{kind}-intent", "production", current, target, who.username, comment,
+    trail.write(event(INTENT[kind], "production", current, target, who.username, comment,
                       flow_run_id, alias=alias, identity=who.label(),
                       actor_id=str(who.user_id or ""), **judged))
     registry.move_alias(cfg.name, alias, target)
@@ -116,7 +116,7 @@ def move_checked(registry: Registry, cfg: ModelConfig, trail: AuditTrail, kind: 
     except Exception as exc:
         registry.move_alias(cfg.name, alias, current)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        trail.write(event("rolled-back", "production", target, current, "automatic",
+        trail.write(event(Action.ROLLED_BACK, "production", target, current, "automatic",
                           "post-deploy check failed", flow_run_id, reason, alias=alias))
         back = f"v{current}" if current else "no champion"
         raise DeployError(f"{cfg.name} v{target} failed its post-deploy checks ({reason}); "
@@ -134,11 +134,11 @@ def finish_interrupted(registry: Registry, cfg: ModelConfig, trail: AuditTrail,
     alias = cfg.deploy.production.alias
     target, before = intent.get("to_version") or None, intent.get("from_version") or None
     live = registry.alias_version(cfg.name, alias)
-    kind = intent["action"].removesuffix("-intent")
-    done = {"promotion": "promoted", "rollback": "rolled-back"}[kind]
+    kind = next(k for k, action in INTENT.items() if action == intent["action"])
+    done = DONE[kind]
     note = f"{kind} of v{target} interrupted (record {intent['seq']})"
     if live != target:
-        trail.write(event("promotion-abandoned", "production", before, target, "automatic",
+        trail.write(event(Action.PROMOTION_ABANDONED, "production", before, target, "automatic",
                           reason=f"{note}: the alias never moved", alias=alias))
         return f"{note}: the alias had not moved; abandoned"
     try:
@@ -146,7 +146,7 @@ def finish_interrupted(registry: Registry, cfg: ModelConfig, trail: AuditTrail,
             (checks or post_deploy_checks)(registry, cfg, target)
     except Exception as exc:
         registry.move_alias(cfg.name, alias, before)
-        trail.write(event("rolled-back", "production", target, before, "automatic",
+        trail.write(event(Action.ROLLED_BACK, "production", target, before, "automatic",
                           "interrupted, then failed its post-deploy checks",
                           reason=str(exc).splitlines()[0][:300], alias=alias))
         return f"{note}: its checks failed now, so @{alias} went back to v{before or '-'}"
@@ -188,7 +188,7 @@ def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identi
                                                        facts or {}, events)
         reason = reason or ruled
         if reason:
-            trail.write(event("promotion-refused", "production", previous, version,
+            trail.write(event(Action.PROMOTION_REFUSED, "production", previous, version,
                               approver.username, comment, flow_run_id, reason,
                               identity=approver.label()))
             error = DeployError if window is not None and reason.startswith("freeze") \
@@ -244,7 +244,7 @@ def rollback(registry: Registry, cfg: ModelConfig, actor: Identity, to_version: 
         reason = reason or who or (freeze_reason(window) if window else None)
         if reason or target is None:
             reason = reason or "nothing to roll back to"
-            trail.write(event("rollback-refused", "production", current, target,
+            trail.write(event(Action.ROLLBACK_REFUSED, "production", current, target,
                               actor.username, comment, reason=reason, identity=actor.label()))
             error = ApprovalError if who and reason == who else DeployError
             raise error(f"rollback of {cfg.name} refused: {reason}")
@@ -271,7 +271,7 @@ def realign(registry: Registry, cfg: ModelConfig, actor: Identity, comment: str 
             if live == recorded:
                 continue
             registry.move_alias(cfg.name, alias, recorded)
-            trail.write(event("alias-realigned", environment, live, recorded, actor.username,
+            trail.write(event(Action.ALIAS_REALIGNED, environment, live, recorded, actor.username,
                               comment, reason=f"@{alias} had been moved to v{live} outside the "
                                               "pipeline; put back where the trail says",
                               alias=alias, identity=actor.label()))

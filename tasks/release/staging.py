@@ -11,6 +11,7 @@ from pathlib import Path
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import SmokeReport
+from tasks.core.audit_event import Action
 from tasks.core.chain import Key
 from tasks.core.config import ModelConfig
 from tasks.core.errors import DeployError, PolicyRefused
@@ -41,7 +42,7 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
                                    registry.require_version(cfg.name, version).tags, events)
     ruled = unusable or deployment_refusal(policy, "staging", version, facts or {}, events)
     if ruled:
-        trail.write(event("promotion-refused", "staging", previous, version, actor,
+        trail.write(event(Action.PROMOTION_REFUSED, "staging", previous, version, actor,
                           flow_run_id=flow_run_id, reason=ruled, alias=alias))
         raise PolicyRefused(f"staging of {cfg.name} v{version} refused: {ruled}")
     with tempfile.TemporaryDirectory(prefix="mlops-staging-") as tmp:
@@ -60,10 +61,10 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
                                   + "; ".join(f.removeprefix("FAIL: ") for f in report.failures))
         except DeployError as exc:
             registry.move_alias(cfg.name, alias, previous)
-            trail.write(event("staging-failed", "staging", previous, version, actor,
+            trail.write(event(Action.STAGING_FAILED, "staging", previous, version, actor,
                               flow_run_id=flow_run_id, reason=str(exc)))
             raise
-    trail.write(event("staged", "staging", previous, version, actor, flow_run_id=flow_run_id,
+    trail.write(event(Action.STAGED, "staging", previous, version, actor, flow_run_id=flow_run_id,
                       reason="; ".join(report.checks), alias=alias, digest=digest))
     return report
 
@@ -72,7 +73,7 @@ def _staged_by(events: list[dict[str, str]], version: str, flow_run_id: str | No
                ) -> dict[str, str] | None:
     if not flow_run_id:
         return None
-    return next((r for r in reversed(events) if r.get("action") == "staged"
+    return next((r for r in reversed(events) if r.get("action") == Action.STAGED
                  and r.get("to_version") == version and r.get("flow_run_id") == flow_run_id),
                 None)
 

@@ -135,6 +135,7 @@ def evaluate(df: pd.DataFrame, test_rows: list[int] | None, trained: TrainResult
     scores = booster_scores(booster, spec, test)
     report = evaluate_scores(spec, test, scores, slices, min_slice_rows)
     contribs = explanations.contributions(booster, explanations.sample(spec.matrix(test)))
-    report.attributions = explanations.mean_abs(contribs, spec.features, spec.classes)
-    report.plots = make_plots(spec, test, scores, booster, plot_dir, report.attributions)
-    return report
+    attributions = explanations.mean_abs(contribs, spec.features, spec.classes)
+    return report.model_copy(update={
+        "attributions": attributions,
+        "plots": make_plots(spec, test, scores, booster, plot_dir, attributions)})

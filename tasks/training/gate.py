@@ -19,7 +19,6 @@ from tasks.contracts.training import (
 )
 from tasks.core.config import GateSpec, ModelConfig
 from tasks.core.errors import GateRejected, IntegrityError
-from tasks.core.settings import debug_enabled
 from tasks.core.steps import step
 from tasks.core.tasktypes import METRICS, regression_amount
 from tasks.training.metrics import evaluate_scores
@@ -101,8 +100,8 @@ def rescore_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
     except Exception as exc:  # a champion that cannot be re-scored fails the gate, loudly
         return ChampionScore(version=version, error=str(exc).splitlines()[0][:300])
     report = evaluate_scores(spec, test, scores, cfg.slices, cfg.gate.min_slice_rows, labels)
-    report.attributions = attributions
-    return ChampionScore(version=version, report=report)
+    return ChampionScore(version=version,
+                         report=report.model_copy(update={"attributions": attributions}))
 
 
 def champion_attributions(model, test: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -134,42 +133,21 @@ def score_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
 
 
 @step("gate")
-def gate(candidate: EvalReport, champion: ChampionScore, spec: GateSpec):
+def gate(candidate: EvalReport, champion: ChampionScore, spec: GateSpec) -> GateDecision:
     """Judge the candidate against the floor and the re-scored champion; every check is logged.
-    A rejection is this task's outcome, not a crash: it ends Failed, named "GateRejected", with
-    the reasons as the state message and the decision as its data (call with return_state=True
-    and read it with `state.result(raise_on_failure=False)`)."""
+    A rejection is a decision like a pass: the task completes and returns it."""
     from prefect.logging import get_run_logger
-    from prefect.states import Failed
 
     decision = decide(candidate, champion.report, spec, champion.version, champion.error)
     logger = get_run_logger()
     for check in decision.checks:
         logger.info("gate %s: %s", "ok" if check.passed else "FAIL", check.detail)
-    if not decision.passed:
-        return Failed(name=GATE_REJECTED, message=decision.summary(), data=decision)
     return decision
 
 
-GATE_REJECTED = "GateRejected"
-
-
-def rejected_state(exc: GateRejected):
-    """A flow's final state for a gate rejection: Failed, named "GateRejected", the reasons as
-    its message and no traceback in the run's logs (MLOPS_DEBUG=1 logs one). Calling the flow
-    in-process still raises the GateRejected (the CLI's exit code 3)."""
-    from prefect.logging import get_run_logger
-    from prefect.states import Failed
-
-    if debug_enabled():
-        get_run_logger().error("gate rejected", exc_info=exc)
-    return Failed(name=GATE_REJECTED, message=str(exc), data=exc)
-
-
-def decision_of(state) -> GateDecision:
-    """The decision inside the gate task's final state (a rejection included); an error that
-    kept the gate from deciding is raised as it was."""
-    outcome = state.result(raise_on_failure=False)
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
+def ensure_passed(model: str, decision: GateDecision) -> GateDecision:
+    """The decision when it passed; a rejection raises GateRejected with its reasons (the flow
+    ends in the named state `GateRejected`: tasks/core/outcomes.py)."""
+    if not decision.passed:
+        raise GateRejected(f"{model} gate {decision.summary()}")
+    return decision

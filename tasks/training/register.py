@@ -20,6 +20,7 @@ from tasks.contracts.training import (
     ValidationReport,
 )
 from tasks.core import integrity
+from tasks.core.audit_event import Action
 from tasks.core.chain import Key
 from tasks.core.config import ModelConfig, RegistrySpec
 from tasks.core.errors import RegistryError
@@ -142,7 +143,7 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
     if registry.alias_version(cfg.name, CHALLENGER) != ref.version:
         registry.move_alias(cfg.name, CHALLENGER, ref.version)
         trail.write(
-            event("challenger", "registry", None, ref.version, "pipeline", alias=CHALLENGER,
+            event(Action.CHALLENGER, "registry", None, ref.version, "pipeline", alias=CHALLENGER,
                   flow_run_id=tags.get("prefect_flow_run_id", ""),
                   digest=all_tags["artifact_sha256"]))
     return _registration(ref, sha, reused=existing is not None)

@@ -62,14 +62,14 @@ def resume(url: str, run_id: str, answer: dict) -> str:
     return api(url, f"/flow_runs/{run_id}/resume", {"run_input": answer})["status"]
 
 
-def waits_again(url: str, run_id: str, timeout_s: float = 60) -> dict:
+def waits_again(url: str, run_id: str, timeout_s: float = 60, pauses: int = 2) -> dict:
     """The run paused again after a refused answer (a new question, not the old one)."""
     deadline = time.monotonic() + timeout_s
     keys = 0
     while time.monotonic() < deadline:
         run = api(url, f"/flow_runs/{run_id}")
         keys = len(run["empirical_policy"].get("pause_keys") or [])
-        if run["state"]["type"] == "PAUSED" and keys >= 2:
+        if run["state"]["type"] == "PAUSED" and keys >= pauses:
             return run
         time.sleep(0.5)
     raise AssertionError(f"the run did not ask again (pause keys {keys})")
@@ -83,19 +83,22 @@ def test_a_waiting_run_is_findable_refuses_bad_answers_and_is_approved_by_name(
         waiting = api(prefect_server, f"/flow_runs/{run_id}")
         assert waiting["name"] == "deploy-appr-v1" and "awaiting-approval" in waiting["tags"]
         assert champion(tmp_path, "appr") is None
-        # the untouched form, a rejection without a reason, a blank name: the server refuses them
-        # (an answer carries a comment, empty when approving, as the UI and `mlops approve` send)
+        # the untouched form, a rejection without a reason: the server refuses them (an answer
+        # carries a comment, empty when approving, as the UI and `mlops approve` send)
         assert resume(prefect_server, run_id, {}) == "REJECT"
         assert resume(prefect_server, run_id, {"decision": "reject", "approver": "alice"}) \
             == "REJECT"
+        # a blank-only name passes the form (no regex message) and is refused in words
         assert resume(prefect_server, run_id, {"decision": "approve", "approver": "  ",
                                                  "comment": ""}) \
-            == "REJECT"
+            == "ACCEPT"
+        waits_again(prefect_server, run_id)
+        assert champion(tmp_path, "appr") is None
         # a well-formed answer by someone who may not approve: refused, recorded, asked again
         assert resume(prefect_server, run_id, {"decision": "approve", "approver": "mallory",
                                                  "comment": ""}) \
             == "ACCEPT"
-        waits_again(prefect_server, run_id)
+        waits_again(prefect_server, run_id, pauses=3)
         assert champion(tmp_path, "appr") is None
         refused = mlops(["approve", "appr", "--as", "mallory"], env)
         assert refused.returncode == 2 and "mallory may not approve" in refused.stderr
@@ -113,6 +116,7 @@ def test_a_waiting_run_is_findable_refuses_bad_answers_and_is_approved_by_name(
     done = api(prefect_server, f"/flow_runs/{run_id}")
     assert "awaiting-approval" not in done["tags"]
     log = (tmp_path / "run.log").read_text()
+    assert "enter your name as the approver: a blank one is not an answer" in log
     assert "appr@champion: v- → v1, approved by alice (declared, unverified)" in log
     history = mlops(["history", "appr"], env)
     assert history.returncode == 0

@@ -32,7 +32,7 @@ if mode == "hold":
 else:
     trail = AuditTrail(registry, model, key=sys.argv[5].encode())
     for i in range(6):
-        trail.write(event("check-off", "production", None, str(i), uri.split(":")[0]))
+        trail.write(event("check-recorded", "production", None, str(i), uri.split(":")[0]))
     print("[]")
 """
 

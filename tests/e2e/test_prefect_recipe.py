@@ -247,3 +247,4 @@ def test_stop_purges_and_switches_the_profile_back(ran):
     assert "Prefect profile ephemeral is active again" in stopped.stdout
     profiles = tomllib.loads((ran["root"] / "prefect-home" / "profiles.toml").read_text())
     assert profiles["active"] == "ephemeral"
+    assert "mlops-local" not in profiles.get("profiles", {})  # removed, not left inactive

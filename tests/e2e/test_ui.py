@@ -57,6 +57,18 @@ def test_approval_in_the_prefect_ui(prefect_server, tmp_path):
             assert state_of(prefect_server, run_id) == "PAUSED" and champion(tmp_path,
                                                                               "uiapp") is None
 
+            # a blank-only name: no regex message; refused in words, and the next question
+            # says why; the field asks for a name as typed (identity declared), not GitLab's
+            assert "as typed" in text and "GitLab username" not in text
+            choose(page, form, "approve")
+            fill(form, "Approver", "   ")
+            submit(form)
+            form.wait_for(state="hidden")
+            assert "does not match" not in page.content()
+            form = open_resume_form(page, ui, run_id)
+            form.get_by_text("enter your name as the approver").first.wait_for()
+            assert champion(tmp_path, "uiapp") is None
+
             choose(page, form, "approve")
             fill(form, "Approver", "alice")
             fill(form, "Comment", "looked at it in the browser")

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from mlops.cli import app
 from tasks.contracts.release import Identity
+from tasks.core.audit_event import AuditEvent
 from tasks.core.errors import ApprovalError, ConfigError, PolicyRefused, TrailMismatch
 from tasks.core.settings import Settings
 from tasks.release.audit import AuditTrail, event
@@ -175,9 +176,9 @@ def _reseal(trail: AuditTrail, sealed: dict[str, str], **facts: str) -> None:
     """A `registered` record like `sealed`, with these facts (as the pipeline writes one)."""
     from tasks.core.sealed import FACT
 
-    trail.write({**{k: v for k, v in sealed.items() if k.startswith(FACT) or k in (
+    trail.write(AuditEvent.from_record({**{k: v for k, v in sealed.items() if k.startswith(FACT) or k in (
         "action", "environment", "to_version", "actor")},
-        **{f"{FACT}{k}": v for k, v in facts.items()}})
+        **{f"{FACT}{k}": v for k, v in facts.items()}}))
 
 
 def test_a_version_with_no_builder_identity_never_reaches_production(unchanged):

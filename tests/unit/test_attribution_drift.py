@@ -37,8 +37,8 @@ def champion() -> Champion:
     m = SPEC.matrix(train)
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 3},
                         xgb.DMatrix(m, train["label"], enable_categorical=True), 40)
-    profile = reference_profile(m, booster.inplace_predict(m), CATS, SPEC.classes, "binary", 10)
-    profile.attributions = mean_attributions(booster, m)
+    profile = reference_profile(m, booster.inplace_predict(m), CATS, SPEC.classes, "binary",
+                                10).model_copy(update={"attributions": mean_attributions(booster, m)})
     return Champion(name="m", version="3", alias="champion", booster=booster, spec=SPEC,
                     profile=profile, sha256="x")
 

@@ -108,12 +108,17 @@ def test_seed_003_schedule_migrates_with_latest_as_no_as_of_date():
     assert not bad.ok and '"latest"' in bad.problem and "YYYY-MM-DD" in bad.problem
 
 
-def test_outcome_codes():
-    assert outcome("COMPLETED", "") == 0
-    assert outcome("FAILED", "Flow run encountered an exception: GateRejected: fraud gate") == 3
-    assert outcome("FAILED", "Flow run encountered an exception: DataError: empty") == 1
-    assert outcome("CRASHED", "Execution was aborted by a termination signal.") == 1
-    assert outcome("CANCELLED", "") == 1
+def test_outcome_codes_come_from_the_state_name_table():
+    from prefect.client.schemas.objects import StateType
+
+    assert outcome(StateType.COMPLETED, "Completed") == 0
+    assert outcome(StateType.FAILED, "GateRejected") == 3
+    assert outcome(StateType.FAILED, "Failed") == 1
+    assert outcome(StateType.CRASHED, "Crashed") == 1
+    assert outcome(StateType.CANCELLED, "Cancelled") == 1
+    assert outcome(StateType.PAUSED, "Suspended", follow_up=True) == 0
+    assert outcome(StateType.COMPLETED, "Cached") == 0  # a name of ours not in the table: by type
+    assert outcome(StateType.FAILED, "TimedOut") == 1
 
 
 class FakePrefect:
@@ -194,3 +199,23 @@ def test_ci_runs_on_a_gitlab_ci_pool_train_this_commits_branch():
     process = FakePrefect({}, pool_type="process")
     asyncio.run(start_runs(process, ctx, ["damage"]))
     assert "ref" not in process.created[0]["job_variables"]
+
+
+def test_ci_reads_the_run_state_name_not_its_text():
+    """A run that ended in the named state GateRejected exits 3; a plain Failed run whose message
+    happens to say "GateRejected" exits 1 (the state's name decides, from errors.STATE_EXITS)."""
+    import asyncio
+
+    from prefect.states import Failed
+
+    from deployments.ci import Watched, watch
+
+    def code(state) -> int:
+        run = uuid4()
+        client = FakePrefect({run: state})
+        runs = [Watched(model="fraud", flow_run_id=run, name="train-fraud", reused=False)]
+        return asyncio.run(watch(client, runs, lambda line: None, poll_s=0))
+
+    assert code(Failed(name="GateRejected", message="fraud gate rejected: auc")) == 3
+    assert code(Failed(message="Flow run encountered an exception: GateRejected: x")) == 1
+    assert code(Failed(name="Rejected", message="fraud v3 rejected by alice: no")) == 1

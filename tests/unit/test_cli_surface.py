@@ -244,7 +244,7 @@ def test_the_approval_form_says_what_is_wrong_in_words():
     """The browser showed `'' does not match '\\S'` under "Comment (Optional)"."""
     from prefect.utilities.schema_tools.validation import build_error_obj, validate
 
-    from tasks.release.approval import ApprovalForm
+    from tasks.release.approval_form import ApprovalForm
 
     schema = ApprovalForm.model_json_schema()
     comment = schema["properties"]["comment"]
@@ -260,6 +260,35 @@ def test_the_approval_form_says_what_is_wrong_in_words():
                         raise_on_error=False)
     with pytest.raises(ValueError, match="say why you reject"):
         ApprovalForm(decision="reject", approver="alice", comment="  ")
+
+
+def test_a_blank_approver_is_refused_in_words_not_by_a_regex():
+    """A blank-only name showed `'  ' does not match '\\S'`: the form carries no regex; the
+    model refuses it with a sentence (and the next question repeats it)."""
+    from prefect.utilities.schema_tools.validation import build_error_obj, validate
+
+    from tasks.release.approval_form import ApprovalForm, form_for
+
+    for identity in ("declared", "gitlab"):
+        schema = form_for(identity).model_json_schema()
+        assert "pattern" not in schema["properties"]["approver"]
+        errors = validate({"decision": "approve", "approver": "  ", "comment": ""}, schema,
+                          raise_on_error=False)
+        assert "does not match" not in json.dumps(build_error_obj(errors))
+        with pytest.raises(ValueError, match="enter your name as the approver"):
+            form_for(identity)(decision="approve", approver="  ", comment="")
+    assert form_for("declared")(decision="approve", approver=" bob ").approver == "bob"
+    assert issubclass(form_for("declared"), ApprovalForm)
+
+
+def test_the_approver_field_says_what_the_configured_identity_asks_for():
+    from tasks.release.approval import form_for
+
+    def described(identity: str) -> str:
+        return form_for(identity).model_json_schema()["properties"]["approver"]["description"]
+
+    assert "GitLab" not in described("declared") and "as typed" in described("declared")
+    assert "GitLab username" in described("gitlab")
 
 
 def test_the_cli_reference_lists_every_command():

@@ -17,11 +17,12 @@ from tasks.training.planning import cpu_fallback
 
 
 @pytest.fixture
-def profiles(tmp_path):
+def profiles(tmp_path, monkeypatch):
     path = tmp_path / "prefect" / "profiles.toml"
     path.parent.mkdir()
     path.write_text('active = "local"\n\n[profiles.local]\n'
                     'PREFECT_API_URL = "http://127.0.0.1:4200/api"\n')
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(path))  # what `mlops server status` reads
     with temporary_settings(updates={PREFECT_PROFILES_PATH: path}):
         yield path
 
@@ -29,13 +30,34 @@ def profiles(tmp_path):
 def test_start_activates_mlops_local_and_stop_restores_the_previous_profile(profiles, tmp_path):
     stack = tmp_path / "stack"
     assert profile.activate("http://127.0.0.1:4391/api", stack) == "local"
-    assert profile.active() == ("mlops-local", "http://127.0.0.1:4391/api")
+    assert profile.active({"PREFECT_PROFILES_PATH": str(profiles)}) == (
+        "mlops-local", "http://127.0.0.1:4391/api")
     assert 'active = "mlops-local"' in profiles.read_text()
     # a second start keeps what was active before the first
     assert profile.activate("http://127.0.0.1:4391/api", stack) == "mlops-local"
     assert profile.deactivate(stack) == "local"
     assert load_profiles().active_name == "local"
     assert "http://127.0.0.1:4200/api" in profiles.read_text()  # the user's profile is intact
+    assert "mlops-local" not in load_profiles().names  # stopped: nothing left behind
+    assert profile.active({"PREFECT_PROFILES_PATH": str(profiles)}) == (
+        "local", "http://127.0.0.1:4200/api")
+
+
+def test_the_active_profile_is_read_as_prefect_reads_it_without_importing_prefect(tmp_path):
+    """`mlops server status` reads the profiles files itself (no Prefect import): the same
+    answer as Prefect's load_profiles for a missing file, a user file, and a shipped profile."""
+    path = tmp_path / "profiles.toml"
+    cases = [None, 'active = "mine"\n[profiles.mine]\nPREFECT_API_URL = "http://h:1/api"\n',
+             'active = "local"\n', 'active = "ephemeral"\n[profiles.x]\n']
+    for text in cases:
+        path.unlink(missing_ok=True)
+        if text is not None:
+            path.write_text(text)
+        with temporary_settings(updates={PREFECT_PROFILES_PATH: path}):
+            current = load_profiles().active_profile
+            expected = (current.name, next((str(v) for k, v in current.settings.items()
+                                            if k.name == "PREFECT_API_URL"), None))
+        assert profile.active({"PREFECT_PROFILES_PATH": str(path)}) == expected, text
 
 
 def test_stop_leaves_a_profile_the_user_chose_since(profiles, tmp_path):
@@ -48,6 +70,7 @@ def test_stop_leaves_a_profile_the_user_chose_since(profiles, tmp_path):
     save_profiles(chosen)
     assert profile.deactivate(stack) is None
     assert load_profiles().active_name == "ephemeral"
+    assert "mlops-local" not in load_profiles().names
 
 
 def test_laptop_pools_are_process_pools_and_gpu_falls_back_to_auto():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.contracts.release import Identity
+from tasks.core.audit_event import AuditEvent
 from tasks.core.errors import DeployError
 from tasks.release.audit import event, unfinished
 from tasks.release.production import finish_interrupted, move_checked
@@ -34,11 +35,11 @@ class Aliases:
 
 
 class Trail:
-    def __init__(self, *records: dict[str, str]):
-        self.records = [dict(r, seq=str(i + 1)) for i, r in enumerate(records)]
+    def __init__(self, *records: AuditEvent):
+        self.records = [dict(r.record(), seq=str(i + 1)) for i, r in enumerate(records)]
 
-    def write(self, record: dict[str, str]) -> None:
-        self.records.append(dict(record, seq=str(len(self.records) + 1)))
+    def write(self, record: AuditEvent) -> None:
+        self.records.append(dict(record.record(), seq=str(len(self.records) + 1)))
 
     def events(self) -> list[dict[str, str]]:
         return list(self.records)

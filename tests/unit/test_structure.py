@@ -320,17 +320,12 @@ NOT_WIRING = {  # expressions that compute instead of wiring
 # to the stages, a gate rejection with one shape, contracts built whole). Each is one exact
 # message of wiring_problems; any other fails, and so does an entry that no longer occurs.
 KNOWN_WIRING_PROBLEMS = {
-    # the 54-line orchestration under the flow: settings, policy, paths, splits, the gate's raise
+    # the orchestration under the flow: settings, policy, paths, splits
     "flows.training: train_and_register is not a @flow function",
     f"flows.training.train_and_register: more than {MAX_FLOW_STATEMENTS} statements",
     "flows.training.train_and_register: assigns something other than a call's result",
-    "flows.training.train_and_register: raise (a decision, not wiring)",
     "flows.training.train_and_register: maths or string concatenation",
     "flows.training.train_and_register: indexes or slices data",
-    "flows.training.train_and_register: builds a string (f-string)",
-    # GateRejected caught and turned back into a Failed state; result.deployment set afterwards
-    "flows.training.training_pipeline: try (a decision, not wiring)",
-    "flows.training.training_pipeline: assigns to a field (contracts are built whole)",
     # the messages of DeployResult and the printed drift verdict are written in the flows
     "flows.monitoring.monitoring: builds a string (f-string)",
 }

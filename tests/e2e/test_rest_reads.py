@@ -1,0 +1,119 @@
+"""The read-only commands' REST reader (tasks/adapters/mlflow_rest.py) reads what MlflowClient
+reads, on the same `mlflow server`: the same audit records (deleted ones too), the same verdict
+of the chain, the same versions, aliases and runs; and the commands that use it import neither
+MLflow nor Prefect nor the training stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import REPO, cli_env
+
+pytestmark = pytest.mark.slow
+KEY = b"e2e-audit-key"
+
+
+def fill(uri: str, model: str, home: Path) -> None:
+    """An audit trail of four records, one of them deleted, a version with an alias, a run."""
+    from tasks.adapters import audit_anchor
+    from tasks.adapters.mlflow_registry import Registry
+    from tasks.release.audit import AuditTrail, event
+
+    registry = Registry(uri)
+    trail = AuditTrail(registry, model, key=KEY,
+                       anchors=[audit_anchor.FileAnchor(home, model, audit_anchor.store_id(uri))])
+    for i in range(1, 5):
+        trail.write(event("challenger", "staging", None, str(i), "pipeline", alias="challenger"))
+    experiment = registry.client.get_experiment_by_name(f"audit/{model}")
+    runs = registry.client.search_runs([experiment.experiment_id])
+    registry.client.delete_run(runs[0].info.run_id)  # a removal shows as `deleted`
+    with registry.run(model, "train", {"model": model}) as run_id:
+        registry.log_run(run_id, params={"lr": "0.1"}, metrics={"test_roc_auc": 0.91})
+    registry.ensure_registered_model(model)
+    source = f"{registry.client.get_run(run_id).info.artifact_uri}/model"
+    for _ in range(2):
+        registry.client.create_model_version(model, source=source, run_id=run_id,
+                                             tags={"gate_metric": "roc_auc"})
+    registry.move_alias(model, "challenger", "2")
+
+
+def snapshot(registry, model: str, home: Path) -> dict:
+    from tasks.adapters import audit_anchor, audit_store
+    from tasks.release.audit import AuditTrail
+
+    trail = AuditTrail(registry, model, key=KEY, anchors=[
+        audit_anchor.FileAnchor(home, model, audit_anchor.store_id(registry.uri))])
+    runs = registry.all_runs(model)
+    return {
+        "stored": audit_store.read(registry, model),
+        "created": audit_store.created(registry, model),
+        "records": trail.records(), "events": trail.events(), "voided": trail.voided(),
+        "problems": trail.problems({"challenger": registry.alias_version(model, "challenger"),
+                                    "champion": registry.alias_version(model, "champion")}),
+        "versions": registry.versions(model),
+        "version 2": registry.get_version(model, "2"), "version 9": registry.get_version(model, "9"),
+        "runs": [(r.info.run_id, r.info.status, r.info.start_time, r.info.experiment_id,
+                  dict(r.data.params), dict(r.data.metrics), dict(r.data.tags)) for r in runs],
+        "params": registry.run_params(runs[0].info.run_id),
+        "metrics": registry.run_metrics(runs[0].info.run_id),
+        "missing": (registry.all_runs("no-such-experiment"), registry.versions("no-such-model"),
+                    registry.alias_version("no-such-model", "champion")),
+    }
+
+
+def test_rest_reads_equal_mlflow_client_reads_on_the_same_server(mlflow_sqlite_server, tmp_path):
+    from tasks.adapters.mlflow_registry import Registry
+    from tasks.adapters.mlflow_rest import RestRegistry
+
+    url, store = mlflow_sqlite_server
+    fill(url, "rest-reads", tmp_path)
+    through_client = snapshot(Registry(url), "rest-reads", tmp_path)
+    through_rest = snapshot(RestRegistry(url), "rest-reads", tmp_path)
+    assert through_rest == through_client
+    assert any(r.get("deleted") for r in through_rest["stored"])
+    assert through_rest["problems"]  # the deleted record is named, the same way by both
+    # the server's SQLite file opened directly, against the same file read through the server
+    assert (snapshot(RestRegistry(store, endpoint=url), "rest-reads", tmp_path)
+            == snapshot(Registry(store), "rest-reads", tmp_path))
+
+
+READ_ONLY = """
+import json, sys
+from mlops.cli import main
+for args in (["history", "rest-cli"], ["audit", "verify", "rest-cli"], ["status", "rest-cli"],
+             ["models"], ["check-config", "rest-cli"], ["server", "status"]):
+    sys.argv = ["mlops", *args]
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code not in (0, 1, None):  # 1: a server or worker of no local stack is down
+            raise
+    print(json.dumps([args[0], sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+
+
+def test_read_only_commands_on_a_tracking_server_import_no_mlflow_prefect_or_training(
+        mlflow_sqlite_server, prefect_server, tmp_path):
+    """The read-only commands against an MLflow server and a Prefect server read both over
+    REST: no mlflow, prefect, xgboost or matplotlib in sys.modules (module presence, not
+    time)."""
+    url, _ = mlflow_sqlite_server
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    text = (REPO / "configs" / "models" / "fraud.yaml").read_text()
+    (configs / "rest-cli.yaml").write_text(text.replace("name: fraud", "name: rest-cli"))
+    env = cli_env(MLFLOW_TRACKING_URI=url, MLOPS_HOME=str(tmp_path / "home"),
+                  MLOPS_CONFIG_DIR=str(configs), MLOPS_DEVICE="cpu",
+                  PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "prefect"))
+    proc = subprocess.run([sys.executable, "-c", READ_ONLY], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = dict(json.loads(line) for line in proc.stdout.splitlines() if line.startswith('["'))
+    assert set(loaded) == {"history", "audit", "status", "models", "check-config", "server"}
+    for command, modules in loaded.items():
+        assert {"mlflow", "prefect", "xgboost", "matplotlib"} & set(modules) == set(), command

@@ -1,0 +1,130 @@
+"""Typed audit events: every action comes from `Action`, and an `AuditEvent` is stored as exactly
+the record the string-built events made, so an existing chain verifies and hashes unchanged; an
+unknown action is refused before anything is written."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tasks.core import chain
+from tasks.core.audit_event import SEALED_FIELDS, Action, AuditEvent
+from tasks.release import audit
+from tasks.release.audit import AuditTrail, event
+
+KEY = b"audit-key"
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def old_event(action: str, environment: str, from_version: str | None, to_version: str | None,
+              actor: str, comment: str = "", flow_run_id: str | None = None, reason: str = "",
+              **extra: str) -> dict[str, str]:
+    """How records were built before `AuditEvent` (tasks/release/audit.py, issue 26)."""
+    return {"action": action, "environment": environment, "from_version": from_version or "",
+            "to_version": to_version or "", "actor": actor, "comment": comment,
+            "flow_run_id": flow_run_id or "", "reason": reason, **extra}
+
+
+# one of each shape the pipeline writes: extras, empty versions, comments, reasons, facts
+CALLS = [
+    (("registered", "registry", None, "1", "pipeline"), {"fact.built_by": "dave", "digest": "ab"}),
+    (("challenger", "registry", None, "1", "pipeline"), {"alias": "challenger"}),
+    (("staged", "staging", None, "1", "ci"), {"flow_run_id": "r1", "alias": "staging"}),
+    (("approval-requested", "production", None, "1", "pipeline"), {"flow_run_id": "r1"}),
+    (("approval-given", "production", None, "1", "alice", "ship it"), {"identity": "alice@x"}),
+    (("promotion-intent", "production", None, "1", "alice", "ship it", "r1"),
+     {"alias": "champion", "policy_sha256": "p" * 8}),
+    (("promoted", "production", None, "1", "alice", "ship it", "r1"), {"alias": "champion"}),
+    (("rolled-back", "production", "1", None, "automatic", "post-deploy check failed", "r2",
+      "smoke failed"), {"alias": "champion"}),
+    (("check-recorded", "registry", None, "1", "erin"), {"check": "bias", "result": "passed"}),
+]
+
+
+def sealed_old_way(records: list[dict[str, str]], model: str) -> list[dict[str, str]]:
+    """A chain as the trail sealed the old records (empty fields dropped, then sealed)."""
+    out: list[dict[str, str]] = []
+    for i, record in enumerate(records, start=1):
+        body = {k: v for k, v in record.items() if v not in (None, "")}
+        out.append(chain.seal({**body, "model": model, "seq": str(i),
+                               "prev_hash": out[-1]["hash"] if out else chain.GENESIS,
+                               "at": (START + timedelta(minutes=i)).isoformat(
+                                   timespec="microseconds")}, KEY))
+    return out
+
+
+def test_every_event_is_the_record_the_old_strings_made_field_for_field_in_order():
+    for args, extra in CALLS:
+        typed = event(Action(args[0]), *args[1:], **extra).record()
+        assert list(typed.items()) == list(old_event(*args, **extra).items())
+
+
+class MemoryStore:
+    """The trail's store in a list (what audit_store keeps as MLflow runs)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, str]] = []
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(audit.audit_store, "read", lambda registry, model: self.records)
+        monkeypatch.setattr(audit.audit_store, "append",
+                            lambda registry, model, record: self.records.append(record))
+        monkeypatch.setattr(audit.audit_store, "created", lambda registry, model: None)
+        monkeypatch.setattr(audit.audit_store, "model_lock",
+                            lambda registry, model: contextlib.nullcontext())
+
+
+class FakeRegistry:
+    uri = "sqlite:///nowhere.db"
+    max_param_chars = 6000
+
+
+def test_a_trail_writing_typed_events_stores_byte_identical_records(monkeypatch):
+    store = MemoryStore()
+    store.install(monkeypatch)
+    clock = iter(START + timedelta(minutes=i) for i in range(1, len(CALLS) + 1))
+    monkeypatch.setattr(audit, "now_utc", lambda: next(clock))
+    trail = AuditTrail(FakeRegistry(), "fraud", key=KEY, anchors=[])  # type: ignore[arg-type]
+    for args, extra in CALLS:
+        trail.write(event(Action(args[0]), *args[1:], **extra))
+    expected = sealed_old_way([old_event(*args, **extra) for args, extra in CALLS], "fraud")
+    assert [json.dumps(r) for r in store.records] == [json.dumps(r) for r in expected]
+    assert chain.problems(store.records, KEY, model="fraud") == []
+
+
+def test_a_stored_record_reads_back_as_the_event_that_wrote_it():
+    for record in sealed_old_way([old_event(*a, **e) for a, e in CALLS], "fraud"):
+        again = AuditEvent.from_record(record).record()
+        assert {k: v for k, v in again.items() if v} == {
+            k: v for k, v in record.items() if k not in SEALED_FIELDS}
+
+
+def test_an_unknown_action_is_refused_and_nothing_is_written(monkeypatch):
+    store = MemoryStore()
+    store.install(monkeypatch)
+    trail = AuditTrail(FakeRegistry(), "fraud", key=KEY, anchors=[])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown audit action 'check-off'"):
+        trail.write(event("check-off", "production", None, "1", "alice"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown audit action 'approved'"):
+        trail.write(AuditEvent.from_record({"action": "approved", "environment": "production"}))
+    assert store.records == []
+
+
+def test_an_event_cannot_set_what_the_trail_seals():
+    with pytest.raises(ValueError, match="seq"):
+        event(Action.STAGED, "staging", None, "1", "ci", seq="7")
+
+
+def test_an_event_is_frozen():
+    staged = event(Action.STAGED, "staging", None, "1", "ci", alias="staging")
+    with pytest.raises(AttributeError):
+        staged.action = Action.PROMOTED  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        staged.extra["alias"] = "champion"  # type: ignore[index]
+
+
+def test_the_chain_names_its_repair_record_by_the_tombstone_action():
+    assert chain.TOMBSTONE == Action.TOMBSTONE
