@@ -6,6 +6,7 @@ from prefect import flow
 
 from tasks.adapters.registries import connect
 from tasks.core.runnames import run_name
+from tasks.core.runtime import Runtime
 from tasks.core.settings import Settings
 from tasks.release.approval import record_expired
 
@@ -18,6 +19,8 @@ def approval_expiry(flow_run_id: str) -> str:
         flow_run_id: The failed deploy flow run (its id, or the event's resource id
             `prefect.flow-run.<id>`); started by the trigger in prefect.yaml.
     """
-    outcome = record_expired(registry=connect(Settings.from_env()), flow_run_id=flow_run_id)
+    runtime = Runtime(Settings.from_env())
+    outcome = record_expired(registry=connect(runtime.settings), flow_run_id=flow_run_id,
+                             settings=runtime.settings, key=runtime.audit_key)
     print(outcome)
     return outcome

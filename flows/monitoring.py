@@ -46,13 +46,15 @@ def monitoring(model: ModelName, input: str, day: date | None = None) -> DriftRe
         recorded = recorded_champion(registry=registry, cfg=cfg,
                                      key=settings.resolve_audit_key())
         champion = champion_model(registry=registry, cfg=cfg, into=tmp, version=recorded)
-        observed = observe_batch(champion=champion, location=location, cfg=cfg)
+        observed = observe_batch(champion=champion, location=location, cfg=cfg,
+                                 snowflake=settings.snowflake)
     report = compare_to_reference(champion=champion, observed=observed, cfg=cfg,
                                   location=location)
     report = publish_report(registry=registry, report=report, champion=champion,
                             observed=observed)
     print(f"{report.model} v{report.version}: {report.verdict} — {report.message}")
     if report.verdict == "drift":
-        announce(report)
-    write_wiki_row(model=cfg.name, row=monitoring_row(report, started.strftime("%Y-%m-%d %H:%M")))
+        announce(report=report, slack_block=settings.slack_block)
+    write_wiki_row(model=cfg.name, row=monitoring_row(report, started.strftime("%Y-%m-%d %H:%M")),
+                   settings=settings)
     return report

@@ -49,7 +49,8 @@ def batch_scoring(model: ModelName, input: str, output: str, day: date | None = 
                                      key=settings.resolve_audit_key())
         champion = champion_model(registry=registry, cfg=cfg, into=tmp, version=recorded)
         summary = score(champion=champion, input_location=fill_date(input, stamp),
+                        snowflake=settings.snowflake,
                         output_location=fill_date(output, stamp), keep=keep, explain=explain)
     publish_summary(summary)
-    write_wiki_row(model=cfg.name, row=scoring_row(summary))
+    write_wiki_row(model=cfg.name, row=scoring_row(summary), settings=settings)
     return summary

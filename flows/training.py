@@ -17,8 +17,9 @@ from tasks.core.config import load_config
 from tasks.core.gpu import gpu_slot
 from tasks.core.outcomes import outcome_of
 from tasks.core.parameters import ModelName
-from tasks.core.policy_config import load_policy, require_compliant_config
+from tasks.core.policy_config import require_compliant_config
 from tasks.core.runnames import run_name
+from tasks.core.runtime import Runtime
 from tasks.core.settings import Settings
 from tasks.release.handoff import start_deploy_run
 from tasks.reports.gitlab import report_merge_request, report_reused
@@ -54,12 +55,14 @@ def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
             can answer, e.g. on a temporary local server).
         as_of: Leave out rows dated after this day (backfills); default: all the data.
     """
-    result = outcome_of(train_and_register, model=model, as_of=as_of)
+    runtime = Runtime(Settings.from_env())  # read once: one policy and one key for the run
+    result = outcome_of(train_and_register, model=model, runtime=runtime, as_of=as_of)
     if isinstance(result, State):  # the gate rejected it: the run ends Failed("GateRejected")
         return result
     handed = None
     if deploy and deployment.get_id():  # on a worker: a deploy run waits, holding no runner
-        handed = start_deploy_run(model=result.model, version=result.version, comment=comment)
+        handed = start_deploy_run(model=result.model, version=result.version,
+                                  prefect_ui=runtime.settings.prefect_ui_url, comment=comment)
     elif deploy:
         handed = outcome_of(deploy_model, model=model, version=result.version, comment=comment,
                             wait=wait_for_approval)
@@ -68,13 +71,15 @@ def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
     return result.model_copy(update={"deployment": handed})
 
 
-def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
+def train_and_register(model: str, runtime: Runtime, as_of: date | None = None
+                       ) -> PipelineResult:
     """validate → train → evaluate → gate → register."""
-    settings = Settings.from_env()
+    settings = runtime.settings
     cfg = load_config(model, settings.config_dir)
-    require_compliant_config(load_policy(settings.policy_path), cfg.name, cfg.registry)
+    require_compliant_config(runtime.policy, cfg.name, cfg.registry)
     registry = connect(settings)
-    data = load_data(spec=cfg.data, as_of=as_of, training=cfg.training, target=cfg.target)
+    data = load_data(spec=cfg.data, snowflake=settings.snowflake, as_of=as_of,
+                     training=cfg.training, target=cfg.target)
     require_storage(workers=cfg.training.workers, storage=settings.optuna_storage,
                     streamed=data.streamed)
     validation = validate(df=data.frame, cfg=cfg, table=data.table)
@@ -86,7 +91,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
     if plan.existing_version:
         run_id, value = reused_metrics(registry=registry, cfg=cfg, version=plan.existing_version)
         report_reused(registry=registry, model=cfg.name, version=plan.existing_version,
-                      run_id=run_id, alias=cfg.deploy.production.alias)
+                      run_id=run_id, settings=settings, alias=cfg.deploy.production.alias)
         return PipelineResult(model=cfg.name, version=plan.existing_version,
                               metric=cfg.gate.metric, value=value, gate="passed (earlier run)",
                               run_id=run_id, reused=True)
@@ -129,7 +134,7 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
                     champion=champion, decision=decision)
         report_merge_request(model=cfg.name, report=report, champion=champion.report,
                              champion_version=champion.version, decision=decision,
-                             run_url=registry.run_url(run_id))
+                             run_url=registry.run_url(run_id), settings=settings)
         ensure_passed(model=cfg.name, decision=decision)
         profile = profile_training_data(frame=data.frame, rows=train_rows, trained=trained,
                                         report=report, bins=cfg.monitoring.bins,
@@ -139,7 +144,8 @@ def train_and_register(model: str, as_of: date | None = None) -> PipelineResult:
             example=input_example(test, spec),
             card=model_card(cfg, trained, report, decision, validation, plan.tags,
                             champion=champion.report),
-            tags=plan.tags, profile=profile, validation=validation)
+            tags=plan.tags, profile=profile, validation=validation, policy=runtime.policy,
+            key=runtime.audit_key)
     return PipelineResult(model=cfg.name, version=registration.version, metric=cfg.gate.metric,
                           value=decision.value, gate=decision.summary(), run_id=run_id,
                           reused=False)

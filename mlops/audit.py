@@ -158,9 +158,12 @@ def audit_realign(
     Needs MLOPS_AUDIT_KEY and a person allowed to decide. Exit codes: 0 done or nothing to do,
     1 the trail is not intact, 2 bad input or a person who may not decide."""
     from tasks.adapters.registries import open_registry
+    from tasks.core.runtime import Runtime
     from tasks.release.production import realign
 
     found, cfg = _named(model)
-    who = identity_for(cfg, as_)
-    moved = realign(open_registry(found), cfg, who, comment)
+    runtime = Runtime(found)
+    who = identity_for(cfg, as_, runtime)
+    moved = realign(open_registry(found), cfg, who, comment, settings=found,
+                    policy=runtime.policy, key=runtime.audit_key)
     typer.echo("\n".join(moved) if moved else f"{cfg.name}: aliases are where the trail says")

@@ -179,7 +179,7 @@ def migrate_from_gitlab(
     from tasks.adapters.gitlab import open_gitlab, skipped
     from tasks.core.config import list_configs
 
-    gitlab = open_gitlab()
+    gitlab = open_gitlab(settings().gitlab)
     if gitlab is None:
         raise ConfigError(skipped("schedule migration").replace(" skipped", " unavailable"))
     models = [p.stem for p, _ in list_configs(settings().config_dir)]

@@ -24,16 +24,17 @@ def _named(model: str):
     return found, load_named_config(model, found.config_dir)
 
 
-def identity_for(cfg, typed: str | None):
+def identity_for(cfg, typed: str | None, runtime):
     """The person deciding: proven by MLOPS_APPROVER_TOKEN (GET /user) when the model asks for
-    a GitLab identity or a token is set; else the name typed with --as (declared)."""
+    a GitLab identity or a token is set; else the name typed with --as (declared). The command's
+    runtime says which token, GitLab and policy."""
     from tasks.adapters.gitlab_identity import whoami
     from tasks.contracts.release import Identity
     from tasks.core.errors import ApprovalError, ConfigError
-    from tasks.core.policy_config import governance, load_policy
+    from tasks.core.policy_config import governance
 
-    found = settings()
-    rule = governance(load_policy(found.policy_path), cfg)
+    found = runtime.settings
+    rule = governance(runtime.policy, cfg)
     if rule.identity == "gitlab" or found.approver_token:
         if not found.approver_token:
             raise ApprovalError(f"{cfg.name} needs a verified approver: set MLOPS_APPROVER_TOKEN "
@@ -71,28 +72,31 @@ def approve(
     1 Prefect refused, 2 nothing waiting, several waiting, or an approver who may not decide."""
     from deployments.approval import answer, find, wake
     from tasks.adapters.registries import open_registry
+    from tasks.core.config import load_named_config
     from tasks.core.errors import ApprovalError
-    from tasks.core.policy_config import governance, load_policy
+    from tasks.core.policy_config import governance
+    from tasks.core.runtime import Runtime
     from tasks.release.audit import AuditTrail
     from tasks.release.guard import sealed_facts
     from tasks.release.policy import refusal
 
-    found = settings()
+    runtime = Runtime(settings())  # one policy and one key for the whole command
+    found = runtime.settings
     run = find(found, target)
-    _, cfg = _named(run.model)
-    if governance(load_policy(found.policy_path), cfg).identity == "gitlab-environment":
+    cfg = load_named_config(run.model, found.config_dir)
+    rule = governance(runtime.policy, cfg)
+    if rule.identity == "gitlab-environment":
         if as_ or reject_:
             raise ApprovalError(f"{cfg.name} is approved or rejected in GitLab (identity "
                                 "gitlab-environment), on the production deployment of its deploy "
                                 "run; `mlops approve` without --as or --reject wakes the run")
         typer.echo(wake(found, run))
         return
-    who = identity_for(cfg, as_)
+    who = identity_for(cfg, as_, runtime)
     registry = open_registry(found)
     tags = registry.require_version(cfg.name, run.version).tags
-    events = AuditTrail(registry, cfg.name, key=found.resolve_audit_key()).events()
+    events = AuditTrail(registry, cfg.name, key=runtime.audit_key).events()
     facts, unusable = sealed_facts(cfg.name, run.version, tags, events)
-    rule = governance(load_policy(found.policy_path), cfg)
     reason = (unusable or refusal(rule, who, facts)) if not reject_ else refusal(rule, who, None)
     if reason:
         raise ApprovalError(f"{reason} (the run keeps waiting)")
@@ -114,14 +118,17 @@ def promote(
     or rolled back, 2 bad input or an approver who may not decide."""
     from tasks.adapters.registries import open_registry
     from tasks.core.errors import ConfigError
+    from tasks.core.runtime import Runtime
     from tasks.release.production import promote as promote_version
 
     version = version or old_version
     if not version:
         raise ConfigError(f"say which version to promote: mlops promote {model} VERSION")
     found, cfg = _named(model)
-    who = identity_for(cfg, as_)
-    previous = promote_version(open_registry(found), cfg, version, who, comment)
+    runtime = Runtime(found)
+    who = identity_for(cfg, as_, runtime)
+    previous = promote_version(open_registry(found), cfg, version, who, comment,
+                               settings=found, policy=runtime.policy, key=runtime.audit_key)
     typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{previous or '-'} -> v{version} "
                f"(approved by {who.label()})")
 
@@ -143,10 +150,13 @@ def rollback(
     champion included), 2 bad input, a person who may not decide, or an alias moved outside
     the pipeline."""
     from tasks.adapters.registries import open_registry
+    from tasks.core.runtime import Runtime
     from tasks.release.production import rollback as rollback_champion
 
     found, cfg = _named(model)
-    who = identity_for(cfg, as_)
+    runtime = Runtime(found)
+    who = identity_for(cfg, as_, runtime)
     current, target = rollback_champion(open_registry(found), cfg, who,
-                                        version or old_version or to, comment)
+                                        version or old_version or to, comment, settings=found,
+                                        policy=runtime.policy, key=runtime.audit_key)
     typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{current} -> v{target}")

@@ -73,7 +73,7 @@ def reproduce(
                f"config {ref.tags['config_hash'][:12]}…, code {ref.tags['code_hash'][:12]}…, "
                f"seed {cfg.training.seed}, device {device}); retraining…")
     with tempfile.TemporaryDirectory(prefix="mlops-reproduce-") as tmp:
-        found_diffs = _rebuild_and_compare(registry, cfg, ref, device, Path(tmp))
+        found_diffs = _rebuild_and_compare(registry, cfg, ref, device, Path(tmp), found.snowflake)
     if found_diffs:
         _differs(label, found_diffs + [f"environment differs: {d}" for d in env])
     for diff in env:
@@ -81,7 +81,7 @@ def reproduce(
     typer.echo(f"{label}: reproduced bit for bit")
 
 
-def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[str]:
+def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path, snowflake) -> list[str]:
     """Retrain on the same inputs; what differs from the registered version (empty: nothing)."""
     from datetime import date
 
@@ -97,7 +97,8 @@ def _rebuild_and_compare(registry, cfg, ref, device: str, work: Path) -> list[st
     from tasks.training.workers import winning_params
 
     as_of = date.fromisoformat(ref.tags["as_of"]) if ref.tags.get("as_of") else None
-    data = load_dataset(cfg.data, as_of=as_of, at=ref.tags.get("data_at"))
+    data = load_dataset(cfg.data, as_of=as_of, at=ref.tags.get("data_at"),
+                        snowflake_settings=snowflake)
     if data.fingerprint != ref.tags["data_fingerprint"]:
         return [rp.data_changed(cfg, data.fingerprint, ref.tags["data_fingerprint"])]
     if data.frame is None:  # a table read in batches

@@ -177,6 +177,7 @@ def run(
     from mlops.release import identity_for
     from tasks.contracts.release import Approval
     from tasks.core.config import load_config
+    from tasks.core.runtime import Runtime
     from tasks.release.approval import UP_FRONT
 
     found = settings()
@@ -185,7 +186,7 @@ def run(
     approve_as = approve_as or old_as  # --approve-as: the old spelling
     up_front = None
     if approve_as:  # checked as a person now; each model's policy applies again at promotion
-        who = identity_for(configs[0], approve_as)
+        who = identity_for(configs[0], approve_as, Runtime(found))
         up_front = Approval(approver=who, approved=True, comment=comment or "approved up front")
         typer.echo(f"production approval given up front by {who.label()}")
     # only a server of the user's outlives this command, so only there can a pause be answered

@@ -58,6 +58,16 @@ def config_yaml(task: str = "binary", name: str | None = None, rows: int = 1500,
         """) + extra
 
 
+def release_parts() -> dict:
+    """What a CLI command or a flow run starting now hands the release stages: its settings,
+    policy and audit key, read from the test's environment."""
+    from tasks.core.runtime import Runtime
+    from tasks.core.settings import Settings
+
+    runtime = Runtime(Settings.from_env())
+    return {"settings": runtime.settings, "policy": runtime.policy, "key": runtime.audit_key}
+
+
 def without_audit_key(monkeypatch) -> None:
     """The process has no audit key, as on a machine without MLOPS_AUDIT_KEY whose store is
     shared (a laptop's own store would get a key of its own)."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tasks.core.redact import redact
-from tasks.core.settings import GitLabSettings, Settings
+from tasks.core.settings import GitLabSettings
 
 log = logging.getLogger("mlops.gitlab")
 T = TypeVar("T")
@@ -169,18 +169,17 @@ def _retry_after(value: str | None, attempt: int) -> float:
         return float(2 ** (attempt - 1))
 
 
-def open_gitlab(settings: GitLabSettings | None = None) -> GitLab | None:
+def open_gitlab(settings: GitLabSettings | None) -> GitLab | None:
     """The project's GitLab, or None when GitLab is not configured (every GitLab step is then
-    skipped); without settings, they are read from the environment."""
-    settings = settings or Settings.from_env().gitlab
+    skipped)."""
     return GitLab(settings) if settings else None
 
 
-def open_gitlab_quietly() -> GitLab | None:
+def open_gitlab_quietly(settings: GitLabSettings | None) -> GitLab | None:
     """open_gitlab for mirrors: a GitLab that cannot be opened (its token block unreadable) is a
     warning, never a reason to skip what the mirror follows."""
     try:
-        return open_gitlab()
+        return open_gitlab(settings)
     except Exception as exc:  # the secret block, the network: none of it may stop a release
         log.warning("GitLab not available for mirroring (%s); continuing without it",
                     type(exc).__name__)

@@ -11,11 +11,10 @@ from tasks.core.settings import Settings
 log = logging.getLogger("mlops.slack")
 
 
-def notify(subject: str, body: str) -> bool:
-    """Post to the configured Slack webhook block, secrets redacted; never fails the caller (a
-    broken notifier must not turn a good run into a failed one). Returns whether a message went
-    out."""
-    name = Settings.from_env().slack_block
+def notify(subject: str, body: str, name: str | None) -> bool:
+    """Post to the Slack webhook block named (the settings' slack_block; none: Slack is not
+    configured), secrets redacted; never fails the caller (a broken notifier must not turn a
+    good run into a failed one). Returns whether a message went out."""
     if not name:
         return False
     try:
@@ -32,8 +31,10 @@ def notify(subject: str, body: str) -> bool:
 
 
 def notify_flow_failure(flow, flow_run, state) -> None:
-    """Flow hook (on_failure, on_crashed): say which run of which flow failed, and why."""
+    """Flow hook (on_failure, on_crashed): say which run of which flow failed, and why. Prefect
+    calls it with its own arguments, so it reads the settings itself."""
     reason = (state.message or state.name or "failed").splitlines()[0][:300]
     params = flow_run.parameters or {}
     notify(f"{flow.name} failed: {params.get('model', '?')}",
-           f"Flow run {flow_run.name} ({flow_run.id}) ended {state.name}: {reason}")
+           f"Flow run {flow_run.name} ({flow_run.id}) ended {state.name}: {reason}",
+           Settings.from_env().slack_block)

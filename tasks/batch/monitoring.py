@@ -148,8 +148,9 @@ def compare(champion: Champion, observed: Observed, spec: MonitoringSpec, locati
 
 
 @step("observe-batch")
-def observe_batch(champion: Champion, location: str, cfg: ModelConfig) -> Observed:
-    return observe(champion, location, cfg.target)
+def observe_batch(champion: Champion, location: str, cfg: ModelConfig,
+                  snowflake: SnowflakeSettings) -> Observed:
+    return observe(champion, location, cfg.target, snowflake)
 
 
 @step("compare-to-reference")
@@ -195,8 +196,9 @@ def publish_report(registry: Registry, report: DriftReport, champion: Champion,
 
 
 @step("announce-drift")
-def announce(report: DriftReport) -> bool:
-    """Emit the drift event (deployment triggers start a retrain) and tell Slack."""
+def announce(report: DriftReport, slack_block: str | None) -> bool:
+    """Emit the drift event (deployment triggers start a retrain) and tell Slack (the block
+    named, if any)."""
     from prefect.events import emit_event
 
     emit_event(DRIFT_EVENT, resource={"prefect.resource.id": f"mlops.model.{report.model}",
@@ -204,5 +206,5 @@ def announce(report: DriftReport) -> bool:
                                       "mlops.model.version": report.version},
                payload=report.event_payload())
     notify(f"Drift detected: {report.model} v{report.version}",
-           f"{report.message}\nReport: {report.mlflow_run}")
+           f"{report.message}\nReport: {report.mlflow_run}", slack_block)
     return True

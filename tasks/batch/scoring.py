@@ -161,12 +161,13 @@ def score_batches(champion: Champion, input_location: str, output_location: str,
 
 @step("score-batches")
 def score(champion: Champion, input_location: str, output_location: str,
-          keep: list[str] | None = None, explain: int = 0) -> ScoringSummary:
+          snowflake: SnowflakeSettings, keep: list[str] | None = None, explain: int = 0
+          ) -> ScoringSummary:
     from prefect.logging import get_run_logger
 
     logger = get_run_logger()
     summary = score_batches(champion, input_location, output_location, keep, logger.info,
-                            explain=explain)
+                            snowflake_settings=snowflake, explain=explain)
     logger.info(f"{summary.model} v{summary.version}: {summary.rows:,} rows scored in "
                 f"{summary.seconds:.1f} s ({summary.rows_per_s:,.0f} rows/s) -> {summary.output}")
     return summary

@@ -19,7 +19,7 @@ from tasks.batch.locations import SNOWFLAKE, file_format
 from tasks.core.credentials import reveal
 from tasks.core.errors import DataError
 from tasks.core.redact import redact
-from tasks.core.settings import Settings, SnowflakeSettings, data_urls
+from tasks.core.settings import SnowflakeSettings, data_urls
 
 
 class Sink:
@@ -33,7 +33,7 @@ class Sink:
         self._writer: Any = None  # a pyarrow CSVWriter or ParquetWriter from the first batch
         self._table: TableWriter | None = None
         if location.startswith(SNOWFLAKE):
-            params = (snowflake_settings or Settings.from_env().snowflake).connection()
+            params = (snowflake_settings or SnowflakeSettings()).connection()
             self._table = TableWriter(location.removeprefix(SNOWFLAKE).strip(), params)
             return
         self.csv = file_format(self.location, role="output") == "csv"

@@ -18,7 +18,7 @@ from tasks.contracts.training import FeatureSpec
 from tasks.core.credentials import revealed
 from tasks.core.errors import DataError
 from tasks.core.redact import redact, scrubbing
-from tasks.core.settings import Settings, SnowflakeSettings, data_urls
+from tasks.core.settings import SnowflakeSettings, data_urls
 
 BATCH_ROWS = 131_072
 
@@ -91,7 +91,8 @@ def open_source(location: str, spec: FeatureSpec, keep: list[str] | None = None,
     """Stream a .parquet/.csv file or a Snowflake query (`snowflake:SELECT …`) in Arrow batches
     holding only the features, the kept columns (default: identifiers) and `optional` ones the
     input happens to have (a label, for monitoring). A redacted URL is opened with its
-    credentials; the source's description and every error name it redacted."""
+    credentials; the source's description and every error name it redacted. A query runs with
+    the Snowflake settings given (none given: Snowflake is not configured)."""
     with revealed(location, data_urls) as real:
         return _open_source(real, spec, keep, optional, batch_rows, snowflake_settings)
 
@@ -100,7 +101,7 @@ def _open_source(location: str, spec: FeatureSpec, keep: list[str] | None,
                  optional: tuple[str, ...], batch_rows: int,
                  snowflake_settings: SnowflakeSettings | None) -> Source:
     if location.startswith(SNOWFLAKE):
-        params = (snowflake_settings or Settings.from_env().snowflake).connection()
+        params = (snowflake_settings or SnowflakeSettings()).connection()
         columns, batches = snowflake.query_batches(location.removeprefix(SNOWFLAKE).strip(),
                                                    batch_rows, params)
         kept, needed = _needed(columns, spec, keep, optional)

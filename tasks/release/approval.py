@@ -17,6 +17,7 @@ from tasks.adapters.gitlab_identity import signed_approvals
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity, SmokeReport
 from tasks.core.audit_event import Action
+from tasks.core.chain import Key
 from tasks.core.config import ModelConfig
 from tasks.core.errors import ApprovalError, ApprovalRejected, DeployError
 from tasks.core.policy_config import (
@@ -24,7 +25,6 @@ from tasks.core.policy_config import (
     LoadedPolicy,
     deployment_refusal,
     governance,
-    load_policy,
 )
 from tasks.core.settings import Settings
 from tasks.core.steps import step
@@ -124,16 +124,17 @@ def _tell_parent(message: str) -> None:
 
 
 def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging: SmokeReport,
-                    comment: str, wait: bool) -> Approval | None:
+                    comment: str, wait: bool, settings: Settings, policy: LoadedPolicy,
+                    key: Key) -> Approval | None:
     """Approval by policy (none), up front (the CLI's own process), or by a person answering
-    this run; None when nobody can answer here (no server of the user's to wait on)."""
+    this run; None when nobody can answer here (no server of the user's to wait on). The run's
+    policy decides; the key signs the records."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.logging import get_run_logger
     from prefect.runtime import deployment
 
     spec = cfg.deploy.production
-    settings = Settings.from_env()
-    loaded = load_policy(settings.policy_path)
+    loaded = policy
     rule = governance(loaded, cfg)
     if not rule.required:
         return Approval(approver=Identity(username="policy: approval none", via="policy"),
@@ -145,11 +146,11 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     if rule.identity == "gitlab-environment":
         from tasks.adapters.gitlab_deployments import GitLabDeploymentApprovals
 
-        trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+        trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
         return wait_for_gitlab(trail, event, rule, cfg, version, GitLabDeploymentApprovals(
             settings.gitlab) if settings.gitlab else None)
     log, run_id = get_run_logger(), waiting_run_id()
-    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
     attempt, problem = 0, ""
@@ -239,7 +240,7 @@ EXPIRED = "paused and never resumed"
 
 
 @step("record-expired-approval")
-def record_expired(registry: Registry, flow_run_id: str) -> str:
+def record_expired(registry: Registry, flow_run_id: str, settings: Settings, key: Key) -> str:
     """A suspended deploy run whose approval time ran out is failed by the Prefect server, with no
     process left to say so: this writes its `approval-timeout` record (once) and clears its tag."""
     from prefect import get_client
@@ -253,10 +254,9 @@ def record_expired(registry: Registry, flow_run_id: str) -> str:
         if AWAITING not in run.tags or EXPIRED not in message:
             return f"flow run {run_id} did not expire waiting for approval: nothing to record"
         client.update_flow_run(run.id, tags=[t for t in run.tags if t != AWAITING])
-    settings = Settings.from_env()
     cfg = load_config(str(run.parameters["model"]), settings.config_dir)
     version = str(run.parameters["version"])
-    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(), settings.resolve_audit_key())
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
     if any(r.get("action") == Action.APPROVAL_TIMEOUT and r.get("flow_run_id") == str(run.id)
            for r in trail.events()):
         return f"{cfg.name} v{version}: timeout already recorded"

@@ -8,13 +8,16 @@ from typing import Any
 
 from tasks.contracts.release import DeployResult
 from tasks.core.errors import ConfigError
-from tasks.core.settings import CI_FORWARDED, Settings
+from tasks.core.settings import CI_FORWARDED
 from tasks.core.steps import step
 from tasks.core.synced import synced
 
 
 @step("start-deploy-run")
-def start_deploy_run(model: str, version: str, comment: str = "") -> DeployResult:
+def start_deploy_run(model: str, version: str, prefect_ui: str | None, comment: str = ""
+                     ) -> DeployResult:
+    """Start the model's deploy run for the version; prefect_ui (the settings' Prefect UI, if
+    any) makes the link people are given."""
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
     from prefect.logging import get_run_logger
@@ -31,8 +34,7 @@ def start_deploy_run(model: str, version: str, comment: str = "") -> DeployResul
     except ObjectNotFound:
         raise ConfigError(f"no deployment {name} on the Prefect server: run `prefect --no-prompt "
                           "deploy --all` (the version is registered; nothing was deployed)") from None
-    ui = Settings.from_env().prefect_ui_url
-    link = f"{ui}/runs/flow-run/{run.id}" if ui else str(run.id)
+    link = f"{prefect_ui}/runs/flow-run/{run.id}" if prefect_ui else str(run.id)
     get_run_logger().info("%s v%s goes to %s: run %s stages it and waits for approval: %s",
                           model, version, name, run.name, link)
     return DeployResult(model=model, version=version, staging="in deploy run",

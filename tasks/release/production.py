@@ -25,7 +25,6 @@ from tasks.core.policy_config import (
     LoadedPolicy,
     deployment_refusal,
     governance,
-    load_policy,
 )
 from tasks.core.settings import Settings
 from tasks.core.steps import step
@@ -75,20 +74,18 @@ def post_deploy_checks(registry: Registry, cfg: ModelConfig, version: str) -> No
             raise DeployError(f"{cfg.name} v{version} post-deploy check: {problems[0]}")
 
 
-def open_trail(registry: Registry, cfg: ModelConfig, key: Key = None) -> AuditTrail:
-    key = key if key is not None else Settings.from_env().resolve_audit_key()
-    return AuditTrail(registry, cfg.name, open_gitlab_quietly(), key)
+def open_trail(registry: Registry, cfg: ModelConfig, settings: Settings, key: Key
+               ) -> AuditTrail:
+    """The model's trail, signed with the key, mirrored to the settings' GitLab."""
+    return AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
 
 
-def _ruled(cfg: ModelConfig) -> tuple[LoadedPolicy, Governance, Key]:
-    """The policy, the rule this model's production change is judged by, the signing key; and
-    no change at all without the key or, in CI, off a protected ref."""
-    settings = Settings.from_env()
-    loaded = load_policy(settings.policy_path)
-    rule = governance(loaded, cfg)
-    key = settings.resolve_audit_key()
+def _ruled(cfg: ModelConfig, settings: Settings, policy: LoadedPolicy, key: Key) -> Governance:
+    """The rule this model's production change is judged by (the caller's policy, tightened by
+    the model's config); and no change at all without the key or, in CI, off a protected ref."""
+    rule = governance(policy, cfg)
     require_production_change(rule, key, settings.ci)
-    return loaded, rule, key
+    return rule
 
 
 def intact_events(trail: AuditTrail) -> list[dict[str, str]]:
@@ -163,14 +160,15 @@ def finish_interrupted(registry: Registry, cfg: ModelConfig, trail: AuditTrail,
 
 def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identity,
             comment: str = "", flow_run_id: str | None = None, today: date | None = None,
-            checks: Checks | None = None) -> str | None:
+            checks: Checks | None = None, *, settings: Settings, policy: LoadedPolicy,
+            key: Key) -> str | None:
     """Move the champion alias to `version` if the policy allows; returns the previous champion
     (from the trail). Everything judged here comes from signed records: the champion, the
     version's sealed facts, its staging, the approvals already given."""
     spec = cfg.deploy.production
-    loaded, rule, key = _ruled(cfg)
+    rule = _ruled(cfg, settings, policy, key)
     ref = registry.require_version(cfg.name, version)
-    trail = open_trail(registry, cfg, key)
+    trail = open_trail(registry, cfg, settings, key)
     with trail.locked():
         recovered = finish_interrupted(registry, cfg, trail, checks)
         if recovered:
@@ -187,7 +185,7 @@ def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identi
         window = active_freeze(spec, today or now_utc().date())
         if reason is None and window is not None:
             reason = freeze_reason(window)
-        ruled = None if reason else deployment_refusal(loaded, "production", version,
+        ruled = None if reason else deployment_refusal(policy, "production", version,
                                                        facts or {}, events)
         reason = reason or ruled
         if reason:
@@ -212,13 +210,13 @@ def _not_staged(events: list[dict[str, str]], version: str, digest: str) -> str 
 
 
 def rollback(registry: Registry, cfg: ModelConfig, actor: Identity, to_version: str | None = None,
-             comment: str = "", today: date | None = None, checks: Checks | None = None
-             ) -> tuple[str, str]:
+             comment: str = "", today: date | None = None, checks: Checks | None = None, *,
+             settings: Settings, policy: LoadedPolicy, key: Key) -> tuple[str, str]:
     """Point the champion back to `to_version`, or to what it was before the current one's
     promotion (both from the trail). Production is never left without a champion."""
     alias = cfg.deploy.production.alias
-    _, rule, key = _ruled(cfg)
-    trail = open_trail(registry, cfg, key)
+    rule = _ruled(cfg, settings, policy, key)
+    trail = open_trail(registry, cfg, settings, key)
     with trail.locked():
         recovered = finish_interrupted(registry, cfg, trail, checks)
         if recovered:
@@ -256,15 +254,15 @@ def rollback(registry: Registry, cfg: ModelConfig, actor: Identity, to_version: 
     return current, target
 
 
-def realign(registry: Registry, cfg: ModelConfig, actor: Identity, comment: str = ""
-            ) -> list[str]:
+def realign(registry: Registry, cfg: ModelConfig, actor: Identity, comment: str = "", *,
+            settings: Settings, policy: LoadedPolicy, key: Key) -> list[str]:
     """Put aliases moved outside the pipeline back where the signed trail says, each with a
     record; what was put back (nothing when they were where recorded)."""
-    _, rule, key = _ruled(cfg)
+    rule = _ruled(cfg, settings, policy, key)
     who = refusal(rule, actor, None) if rule.required else None
     if who:
         raise ApprovalError(f"realign of {cfg.name} refused: {who}")
-    trail = open_trail(registry, cfg, key)
+    trail = open_trail(registry, cfg, settings, key)
     moved = []
     with trail.locked():
         events = intact_events(trail)
@@ -283,9 +281,10 @@ def realign(registry: Registry, cfg: ModelConfig, actor: Identity, comment: str 
 
 
 @step("promote-production")
-def production(registry: Registry, cfg: ModelConfig, version: str, approval: Approval) -> str:
+def production(registry: Registry, cfg: ModelConfig, version: str, approval: Approval,
+               settings: Settings, policy: LoadedPolicy, key: Key) -> str:
     from prefect.runtime import flow_run
 
     previous = promote(registry, cfg, version, approval.approver, approval.comment,
-                       flow_run.get_id())
+                       flow_run.get_id(), settings=settings, policy=policy, key=key)
     return previous or ""

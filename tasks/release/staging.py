@@ -12,9 +12,10 @@ from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import SmokeReport
 from tasks.core.audit_event import Action
+from tasks.core.chain import Key
 from tasks.core.config import ModelConfig
 from tasks.core.errors import DeployError, PolicyRefused
-from tasks.core.policy_config import deployment_refusal, load_policy
+from tasks.core.policy_config import LoadedPolicy, deployment_refusal
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.audit import AuditTrail, event
@@ -24,12 +25,13 @@ from tasks.release.serving import ServerFactory, smoke_test, start_model_server
 
 def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: str,
                    flow_run_id: str | None = None, server_factory: ServerFactory | None = None,
-                   env: Mapping[str, str] | None = None) -> SmokeReport:
+                   env: Mapping[str, str] | None = None, *, settings: Settings,
+                   policy: LoadedPolicy, key: Key) -> SmokeReport:
     """Serve the downloaded, verified copy of the version (what production will load) and
-    smoke-test it with its own input example; the staging alias points at it if it passes."""
+    smoke-test it with its own input example; the staging alias points at it if it passes.
+    The run's policy rules on it; its key signs the records."""
     server_factory = server_factory or start_model_server
-    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(),
-                       Settings.from_env().resolve_audit_key())
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
     alias = cfg.deploy.staging.alias
     done = _staged_by(trail.events(), version, flow_run_id)
     if done is not None:
@@ -38,8 +40,7 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
     previous = alias_as_recorded(registry, cfg.name, alias, events)
     facts, unusable = sealed_facts(cfg.name, version,
                                    registry.require_version(cfg.name, version).tags, events)
-    ruled = unusable or deployment_refusal(load_policy(Settings.from_env().policy_path),
-                                           "staging", version, facts or {}, events)
+    ruled = unusable or deployment_refusal(policy, "staging", version, facts or {}, events)
     if ruled:
         trail.write(event(Action.PROMOTION_REFUSED, "staging", previous, version, actor,
                           flow_run_id=flow_run_id, reason=ruled, alias=alias))
@@ -79,11 +80,13 @@ def _staged_by(events: list[dict[str, str]], version: str, flow_run_id: str | No
 
 @step("deploy-staging")
 def staging(registry: Registry, cfg: ModelConfig, version: str, actor: str,
-            env: Mapping[str, str]) -> SmokeReport:
+            env: Mapping[str, str], settings: Settings, policy: LoadedPolicy, key: Key
+            ) -> SmokeReport:
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
 
-    report = deploy_staging(registry, cfg, version, actor, flow_run.get_id(), env=env)
+    report = deploy_staging(registry, cfg, version, actor, flow_run.get_id(), env=env,
+                            settings=settings, policy=policy, key=key)
     for check in report.checks:
         get_run_logger().info("smoke %s", check)
     return report

@@ -18,7 +18,7 @@ from tasks.core.config import DataSpec, TrainingSpec
 from tasks.core.credentials import revealed
 from tasks.core.errors import DataError
 from tasks.core.redact import redact
-from tasks.core.settings import Settings, data_urls
+from tasks.core.settings import SnowflakeSettings, data_urls
 from tasks.core.steps import NETWORK_RETRIES, step
 from tasks.training import batches
 from tasks.training.batches import BatchTable
@@ -42,7 +42,8 @@ class Dataset:
 
 
 def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
-                 as_of: date | None = None, at: str | None = None) -> Dataset:
+                 as_of: date | None = None, at: str | None = None,
+                 snowflake_settings: SnowflakeSettings | None = None) -> Dataset:
     """Load the configured data (up to an as-of date for backfills) and fingerprint it without
     hashing DataFrames where avoidable. A query holding `{at}` after its table names is read as
     of a time-travel point: `at` (a rebuild's), else now, kept on the Dataset for lineage."""
@@ -60,7 +61,7 @@ def load_dataset(spec: DataSpec, query_reader: QueryReader | None = None,
         data = Dataset(read_frame(file_path(spec)), _fingerprint(spec), redact(file_path(spec)))
     else:
         if query_reader is None:
-            params = Settings.from_env().snowflake.connection()
+            params = (snowflake_settings or SnowflakeSettings()).connection()
             query_reader = lambda query: snowflake.read_query(query, params)  # noqa: E731
         query = _query(spec)
         if snowflake.AT_PLACEHOLDER in query:
@@ -115,7 +116,8 @@ def _time_travel(spec: DataSpec, at: str | None) -> tuple[str, str | None]:
 
 def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None,
                at: str | None = None, batch_rows: int | None = None,
-               target: str | None = None) -> Dataset:
+               target: str | None = None,
+               snowflake_settings: SnowflakeSettings | None = None) -> Dataset:
     """The configured data as a BatchTable (read again for each pass, never whole) with its
     fingerprint; the split is the table's per-row hash split. Batches are smaller for a table
     that trains from external memory (each batch read costs its rows in Arrow and pandas)."""
@@ -136,7 +138,7 @@ def open_table(spec: DataSpec, training: TrainingSpec, as_of: date | None = None
             size, training))), redact(file_path(spec)), **split, estimated_bytes=size)
         source = redact(file_path(spec))
     else:
-        params = Settings.from_env().snowflake.connection()
+        params = (snowflake_settings or SnowflakeSettings()).connection()
         query, at = _time_travel(spec, at)
         if at is None:
             batches.log_progress(
@@ -223,11 +225,12 @@ def streams(spec: DataSpec, training: TrainingSpec) -> bool:
 
 
 @step("load-data", **NETWORK_RETRIES)
-def load_data(spec: DataSpec, as_of: date | None = None,
+def load_data(spec: DataSpec, snowflake: SnowflakeSettings, as_of: date | None = None,
               training: TrainingSpec | None = None, target: str | None = None) -> Dataset:
     """Load the data, or open it as a stream of batches when it is large (its split
     stratified by `target` under training.split: hash-stratified); network sources retry on
-    transient errors, bad input does not."""
+    transient errors, bad input does not. A query runs with the given Snowflake settings."""
     if training is not None and streams(spec, training):
-        return open_table(spec, training, as_of=as_of, target=target)
-    return load_dataset(spec, as_of=as_of)
+        return open_table(spec, training, as_of=as_of, target=target,
+                          snowflake_settings=snowflake)
+    return load_dataset(spec, as_of=as_of, snowflake_settings=snowflake)

@@ -18,6 +18,7 @@ from tasks.core.settings import Settings
 from tasks.release.audit import AuditTrail, event
 from tasks.release.production import promote, rollback
 from tasks.release.staging import deploy_staging
+from tests.conftest import release_parts
 
 runner = CliRunner()
 DEPLOY = """deploy:
@@ -123,10 +124,10 @@ def test_the_author_may_not_approve(model):
     bob_built_it = cfg.model_copy(update={"deploy": cfg.deploy.model_copy(update={
         "production": cfg.deploy.production.model_copy(update={"approvers": ["dave", "bob"]})})})
     with pytest.raises(ApprovalError, match="four eyes: dave built it"):
-        promote(reg, bob_built_it, "1", Identity(username="dave"))
+        promote(reg, bob_built_it, "1", Identity(username="dave"), **release_parts())
     assert reg.alias_version(cfg.name, "champion") is None
     assert actions(reg, cfg)[-1] == ("promotion-refused", "", "1")
-    promote(reg, bob_built_it, "1", BOB)
+    promote(reg, bob_built_it, "1", BOB, **release_parts())
     assert reg.alias_version(cfg.name, "champion") == "1"
 
 
@@ -136,20 +137,20 @@ def test_an_unstaged_or_changed_version_is_not_promoted(write_config, registry, 
     training_pipeline(name)
     fresh = load_config(name, Settings.from_env().config_dir)
     with pytest.raises(ApprovalError, match="v1 has not passed staging"):
-        promote(reg, fresh, "1", ALICE)
+        promote(reg, fresh, "1", ALICE, **release_parts())
     staged(reg, cfg, "2")
     trail(reg, cfg).write(event("staged", "staging", None, "2", "pipeline", alias="staging",
                                 digest="0" * 64))  # staged, but other files than v2 has now
     with pytest.raises(ApprovalError, match="files changed since it was staged"):
-        promote(reg, cfg, "2", ALICE)
+        promote(reg, cfg, "2", ALICE, **release_parts())
     assert reg.alias_version(cfg.name, "champion") is None
 
 
 def test_promotion_in_a_freeze_window_is_refused(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE)
+    promote(reg, cfg, "1", ALICE, **release_parts())
     with pytest.raises(DeployError, match=r"refused: freeze window 2030-12-20..2031-01-03"):
-        promote(reg, cfg, "2", ALICE, today=dt.date(2030, 12, 24))
+        promote(reg, cfg, "2", ALICE, today=dt.date(2030, 12, 24), **release_parts())
     assert reg.alias_version(cfg.name, "champion") == "1"
     assert actions(reg, cfg)[-1] == ("promotion-refused", "1", "2")
 
@@ -157,34 +158,34 @@ def test_promotion_in_a_freeze_window_is_refused(model):
 def test_version_that_does_not_exist(model):
     reg, cfg = model
     with pytest.raises(UnknownVersion, match="has no version 9"):
-        promote(reg, cfg, "9", ALICE)
+        promote(reg, cfg, "9", ALICE, **release_parts())
     assert reg.alias_version(cfg.name, "champion") is None
 
 
 def test_failed_post_deploy_check_rolls_back_automatically(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE)
+    promote(reg, cfg, "1", ALICE, **release_parts())
 
     def broken(registry, cfg, version):
         raise RuntimeError("predictions drifted from staging")
 
     with pytest.raises(DeployError, match="rolled back to v1"):
-        promote(reg, cfg, "2", BOB, checks=broken)
+        promote(reg, cfg, "2", BOB, checks=broken, **release_parts())
     assert reg.alias_version(cfg.name, "champion") == "1"
     assert actions(reg, cfg)[-2:] == [("promotion-intent", "1", "2"), ("rolled-back", "2", "1")]
 
 
 def test_manual_rollback_only_to_a_former_champion(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE)
-    promote(reg, cfg, "2", BOB, comment="better f1")
+    promote(reg, cfg, "1", ALICE, **release_parts())
+    promote(reg, cfg, "2", BOB, comment="better f1", **release_parts())
     result = runner.invoke(app, ["rollback", cfg.name, "--as", "carol", "--comment", "incident"])
     assert result.exit_code == 0, result.output
     assert "v2 -> v1" in result.stdout
     assert reg.alias_version(cfg.name, "champion") == "1"
     with pytest.raises(DeployError, match="v1 is the first champion of dep: rolling it back "
                                           "would leave production with no champion"):
-        rollback(reg, cfg, CAROL)
+        rollback(reg, cfg, CAROL, **release_parts())
     assert reg.alias_version(cfg.name, "champion") == "1"
     assert [a for a in actions(reg, cfg) if not a[0].endswith("intent")] == [
         ("promoted", "", "1"), ("promoted", "1", "2"), ("rolled-back", "2", "1"),
@@ -193,15 +194,15 @@ def test_manual_rollback_only_to_a_former_champion(model):
 
 def test_rollback_refuses_a_never_champion_an_unknown_version_and_freezes(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE)
+    promote(reg, cfg, "1", ALICE, **release_parts())
     with pytest.raises(UnknownVersion, match="has no version 7"):
-        rollback(reg, cfg, CAROL, to_version="7")
+        rollback(reg, cfg, CAROL, to_version="7", **release_parts())
     with pytest.raises(DeployError, match="v2 was never champion"):
-        rollback(reg, cfg, CAROL, to_version="2")
-    promote(reg, cfg, "2", ALICE)
+        rollback(reg, cfg, CAROL, to_version="2", **release_parts())
+    promote(reg, cfg, "2", ALICE, **release_parts())
     with pytest.raises(DeployError, match="freeze window"):
-        rollback(reg, cfg, CAROL, to_version="1", today=dt.date(2031, 1, 2))
-    assert rollback(reg, cfg, CAROL, to_version="1") == ("2", "1")
+        rollback(reg, cfg, CAROL, to_version="1", today=dt.date(2031, 1, 2), **release_parts())
+    assert rollback(reg, cfg, CAROL, to_version="1", **release_parts()) == ("2", "1")
     assert reg.alias_version(cfg.name, "champion") == "1"
     assert actions(reg, cfg)[-3][0] == "rollback-refused"
 
@@ -210,14 +211,15 @@ def test_an_interrupted_promotion_is_finished_by_the_next_command(model):
     """What a crash between the alias move and the checks leaves: an intent with no completion.
     The next promotion first completes it (its checks pass now), and says so in the trail."""
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE)
+    promote(reg, cfg, "1", ALICE, **release_parts())
     trail(reg, cfg).write(event("promotion-intent", "production", "1", "2", "bob",
                                 alias="champion"))
     reg.move_alias(cfg.name, "champion", "2")  # ... and the process died here
     verify = runner.invoke(app, ["audit", "verify", cfg.name])
     assert verify.exit_code == 1 and "was started but not finished" in verify.stderr
     with pytest.raises(ApprovalError, match="v1 was champion before"):  # any production
-        promote(reg, cfg, "1", ALICE, today=dt.date(2030, 12, 24))      # command recovers
+        promote(reg, cfg, "1", ALICE, today=dt.date(2030, 12, 24),  # command recovers
+                **release_parts())
     completed = trail(reg, cfg).events()[-2]
     assert completed["action"] == "promoted" and "completed after" in completed["reason"]
     assert reg.alias_version(cfg.name, "champion") == "2"
@@ -226,8 +228,8 @@ def test_an_interrupted_promotion_is_finished_by_the_next_command(model):
 
 def test_tampering_with_the_trail_shows(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE)
-    promote(reg, cfg, "2", BOB)
+    promote(reg, cfg, "1", ALICE, **release_parts())
+    promote(reg, cfg, "2", BOB, **release_parts())
     assert runner.invoke(app, ["audit", "verify", cfg.name]).exit_code == 0
     client = reg.client
     audit = client.get_experiment_by_name(f"audit/{cfg.name}").experiment_id
@@ -247,7 +249,7 @@ def test_tampering_with_the_trail_shows(model):
     assert "IS NOT INTACT" in history.stderr
     # nothing is changed on a broken trail: the forged record cannot pick the rollback target
     with pytest.raises(MlopsError, match="audit trail of dep is not intact"):
-        rollback(reg, cfg, CAROL)
+        rollback(reg, cfg, CAROL, **release_parts())
     assert reg.alias_version(cfg.name, "champion") == "2"
     # a deleted record, and an alias moved outside the pipeline
     client.delete_run(intent.info.run_id)
@@ -262,17 +264,17 @@ def test_tampering_with_the_trail_shows(model):
     verify = runner.invoke(app, ["audit", "verify", cfg.name])
     assert verify.exit_code == 1 and "was deleted" in verify.stderr
     with pytest.raises(MlopsError, match="was deleted"):
-        promote(reg, cfg, "1", ALICE)
+        promote(reg, cfg, "1", ALICE, **release_parts())
 
 
 def test_smoke_test_failure_restores_staging(model):
     reg, cfg = model
-    deploy_staging(reg, cfg, "1", "alice")
+    deploy_staging(reg, cfg, "1", "alice", **release_parts())
     strict = cfg.model_copy(update={"deploy": cfg.deploy.model_copy(update={
         "staging": cfg.deploy.staging.model_copy(update={
             "smoke": cfg.deploy.staging.smoke.model_copy(update={"max_latency_ms": 0.001})})})})
     with pytest.raises(DeployError, match="smoke test failed: p95 latency"):
-        deploy_staging(reg, strict, "2", "alice")
+        deploy_staging(reg, strict, "2", "alice", **release_parts())
     assert reg.alias_version(cfg.name, "staging") == "1"
     assert trail(reg, cfg).events()[-1]["action"] == "staging-failed"
 
@@ -286,7 +288,7 @@ def test_model_server_that_fails_to_start(model, tmp_path):
 
     before = reg.alias_version(cfg.name, "staging")
     with pytest.raises(DeployError, match="failed to start"):
-        deploy_staging(reg, cfg, "1", "alice", server_factory=bad_server)
+        deploy_staging(reg, cfg, "1", "alice", server_factory=bad_server, **release_parts())
     assert reg.alias_version(cfg.name, "staging") == before
     assert reg.alias_version(cfg.name, "champion") is None
     last = trail(reg, cfg).events()[-1]

@@ -18,7 +18,7 @@ from tasks.contracts.release import Identity
 from tasks.core.errors import ApprovalError, ConfigError, DeployError
 from tasks.core.settings import Settings
 from tasks.release.audit import AuditTrail, event
-from tests.conftest import config_yaml
+from tests.conftest import config_yaml, release_parts
 from tests.fakes.gitlab_api import FakeGitLab
 
 POLICY = Path(__file__).resolve().parents[2] / "configs" / "policy.yaml"
@@ -226,7 +226,7 @@ def test_forged_approvals_in_tags_or_typed_names_count_for_nothing(world):
                     Identity(username="alice", user_id=3, verified=True, via="gitlab-token"),
                     Identity(username="alice", user_id=3, verified=True, via="declared")):
             with pytest.raises(ApprovalError, match="approve the blocked production deployment"):
-                promote(reg, world.cfg, "1", who, "forged")
+                promote(reg, world.cfg, "1", who, "forged", **release_parts())
     finally:
         for tag in ("approved_by", "approvals", "gitlab.deployment_approvals"):
             reg.client.delete_model_version_tag("glenv", "1", tag)
@@ -257,7 +257,7 @@ def test_the_deploy_run_waits_paused_and_reads_gitlab_again_each_time_it_is_woke
             "production", SHA, "main", made["run"])["id"]
         return obtain_approval(registry=world.registry, cfg=world.cfg, version=version,
                                staging=SmokeReport(passed=True, checks=[]), comment="",
-                               wait=True)
+                               wait=True, **release_parts())
 
     thread = threading.Thread(
         target=lambda: made.update(result=deploy_approval_step("glenv", "1")), daemon=True)
@@ -323,7 +323,8 @@ def test_two_distinct_gitlab_users_approve_and_the_version_is_promoted(world):
     assert [(r["actor"], r["actor_id"], r["deployment_id"]) for r in given] == [
         ("alice", "3", str(deployment_id)), ("bob", "4", str(deployment_id))]
     assert all(r["decided_at"] and r["identity"].endswith("verified)") for r in given)
-    promote(world.registry, world.cfg, "1", approval.approver, approval.comment, run_id)
+    promote(world.registry, world.cfg, "1", approval.approver, approval.comment, run_id,
+            **release_parts())
     assert world.champion() == "1"
     promoted = [r for r in world.trail().events() if r["action"] == "promoted"][-1]
     assert promoted["identity"] == "bob (GitLab user 4, verified)"

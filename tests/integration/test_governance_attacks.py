@@ -17,7 +17,7 @@ from tasks.core.audit_event import AuditEvent
 from tasks.core.errors import ApprovalError, ConfigError, PolicyRefused, TrailMismatch
 from tasks.core.settings import Settings
 from tasks.release.audit import AuditTrail, event
-from tests.conftest import config_yaml
+from tests.conftest import config_yaml, release_parts
 
 runner = CliRunner()
 DEPLOY = """deploy:
@@ -94,7 +94,7 @@ def store(tmp_path_factory):
             training_pipeline("gov")
         for version, who in (("1", "alice"), ("2", "bob")):
             _staged(s, version)
-            promote(s.registry, s.cfg, version, Identity(username=who), "setup")
+            promote(s.registry, s.cfg, version, Identity(username=who), "setup", **release_parts())
         _staged(s, "3")
         assert s.champion() == "2"
         yield s
@@ -291,7 +291,7 @@ def test_no_key_no_production_change_on_a_shared_store(unchanged):
     unchanged.mp.setattr(Settings, "store_is_local", property(lambda self: False))
     unchanged.mp.delenv("MLOPS_AUDIT_KEY", raising=False)
     with pytest.raises(ConfigError, match="no production change of gov without MLOPS_AUDIT_KEY"):
-        promote(unchanged.registry, unchanged.cfg, "3", Identity(username="alice"))
+        promote(unchanged.registry, unchanged.cfg, "3", Identity(username="alice"), **release_parts())
 
 
 def test_in_gitlab_ci_production_moves_only_on_a_protected_ref(unchanged):

@@ -24,7 +24,7 @@ from tasks.release.production import post_deploy_checks
 from tasks.release.staging import deploy_staging
 from tasks.training.gate import rescore_champion
 from tasks.training.synthetic import generate_claims
-from tests.conftest import config_yaml, crown, without_audit_key
+from tests.conftest import config_yaml, crown, release_parts, without_audit_key
 
 runner = CliRunner()
 NAME = "sealed"
@@ -141,7 +141,7 @@ def test_a_tampered_spec_or_loader_is_refused_by_every_load(sealed, restore, tam
         rescore_champion(registry, cfg, test, spec)
     staged_before = registry.alias_version(NAME, "staging")
     with pytest.raises(IntegrityError, match=named):
-        deploy_staging(registry, cfg, version, "ci", server_factory=pytest.fail)
+        deploy_staging(registry, cfg, version, "ci", server_factory=pytest.fail, **release_parts())
     assert registry.alias_version(NAME, "staging") == staged_before
     with pytest.raises(IntegrityError, match=named):
         post_deploy_checks(registry, cfg, version)
@@ -177,7 +177,8 @@ def test_a_promotion_of_a_tampered_version_rolls_back(sealed, restore):
     named = swap_classes(restore)
     crown(registry, NAME, None)
     cfg = load_config(NAME, Settings.from_env().config_dir)
-    trail = open_trail(registry, cfg)
+    parts = release_parts()
+    trail = open_trail(registry, cfg, parts["settings"], parts["key"])
     try:  # the move itself (v1 was champion before, so `mlops promote` would send it to rollback)
         with trail.locked(), pytest.raises(DeployError) as refused:
             move_checked(registry, cfg, trail, "promotion", None, version,

@@ -18,7 +18,7 @@ from tasks.release.audit import AuditTrail, event
 from tasks.release.production import promote
 from tasks.release.staging import deploy_staging
 from tasks.reports.compliance import REPORT_NAME
-from tests.conftest import config_yaml
+from tests.conftest import config_yaml, release_parts
 from tests.integration.conftest import versions
 
 runner = CliRunner()
@@ -83,7 +83,7 @@ def test_registration_records_the_policy_and_production_follows_it(
     AuditTrail(reg, name).write(event("staged", "staging", None, "1", "pipeline",
                                       alias="staging", digest=digest))
     with pytest.raises(PolicyRefused, match="check 'security_scan' has not passed"):
-        promote(reg, cfg, "1", Identity(username="alice"))
+        promote(reg, cfg, "1", Identity(username="alice"), **release_parts())
     assert reg.alias_version(name, "champion") is None
     refused = last(reg, name)
     assert refused["action"] == "promotion-refused"
@@ -95,7 +95,7 @@ def test_registration_records_the_policy_and_production_follows_it(
     computed = runner.invoke(app, ["check-off", name, "1", "gate_passed", "--result", "passed",
                                    "--as", "x"])
     assert computed.exit_code == 2 and "computed at registration" in computed.stderr
-    promote(reg, cfg, "1", Identity(username="alice"))
+    promote(reg, cfg, "1", Identity(username="alice"), **release_parts())
     assert reg.alias_version(name, "champion") == "1"
 
     listed = runner.invoke(app, ["compliance", name, "--report"])
@@ -111,6 +111,27 @@ def test_registration_records_the_policy_and_production_follows_it(
     assert "NON-COMPLIANT v1: tag department='claims' is not allowed" in changed.stderr
 
 
+def test_a_run_is_judged_by_the_policy_it_started_with(write_config, registry, policy,
+                                                       monkeypatch):
+    """The flow loads the policy once and hands it to the register stage: a policy file changed
+    while the run trains does not change what the version records (it used to be read again)."""
+    import flows.training
+
+    started = load_policy(policy)
+    profile = flows.training.profile_training_data
+
+    def profile_then_change_the_policy(**kwargs):
+        policy.write_text(POLICY.replace('version: "it-1"', 'version: "it-2"'))
+        return profile(**kwargs)
+
+    monkeypatch.setattr(flows.training, "profile_training_data", profile_then_change_the_policy)
+    name = write_config("pin")
+    training_pipeline(name)
+    tags = registry().require_version(name, "1").tags
+    assert load_policy(policy).policy.version == "it-2"  # the file did change mid-run
+    assert (tags["policy_version"], tags["policy_sha256"]) == ("it-1", started.sha256)
+
+
 def test_a_secret_version_is_refused_by_staging(write_config, registry, policy, home):
     name = "sec"
     (home / "configs" / f"{name}.yaml").write_text(config_yaml(name=name).replace(
@@ -122,7 +143,7 @@ def test_a_secret_version_is_refused_by_staging(write_config, registry, policy, 
         raise AssertionError("a refused version must not be served")
 
     with pytest.raises(PolicyRefused, match="environments.staging.classifications"):
-        deploy_staging(reg, cfg, "1", "pipeline", server_factory=no_server)
+        deploy_staging(reg, cfg, "1", "pipeline", server_factory=no_server, **release_parts())
     assert reg.alias_version(name, "staging") is None
     refused = last(reg, name)
     assert (refused["action"], refused["environment"]) == ("promotion-refused", "staging")

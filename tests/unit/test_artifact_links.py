@@ -33,13 +33,12 @@ def test_no_url_for_a_local_store_or_gitlab():
                              serves=False), "r1", "plots/roc.png") is None
 
 
-def test_a_local_store_links_to_the_local_stacks_mlflow_server_while_it_is_up(monkeypatch):
-    monkeypatch.setenv("MLOPS_MLFLOW_UI_URL", "http://127.0.0.1:5000/")
+def test_a_local_store_links_to_the_local_stacks_mlflow_server_while_it_is_up():
     from tasks.adapters.registries import open_registry
     from tasks.core.settings import Settings
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/mlops-links-test.db")
-    local = open_registry(Settings.from_env())
+    local = open_registry(Settings.from_env({"MLOPS_MLFLOW_UI_URL": "http://127.0.0.1:5000/",
+                                             "MLFLOW_TRACKING_URI": "sqlite:////tmp/mlops-links-test.db"}))
     assert local.ui_url == "http://127.0.0.1:5000"
     url = file_url(registry("sqlite:////tmp/mlflow.db", ui_url=local.ui_url), "r1", "plots/roc.png")
     assert url == "http://127.0.0.1:5000/get-artifact?path=plots%2Froc.png&run_uuid=r1"

@@ -216,22 +216,22 @@ def test_the_skipped_gitlab_lines_are_not_said_on_every_laptop_run(monkeypatch):
     line is still said."""
     import prefect.logging
 
+    from tasks.core.settings import Settings
     from tasks.reports.gitlab import _merge_request, write_wiki_row
 
-    for name in ("CI_SERVER_URL", "CI_PROJECT_ID", "MLOPS_GITLAB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    laptop_settings = Settings.from_env({})
+    ci_settings = Settings.from_env({"CI_SERVER_URL": "https://gitlab.example.com"})  # no token
     logger = logging.getLogger("test-gitlab-skipped")
     logger.setLevel(logging.DEBUG)
     said = Said()
     logger.addHandler(said)
     monkeypatch.setattr(prefect.logging, "get_run_logger", lambda *a, **k: logger)
     try:
-        assert write_wiki_row.fn("tiny", "| row |") == "skipped"
-        assert _merge_request() is None
+        assert write_wiki_row.fn("tiny", "| row |", laptop_settings) == "skipped"
+        assert _merge_request(laptop_settings) is None
         laptop = [(r.levelno, r.getMessage()) for r in said.records]
         said.records.clear()
-        monkeypatch.setenv("CI_SERVER_URL", "https://gitlab.example.com")  # no project, no token
-        assert write_wiki_row.fn("tiny", "| row |") == "skipped"
+        assert write_wiki_row.fn("tiny", "| row |", ci_settings) == "skipped"
         ci = [(r.levelno, r.getMessage()) for r in said.records]
     finally:
         logger.removeHandler(said)

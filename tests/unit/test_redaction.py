@@ -175,8 +175,8 @@ def test_slack_messages_are_redacted(monkeypatch):
             sent.append(subject + "\n" + body)
 
     monkeypatch.setattr(notifications.SlackWebhook, "load", classmethod(lambda cls, *a, **k: Block()))
-    monkeypatch.setenv("MLOPS_SLACK_BLOCK", "alerts")
-    assert notify(f"training failed at {URI}", f"MlflowException: API request to {URI} failed")
+    assert notify(f"training failed at {URI}", f"MlflowException: API request to {URI} failed",
+                  "alerts")
     [message] = sent
     assert SECRET not in message and message.count("http://***@127.0.0.1:5000") == 2
 

@@ -7,12 +7,13 @@ import pytest
 
 from tasks.core.config import DataSpec
 from tasks.core.errors import ConfigError, DataError
+from tasks.core.settings import Settings, SnowflakeSettings
 from tasks.training.data import load_dataset
 from tasks.training.synthetic import generate_claims
 
 
 @pytest.fixture(scope="module")
-def snowflake_env():
+def snow():
     fakesnow = pytest.importorskip("fakesnow")
     import snowflake.connector
 
@@ -33,25 +34,23 @@ def snowflake_env():
         rows = [tuple(r) for r in frame.itertuples(index=False)]
         cur.executemany(
             f"insert into claims values ({', '.join(['%s'] * frame.shape[1])})", rows)
-        yield env
+        yield Settings.from_env(env).snowflake
 
 
-def test_query_reads_arrow_batches_with_lowercase_columns(snowflake_env, monkeypatch):
-    for key, value in snowflake_env.items():
-        monkeypatch.setenv(key, value)
-    ds = load_dataset(DataSpec(source="snowflake", query="select * from claims"))
+def test_query_reads_arrow_batches_with_lowercase_columns(snow):
+    ds = load_dataset(DataSpec(source="snowflake", query="select * from claims"), snowflake_settings=snow)
     assert len(ds.frame) == 300 and "is_fraud" in ds.frame.columns
-    again = load_dataset(DataSpec(source="snowflake", query="select * from claims"))
+    again = load_dataset(DataSpec(source="snowflake", query="select * from claims"), snowflake_settings=snow)
     assert ds.fingerprint == again.fingerprint
-    other = load_dataset(DataSpec(source="snowflake", query="select * from claims limit 10"))
+    other = load_dataset(DataSpec(source="snowflake", query="select * from claims limit 10"),
+                         snowflake_settings=snow)
     assert other.fingerprint != ds.fingerprint
 
 
-def test_bad_query_is_a_data_error_without_the_password(snowflake_env, monkeypatch):
-    for key, value in snowflake_env.items():
-        monkeypatch.setenv(key, value)
+def test_bad_query_is_a_data_error_without_the_password(snow):
     with pytest.raises(DataError) as info:
-        load_dataset(DataSpec(source="snowflake", query="select * from no_such_table"))
+        load_dataset(DataSpec(source="snowflake", query="select * from no_such_table"),
+                     snowflake_settings=snow)
     assert "s3cret-Pa55" not in str(info.value)
 
 
@@ -63,18 +62,18 @@ def test_missing_credentials_is_a_config_error(monkeypatch):
 
 
 
+# what fakesnow's in-process patch connects with (its connect() ignores where)
+PATCHED = SnowflakeSettings({"account": "fakesnow", "user": "svc_ml", "password": "s3cret-Pa55",
+                             "database": "CLAIMS_DB", "schema": "PUBLIC"})
+
+
 @pytest.fixture
-def fake_snowflake(monkeypatch):
+def fake_snowflake():
     """fakesnow in-process: the connector's connect() and write_pandas() patched onto DuckDB
     (its server mode lacks stages, which write_pandas needs)."""
     fakesnow = pytest.importorskip("fakesnow")
     import snowflake.connector
 
-    for key, value in {"SNOWFLAKE_ACCOUNT": "fakesnow", "SNOWFLAKE_USER": "svc_ml",
-                       "SNOWFLAKE_PASSWORD": "s3cret-Pa55", "SNOWFLAKE_DATABASE": "CLAIMS_DB",
-                       "SNOWFLAKE_SCHEMA": "PUBLIC"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("SNOWFLAKE_HOST", raising=False)
     with fakesnow.patch():
         conn = snowflake.connector.connect(database="CLAIMS_DB", schema="PUBLIC")
         conn.cursor().execute("create database if not exists CLAIMS_DB")
@@ -89,25 +88,24 @@ def fake_snowflake(monkeypatch):
         yield conn
 
 
-def test_scoring_streams_a_query_in_arrow_batches(snowflake_env, monkeypatch, tmp_path):
+def test_scoring_streams_a_query_in_arrow_batches(snow, tmp_path):
     import pandas as pd
 
     from tasks.batch.scoring import score_batches
     from tests.unit.test_score import champion as make_champion
 
-    for key, value in snowflake_env.items():
-        monkeypatch.setenv(key, value)
     champ = make_champion.__wrapped__()
     summary = score_batches(champ, "snowflake:select * from claims", str(tmp_path / "s.parquet"),
-                            batch_rows=128)
+                            batch_rows=128, snowflake_settings=snow)
     out = pd.read_parquet(tmp_path / "s.parquet")
     assert summary.rows == len(out) == 300 and summary.kept == ["claim_id"]
     assert out["claim_id"].is_unique
     with pytest.raises(DataError, match="lacks feature column"):
         score_batches(champ, "snowflake:select claim_id, region from claims",
-                      str(tmp_path / "t.parquet"))
+                      str(tmp_path / "t.parquet"), snowflake_settings=snow)
     with pytest.raises(DataError, match="Snowflake rejected the query"):
-        score_batches(champ, "snowflake:select * from nowhere", str(tmp_path / "t.parquet"))
+        score_batches(champ, "snowflake:select * from nowhere", str(tmp_path / "t.parquet"),
+                      snowflake_settings=snow)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]
 
 
@@ -118,7 +116,8 @@ def test_scoring_bulk_writes_a_table_all_or_nothing(fake_snowflake, tmp_path):
     champ = make_champion.__wrapped__()
     src = tmp_path / "claims.parquet"
     generate_claims(300, seed=4).to_parquet(src)
-    summary = score_batches(champ, str(src), "snowflake:fraud_scores", batch_rows=128)
+    summary = score_batches(champ, str(src), "snowflake:fraud_scores", batch_rows=128,
+                            snowflake_settings=PATCHED)
     assert summary.rows == 300
     cur = fake_snowflake.cursor()
     cur.execute("select count(*), count(distinct claim_id), min(probability), "
@@ -134,9 +133,9 @@ def test_scoring_bulk_writes_a_table_all_or_nothing(fake_snowflake, tmp_path):
     frame.loc[250, "claim_amount"] = "twelve"
     frame.to_csv(bad, index=False)
     with pytest.raises(DataError, match="claim_amount|holds text"):
-        score_batches(champ, str(bad), "snowflake:fraud_scores_2", batch_rows=100)
+        score_batches(champ, str(bad), "snowflake:fraud_scores_2", batch_rows=100, snowflake_settings=PATCHED)
     with pytest.raises(DataError, match="Snowflake output must be a table name"):
-        score_batches(champ, str(src), "snowflake:x; drop table claims")
+        score_batches(champ, str(src), "snowflake:x; drop table claims", snowflake_settings=PATCHED)
     cur.execute("select count(*) from information_schema.tables "
                 "where table_name in ('FRAUD_SCORES_2', 'X') or table_name like 'MLOPS_STAGING_%'")
     assert cur.fetchone()[0] == 0
@@ -160,18 +159,17 @@ def test_inputs_are_single_read_only_queries():
             read_only_query(bad)
 
 
-def test_a_delete_is_refused_before_connecting(snowflake_env, monkeypatch, tmp_path):
+def test_a_delete_is_refused_before_connecting(snow, tmp_path):
     from tasks.batch.scoring import score_batches
     from tests.unit.test_score import champion as make_champion
 
-    for key, value in snowflake_env.items():
-        monkeypatch.setenv(key, value)
     with pytest.raises(DataError, match="single read-only query"):
-        load_dataset(DataSpec(source="snowflake", query="delete from claims"))
+        load_dataset(DataSpec(source="snowflake", query="delete from claims"), snowflake_settings=snow)
     with pytest.raises(DataError, match="single read-only query"):
         score_batches(make_champion.__wrapped__(), "snowflake:delete from claims",
-                      str(tmp_path / "s.parquet"))
-    again = load_dataset(DataSpec(source="snowflake", query="select count(*) as n from claims"))
+                      str(tmp_path / "s.parquet"), snowflake_settings=snow)
+    again = load_dataset(DataSpec(source="snowflake", query="select count(*) as n from claims"),
+                         snowflake_settings=snow)
     assert again.frame["n"].iloc[0] == 300
 
 
@@ -186,7 +184,7 @@ def test_output_columns_land_by_name_in_a_table_of_another_order(fake_snowflake,
                 "model_name varchar, probability double, prediction varchar, claim_id varchar)")
     src = tmp_path / "claims.parquet"
     generate_claims(50, seed=6).to_parquet(src)
-    score_batches(make_champion.__wrapped__(), str(src), "snowflake:reordered")
+    score_batches(make_champion.__wrapped__(), str(src), "snowflake:reordered", snowflake_settings=PATCHED)
     cur.execute("select count(*), min(probability), max(probability), min(model_name), "
                 "min(model_version), min(claim_id) from reordered")
     count, low, high, name, version, claim = cur.fetchone()
@@ -194,25 +192,24 @@ def test_output_columns_land_by_name_in_a_table_of_another_order(fake_snowflake,
     assert claim.startswith("C")
 
 
-def test_a_query_streams_as_a_training_table(snowflake_env, monkeypatch):
+def test_a_query_streams_as_a_training_table(snow):
     import pandas as pd
 
     from tasks.core.config import TrainingSpec
     from tasks.training.batches import TEST
     from tasks.training.data import open_table
 
-    for key, value in snowflake_env.items():
-        monkeypatch.setenv(key, value)
     spec = DataSpec(source="snowflake", query="select * from claims", key="claim_id")
-    data = open_table(spec, TrainingSpec(), batch_rows=64)
+    data = open_table(spec, TrainingSpec(), batch_rows=64, snowflake_settings=snow)
     frames = list(data.table.frames())
     assert sum(len(f) for f in frames) == 300 and max(len(f) for f in frames) <= 64
     assert "is_fraud" in frames[0].columns  # lower-cased as the in-memory reader does
-    whole = load_dataset(spec).frame
+    whole = load_dataset(spec, snowflake_settings=snow).frame
     assert pd.concat(frames, ignore_index=True).claim_id.tolist() == whole.claim_id.tolist()
     test = pd.concat(list(data.table.frames(TEST)))
     assert 30 < len(test) < 90  # about a fifth, hashed per claim
-    assert open_table(spec, TrainingSpec(), batch_rows=64).fingerprint == data.fingerprint
+    assert open_table(spec, TrainingSpec(), batch_rows=64,
+                      snowflake_settings=snow).fingerprint == data.fingerprint
 
 
 class _TimeTravelSnowflake:
@@ -280,11 +277,10 @@ def test_every_pass_of_a_streamed_query_reads_the_same_rows(monkeypatch, caplog,
 
     fake = _TimeTravelSnowflake(generate_claims(300).drop(columns=["event_date"]))
     monkeypatch.setattr(snowflake.connector, "connect", fake.connect)
-    monkeypatch.setenv("SNOWFLAKE_ACCOUNT", "fake")
-    monkeypatch.setenv("SNOWFLAKE_USER", "svc_ml")
-    monkeypatch.setenv("SNOWFLAKE_PASSWORD", "s3cret-Pa55")
+    settings = SnowflakeSettings(variables={"account": "fake", "user": "svc_ml",
+                                            "password": "s3cret-Pa55"})
     data = open_table(DataSpec(source="snowflake", query=query, key="claim_id"), TrainingSpec(),
-                      batch_rows=64)
+                      batch_rows=64, snowflake_settings=settings)
     first = pd.concat(list(data.table.frames()), ignore_index=True)
     fake.write(generate_claims(350, seed=9).drop(columns=["event_date"]))  # rows change
     second = pd.concat(list(data.table.frames()), ignore_index=True)

@@ -263,6 +263,56 @@ def test_the_environment_is_read_in_one_place():
     assert not readers, readers
 
 
+# Settings are read once where a process starts (a flow, the CLI, a worker) and handed down as
+# arguments (issue 26, item 1). The stages that still read them themselves, and how often; this
+# list only shrinks: a site moved must leave it, a new one fails. Left: code Prefect or Python
+# calls before or after any entry point (the flows' parameter schema, built at import; the
+# failure hook), and the audit trail's default key and anchors (AuditTrail(registry, model)).
+SETTINGS_READERS_LEFT: dict[str, int] = {
+    "tasks.adapters.slack": 1,
+    "tasks.core.parameters": 1,
+    "tasks.release.audit": 1,
+}
+
+
+def settings_readers(modules: dict[str, Path]) -> dict[str, int]:
+    """Modules under tasks/ (the settings module aside) that mention `Settings.from_env`, and how
+    often: a call, or the method passed on to be called later."""
+    found = {}
+    for name, path in modules.items():
+        if not name.startswith("tasks.") or name == "tasks.core.settings":
+            continue
+        count = sum(1 for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.Attribute) and node.attr == "from_env"
+                    and _name(node.value) == "Settings")
+        if count:
+            found[name] = count
+    return found
+
+
+def test_settings_are_read_where_a_process_starts():
+    assert settings_readers(MODULES) == SETTINGS_READERS_LEFT
+
+
+def test_a_stage_reading_the_settings_is_found(tmp_path):
+    """A call, a reference handed on, an import under another name's module path; the settings
+    module itself and the entry points (flows/) may read them."""
+    modules = write_tree(tmp_path, {
+        "tasks/core/settings.py": "class Settings:\n    @classmethod\n    def from_env(cls):\n"
+                                  "        return cls()\n\n\ndef read():\n"
+                                  "    return Settings.from_env()\n",
+        "tasks/release/stage.py": "from tasks.core.settings import Settings\n\n\n"
+                                  "def f(settings=None):\n"
+                                  "    return settings or Settings.from_env()\n\n\n"
+                                  "def g(make=Settings.from_env):\n    return make()\n",
+        "tasks/core/quiet.py": "from tasks.core import settings\n\n\n"
+                               "def h():\n    return settings.Settings.from_env()\n",
+        "flows/entry.py": "from tasks.core.settings import Settings\n\n\n"
+                          "def flow():\n    return Settings.from_env()\n",
+    })
+    assert settings_readers(modules) == {"tasks.release.stage": 2, "tasks.core.quiet": 1}
+
+
 def _name(node: ast.expr) -> str | None:
     """`X` for X, X(...), a.X and a.X(...)."""
     target = node.func if isinstance(node, ast.Call) else node
