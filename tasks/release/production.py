@@ -158,7 +158,7 @@ def finish_interrupted(registry: Registry, cfg: ModelConfig, trail: AuditTrail,
     return f"{note}: checks passed now; completed"
 
 
-def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identity,
+def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identity,  # noqa: PLR0913
             comment: str = "", flow_run_id: str | None = None, today: date | None = None,
             checks: Checks | None = None, *, settings: Settings, policy: LoadedPolicy,
             key: Key) -> str | None:

@@ -96,7 +96,7 @@ def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
     return out_dir
 
 
-def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
+def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,  # noqa: PLR0913
                      decision: GateDecision, example: pd.DataFrame, card: str,
                      tags: dict[str, str], profile: Profile | None = None,
                      validation: ValidationReport | None = None, *, policy: LoadedPolicy,
@@ -194,7 +194,7 @@ def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
 
 
 @step("register", **NETWORK_RETRIES)
-def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,
+def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,  # noqa: PLR0913
              decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str],
              profile: Profile | None = None, validation: ValidationReport | None = None, *,
              policy: LoadedPolicy, key: Key) -> Registration:
