@@ -32,7 +32,8 @@ def hpo_worker(model: ModelName, study_name: str, worker: int, device: str,
     """
     settings = Settings.from_env()
     cfg = load_config(model, settings.config_dir)
-    data = load_data(spec=cfg.data, as_of=as_of, training=cfg.training)
+    data = load_data(spec=cfg.data, snowflake=settings.snowflake, as_of=as_of,
+                     training=cfg.training, target=cfg.target)  # the rows the training run read
     validation = validate(df=data.frame, cfg=cfg, table=data.table)
     ensure_valid(validation)
     spec = feature_spec(data.frame, validation, cfg)
