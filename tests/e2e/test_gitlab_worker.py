@@ -248,6 +248,7 @@ def test_one_study_tuned_by_three_gitlab_jobs_survives_a_lost_runner(stack, gitl
 
     jobs = {w: _pipeline_of(ci, r)["_jobs"][0] for w, r in by_worker.items()}
     parent_job = _pipeline_of(ci, parent)["_jobs"][0]
+    _wait(lambda: parent_job["finished_at"], 60, "the training job to exit")
     assert all(j["started_at"] < parent_job["finished_at"] for j in jobs.values())  # side by side
     print(f"\nthree GitLab jobs tuned {study_name}: training run {wall:.0f}s, "
           f"{recovered:.0f}s after the lost runner "
