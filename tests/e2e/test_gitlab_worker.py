@@ -3,10 +3,12 @@ apply --type gitlab-ci`, `prefect deploy --all` on a machine without Docker, one
 next to the server, and the fake GitLab whose simulated runner runs this repository's `flow-run`
 job. A deployment run and a schedule both execute as GitLab jobs with the pool's tag; no worker
 job and no GitLab schedule exist; a job canceled in GitLab mid-training registers nothing and the
-re-run registers exactly one version."""
+re-run registers exactly one version; a training run with `training.workers: 3` tunes one study in
+three more jobs, survives losing one of their runners mid-trial and registers one version."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -14,12 +16,15 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from deployments.image import _exists
 from tests.e2e import test_deployments
-from tests.e2e.conftest import BIN, REPO, background
+from tests.e2e.conftest import BIN, REPO, background, local_client, postgres_database
 from tests.e2e.test_deployments import api_get, api_post, flow_runs, versions, write_configs
+from tests.e2e.test_tuning_workers import _running_on
 from tests.fakes.gitlab_api import FakeGitLab
 
 pytestmark = pytest.mark.slow
@@ -166,3 +171,87 @@ def test_worker_start_with_a_read_only_token_is_one_error_line(stack, gitlab):
     assert started.stderr.strip().splitlines()[-1] == (
         "error: gitlab-ci worker: the GitLab token has scopes read_api: the gitlab-ci worker "
         "needs the api scope to create and cancel pipelines")
+
+
+HPO_TRIALS = 9
+LIVE = ["RUNNING", "PENDING", "SCHEDULED", "CANCELLING"]
+
+
+@pytest.mark.timeout(600)
+def test_one_study_tuned_by_three_gitlab_jobs_survives_a_lost_runner(stack, gitlab, tmp_path):
+    """`training.workers: 3`: the training job starts three hpo-worker runs, each its own GitLab
+    job beside it; the runner of worker 1 is lost mid-trial (its processes SIGKILLed, the job
+    failed with runner_system_failure). The gitlab-ci worker crashes that run, its trial is
+    retried by another worker, and the study ends at n_trials with one registered version."""
+    api, ci = stack["api"], gitlab["ci"]
+    configs = write_configs(tmp_path / "configs", fraud_trials=HPO_TRIALS)
+    fraud = (configs / "fraud.yaml").read_text()
+    (configs / "fraud.yaml").write_text(fraud.replace("max_rounds: 60}",
+                                                      "max_rounds: 60, workers: 3}"))
+    state = tmp_path / "state"  # a registry of its own: the other tests' fraud versions aside
+    saved = dict(ci.runner_env)
+    started = time.perf_counter()
+    with postgres_database("hpo22e") as uri:
+        url = uri.replace("postgresql://", "postgresql+psycopg://")
+        ci.runner_env.update(MLOPS_CONFIG_DIR=str(configs), MLOPS_HOME=str(state),
+                             MLOPS_OPTUNA_STORAGE=url)
+        try:
+            made = subprocess.run([str(BIN / "prefect"), "deployment", "run",
+                                   "training-pipeline/fraud", "--param", "deploy=false"],
+                                  env=gitlab["env"], capture_output=True, text=True, timeout=120)
+            assert made.returncode == 0, made.stderr
+            parent = made.stdout.split("UUID:")[1].split()[0]
+            workers = _wait(lambda: (found := flow_runs(api, tags={
+                "all_": [f"training-run:{parent}"]})) and len(found) == 3 and found, 240,
+                "three hpo-worker runs")
+            by_worker = {r["parameters"]["worker"]: r["id"] for r in workers}
+            [study_name] = _wait(lambda: optuna.get_all_study_names(url), 60, "the study")
+            study = optuna.load_study(study_name=study_name, storage=url)
+            killed = _wait(lambda: _running_on(study, 1), 300, "a trial on worker 1")
+            pipeline = _pipeline_of(ci, by_worker[1])
+            [job] = pipeline["_jobs"]
+            ci.lose_runner(job["id"])  # mid-trial: no tell, no heartbeat, no final state
+            lost_at = time.perf_counter()
+            _wait(lambda: api_get(api, f"/flow_runs/{parent}")["state"]["type"] in (
+                "COMPLETED", "FAILED", "CRASHED", "CANCELLED"), 480, "the training run")
+            wall, recovered = time.perf_counter() - started, time.perf_counter() - lost_at
+            done = api_get(api, f"/flow_runs/{parent}")
+            live = flow_runs(api, id={"any_": [parent, *by_worker.values()]},
+                             state={"type": {"any_": LIVE}})
+            trials, best = study.get_trials(), study.best_params
+        finally:
+            ci.runner_env.clear()
+            ci.runner_env.update(saved)
+    assert done["state"]["type"] == "COMPLETED", done["state"]
+    assert live == []  # every worker run final when the parent is
+    states = {w: api_get(api, f"/flow_runs/{r}")["state"] for w, r in by_worker.items()}
+    assert states[1]["type"] == "CRASHED", states[1]  # the gitlab-ci worker read the failed job
+    assert f"(runner_system_failure): {job['web_url']}" in states[1]["message"]
+    assert (job["status"], job["failure_reason"]) == ("failed", "runner_system_failure")
+    assert states[0]["type"] == states[2]["type"] == "COMPLETED"
+
+    counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+    assert counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] == HPO_TRIALS, counts
+    assert counts[TrialState.FAIL] == 1 and counts[TrialState.RUNNING] == 0, counts
+    [failed] = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed.number == killed.number  # the trial that was running when the runner went
+    [retried] = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retried.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retried.user_attrs["worker"] in (0, 2) and retried.params == failed.params
+
+    client = local_client(state)
+    [version] = client.search_model_versions("name='fraud'")
+    tags = version.tags
+    assert (tags["tuning_study"], tags["tuning_workers"]) == (study_name, "3")
+    assert tags["tuning_failed_trials"] == "1"
+    assert json.loads(tags["tuning_params"]) == best
+
+    jobs = {w: _pipeline_of(ci, r)["_jobs"][0] for w, r in by_worker.items()}
+    parent_job = _pipeline_of(ci, parent)["_jobs"][0]
+    _wait(lambda: parent_job["finished_at"], 60, "the training job to exit")
+    assert all(j["started_at"] < parent_job["finished_at"] for j in jobs.values())  # side by side
+    print(f"\nthree GitLab jobs tuned {study_name}: training run {wall:.0f}s, "
+          f"{recovered:.0f}s after the lost runner "
+          f"(trial {killed.number} retried as {retried.number} by worker "
+          f"{retried.user_attrs['worker']}); trials {counts[TrialState.COMPLETE]} complete, "
+          f"{counts[TrialState.PRUNED]} pruned; load {os.getloadavg()[0]:.1f}")

@@ -94,7 +94,9 @@ def rule_matches(expression: str, variables: dict[str, str]) -> bool:
 class FakeCI:
     """Pipelines of one project; knobs: `pending_s` (wait for a runner), `runner_tags` (tags
     that have a runner; None: any), `fail_before_script` (a failure_reason such as
-    runner_system_failure), `lose_create_responses` (create, then answer 502)."""
+    runner_system_failure), `lose_create_responses` (create, then answer 502). Jobs run at once,
+    each on a runner of its own (no `concurrent` cap): a parent job waiting for jobs it started
+    never blocks them."""
 
     def __init__(self, ci_yaml: Path, runner_env: dict[str, str], log_dir: Path,
                  project_id: str = "42"):
@@ -204,6 +206,15 @@ class FakeCI:
                     self._set(pipeline, job, "canceled")
             return self.public(pipeline)
 
+    def lose_runner(self, job_id: int) -> None:
+        """The machine running a job vanishes (a spot instance reclaimed): every process of the
+        job dies at once (SIGKILL, no handler runs) and GitLab fails the job with
+        runner_system_failure, as the runner manager reports a lost executor."""
+        with self.lock:
+            [job] = [j for p in self.pipelines.values() for j in p["_jobs"] if j["id"] == job_id]
+            job["_lost"] = True
+            _signal(job["_proc"].pid, signal.SIGKILL)
+
     def public(self, pipeline: dict) -> dict:
         return {k: v for k, v in pipeline.items() if not k.startswith("_")}
 
@@ -298,6 +309,8 @@ class FakeCI:
         code = job["_proc"].wait()
         if pipeline["_cancel"]:
             self._set(pipeline, job, "canceled")
+        elif job.get("_lost"):
+            self._set(pipeline, job, "failed", "runner_system_failure")
         else:
             self._set(pipeline, job, "success" if code == 0 else "failed",
                       None if code == 0 else "script_failure")
