@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from deployments.manifest import load_manifest
 from tests.e2e.browser import browser_page, chromium_path, keep_screenshot
 from tests.e2e.conftest import REPO, cli_env, free_port, paused_run
 from tests.e2e.test_deployments import write_configs
@@ -242,8 +243,11 @@ def test_stop_purges_and_switches_the_profile_back(ran):
     ran["stopped"] = True
     assert ran["steps"][-1] == "mlops server stop --purge"
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert re.search(r"removed 1[0-9] deployments and [1-9] automations", stopped.stdout), \
-        stopped.stdout
+    removed = re.search(r"removed (\d+) deployments and (\d+) automations", stopped.stdout)
+    assert removed, stopped.stdout
+    # every deployment prefect.yaml declares (the recipe deployed them all), and the automations
+    assert int(removed[1]) == len(load_manifest(REPO / "prefect.yaml")), stopped.stdout
+    assert int(removed[2]) >= 1, stopped.stdout
     assert "Prefect profile ephemeral is active again" in stopped.stdout
     profiles = tomllib.loads((ran["root"] / "prefect-home" / "profiles.toml").read_text())
     assert profiles["active"] == "ephemeral"
