@@ -237,7 +237,10 @@ def test_one_study_tuned_by_three_gitlab_jobs_survives_a_lost_runner(stack, gitl
     assert failed.number == killed.number  # the trial that was running when the runner went
     [retried] = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert retried.state in (TrialState.COMPLETE, TrialState.PRUNED)
-    assert retried.user_attrs["worker"] in (0, 2) and retried.params == failed.params
+    # the retry is enqueued with what the lost trial had suggested (all of it, or only the first
+    # parameters when the runner went mid-suggestion); the rest is sampled anew
+    assert retried.user_attrs["worker"] in (0, 2)
+    assert failed.params.items() <= retried.params.items(), (failed.params, retried.params)
 
     client = local_client(state)
     [version] = client.search_model_versions("name='fraud'")

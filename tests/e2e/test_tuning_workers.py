@@ -74,7 +74,10 @@ def test_a_killed_worker_s_trial_is_retried_and_the_study_ends_at_n_trials():
         assert failed.number == killed.number
         retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
         assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
-        assert retried[0].params == failed.params  # the same point, run by another worker
+        # the same point, run by another worker: what the lost trial had suggested is fixed (a
+        # kill mid-suggestion leaves only the first parameters; the rest are sampled anew)
+        assert failed.params.items() <= retried[0].params.items(), (failed.params,
+                                                                    retried[0].params)
         assert retried[0].user_attrs["worker"] in (0, 2)
         ran = [int(o[0].split("ran ")[-1]) for i, o in enumerate(outputs) if i != 1]
         assert sum(ran) == N_TRIALS - sum(t.user_attrs.get("worker") == 1 for t in trials
