@@ -45,7 +45,8 @@ def main(path: str) -> None:
     scores = booster_scores(booster, spec, test)
     evaluation = evaluate_scores(spec, test, scores, cfg.slices, cfg.gate.min_slice_rows)
     contribs = explanations.contributions(booster, explanations.sample(spec.matrix(test)))
-    evaluation.attributions = explanations.mean_abs(contribs, spec.features, spec.classes)
+    evaluation = evaluation.model_copy(update={  # the report is frozen: built whole, as the flow does
+        "attributions": explanations.mean_abs(contribs, spec.features, spec.classes)})
     decision = decide(evaluation, None, cfg.gate)
     train_rows = spec.matrix(data.frame.iloc[splits.train])
     reference_profile(train_rows, booster.inplace_predict(train_rows), spec.categories,
