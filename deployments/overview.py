@@ -73,8 +73,8 @@ def _mlflow_link(found: Settings, run) -> str:
 def from_registry(found: Settings, registry, cfg: ModelConfig) -> ModelStatus:
     """Champion, staging and challenger versions with the gate metric; the last training and
     monitoring runs in MLflow."""
+    from tasks.adapters.audit_trail import AuditTrail
     from tasks.core.errors import TrailMismatch
-    from tasks.release.audit import AuditTrail
     from tasks.release.guard import alias_as_recorded
 
     status = ModelStatus(cfg.name)

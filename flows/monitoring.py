@@ -10,9 +10,9 @@ from prefect import flow
 
 from tasks.adapters.registries import connect
 from tasks.adapters.slack import notify_flow_failure
+from tasks.adapters.sources import fill_date
 from tasks.batch.champion import champion_model
 from tasks.batch.monitoring import announce, compare_to_reference, observe_batch, publish_report
-from tasks.batch.sources import fill_date
 from tasks.contracts.batch import DriftReport
 from tasks.core.config import load_config
 from tasks.core.parameters import ModelName

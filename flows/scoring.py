@@ -9,9 +9,9 @@ from prefect import flow
 
 from tasks.adapters.registries import connect
 from tasks.adapters.slack import notify_flow_failure
+from tasks.adapters.sources import fill_date
 from tasks.batch.champion import champion_model
 from tasks.batch.scoring import publish_summary, score
-from tasks.batch.sources import fill_date
 from tasks.contracts.batch import ScoringSummary
 from tasks.core.config import load_config
 from tasks.core.parameters import ModelName

@@ -14,8 +14,8 @@ from tasks.core.errors import ExitCode
 
 def _trail(model: str, read_only: bool = False):
     from mlops.reads import read_registry
+    from tasks.adapters.audit_trail import AuditTrail
     from tasks.adapters.registries import open_registry
-    from tasks.release.audit import AuditTrail
 
     found, cfg = _named(model)
     registry = read_registry(found) if read_only else open_registry(found)

@@ -111,7 +111,7 @@ def _check_location(location: str, role: str) -> None:
     nearest existing folder is writable. Remote URLs and Snowflake are checked by the run."""
     import os
 
-    from tasks.batch.locations import SNOWFLAKE, check_exists, file_format
+    from tasks.adapters.locations import SNOWFLAKE, check_exists, file_format
     from tasks.core.errors import DataError
 
     if location.startswith(SNOWFLAKE):
@@ -144,7 +144,7 @@ def generate(
 ) -> None:
     """Write deterministic synthetic claims with the fraud, damage and settlement targets.
     Exit codes: 0 written, 2 bad options or an unknown file type."""
-    from tasks.batch.sinks import write_frame
+    from tasks.adapters.sinks import write_frame
     from tasks.training.synthetic import generate_claims, write_parts
 
     claims = generate_claims(rows, seed=seed, drift=drift)

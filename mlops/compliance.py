@@ -15,10 +15,10 @@ from tasks.core.errors import ExitCode
 
 
 def _open(model: str):
+    from tasks.adapters.audit_trail import AuditTrail
     from tasks.adapters.registries import open_registry
     from tasks.core.config import load_named_config
     from tasks.core.policy_config import load_policy
-    from tasks.release.audit import AuditTrail
 
     found = settings()
     loaded = load_policy(found.policy_path)
@@ -132,9 +132,9 @@ def check_off(
     Exit codes: 0 recorded, 2 bad input."""
     import re
 
+    from tasks.adapters.audit_trail import event
     from tasks.core.errors import ConfigError
     from tasks.core.policy_config import COMPUTED_CHECKS
-    from tasks.release.audit import event
 
     found, loaded, cfg, registry, trail = _open(model)
     outcome = CheckResult(result).value

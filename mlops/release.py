@@ -71,12 +71,12 @@ def approve(
     the decision is made in GitLab: this only wakes the run to read it. Exit codes: 0 answered,
     1 Prefect refused, 2 nothing waiting, several waiting, or an approver who may not decide."""
     from deployments.approval import answer, find, wake
+    from tasks.adapters.audit_trail import AuditTrail
     from tasks.adapters.registries import open_registry
     from tasks.core.config import load_named_config
     from tasks.core.errors import ApprovalError
     from tasks.core.policy_config import governance
     from tasks.core.runtime import Runtime
-    from tasks.release.audit import AuditTrail
     from tasks.release.guard import sealed_facts
     from tasks.release.policy import refusal
 

@@ -82,8 +82,8 @@ def crown(registry, model: str, version: str | None, alias: str = "champion",
     """What a promotion leaves behind, for tests that need a champion without the deploy flow:
     the alias and its signed record (scoring, monitoring and status read both). `key`: the
     audit key of the processes that read it (default: this process's)."""
+    from tasks.adapters.audit_trail import AuditTrail, event
     from tasks.core.settings import Settings
-    from tasks.release.audit import AuditTrail, event
 
     registry.move_alias(model, alias, version)
     AuditTrail(registry, model, key=key or Settings.from_env().resolve_audit_key()).write(

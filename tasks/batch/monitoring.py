@@ -13,10 +13,10 @@ import pandas as pd
 
 from tasks.adapters.mlflow_registry import Registry
 from tasks.adapters.slack import notify
+from tasks.adapters.sources import open_source, prefetch
 from tasks.batch.attributions import AttributionCounter, attribution_drift
 from tasks.batch.champion import Champion, predict, prepare
 from tasks.batch.profiles import ProfileCounter, psi, psi_noise_bound
-from tasks.batch.sources import open_source, prefetch
 from tasks.contracts.batch import (
     DRIFT_EVENT,
     PREDICTION,

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from tasks.adapters.sinks import Sink
+from tasks.adapters.sources import BATCH_ROWS, open_source, prefetch
 from tasks.batch.champion import Champion, predict, prepare
-from tasks.batch.sinks import Sink
-from tasks.batch.sources import BATCH_ROWS, open_source, prefetch
 from tasks.contracts import explanations, predictions
 from tasks.contracts.batch import ScoringSummary
 from tasks.contracts.training import FeatureSpec

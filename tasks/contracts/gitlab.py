@@ -50,7 +50,7 @@ class DeploymentApprovals(Protocol):
 
 
 class RecordLog(Protocol):
-    """The model's signed audit trail (tasks/release/audit.py's AuditTrail)."""
+    """The model's signed audit trail (tasks/adapters/audit_trail.py's AuditTrail)."""
 
     def events(self) -> list[dict[str, str]]: ...
 

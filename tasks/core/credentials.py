@@ -14,7 +14,7 @@ from tasks.core.errors import ConfigError
 from tasks.core.redact import redact, scrubbing
 
 PLACEHOLDER = "***"
-DAY = "{date}"  # a location template's day, filled in by the flow (tasks.batch.sources.fill_date)
+DAY = "{date}"  # a location template's day, filled in by the flow (tasks.adapters.sources.fill_date)
 _HELD: dict[str, str] = {}  # redacted form -> the location itself, as this process was given it
 
 

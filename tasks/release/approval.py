@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from uuid import UUID
 
+from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.gitlab_identity import signed_approvals
 from tasks.adapters.mlflow_registry import Registry
@@ -29,7 +30,6 @@ from tasks.core.policy_config import (
 from tasks.core.settings import Settings
 from tasks.core.steps import step
 from tasks.release.approval_form import ApprovalForm, form_for
-from tasks.release.audit import AuditTrail, event
 from tasks.release.environment_approval import wait_for_gitlab
 from tasks.release.guard import alias_as_recorded, approvals_short, sealed_facts
 from tasks.release.policy import refusal

@@ -26,7 +26,7 @@ from tasks.core.sealed import registered_facts
 from tasks.release.policy import GITLAB_ENVIRONMENT, refusal
 from tasks.release.waiting import AWAITING, emit, tag, waiting_run_id
 
-Event = Callable[..., AuditEvent]  # tasks.release.audit.event: a record before it is sealed
+Event = Callable[..., AuditEvent]  # tasks.adapters.audit_trail.event: a record before it is sealed
 NOT_CONFIGURED = ("identity gitlab-environment needs GitLab settings where the deploy run "
                   "executes (CI_SERVER_URL, CI_PROJECT_ID, MLOPS_GITLAB_TOKEN)")
 

@@ -13,6 +13,14 @@ from datetime import date
 from pathlib import Path
 
 from tasks.adapters.audit_store import alias_from, former_champions
+from tasks.adapters.audit_trail import (
+    AuditTrail,
+    event,
+    now_utc,
+    previous_champion,
+    staged_digest,
+    unfinished,
+)
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Approval, Identity
@@ -28,14 +36,6 @@ from tasks.core.policy_config import (
 )
 from tasks.core.settings import Settings
 from tasks.core.steps import step
-from tasks.release.audit import (
-    AuditTrail,
-    event,
-    now_utc,
-    previous_champion,
-    staged_digest,
-    unfinished,
-)
 from tasks.release.guard import (
     alias_as_recorded,
     approvals_short,

@@ -4,11 +4,11 @@ production forward."""
 
 from __future__ import annotations
 
+from tasks.adapters.audit_trail import AuditTrail
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import Proposal
 from tasks.core.config import ModelConfig
 from tasks.core.steps import NETWORK_RETRIES, step
-from tasks.release.audit import AuditTrail
 from tasks.release.guard import alias_as_recorded, not_a_promotion
 
 

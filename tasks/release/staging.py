@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.adapters.gitlab import open_gitlab_quietly
 from tasks.adapters.mlflow_registry import Registry
 from tasks.contracts.release import SmokeReport
@@ -18,7 +19,6 @@ from tasks.core.errors import DeployError, PolicyRefused
 from tasks.core.policy_config import LoadedPolicy, deployment_refusal
 from tasks.core.settings import Settings
 from tasks.core.steps import step
-from tasks.release.audit import AuditTrail, event
 from tasks.release.guard import alias_as_recorded, sealed_facts
 from tasks.release.serving import ServerFactory, smoke_test, start_model_server
 

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.adapters import snowflake
-from tasks.batch.sources import read_frame
+from tasks.adapters.sources import read_frame
 from tasks.core.config import DataSpec, TrainingSpec
 from tasks.core.credentials import revealed
 from tasks.core.errors import DataError

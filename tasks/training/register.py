@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
 from tasks.contracts import predictions
 from tasks.contracts.batch import Profile
@@ -34,7 +35,6 @@ from tasks.core.policy_config import (
 )
 from tasks.core.sealed import REGISTERED, facts_fields
 from tasks.core.steps import NETWORK_RETRIES, artifact_key, step
-from tasks.release.audit import AuditTrail, event
 from tasks.reports.artifacts import publish_link
 from tasks.reports.compliance import REPORT_NAME, compliance_html
 

@@ -20,7 +20,7 @@ HOLD = """
 import json, sys, time
 from tasks.adapters import audit_store
 from tasks.adapters.mlflow_registry import Registry
-from tasks.release.audit import AuditTrail, event
+from tasks.adapters.audit_trail import AuditTrail, event
 uri, model, start, mode = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 registry = Registry(uri)
 time.sleep(max(0.0, start - time.time()))

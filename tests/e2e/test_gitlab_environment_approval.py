@@ -174,9 +174,9 @@ def test_a_deployment_approved_in_gitlab_by_another_user_is_promoted(world):
     given = [r for r in rows if " approval-given " in r]
     promoted = [r for r in rows if " promoted " in r]
     assert len(refused) == 1 and "dave (GitLab user 5, verified)" in refused[0], rows
+    from tasks.adapters.audit_trail import AuditTrail
     from tasks.adapters.registries import open_registry
     from tasks.core.settings import Settings
-    from tasks.release.audit import AuditTrail
 
     found = Settings.from_env(cli)  # the signed records themselves
     events = AuditTrail(open_registry(found), "fraud", key=found.resolve_audit_key()).events()

@@ -21,8 +21,8 @@ KEY = b"e2e-audit-key"
 def fill(uri: str, model: str, home: Path) -> None:
     """An audit trail of four records, one of them deleted, a version with an alias, a run."""
     from tasks.adapters import audit_anchor
+    from tasks.adapters.audit_trail import AuditTrail, event
     from tasks.adapters.mlflow_registry import Registry
-    from tasks.release.audit import AuditTrail, event
 
     registry = Registry(uri)
     trail = AuditTrail(registry, model, key=KEY,
@@ -44,7 +44,7 @@ def fill(uri: str, model: str, home: Path) -> None:
 
 def snapshot(registry, model: str, home: Path) -> dict:
     from tasks.adapters import audit_anchor, audit_store
-    from tasks.release.audit import AuditTrail
+    from tasks.adapters.audit_trail import AuditTrail
 
     trail = AuditTrail(registry, model, key=KEY, anchors=[
         audit_anchor.FileAnchor(home, model, audit_anchor.store_id(registry.uri))])

@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mlops.cli import app
+from tasks.adapters import audit_trail as audit
+from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.core import chain
 from tasks.core.errors import ConfigError, RegistryError
-from tasks.release import audit
-from tasks.release.audit import AuditTrail, event
 from tests.conftest import without_audit_key
 
 runner = CliRunner()

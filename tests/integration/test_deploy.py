@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 from flows.training import training_pipeline
 from mlops.cli import app
+from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.contracts.release import Identity
 from tasks.core.config import load_config
 from tasks.core.errors import ApprovalError, DeployError, MlopsError, UnknownVersion
 from tasks.core.settings import Settings
-from tasks.release.audit import AuditTrail, event
 from tasks.release.production import promote, rollback
 from tasks.release.staging import deploy_staging
 from tests.conftest import release_parts

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.contracts.release import Identity
 from tasks.core.errors import ApprovalError, ConfigError, DeployError
 from tasks.core.settings import Settings
-from tasks.release.audit import AuditTrail, event
 from tests.conftest import config_yaml, release_parts
 from tests.fakes.gitlab_api import FakeGitLab
 

@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mlops.cli import app
+from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.contracts.release import Identity
 from tasks.core.audit_event import AuditEvent
 from tasks.core.errors import ApprovalError, ConfigError, PolicyRefused, TrailMismatch
 from tasks.core.settings import Settings
-from tasks.release.audit import AuditTrail, event
 from tests.conftest import config_yaml, release_parts
 
 runner = CliRunner()

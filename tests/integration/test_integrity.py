@@ -157,7 +157,7 @@ def test_added_missing_files_and_a_rewritten_manifest_are_refused(sealed, restor
 
 def staged(registry, version: str) -> None:
     """What a passed staging leaves: its record (with the digest) and the alias."""
-    from tasks.release.audit import AuditTrail, event
+    from tasks.adapters.audit_trail import AuditTrail, event
 
     AuditTrail(registry, NAME).write(event("staged", "staging", None, version, "pipeline",
                                            alias="staging",
@@ -241,7 +241,7 @@ def test_a_version_without_a_manifest_loads_with_a_warning_and_is_refused_for_pr
 
 def test_a_promotion_without_the_audit_key_moves_nothing(sealed, monkeypatch):
     """No key, no production change: refused before the alias moves, and says what to set."""
-    from tasks.release.audit import AuditTrail
+    from tasks.adapters.audit_trail import AuditTrail
 
     registry, version, _, _ = sealed
     staged(registry, version)

@@ -9,12 +9,12 @@ from typer.testing import CliRunner
 
 from flows.training import training_pipeline
 from mlops.cli import app
+from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.contracts.release import Identity
 from tasks.core.config import load_config
 from tasks.core.errors import ConfigError, PolicyRefused
 from tasks.core.policy_config import load_policy
 from tasks.core.settings import Settings
-from tasks.release.audit import AuditTrail, event
 from tasks.release.production import promote
 from tasks.release.staging import deploy_staging
 from tasks.reports.compliance import REPORT_NAME

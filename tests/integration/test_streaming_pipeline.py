@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 
 from flows.training import training_pipeline
-from tasks.batch.sinks import write_frame
+from tasks.adapters.sinks import write_frame
 from tasks.training.synthetic import generate_claims, write_parts
 
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tasks.adapters import audit_trail as audit
+from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.core import chain
 from tasks.core.audit_event import SEALED_FIELDS, Action, AuditEvent
-from tasks.release import audit
-from tasks.release.audit import AuditTrail, event
 
 KEY = b"audit-key"
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -22,7 +22,7 @@ START = datetime(2026, 11, 1, tzinfo=UTC)
 def old_event(action: str, environment: str, from_version: str | None, to_version: str | None,
               actor: str, comment: str = "", flow_run_id: str | None = None, reason: str = "",
               **extra: str) -> dict[str, str]:
-    """How records were built before `AuditEvent` (tasks/release/audit.py, issue 26)."""
+    """How records were built before `AuditEvent` (tasks/adapters/audit_trail.py, issue 26)."""
     return {"action": action, "environment": environment, "from_version": from_version or "",
             "to_version": to_version or "", "actor": actor, "comment": comment,
             "flow_run_id": flow_run_id or "", "reason": reason, **extra}

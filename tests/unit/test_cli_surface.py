@@ -141,9 +141,9 @@ def test_tables_never_cut_a_cell(capsys):
 
 
 def test_history_shows_a_long_comment_whole_and_answers_in_json(home):  # noqa: F811
+    from tasks.adapters.audit_trail import AuditTrail, event
     from tasks.adapters.registries import open_registry
     from tasks.core.settings import Settings
-    from tasks.release.audit import AuditTrail, event
 
     _store(home)
     settings = Settings.from_env()
@@ -298,9 +298,9 @@ def test_the_cli_reference_lists_every_command():
 
 
 def test_history_shows_why_a_refusal_was_refused_beside_the_persons_comment(home):  # noqa: F811
+    from tasks.adapters.audit_trail import AuditTrail, event
     from tasks.adapters.registries import open_registry
     from tasks.core.settings import Settings
-    from tasks.release.audit import AuditTrail, event
 
     _store(home)
     settings = Settings.from_env()

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.batch.sinks import write_frame
-from tasks.batch.sources import read_frame as read_file
+from tasks.adapters.sinks import write_frame
+from tasks.adapters.sources import read_frame as read_file
 from tasks.core.config import DataSpec
 from tasks.core.errors import DataError
 from tasks.training.data import load_dataset

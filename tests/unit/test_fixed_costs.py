@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.batch.sinks import write_frame
+from tasks.adapters.sinks import write_frame
 from tasks.core.config import DataSpec
 from tasks.core.settings import Settings
 from tasks.training import fingerprint

@@ -91,7 +91,7 @@ def test_a_gitlab_uri_needs_a_token(monkeypatch, tmp_path):
 def test_aliases_are_the_audit_chain_and_a_forged_pointer_does_not_count(monkeypatch, tmp_path):
     """GitLab cannot store aliases: the audit chain's moves are the pointers (shown here on the
     local store). A pointer written outside the pipeline, future-dated, counts for nothing."""
-    from tasks.release.audit import AuditTrail, event
+    from tasks.adapters.audit_trail import AuditTrail, event
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

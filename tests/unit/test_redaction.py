@@ -273,7 +273,7 @@ def test_a_model_yaml_with_credentials_in_its_data_path_is_refused():
 
 
 def test_an_output_is_named_redacted(tmp_path):
-    from tasks.batch.sinks import Sink
+    from tasks.adapters.sinks import Sink
     from tasks.core.errors import DataError
 
     with pytest.raises(DataError) as caught:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from tasks.adapters.audit_trail import event, unfinished
 from tasks.contracts.release import Identity
 from tasks.core.audit_event import AuditEvent
 from tasks.core.errors import DeployError
-from tasks.release.audit import event, unfinished
 from tasks.release.production import finish_interrupted, move_checked
 
 ALICE = Identity(username="alice")

@@ -148,7 +148,7 @@ def test_bad_locations(champion, claims, tmp_path):
 def test_prefetch_closes_the_source_when_the_consumer_stops_early():
     import time
 
-    from tasks.batch.sources import prefetch
+    from tasks.adapters.sources import prefetch
 
     closed = []
 
@@ -168,7 +168,7 @@ def test_prefetch_closes_the_source_when_the_consumer_stops_early():
 
 
 def test_prefetch_hands_over_a_reader_error():
-    from tasks.batch.sources import prefetch
+    from tasks.adapters.sources import prefetch
 
     def source():
         yield 1
@@ -205,7 +205,7 @@ def test_a_column_with_40000_categories_scores_like_training(tmp_path):
 def test_two_scorers_of_one_output_never_share_a_temporary_file(champion, claims, tmp_path):
     """The temporary file used to be `.NAME.partial` for everyone: two runs writing one output
     wrote into each other's file."""
-    from tasks.batch.sinks import Sink
+    from tasks.adapters.sinks import Sink
 
     first, second = Sink(str(tmp_path / "out.parquet")), Sink(str(tmp_path / "out.parquet"))
     assert first.tmp != second.tmp
@@ -236,7 +236,7 @@ def test_csv_cells_that_would_run_as_formulas_are_written_as_text(champion, clai
 
 
 def test_csv_neutralises_text_cells_and_names_never_numbers(tmp_path):
-    from tasks.batch.sinks import write_frame
+    from tasks.adapters.sinks import write_frame
 
     frame = pd.DataFrame({"amount": [-3.5, 2.0], "note": ["-x", "\r=1"], "=name": [1, 2]})
     write_frame(frame, tmp_path / "out.csv")

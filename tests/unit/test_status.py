@@ -51,9 +51,9 @@ def _store(home) -> None:
 
 def _record(*moves: tuple[str, str, str]) -> None:
     """The trail's records of those alias moves (what the pipeline writes as it moves them)."""
+    from tasks.adapters.audit_trail import AuditTrail, event
     from tasks.adapters.registries import open_registry
     from tasks.core.settings import Settings
-    from tasks.release.audit import AuditTrail, event
 
     settings = Settings.from_env()
     trail = AuditTrail(open_registry(settings), "tiny", key=settings.resolve_audit_key())

@@ -117,7 +117,7 @@ def test_external_memory_trains_and_removes_its_cache(claims, make_config, tmp_p
 
 
 def test_generate_writes_a_dataset_folder_whole(tmp_path):
-    from tasks.batch.sinks import write_frame
+    from tasks.adapters.sinks import write_frame
     from tasks.core.errors import ConfigError
     from tasks.training.batches import parquet_files, parquet_reader
     from tasks.training.synthetic import generate_claims, write_parts

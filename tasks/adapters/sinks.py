@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.adapters.locations import SNOWFLAKE, file_format
 from tasks.adapters.snowflake import TableWriter
-from tasks.batch.locations import SNOWFLAKE, file_format
 from tasks.core.credentials import reveal
 from tasks.core.errors import DataError
 from tasks.core.redact import redact

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tasks.adapters import snowflake
-from tasks.batch.locations import SNOWFLAKE, check_exists, file_format
+from tasks.adapters.locations import SNOWFLAKE, check_exists, file_format
 from tasks.contracts.training import FeatureSpec
 from tasks.core.credentials import revealed
 from tasks.core.errors import DataError
