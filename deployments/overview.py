@@ -111,7 +111,7 @@ def from_prefect(found: Settings, statuses: dict[str, ModelStatus]) -> None:
     """Pending approvals and the last scoring run (and the last training or monitoring run when
     MLflow has none) from the Prefect server: plain HTTP, or Prefect's client where the server
     wants credentials."""
-    from tasks.adapters.prefect_rest import NeedsClient
+    from tasks.core.plain_http import NeedsClient
 
     try:
         _from_prefect_http(found, statuses)
@@ -199,7 +199,7 @@ def next_runs(statuses: dict[str, ModelStatus], server: bool, manifest: Path,
     import asyncio
 
     from deployments.schedules import from_manifest, from_server, from_server_http
-    from tasks.adapters.prefect_rest import NeedsClient
+    from tasks.core.plain_http import NeedsClient
 
     if not server and not manifest.is_file():
         return

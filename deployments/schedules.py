@@ -100,7 +100,7 @@ async def from_server() -> list[ScheduleRow]:
 
 def from_server_http(api_url: str) -> list[ScheduleRow]:
     """from_server's rows read with plain HTTP (no Prefect import); raises
-    tasks.adapters.prefect_rest.NeedsClient where the server wants credentials."""
+    tasks.core.plain_http.NeedsClient where the server wants credentials."""
     from tasks.adapters.prefect_rest import call, flow_runs, when
 
     flows = {f["id"]: f["name"] for f in call(api_url, "flows/filter", {}) or []}

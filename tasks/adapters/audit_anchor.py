@@ -11,17 +11,15 @@ import json
 import os
 import re
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from tasks.core.errors import RegistryError
+from tasks.core.plain_http import NeedsClient, NoAnswer, request_json
 
 VARIABLE = "mlops-audit-head-{model}-{digest}"
-NEEDS_CLIENT = object()  # the server asked for credentials: read through Prefect's client
 
 
 class Anchor(Protocol):
@@ -84,9 +82,8 @@ class PrefectAnchor:
         """The head, read with one plain GET (no Prefect import); through Prefect's client when
         the server wants credentials, which only Prefect's settings hold."""
         if self.api_url:
-            found = self._read_http(self.api_url)
-            if found is not NEEDS_CLIENT:
-                return found  # type: ignore[return-value]
+            with contextlib.suppress(NeedsClient):
+                return self._read_http(self.api_url)
         from prefect.client.orchestration import get_client
 
         try:
@@ -97,21 +94,15 @@ class PrefectAnchor:
                                 f"{type(exc).__name__}") from None
         return dict(found.value) if found is not None and isinstance(found.value, dict) else None
 
-    def _read_http(self, api_url: str) -> dict[str, str] | None | object:
+    def _read_http(self, api_url: str) -> dict[str, str] | None:
+        """The head by one GET; NeedsClient when the server wants credentials."""
         url = f"{api_url.rstrip('/')}/variables/name/{urllib.parse.quote(self.name)}"
         try:
-            with urllib.request.urlopen(url, timeout=30) as resp:
-                found = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            if exc.code in (401, 403):
-                return NEEDS_CLIENT
-            raise RegistryError(f"the audit anchor ({self.where}) could not be read: HTTP "
-                                f"{exc.code}") from None
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"the audit anchor ({self.where}) could not be read: "
-                                f"{type(exc).__name__}") from None
+            found = request_json(url)
+        except NoAnswer as exc:
+            why = f"HTTP {exc.status}" if exc.status is not None else type(exc.cause).__name__
+            raise RegistryError(f"the audit anchor ({self.where}) could not be read: {why}"
+                                ) from None
         value = found.get("value") if isinstance(found, dict) else None
         return dict(value) if isinstance(value, dict) else None
 

@@ -1,22 +1,17 @@
 """Reads from a Prefect server's REST API with plain HTTP, for commands that only read
 (`mlops status`, the audit anchor): importing Prefect's client costs more CPU than such a
 command may spend. A server that asks for credentials (which only Prefect's own settings hold)
-answers NeedsClient, and the caller reads through Prefect's client instead."""
+raises NeedsClient (tasks/core/plain_http.py), and the caller reads through Prefect's client
+instead."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from datetime import datetime
 from typing import Any
 
 from tasks.core.errors import MlopsError
+from tasks.core.plain_http import NoAnswer, request_json
 from tasks.core.redact import redact
-
-
-class NeedsClient(Exception):
-    """The server wants credentials: read through Prefect's client."""
 
 
 class PrefectUnavailable(MlopsError):
@@ -25,25 +20,16 @@ class PrefectUnavailable(MlopsError):
 
 def call(api_url: str, path: str, body: dict[str, Any] | None = None,
          timeout_s: float = 30) -> Any:
-    """GET (no body) or POST (JSON body) one API path; None for 404."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"{api_url.rstrip('/')}/{path.lstrip('/')}", data=data,
-        headers={"Accept": "application/json",
-                 **({"Content-Type": "application/json"} if data is not None else {})})
+    """GET (no body) or POST (JSON body) one API path; None for 404, NeedsClient
+    (tasks.core.plain_http) when the server wants credentials."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-            return json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        if exc.code in (401, 403):
-            raise NeedsClient(path) from None
-        raise PrefectUnavailable(f"Prefect server {redact(api_url)}: {path} answered HTTP "
-                                 f"{exc.code}") from None
-    except (OSError, ValueError) as exc:
+        return request_json(f"{api_url.rstrip('/')}/{path.lstrip('/')}", body, timeout_s)
+    except NoAnswer as exc:
+        if exc.status is not None:
+            raise PrefectUnavailable(f"Prefect server {redact(api_url)}: {path} answered HTTP "
+                                     f"{exc.status}") from None
         raise PrefectUnavailable(f"Prefect server {redact(api_url)} did not answer {path} "
-                                 f"({getattr(exc, 'reason', exc)})") from None
+                                 f"({getattr(exc.cause, 'reason', exc.cause)})") from None
 
 
 def flow_runs(api_url: str, flows: list[str], *, states: list[str] | None = None,
