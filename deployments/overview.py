@@ -78,7 +78,8 @@ def from_registry(found: Settings, registry, cfg: ModelConfig) -> ModelStatus:
     from tasks.release.guard import alias_as_recorded
 
     status = ModelStatus(cfg.name)
-    events = AuditTrail(registry, cfg.name, key=found.resolve_audit_key()).events()
+    events = AuditTrail(registry, cfg.name, settings=found,
+                        key=found.resolve_audit_key()).events()
     for alias in (cfg.deploy.production.alias, cfg.deploy.staging.alias, CHALLENGER):
         try:
             alias_as_recorded(registry, cfg.name, alias, events)

@@ -37,7 +37,7 @@ def deploy_model(model: ModelName, version: str, comment: str = "", wait: bool =
     settings = runtime.settings
     cfg = load_config(model, settings.config_dir)
     registry = connect(settings)
-    proposal = judge_proposal(registry=registry, cfg=cfg, version=version,
+    proposal = judge_proposal(registry=registry, cfg=cfg, version=version, settings=settings,
                               key=runtime.audit_key)
     if proposal.refusal:
         return publish_deploy_summary(DeployResult.not_offered(

@@ -43,7 +43,7 @@ def monitoring(model: ModelName, input: str, day: date | None = None) -> DriftRe
     location = fill_date(input, (day or started.date()).isoformat())
     registry = connect(settings)
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
-        recorded = recorded_champion(registry=registry, cfg=cfg,
+        recorded = recorded_champion(registry=registry, cfg=cfg, settings=settings,
                                      key=settings.resolve_audit_key())
         champion = champion_model(registry=registry, cfg=cfg, into=tmp, version=recorded)
         observed = observe_batch(champion=champion, location=location, cfg=cfg,

@@ -45,7 +45,7 @@ def batch_scoring(model: ModelName, input: str, output: str, day: date | None = 
     stamp = (day or datetime.now(UTC).date()).isoformat()
     registry = connect(settings)
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
-        recorded = recorded_champion(registry=registry, cfg=cfg,
+        recorded = recorded_champion(registry=registry, cfg=cfg, settings=settings,
                                      key=settings.resolve_audit_key())
         champion = champion_model(registry=registry, cfg=cfg, into=tmp, version=recorded)
         summary = score(champion=champion, input_location=fill_date(input, stamp),

@@ -144,8 +144,7 @@ def train_and_register(model: str, runtime: Runtime, as_of: date | None = None
             example=input_example(test, spec),
             card=model_card(cfg, trained, report, decision, validation, plan.tags,
                             champion=champion.report),
-            tags=plan.tags, profile=profile, validation=validation, policy=runtime.policy,
-            key=runtime.audit_key)
+            tags=plan.tags, profile=profile, validation=validation, signed=runtime.signed)
     return PipelineResult(model=cfg.name, version=registration.version, metric=cfg.gate.metric,
                           value=decision.value, gate=decision.summary(), run_id=run_id,
                           reused=False)

@@ -19,7 +19,8 @@ def _trail(model: str, read_only: bool = False):
 
     found, cfg = _named(model)
     registry = read_registry(found) if read_only else open_registry(found)
-    return registry, cfg, AuditTrail(registry, cfg.name, key=found.resolve_audit_key())
+    return registry, cfg, AuditTrail(registry, cfg.name, settings=found,
+                                      key=found.resolve_audit_key())
 
 
 @app.command()

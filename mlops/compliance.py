@@ -24,7 +24,7 @@ def _open(model: str):
     loaded = load_policy(found.policy_path)
     cfg = load_named_config(model, found.config_dir)
     registry = open_registry(found)
-    return found, loaded, cfg, registry, AuditTrail(registry, cfg.name,
+    return found, loaded, cfg, registry, AuditTrail(registry, cfg.name, settings=found,
                                                     key=found.resolve_audit_key())
 
 

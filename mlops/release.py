@@ -95,7 +95,7 @@ def approve(
     who = identity_for(cfg, as_, runtime)
     registry = open_registry(found)
     tags = registry.require_version(cfg.name, run.version).tags
-    events = AuditTrail(registry, cfg.name, key=runtime.audit_key).events()
+    events = AuditTrail(registry, cfg.name, settings=found, key=runtime.audit_key).events()
     facts, unusable = sealed_facts(cfg.name, run.version, tags, events)
     reason = (unusable or refusal(rule, who, facts)) if not reject_ else refusal(rule, who, None)
     if reason:
@@ -128,7 +128,7 @@ def promote(
     runtime = Runtime(found)
     who = identity_for(cfg, as_, runtime)
     previous = promote_version(open_registry(found), cfg, version, who, comment,
-                               settings=found, policy=runtime.policy, key=runtime.audit_key)
+                               signed=runtime.signed)
     typer.echo(f"{cfg.name}@{cfg.deploy.production.alias}: v{previous or '-'} -> v{version} "
                f"(approved by {who.label()})")
 

@@ -82,12 +82,32 @@ def crown(registry, model: str, version: str | None, alias: str = "champion",
     """What a promotion leaves behind, for tests that need a champion without the deploy flow:
     the alias and its signed record (scoring, monitoring and status read both). `key`: the
     audit key of the processes that read it (default: this process's)."""
-    from tasks.adapters.audit_trail import AuditTrail, event
-    from tasks.core.settings import Settings
+    from tasks.adapters.audit_trail import event
 
     registry.move_alias(model, alias, version)
-    AuditTrail(registry, model, key=key or Settings.from_env().resolve_audit_key()).write(
+    trail_here(registry, model, **({"key": key} if key else {})).write(
         event("promoted", "production", None, version, "test", alias=alias))
+
+
+def trail_here(registry, model: str, **given):
+    """The model's audit trail as a process starting now opens it: this environment's settings
+    (where the anchors are) and audit key, unless `given` names them (key=, anchors=, ...)."""
+    from tasks.adapters.audit_trail import AuditTrail
+    from tasks.core.settings import Settings
+
+    found = Settings.from_env()
+    if "key" not in given:
+        given["key"] = found.resolve_audit_key()
+    return AuditTrail(registry, model, settings=found, **given)
+
+
+def signed_parts() -> dict:
+    """What a CLI command or a flow run starting now hands register and promote: one signed
+    context (settings, policy and audit key, read from the test's environment)."""
+    from tasks.core.runtime import Runtime
+    from tasks.core.settings import Settings
+
+    return {"signed": Runtime(Settings.from_env()).signed}
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ record shows; mirrored to GitLab environments when GitLab is configured."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -28,7 +28,6 @@ ENVIRONMENT_ACTIONS = {Action.STAGED: ("staging", "success"),
 # what moves production: never written unsigned while signed records are required
 PRODUCTION_ACTIONS = (Action.PROMOTION_INTENT, Action.PROMOTED, Action.ROLLBACK_INTENT,
                       Action.ROLLED_BACK)
-CONFIGURED: Any = object()  # AuditTrail's default key: the one the settings name
 # records this much older than their experiment were copied there (writers' clocks may differ)
 REPLAY_MARGIN = timedelta(hours=1)
 NO_KEY = ("set MLOPS_AUDIT_KEY (or MLOPS_AUDIT_KEY_BLOCK): {what} needs signed audit records; "
@@ -58,20 +57,25 @@ def event(action: Action, environment: str, from_version: str | None, to_version
 
 
 class AuditTrail:
-    """One model's records in the registry, written one at a time under the model's lock. The
-    key and the anchors default to what the settings name; `require_key` refuses a production
-    change (PRODUCTION_ACTIONS) without a key."""
+    """One model's records in the registry, written one at a time under the model's lock, signed
+    with the key the caller read (None: unsigned) and anchored where the caller's settings say (a
+    file under MLOPS_HOME, a variable on their Prefect server), or on the `anchors` given;
+    `require_key` refuses a production change (PRODUCTION_ACTIONS) without a key."""
 
     def __init__(self, registry: Registry, model: str, mirror: EnvironmentMirror | None = None,
-                 key: chain.Key = CONFIGURED, anchors: list[audit_anchor.Anchor] | None = None,
-                 require_key: bool = True):
+                 *, key: chain.Key, settings: Settings | None = None,
+                 anchors: Sequence[audit_anchor.Anchor] | None = None, require_key: bool = True):
+        if anchors is not None:
+            self.anchors = list(anchors)
+        elif settings is not None:
+            self.anchors = audit_anchor.anchors(settings.home, settings.prefect_api_url, model,
+                                                registry.uri)
+        else:
+            raise TypeError("AuditTrail needs the settings (where its anchors are) or anchors")
         self.registry = registry
         self.model = model
         self.mirror = mirror
-        found = Settings.from_env() if key is CONFIGURED or anchors is None else None
-        self.key = chain.keyring(found.resolve_audit_key() if key is CONFIGURED else key)
-        self.anchors = anchors if anchors is not None else audit_anchor.anchors(
-            found.home, found.prefect_api_url, model, registry.uri)
+        self.key = chain.keyring(key)
         self.require_key = require_key
         self.store = audit_anchor.store_id(registry.uri)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,9 +21,11 @@ from pydantic import (
 )
 
 from tasks.core.audit_event import Action
+from tasks.core.chain import Key
 from tasks.core.config import ModelConfig, RegistrySpec, _format_pydantic, read_mapping
 from tasks.core.errors import ConfigError, first_of
 from tasks.core.governance import Governance, IdentitySource, stricter_identity
+from tasks.core.settings import Settings
 
 Environment = Literal["staging", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = ("staging", "production")
@@ -126,6 +129,18 @@ class LoadedPolicy(_Strict):
     @property
     def label(self) -> str:
         return f"policy {self.policy.version} ({self.origin}, sha256 {self.sha256[:12]})"
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What the stages that judge and sign a release (register, promote) are handed as one
+    argument: the settings, the policy and the audit key their process read once where it
+    started (`Runtime.signed`). Here, beside the policy, so that a stage importing it stays
+    within four layers."""
+
+    settings: Settings
+    policy: LoadedPolicy
+    key: Key = field(repr=False)
 
 
 def parse_policy(text: str, origin: str = "<policy>") -> LoadedPolicy:

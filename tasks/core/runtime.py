@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from tasks.core.chain import Keyring
-from tasks.core.policy_config import LoadedPolicy, load_policy
+from tasks.core.policy_config import LoadedPolicy, Signed, load_policy
 from tasks.core.settings import Settings
 
 
@@ -29,3 +29,9 @@ class Runtime:
     def audit_key(self) -> Keyring | None:
         """The key that signs audit records (its Prefect Secret block read once)."""
         return self.settings.resolve_audit_key()
+
+    @cached_property
+    def signed(self) -> Signed:
+        """The settings, the policy and the key together, for the stages that sign (reads the
+        policy and the key if nothing asked for them yet)."""
+        return Signed(settings=self.settings, policy=self.policy, key=self.audit_key)

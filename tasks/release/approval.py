@@ -146,11 +146,13 @@ def obtain_approval(registry: Registry, cfg: ModelConfig, version: str, staging:
     if rule.identity == "gitlab-environment":
         from tasks.adapters.gitlab_deployments import GitLabDeploymentApprovals
 
-        trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
+        trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab),
+                           settings=settings, key=key)
         return wait_for_gitlab(trail, event, rule, cfg, version, GitLabDeploymentApprovals(
             settings.gitlab) if settings.gitlab else None)
     log, run_id = get_run_logger(), waiting_run_id()
-    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab),
+                       settings=settings, key=key)
     tags = registry.require_version(cfg.name, version).tags
     requested = _request(trail, cfg, version, run_id)
     attempt, problem = 0, ""
@@ -256,7 +258,8 @@ def record_expired(registry: Registry, flow_run_id: str, settings: Settings, key
         client.update_flow_run(run.id, tags=[t for t in run.tags if t != AWAITING])
     cfg = load_config(str(run.parameters["model"]), settings.config_dir)
     version = str(run.parameters["version"])
-    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab),
+                       settings=settings, key=key)
     if any(r.get("action") == Action.APPROVAL_TIMEOUT and r.get("flow_run_id") == str(run.id)
            for r in trail.events()):
         return f"{cfg.name} v{version}: timeout already recorded"

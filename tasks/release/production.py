@@ -31,6 +31,7 @@ from tasks.core.errors import ApprovalError, DeployError, PolicyRefused, Registr
 from tasks.core.policy_config import (
     Governance,
     LoadedPolicy,
+    Signed,
     deployment_refusal,
     governance,
 )
@@ -77,7 +78,8 @@ def post_deploy_checks(registry: Registry, cfg: ModelConfig, version: str) -> No
 def open_trail(registry: Registry, cfg: ModelConfig, settings: Settings, key: Key
                ) -> AuditTrail:
     """The model's trail, signed with the key, mirrored to the settings' GitLab."""
-    return AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
+    return AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab),
+                      settings=settings, key=key)
 
 
 def _ruled(cfg: ModelConfig, settings: Settings, policy: LoadedPolicy, key: Key) -> Governance:
@@ -158,13 +160,13 @@ def finish_interrupted(registry: Registry, cfg: ModelConfig, trail: AuditTrail,
     return f"{note}: checks passed now; completed"
 
 
-def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identity,  # noqa: PLR0913
+def promote(registry: Registry, cfg: ModelConfig, version: str, approver: Identity,
             comment: str = "", flow_run_id: str | None = None, today: date | None = None,
-            checks: Checks | None = None, *, settings: Settings, policy: LoadedPolicy,
-            key: Key) -> str | None:
+            checks: Checks | None = None, *, signed: Signed) -> str | None:
     """Move the champion alias to `version` if the policy allows; returns the previous champion
     (from the trail). Everything judged here comes from signed records: the champion, the
     version's sealed facts, its staging, the approvals already given."""
+    settings, policy, key = signed.settings, signed.policy, signed.key
     spec = cfg.deploy.production
     rule = _ruled(cfg, settings, policy, key)
     ref = registry.require_version(cfg.name, version)
@@ -286,5 +288,6 @@ def production(registry: Registry, cfg: ModelConfig, version: str, approval: App
     from prefect.runtime import flow_run
 
     previous = promote(registry, cfg, version, approval.approver, approval.comment,
-                       flow_run.get_id(), settings=settings, policy=policy, key=key)
+                       flow_run.get_id(),
+                       signed=Signed(settings=settings, policy=policy, key=key))
     return previous or ""

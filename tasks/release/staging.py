@@ -31,7 +31,8 @@ def deploy_staging(registry: Registry, cfg: ModelConfig, version: str, actor: st
     smoke-test it with its own input example; the staging alias points at it if it passes.
     The run's policy rules on it; its key signs the records."""
     server_factory = server_factory or start_model_server
-    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab), key)
+    trail = AuditTrail(registry, cfg.name, open_gitlab_quietly(settings.gitlab),
+                       settings=settings, key=key)
     alias = cfg.deploy.staging.alias
     done = _staged_by(trail.events(), version, flow_run_id)
     if done is not None:

@@ -22,12 +22,12 @@ from tasks.contracts.training import (
 )
 from tasks.core import integrity
 from tasks.core.audit_event import Action
-from tasks.core.chain import Key
 from tasks.core.config import ModelConfig, RegistrySpec
 from tasks.core.errors import RegistryError
 from tasks.core.policy_config import (
     ENVIRONMENTS,
     LoadedPolicy,
+    Signed,
     environment_problems,
     registration_tags,
     require_compliant_config,
@@ -99,16 +99,17 @@ def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
 def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,  # noqa: PLR0913
                      decision: GateDecision, example: pd.DataFrame, card: str,
                      tags: dict[str, str], profile: Profile | None = None,
-                     validation: ValidationReport | None = None, *, policy: LoadedPolicy,
-                     key: Key) -> Registration:
+                     validation: ValidationReport | None = None, *, signed: Signed
+                     ) -> Registration:
     """Check the tags against the model's and the organisation's policy (the one the flow
     loaded: a run is judged by one policy), upload, create the version (idempotent) with the
     policy's hash and each check's result, store its compliance report in the run, point
-    challenger at it; its records are signed with the key."""
+    challenger at it; its records are signed with the flow's key and anchored where its settings
+    say."""
     missing = missing_compliance_tags(cfg.registry)
     if missing:
         raise RegistryError(f"required compliance tag(s) missing: {', '.join(missing)}")
-    loaded = policy
+    loaded = signed.policy
     require_compliant_config(loaded, cfg.name, cfg.registry)
     computed = {"compliance_validated": True, "gate_passed": decision.passed}
     if validation is not None:
@@ -121,7 +122,7 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
         all_tags.update({"decision_threshold": f"{trained.feature_spec.threshold:.6g}",
                          "threshold_rule": trained.feature_spec.threshold_rule or ""})
     existing = registry.find_version(cfg.name, tags["run_key"])
-    trail = AuditTrail(registry, cfg.name, key=key)
+    trail = AuditTrail(registry, cfg.name, settings=signed.settings, key=signed.key)
     if existing is None:
         trail.require_writable()  # its `registered` record must be writable before it exists
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
@@ -197,11 +198,11 @@ def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
 def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,  # noqa: PLR0913
              decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str],
              profile: Profile | None = None, validation: ValidationReport | None = None, *,
-             policy: LoadedPolicy, key: Key) -> Registration:
+             signed: Signed) -> Registration:
     """Registration retries on transient registry errors; it is idempotent by run key. The
     model card gets a link artifact (the MLflow UI's view of it, or its path)."""
     registration = register_version(registry, cfg, run_id, trained, decision, example, card,
-                                    tags, profile, validation, policy=policy, key=key)
+                                    tags, profile, validation, signed=signed)
     publish_link(registry, registration.run_id or run_id, "model/model_card.md",
                  f"{cfg.name} v{registration.version} model card",
                  key=artifact_key(cfg.name, "model-card"))

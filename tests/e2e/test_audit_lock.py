@@ -21,6 +21,7 @@ import json, sys, time
 from tasks.adapters import audit_store
 from tasks.adapters.mlflow_registry import Registry
 from tasks.adapters.audit_trail import AuditTrail, event
+from tasks.core.settings import Settings
 uri, model, start, mode = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 registry = Registry(uri)
 time.sleep(max(0.0, start - time.time()))
@@ -30,7 +31,7 @@ if mode == "hold":
         time.sleep(4)
         print(json.dumps([began, time.time()]))
 else:
-    trail = AuditTrail(registry, model, key=sys.argv[5].encode())
+    trail = AuditTrail(registry, model, settings=Settings.from_env(), key=sys.argv[5].encode())
     for i in range(6):
         trail.write(event("check-recorded", "production", None, str(i), uri.split(":")[0]))
     print("[]")

@@ -179,7 +179,8 @@ def test_a_deployment_approved_in_gitlab_by_another_user_is_promoted(world):
     from tasks.core.settings import Settings
 
     found = Settings.from_env(cli)  # the signed records themselves
-    events = AuditTrail(open_registry(found), "fraud", key=found.resolve_audit_key()).events()
+    events = AuditTrail(open_registry(found), "fraud", settings=found,
+                        key=found.resolve_audit_key()).events()
     answers = [(r["action"], r["actor"], r["actor_id"], r["deployment_id"], r["source"])
                for r in events if r.get("source") == "gitlab-environment"
                and r["action"] != "approval-requested"]

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from mlops.cli import app
 from tasks.adapters import audit_trail as audit
-from tasks.adapters.audit_trail import AuditTrail, event
+from tasks.adapters.audit_trail import event
 from tasks.core import chain
 from tasks.core.errors import ConfigError, RegistryError
-from tests.conftest import without_audit_key
+from tests.conftest import trail_here, without_audit_key
 
 runner = CliRunner()
 NAME = "aud"
@@ -31,7 +31,7 @@ def trail(write_config, registry):
     """Model `aud` (a config, nothing trained) and its trail with five signed records."""
     write_config(NAME)
     reg = registry()
-    written = AuditTrail(reg, NAME, key=KEY)
+    written = trail_here(reg, NAME, key=KEY)
     for action, version in (("staged", "1"), ("promotion-intent", "1"), ("promoted", "1"),
                             ("promotion-intent", "2"), ("promoted", "2")):
         written.write(event(action, "production", None, version, "alice"))
@@ -94,7 +94,7 @@ def test_a_signed_prefix_copied_into_a_fresh_experiment_is_prefix_replay(
     """Written two hours ago; copied (records 1..3) into a fresh experiment now."""
     write_config(NAME)
     reg = registry()
-    written = AuditTrail(reg, NAME, key=KEY)
+    written = trail_here(reg, NAME, key=KEY)
     with monkeypatch.context() as earlier:
         earlier.setattr(audit, "now_utc", lambda: datetime.now(UTC) - timedelta(hours=2))
         for version in ("1", "2", "3", "4", "5"):
@@ -119,7 +119,7 @@ def test_a_signed_prefix_copied_into_a_fresh_experiment_is_prefix_replay(
 def test_another_models_signed_chain_copied_in_is_cross_model_replay(write_config, registry):
     write_config(NAME)
     reg = registry()
-    other = AuditTrail(reg, "other", key=KEY)
+    other = trail_here(reg, "other", key=KEY)
     for action in ("staged", "promotion-intent", "promoted"):
         other.write(event(action, "production", None, "1", "alice"))
     copy_into_fresh_trail(reg, other.records())
@@ -127,12 +127,12 @@ def test_another_models_signed_chain_copied_in_is_cross_model_replay(write_confi
     assert code == 1, out
     assert "record 1 (staged): cross-model replay: it belongs to model other, not aud" in out
     assert "signature does not match" in out  # the key is derived per model
-    assert AuditTrail(reg, NAME).events() == []
+    assert trail_here(reg, NAME).events() == []
 
 
 def test_verify_without_the_key_is_unverifiable_never_intact(trail, monkeypatch):
     reg, _ = trail
-    last = max(AuditTrail(reg, NAME).records(), key=lambda r: int(r["seq"]))
+    last = max(trail_here(reg, NAME).records(), key=lambda r: int(r["seq"]))
     forged = reg.client.create_run(reg.client.get_experiment_by_name(
         f"audit/{NAME}").experiment_id).info.run_id
     body = chain.seal({"seq": "6", "action": "promoted", "to_version": "666", "model": NAME,
@@ -151,7 +151,7 @@ def test_verify_without_the_key_is_unverifiable_never_intact(trail, monkeypatch)
 def test_no_production_record_without_the_key(trail, monkeypatch):
     reg, _ = trail
     without_audit_key(monkeypatch)
-    keyless = AuditTrail(reg, NAME)
+    keyless = trail_here(reg, NAME)
     before = len(keyless.records())
     for action in ("promotion-intent", "promoted", "rollback-intent", "rolled-back"):
         with pytest.raises(ConfigError, match="^set MLOPS_AUDIT_KEY .*nothing was changed$"):
@@ -160,7 +160,7 @@ def test_no_production_record_without_the_key(trail, monkeypatch):
     # nor any other record: unsigned, it would break this signed chain
     with pytest.raises(ConfigError, match="signed audit trail of aud"):
         keyless.write(event("approval-requested", "production", None, "2", "pipeline"))
-    lenient = AuditTrail(reg, NAME, require_key=False)  # what a policy may choose elsewhere
+    lenient = trail_here(reg, NAME, require_key=False)  # what a policy may choose elsewhere
     with pytest.raises(ConfigError, match="signed audit trail of aud"):
         lenient.write(event("promotion-intent", "production", "1", "2", "alice"))
     assert len(keyless.records()) == before
@@ -196,10 +196,10 @@ def test_a_rotated_key_verifies_older_records_through_the_retired_list(trail, mo
     code, out = verify()
     assert code == 1 and f"signed with key {chain.key_id(b'test-audit-key')}" in out, out
     monkeypatch.setenv("MLOPS_AUDIT_KEYS_RETIRED", "older-key,test-audit-key")
-    AuditTrail(reg, NAME).write(event("staged", "staging", None, "3", "pipeline"))
+    trail_here(reg, NAME).write(event("staged", "staging", None, "3", "pipeline"))
     code, out = verify()
     assert code == 0 and f"key {chain.key_id(b'new-audit-key')}" in out, out
-    assert AuditTrail(reg, NAME).records()[-1]["kid"] == chain.key_id(b"new-audit-key")
+    assert trail_here(reg, NAME).records()[-1]["kid"] == chain.key_id(b"new-audit-key")
 
 
 def test_the_prefect_variable_anchor_catches_a_cut_when_the_local_file_is_gone(
@@ -209,7 +209,7 @@ def test_the_prefect_variable_anchor_catches_a_cut_when_the_local_file_is_gone(
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # the test server's
     write_config(NAME)
     reg = registry()
-    written = AuditTrail(reg, NAME)
+    written = trail_here(reg, NAME)
     assert [a.where.split()[0] for a in written.anchors] == ["file", "Prefect"]
     for version in ("1", "2", "3"):
         written.write(event("staged", "staging", None, version, "pipeline"))

@@ -18,7 +18,7 @@ from tasks.core.errors import ApprovalError, DeployError, MlopsError, UnknownVer
 from tasks.core.settings import Settings
 from tasks.release.production import promote, rollback
 from tasks.release.staging import deploy_staging
-from tests.conftest import release_parts
+from tests.conftest import release_parts, signed_parts, trail_here
 
 runner = CliRunner()
 DEPLOY = """deploy:
@@ -57,7 +57,7 @@ def staged(reg, cfg, version: str) -> None:
 
 
 def trail(reg, cfg) -> AuditTrail:
-    return AuditTrail(reg, cfg.name, key=Settings.from_env().resolve_audit_key())
+    return trail_here(reg, cfg.name)
 
 
 def actions(reg, cfg):
@@ -124,10 +124,10 @@ def test_the_author_may_not_approve(model):
     bob_built_it = cfg.model_copy(update={"deploy": cfg.deploy.model_copy(update={
         "production": cfg.deploy.production.model_copy(update={"approvers": ["dave", "bob"]})})})
     with pytest.raises(ApprovalError, match="four eyes: dave built it"):
-        promote(reg, bob_built_it, "1", Identity(username="dave"), **release_parts())
+        promote(reg, bob_built_it, "1", Identity(username="dave"), **signed_parts())
     assert reg.alias_version(cfg.name, "champion") is None
     assert actions(reg, cfg)[-1] == ("promotion-refused", "", "1")
-    promote(reg, bob_built_it, "1", BOB, **release_parts())
+    promote(reg, bob_built_it, "1", BOB, **signed_parts())
     assert reg.alias_version(cfg.name, "champion") == "1"
 
 
@@ -137,20 +137,20 @@ def test_an_unstaged_or_changed_version_is_not_promoted(write_config, registry, 
     training_pipeline(name)
     fresh = load_config(name, Settings.from_env().config_dir)
     with pytest.raises(ApprovalError, match="v1 has not passed staging"):
-        promote(reg, fresh, "1", ALICE, **release_parts())
+        promote(reg, fresh, "1", ALICE, **signed_parts())
     staged(reg, cfg, "2")
     trail(reg, cfg).write(event("staged", "staging", None, "2", "pipeline", alias="staging",
                                 digest="0" * 64))  # staged, but other files than v2 has now
     with pytest.raises(ApprovalError, match="files changed since it was staged"):
-        promote(reg, cfg, "2", ALICE, **release_parts())
+        promote(reg, cfg, "2", ALICE, **signed_parts())
     assert reg.alias_version(cfg.name, "champion") is None
 
 
 def test_promotion_in_a_freeze_window_is_refused(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE, **release_parts())
+    promote(reg, cfg, "1", ALICE, **signed_parts())
     with pytest.raises(DeployError, match=r"refused: freeze window 2030-12-20..2031-01-03"):
-        promote(reg, cfg, "2", ALICE, today=dt.date(2030, 12, 24), **release_parts())
+        promote(reg, cfg, "2", ALICE, today=dt.date(2030, 12, 24), **signed_parts())
     assert reg.alias_version(cfg.name, "champion") == "1"
     assert actions(reg, cfg)[-1] == ("promotion-refused", "1", "2")
 
@@ -158,27 +158,27 @@ def test_promotion_in_a_freeze_window_is_refused(model):
 def test_version_that_does_not_exist(model):
     reg, cfg = model
     with pytest.raises(UnknownVersion, match="has no version 9"):
-        promote(reg, cfg, "9", ALICE, **release_parts())
+        promote(reg, cfg, "9", ALICE, **signed_parts())
     assert reg.alias_version(cfg.name, "champion") is None
 
 
 def test_failed_post_deploy_check_rolls_back_automatically(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE, **release_parts())
+    promote(reg, cfg, "1", ALICE, **signed_parts())
 
     def broken(registry, cfg, version):
         raise RuntimeError("predictions drifted from staging")
 
     with pytest.raises(DeployError, match="rolled back to v1"):
-        promote(reg, cfg, "2", BOB, checks=broken, **release_parts())
+        promote(reg, cfg, "2", BOB, checks=broken, **signed_parts())
     assert reg.alias_version(cfg.name, "champion") == "1"
     assert actions(reg, cfg)[-2:] == [("promotion-intent", "1", "2"), ("rolled-back", "2", "1")]
 
 
 def test_manual_rollback_only_to_a_former_champion(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE, **release_parts())
-    promote(reg, cfg, "2", BOB, comment="better f1", **release_parts())
+    promote(reg, cfg, "1", ALICE, **signed_parts())
+    promote(reg, cfg, "2", BOB, comment="better f1", **signed_parts())
     result = runner.invoke(app, ["rollback", cfg.name, "--as", "carol", "--comment", "incident"])
     assert result.exit_code == 0, result.output
     assert "v2 -> v1" in result.stdout
@@ -194,12 +194,12 @@ def test_manual_rollback_only_to_a_former_champion(model):
 
 def test_rollback_refuses_a_never_champion_an_unknown_version_and_freezes(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE, **release_parts())
+    promote(reg, cfg, "1", ALICE, **signed_parts())
     with pytest.raises(UnknownVersion, match="has no version 7"):
         rollback(reg, cfg, CAROL, to_version="7", **release_parts())
     with pytest.raises(DeployError, match="v2 was never champion"):
         rollback(reg, cfg, CAROL, to_version="2", **release_parts())
-    promote(reg, cfg, "2", ALICE, **release_parts())
+    promote(reg, cfg, "2", ALICE, **signed_parts())
     with pytest.raises(DeployError, match="freeze window"):
         rollback(reg, cfg, CAROL, to_version="1", today=dt.date(2031, 1, 2), **release_parts())
     assert rollback(reg, cfg, CAROL, to_version="1", **release_parts()) == ("2", "1")
@@ -211,7 +211,7 @@ def test_an_interrupted_promotion_is_finished_by_the_next_command(model):
     """What a crash between the alias move and the checks leaves: an intent with no completion.
     The next promotion first completes it (its checks pass now), and says so in the trail."""
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE, **release_parts())
+    promote(reg, cfg, "1", ALICE, **signed_parts())
     trail(reg, cfg).write(event("promotion-intent", "production", "1", "2", "bob",
                                 alias="champion"))
     reg.move_alias(cfg.name, "champion", "2")  # ... and the process died here
@@ -219,7 +219,7 @@ def test_an_interrupted_promotion_is_finished_by_the_next_command(model):
     assert verify.exit_code == 1 and "was started but not finished" in verify.stderr
     with pytest.raises(ApprovalError, match="v1 was champion before"):  # any production
         promote(reg, cfg, "1", ALICE, today=dt.date(2030, 12, 24),  # command recovers
-                **release_parts())
+                **signed_parts())
     completed = trail(reg, cfg).events()[-2]
     assert completed["action"] == "promoted" and "completed after" in completed["reason"]
     assert reg.alias_version(cfg.name, "champion") == "2"
@@ -228,8 +228,8 @@ def test_an_interrupted_promotion_is_finished_by_the_next_command(model):
 
 def test_tampering_with_the_trail_shows(model):
     reg, cfg = model
-    promote(reg, cfg, "1", ALICE, **release_parts())
-    promote(reg, cfg, "2", BOB, **release_parts())
+    promote(reg, cfg, "1", ALICE, **signed_parts())
+    promote(reg, cfg, "2", BOB, **signed_parts())
     assert runner.invoke(app, ["audit", "verify", cfg.name]).exit_code == 0
     client = reg.client
     audit = client.get_experiment_by_name(f"audit/{cfg.name}").experiment_id
@@ -264,7 +264,7 @@ def test_tampering_with_the_trail_shows(model):
     verify = runner.invoke(app, ["audit", "verify", cfg.name])
     assert verify.exit_code == 1 and "was deleted" in verify.stderr
     with pytest.raises(MlopsError, match="was deleted"):
-        promote(reg, cfg, "1", ALICE, **release_parts())
+        promote(reg, cfg, "1", ALICE, **signed_parts())
 
 
 def test_smoke_test_failure_restores_staging(model):

@@ -18,7 +18,7 @@ from tasks.adapters.audit_trail import AuditTrail, event
 from tasks.contracts.release import Identity
 from tasks.core.errors import ApprovalError, ConfigError, DeployError
 from tasks.core.settings import Settings
-from tests.conftest import config_yaml, release_parts
+from tests.conftest import config_yaml, release_parts, signed_parts, trail_here
 from tests.fakes.gitlab_api import FakeGitLab
 
 POLICY = Path(__file__).resolve().parents[2] / "configs" / "policy.yaml"
@@ -56,7 +56,7 @@ class World:
         return governance(load_policy(Settings.from_env().policy_path), self.cfg)
 
     def trail(self) -> AuditTrail:
-        return AuditTrail(self.registry, "glenv", key=Settings.from_env().resolve_audit_key())
+        return trail_here(self.registry, "glenv")
 
     def facts(self) -> dict[str, str]:
         from tasks.release.guard import sealed_facts
@@ -226,7 +226,7 @@ def test_forged_approvals_in_tags_or_typed_names_count_for_nothing(world):
                     Identity(username="alice", user_id=3, verified=True, via="gitlab-token"),
                     Identity(username="alice", user_id=3, verified=True, via="declared")):
             with pytest.raises(ApprovalError, match="approve the blocked production deployment"):
-                promote(reg, world.cfg, "1", who, "forged", **release_parts())
+                promote(reg, world.cfg, "1", who, "forged", **signed_parts())
     finally:
         for tag in ("approved_by", "approvals", "gitlab.deployment_approvals"):
             reg.client.delete_model_version_tag("glenv", "1", tag)
@@ -324,7 +324,7 @@ def test_two_distinct_gitlab_users_approve_and_the_version_is_promoted(world):
         ("alice", "3", str(deployment_id)), ("bob", "4", str(deployment_id))]
     assert all(r["decided_at"] and r["identity"].endswith("verified)") for r in given)
     promote(world.registry, world.cfg, "1", approval.approver, approval.comment, run_id,
-            **release_parts())
+            **signed_parts())
     assert world.champion() == "1"
     promoted = [r for r in world.trail().events() if r["action"] == "promoted"][-1]
     assert promoted["identity"] == "bob (GitLab user 4, verified)"

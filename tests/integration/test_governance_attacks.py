@@ -17,7 +17,7 @@ from tasks.contracts.release import Identity
 from tasks.core.audit_event import AuditEvent
 from tasks.core.errors import ApprovalError, ConfigError, PolicyRefused, TrailMismatch
 from tasks.core.settings import Settings
-from tests.conftest import config_yaml, release_parts
+from tests.conftest import config_yaml, signed_parts, trail_here
 
 runner = CliRunner()
 DEPLOY = """deploy:
@@ -47,7 +47,7 @@ class Store:
         return load_config("gov", self.home / "configs")
 
     def trail(self) -> AuditTrail:
-        return AuditTrail(self.registry, "gov", key=Settings.from_env().resolve_audit_key())
+        return trail_here(self.registry, "gov")
 
     def actions(self) -> list[str]:
         return [r["action"] for r in self.trail().events()]
@@ -94,7 +94,7 @@ def store(tmp_path_factory):
             training_pipeline("gov")
         for version, who in (("1", "alice"), ("2", "bob")):
             _staged(s, version)
-            promote(s.registry, s.cfg, version, Identity(username=who), "setup", **release_parts())
+            promote(s.registry, s.cfg, version, Identity(username=who), "setup", **signed_parts())
         _staged(s, "3")
         assert s.champion() == "2"
         yield s
@@ -291,7 +291,7 @@ def test_no_key_no_production_change_on_a_shared_store(unchanged):
     unchanged.mp.setattr(Settings, "store_is_local", property(lambda self: False))
     unchanged.mp.delenv("MLOPS_AUDIT_KEY", raising=False)
     with pytest.raises(ConfigError, match="no production change of gov without MLOPS_AUDIT_KEY"):
-        promote(unchanged.registry, unchanged.cfg, "3", Identity(username="alice"), **release_parts())
+        promote(unchanged.registry, unchanged.cfg, "3", Identity(username="alice"), **signed_parts())
 
 
 def test_in_gitlab_ci_production_moves_only_on_a_protected_ref(unchanged):

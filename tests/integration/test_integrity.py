@@ -24,7 +24,7 @@ from tasks.release.production import post_deploy_checks
 from tasks.release.staging import deploy_staging
 from tasks.training.gate import rescore_champion
 from tasks.training.synthetic import generate_claims
-from tests.conftest import config_yaml, crown, release_parts, without_audit_key
+from tests.conftest import config_yaml, crown, release_parts, trail_here, without_audit_key
 
 runner = CliRunner()
 NAME = "sealed"
@@ -157,9 +157,9 @@ def test_added_missing_files_and_a_rewritten_manifest_are_refused(sealed, restor
 
 def staged(registry, version: str) -> None:
     """What a passed staging leaves: its record (with the digest) and the alias."""
-    from tasks.adapters.audit_trail import AuditTrail, event
+    from tasks.adapters.audit_trail import event
 
-    AuditTrail(registry, NAME).write(event("staged", "staging", None, version, "pipeline",
+    trail_here(registry, NAME).write(event("staged", "staging", None, version, "pipeline",
                                            alias="staging",
                                            digest=registry.require_manifest(NAME, version)))
     registry.move_alias(NAME, "staging", version)
@@ -241,12 +241,11 @@ def test_a_version_without_a_manifest_loads_with_a_warning_and_is_refused_for_pr
 
 def test_a_promotion_without_the_audit_key_moves_nothing(sealed, monkeypatch):
     """No key, no production change: refused before the alias moves, and says what to set."""
-    from tasks.adapters.audit_trail import AuditTrail
 
     registry, version, _, _ = sealed
     staged(registry, version)
     registry.move_alias(NAME, "champion", None)
-    before = len(AuditTrail(registry, NAME).records())
+    before = len(trail_here(registry, NAME).records())
     without_audit_key(monkeypatch)
     try:
         result = runner.invoke(app, ["promote", NAME, version, "--as", "alice"])
@@ -254,6 +253,6 @@ def test_a_promotion_without_the_audit_key_moves_nothing(sealed, monkeypatch):
         [line] = result.stderr.strip().splitlines()
         assert "without MLOPS_AUDIT_KEY" in line, line
         assert registry.alias_version(NAME, "champion") is None
-        assert len(AuditTrail(registry, NAME, key=None).records()) == before
+        assert len(trail_here(registry, NAME, key=None).records()) == before
     finally:
         registry.move_alias(NAME, "champion", version)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from flows.training import training_pipeline
 from mlops.cli import app
-from tasks.adapters.audit_trail import AuditTrail, event
+from tasks.adapters.audit_trail import event
 from tasks.contracts.release import Identity
 from tasks.core.config import load_config
 from tasks.core.errors import ConfigError, PolicyRefused
@@ -18,7 +18,7 @@ from tasks.core.settings import Settings
 from tasks.release.production import promote
 from tasks.release.staging import deploy_staging
 from tasks.reports.compliance import REPORT_NAME
-from tests.conftest import config_yaml, release_parts
+from tests.conftest import config_yaml, release_parts, signed_parts, trail_here
 from tests.integration.conftest import versions
 
 runner = CliRunner()
@@ -47,7 +47,7 @@ def policy(home, monkeypatch):
 
 
 def last(reg, name: str) -> dict[str, str]:
-    return AuditTrail(reg, name).events()[-1]
+    return trail_here(reg, name).events()[-1]
 
 
 def test_a_config_the_policy_refuses_trains_nothing(write_config, registry, policy, home):
@@ -80,10 +80,10 @@ def test_registration_records_the_policy_and_production_follows_it(
 
     digest = reg.require_manifest(name, "1")
     reg.move_alias(name, "staging", "1")
-    AuditTrail(reg, name).write(event("staged", "staging", None, "1", "pipeline",
+    trail_here(reg, name).write(event("staged", "staging", None, "1", "pipeline",
                                       alias="staging", digest=digest))
     with pytest.raises(PolicyRefused, match="check 'security_scan' has not passed"):
-        promote(reg, cfg, "1", Identity(username="alice"), **release_parts())
+        promote(reg, cfg, "1", Identity(username="alice"), **signed_parts())
     assert reg.alias_version(name, "champion") is None
     refused = last(reg, name)
     assert refused["action"] == "promotion-refused"
@@ -95,7 +95,7 @@ def test_registration_records_the_policy_and_production_follows_it(
     computed = runner.invoke(app, ["check-off", name, "1", "gate_passed", "--result", "passed",
                                    "--as", "x"])
     assert computed.exit_code == 2 and "computed at registration" in computed.stderr
-    promote(reg, cfg, "1", Identity(username="alice"), **release_parts())
+    promote(reg, cfg, "1", Identity(username="alice"), **signed_parts())
     assert reg.alias_version(name, "champion") == "1"
 
     listed = runner.invoke(app, ["compliance", name, "--report"])

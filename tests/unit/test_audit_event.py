@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from tasks.core.audit_event import SEALED_FIELDS, Action, AuditEvent
 
 KEY = b"audit-key"
 START = datetime(2026, 11, 1, tzinfo=UTC)
+POLICY = Path(__file__).resolve().parents[2] / "configs" / "policy.yaml"
 
 
 def old_event(action: str, environment: str, from_version: str | None, to_version: str | None,
@@ -128,3 +130,38 @@ def test_an_event_is_frozen():
 
 def test_the_chain_names_its_repair_record_by_the_tombstone_action():
     assert chain.TOMBSTONE == Action.TOMBSTONE
+
+
+def test_a_trail_is_signed_and_anchored_as_its_caller_says_not_as_the_environment_does(
+        monkeypatch, tmp_path):
+    """AuditTrail(registry, model) used to read the settings itself (MLOPS_AUDIT_KEY, MLOPS_HOME,
+    PREFECT_API_URL): now the key and the settings (where its anchors are) are the caller's,
+    and a trail given neither settings nor anchors is refused."""
+    from tasks.adapters.audit_anchor import FileAnchor, PrefectAnchor
+    from tasks.core.settings import Settings
+
+    monkeypatch.setenv("MLOPS_AUDIT_KEY", "the-environments-key")
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "environment"))
+    given = Settings.from_env({"MLOPS_HOME": str(tmp_path / "given"),
+                               "PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    trail = AuditTrail(FakeRegistry(), "fraud", settings=given, key=None)  # type: ignore[arg-type]
+    assert trail.key is None
+    file, prefect = trail.anchors
+    assert isinstance(file, FileAnchor) and file.path.is_relative_to(tmp_path / "given")
+    assert isinstance(prefect, PrefectAnchor) and prefect.api_url == "http://127.0.0.1:9/api"
+    with pytest.raises(TypeError, match="needs the settings"):
+        AuditTrail(FakeRegistry(), "fraud", key=KEY)  # type: ignore[arg-type]
+
+
+def test_the_signed_context_is_the_runtimes_settings_policy_and_key(tmp_path):
+    """register and promote get one argument holding what the process read once."""
+    from tasks.core.runtime import Runtime
+    from tasks.core.settings import Settings
+
+    runtime = Runtime(Settings.from_env({"MLOPS_HOME": str(tmp_path), "MLOPS_AUDIT_KEY": "k3y-s3cret",
+                                         "MLOPS_POLICY": str(POLICY)}))
+    signed = runtime.signed
+    assert signed.settings is runtime.settings and signed.policy is runtime.policy
+    assert signed.key is runtime.audit_key and signed.key is not None
+    assert runtime.signed is signed  # read once
+    assert "k3y-s3cret" not in repr(signed) and "key=" not in repr(signed)

@@ -147,7 +147,8 @@ def test_history_shows_a_long_comment_whole_and_answers_in_json(home):  # noqa: 
 
     _store(home)
     settings = Settings.from_env()
-    trail = AuditTrail(open_registry(settings), "tiny", key=settings.resolve_audit_key())
+    trail = AuditTrail(open_registry(settings), "tiny", settings=settings,
+                       key=settings.resolve_audit_key())
     why = "rolled back because the settlement model over-predicted total-loss claims in the north"
     trail.write(event("promoted", "test", "1", "2", "pipeline", alias="champion", comment=why))
     text = runner.invoke(app, ["history", "tiny"])
@@ -304,7 +305,8 @@ def test_history_shows_why_a_refusal_was_refused_beside_the_persons_comment(home
 
     _store(home)
     settings = Settings.from_env()
-    trail = AuditTrail(open_registry(settings), "tiny", key=settings.resolve_audit_key())
+    trail = AuditTrail(open_registry(settings), "tiny", settings=settings,
+                       key=settings.resolve_audit_key())
     trail.write(event("approval-refused", "production", None, "2", "dave", "my model, ship it",
                       reason="four eyes: dave built v2"))
     shown = runner.invoke(app, ["history", "tiny"])

@@ -27,6 +27,7 @@ from tasks.adapters.gitlab_mlflow import (
 from tasks.adapters.registries import open_registry
 from tasks.core.errors import ConfigError, RegistryError
 from tasks.core.settings import Settings
+from tests.conftest import trail_here
 from tests.fakes.gitlab_mlflow import MODES, serve
 
 GITLAB = "https://gitlab.example.com/api/v4/projects/42/ml/mlflow"
@@ -91,12 +92,12 @@ def test_a_gitlab_uri_needs_a_token(monkeypatch, tmp_path):
 def test_aliases_are_the_audit_chain_and_a_forged_pointer_does_not_count(monkeypatch, tmp_path):
     """GitLab cannot store aliases: the audit chain's moves are the pointers (shown here on the
     local store). A pointer written outside the pipeline, future-dated, counts for nothing."""
-    from tasks.adapters.audit_trail import AuditTrail, event
+    from tasks.adapters.audit_trail import event
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     registry = GitLabRegistry(Settings.from_env().tracking_uri)
-    trail = AuditTrail(registry, "m")
+    trail = trail_here(registry, "m")
     assert registry.alias_version("m", "champion") is None
     for action, alias, version in (("promoted", "champion", "1.0.0"),
                                    ("staged", "staging", "1.0.1"),

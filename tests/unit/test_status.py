@@ -56,7 +56,8 @@ def _record(*moves: tuple[str, str, str]) -> None:
     from tasks.core.settings import Settings
 
     settings = Settings.from_env()
-    trail = AuditTrail(open_registry(settings), "tiny", key=settings.resolve_audit_key())
+    trail = AuditTrail(open_registry(settings), "tiny", settings=settings,
+                       key=settings.resolve_audit_key())
     for action, alias, version in moves:
         trail.write(event(action, "test", None, version, "pipeline", alias=alias))
 

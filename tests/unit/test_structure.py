@@ -26,11 +26,10 @@ KNOWN_OVER_BUDGET = {
     "tasks.reports.approval.approval_markdown",  # a page of 14 named fields, passed by keyword
     "tasks.reports.compliance.compliance_html",  # a page of 12 named fields, passed by keyword
     "tasks.release.production.move_checked",  # one whole transition: 11
-    # the run's policy and signing key, keyword-only, since the stages stopped reading them
-    # from the environment (issue 26 item 1); next: one signed-context argument for both
-    "tasks.release.production.promote",  # 11
-    "tasks.training.register.register_version",  # 12
-    "tasks.training.register.register",  # 12
+    # a version's data, its gate decision and report inputs, and the run's signed context
+    # (settings, policy, key: one argument since issue 26 item 4)
+    "tasks.training.register.register_version",  # 11
+    "tasks.training.register.register",  # 11
 }
 # the layers under the stages, which every stage may import; every other package under tasks/ is
 # a stage group (training/, release/, batch/, and any folder added later)
@@ -271,11 +270,11 @@ def test_the_environment_is_read_in_one_place():
 # arguments (issue 26, item 1). The stages that still read them themselves, and how often; this
 # list only shrinks: a site moved must leave it, a new one fails. Left: code Prefect or Python
 # calls before or after any entry point (the flows' parameter schema, built at import; the
-# failure hook), and the audit trail's default key and anchors (AuditTrail(registry, model)).
+# failure hook). The audit trail's default key and anchors went with issue 26 item 4: callers
+# hand AuditTrail their settings and key.
 SETTINGS_READERS_LEFT: dict[str, int] = {
     "tasks.adapters.slack": 1,
     "tasks.core.parameters": 1,
-    "tasks.adapters.audit_trail": 1,
 }
 
 

@@ -80,6 +80,8 @@ def errors_now(root: Path, modules: list[str], cache: Path) -> dict[str, int]:
 
 def problems(root: Path, cache: Path) -> list[str]:
     listed = ratchet((root / "pyproject.toml").read_text())
+    if not listed:  # every module is checked by `make lint`
+        return []
     absent = [m for m in listed if not module_file(root, m).is_file()]
     if absent:
         return [f"{m}: on the ratchet list but no such module" for m in absent]
