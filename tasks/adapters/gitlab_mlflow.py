@@ -11,8 +11,8 @@ GitLab maps experiments and runs (candidates) and registered models and versions
 - a version is a semantic version (tag `gitlab.version`); its API `version` is a database id;
   a version tag needs a value (≤5,000 characters);
 - no aliases can be written and no version tags after creation, no version search: the
-  staging/champion pointers are an append-only log of runs in experiment `aliases/<model>`, the
-  version a training run registered is a tag on that run (`mlops.registered_version`);
+  staging/champion pointers are the audit chain's moves (`audit/<model>`), the version a
+  training run registered is a tag on that run (`mlops.registered_version`);
 - a run's params and tags can be written once each; params hold at most 250 characters;
 - `search_runs` reads one experiment, ignores filters and orders only by a few columns: runs are
   paged through and filtered here; `search_registered_models` is never used (GitLab's name-only
