@@ -1,6 +1,6 @@
 """The registry a read-only command reads (`history`, `audit verify`, `status`): MLflow's REST
-API wherever a tracking server serves the store, so the command imports no MLflow; otherwise
-(a SQLite file no server serves, GitLab's MLflow API) the full registry."""
+API wherever a tracking server serves the store (GitLab's MLflow API included), so the command
+imports no MLflow; otherwise (a SQLite file no server serves) the full registry."""
 
 from __future__ import annotations
 
@@ -23,14 +23,17 @@ def served_store_url(found: Settings) -> str | None:
 
 
 def read_registry(found: Settings) -> Any:
-    """A RestRegistry (reads only) where an MLflow server answers for the store; else the
-    Registry of open_registry. Both keep the store's own URI, which names its audit anchors."""
-    from tasks.adapters.gitlab_mlflow import is_gitlab_mlflow
+    """A RestRegistry (reads only) where an MLflow server answers for the store, with GitLab's
+    rules on GitLab's MLflow API; else the Registry of open_registry. Each keeps the store's
+    own URI, which names its audit anchors."""
+    from tasks.adapters.gitlab_mlflow import GitLabRestRegistry, is_gitlab_mlflow
     from tasks.adapters.mlflow_rest import RestRegistry
     from tasks.adapters.registries import check_reachable, open_registry
 
     uri = found.tracking_uri
-    if uri.startswith(("http://", "https://")) and not is_gitlab_mlflow(uri):
+    if is_gitlab_mlflow(uri):  # as open_registry: no reachability probe, the token required
+        return GitLabRestRegistry(uri, found.tracking_token, audit_key=found.resolve_audit_key())
+    if uri.startswith(("http://", "https://")):
         check_reachable(uri, found.tracking_retries)
         return RestRegistry(uri, found.tracking_token, ui_url=found.mlflow_ui_url)
     served = served_store_url(found)

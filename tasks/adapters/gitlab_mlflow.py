@@ -11,8 +11,8 @@ GitLab maps experiments and runs (candidates) and registered models and versions
 - a version is a semantic version (tag `gitlab.version`); its API `version` is a database id;
   a version tag needs a value (≤5,000 characters);
 - no aliases can be written and no version tags after creation, no version search: the
-  staging/champion pointers are an append-only log of runs in experiment `aliases/<model>`, the
-  version a training run registered is a tag on that run (`mlops.registered_version`);
+  staging/champion pointers are the audit chain's moves (`audit/<model>`), the version a
+  training run registered is a tag on that run (`mlops.registered_version`);
 - a run's params and tags can be written once each; params hold at most 250 characters;
 - `search_runs` reads one experiment, ignores filters and orders only by a few columns: runs are
   paged through and filtered here; `search_registered_models` is never used (GitLab's name-only
@@ -32,6 +32,7 @@ from __future__ import annotations
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.adapters import audit_store
 from tasks.adapters.gitlab_rules import (
@@ -48,12 +49,13 @@ from tasks.adapters.gitlab_rules import (
     version_tags,
 )
 from tasks.adapters.mlflow_registry import ModelVersionRef, Registry, clip
+from tasks.adapters.mlflow_rest import RestRegistry
 from tasks.core import chain
-from tasks.core.errors import RegistryError
+from tasks.core.errors import ConfigError, RegistryError
 from tasks.core.redact import redact, redact_values
 
-__all__ = ["GitLabRegistry", "GuardedClient", "UnsupportedByGitLab", "flat_name",
-           "is_gitlab_mlflow", "next_patch"]
+__all__ = ["GitLabRegistry", "GitLabRestRegistry", "GuardedClient", "UnsupportedByGitLab",
+           "flat_name", "is_gitlab_mlflow", "next_patch", "require_token"]
 REGISTERED = "mlops.registered_version"
 TRAINING_RUN = "mlops.training_run_id"
 PACKED = "model.tar.gz"
@@ -61,11 +63,75 @@ MAX_PARAM_CHARS = 250
 MAX_DESCRIPTION = 10_000  # model_version.rb: description ≤ 10,000 characters
 
 
-class GitLabRegistry(Registry):
-    """Registry on GitLab's MLflow API; same interface, GitLab's rules."""
+def require_token(uri: str, token: str) -> str:
+    """GitLab's MLflow API answers nothing without a token (sent as `Authorization: Bearer`)."""
+    if not token:
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI {redact(uri)} is GitLab's MLflow API: set "
+            "MLFLOW_TRACKING_TOKEN to a GitLab access token with the api scope")
+    return token
+
+
+class GitLabReads:
+    """The reads GitLab answers its own way, one code for the full registry and for the REST
+    reader of the read-only commands: a version is named by its semantic version, the versions
+    are those the training runs registered, aliases come from the audit chain."""
 
     max_param_chars = MAX_PARAM_CHARS
     serves_artifact_files = False  # artifacts live in GitLab's package registry
+    audit_key: chain.Key = None
+
+    if TYPE_CHECKING:  # given by Registry or RestRegistry
+        def all_runs(self, experiment: str) -> list: ...
+        def get_version(self, name: str, version: str) -> ModelVersionRef | None: ...
+
+    def _ref(self, mv) -> ModelVersionRef:
+        tags = dict(mv.tags or {})
+        semver = (list(mv.aliases or []) or [tags.get("gitlab.version", str(mv.version))])[0]
+        return ModelVersionRef(name=mv.name, version=semver, run_id=tags.get(TRAINING_RUN),
+                               source=mv.source, tags=tags)
+
+    def find_version(self, name: str, run_key: str) -> ModelVersionRef | None:
+        """The version a training run with this run key registered (tag on the run)."""
+        registered = sorted({run.data.tags[REGISTERED]
+                             for run in self.all_runs(model_experiment(name))
+                             if run.data.tags.get("run_key") == run_key
+                             and run.data.tags.get(REGISTERED)}, key=semver_key)
+        for version in registered:
+            found = self.get_version(name, version)
+            if found is not None:
+                return found
+        return None
+
+    def versions(self, name: str) -> list[ModelVersionRef]:
+        """The versions the model's training runs registered (GitLab has no version search)."""
+        found = {run.data.tags[REGISTERED] for run in self.all_runs(model_experiment(name))
+                 if run.data.tags.get(REGISTERED)}
+        refs = [self.get_version(name, v) for v in sorted(found, key=semver_key)]
+        return [ref for ref in refs if ref is not None]
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The newest move of the alias in the intact part of the audit chain: a pointer written
+        outside the pipeline, dated in the future or breaking the chain does not count."""
+        return audit_store.alias_from(chain.intact(audit_store.read(self, name) or [],
+                                                   self.audit_key), alias)
+
+
+class GitLabRestRegistry(GitLabReads, RestRegistry):
+    """What the read-only commands read of GitLab's MLflow API, over its REST API without
+    importing MLflow; GitLab's rules as GitLabRegistry applies them."""
+
+    def __init__(self, uri: str, token: str, audit_key: chain.Key = None):
+        super().__init__(uri, require_token(uri, token))
+        self.audit_key = audit_key
+
+    def training_experiment(self, model: str) -> str:
+        """`[model]<name>`; a read creates nothing (a model GitLab lacks has no runs there)."""
+        return model_experiment(model)
+
+
+class GitLabRegistry(GitLabReads, Registry):
+    """Registry on GitLab's MLflow API; same interface, GitLab's rules."""
 
     def __init__(self, uri: str, job_id: str | None = None, project_url: str | None = None,
                  server_url: str | None = None, audit_key: chain.Key = None):
@@ -121,31 +187,6 @@ class GitLabRegistry(Registry):
         return f"GitLab experiment {experiment}, run {run_id} ({redact(self.uri)})"
 
     # -- registry -------------------------------------------------------------------------
-    def _ref(self, mv) -> ModelVersionRef:
-        tags = dict(mv.tags or {})
-        semver = (list(mv.aliases or []) or [tags.get("gitlab.version", str(mv.version))])[0]
-        return ModelVersionRef(name=mv.name, version=semver, run_id=tags.get(TRAINING_RUN),
-                               source=mv.source, tags=tags)
-
-    def find_version(self, name: str, run_key: str) -> ModelVersionRef | None:
-        """The version a training run with this run key registered (tag on the run)."""
-        registered = sorted({run.data.tags[REGISTERED]
-                             for run in self.all_runs(model_experiment(name))
-                             if run.data.tags.get("run_key") == run_key
-                             and run.data.tags.get(REGISTERED)}, key=semver_key)
-        for version in registered:
-            found = self.get_version(name, version)
-            if found is not None:
-                return found
-        return None
-
-    def versions(self, name: str) -> list[ModelVersionRef]:
-        """The versions the model's training runs registered (GitLab has no version search)."""
-        found = {run.data.tags[REGISTERED] for run in self.all_runs(model_experiment(name))
-                 if run.data.tags.get(REGISTERED)}
-        refs = [self.get_version(name, v) for v in sorted(found, key=semver_key)]
-        return [ref for ref in refs if ref is not None]
-
     def ensure_registered_model(self, name: str) -> None:
         """Create the model (and so `[model]<name>`) unless GitLab has it; read without MLflow's
         parser, which fails on the raw version rows some 17.x releases answer with."""
@@ -243,12 +284,6 @@ class GitLabRegistry(Registry):
     def move_alias(self, name: str, alias: str, version: str | None) -> None:
         """GitLab cannot store aliases: the release stage's audit record of the move (a link of
         the hash chain, signed when an audit key is set) is the pointer; nothing to write here."""
-
-    def alias_version(self, name: str, alias: str) -> str | None:
-        """The newest move of the alias in the intact part of the audit chain: a pointer written
-        outside the pipeline, dated in the future or breaking the chain does not count."""
-        return audit_store.alias_from(chain.intact(audit_store.read(self, name) or [],
-                                                   self.audit_key), alias)
 
     # -- model files --------------------------------------------------------------------------
     def download_model(self, ref: ModelVersionRef, dst: str) -> str:

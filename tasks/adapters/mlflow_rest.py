@@ -1,7 +1,8 @@
 """Read-only access to an MLflow tracking server over its REST API (2.0), without importing
 MLflow: what the read-only commands (`mlops history`, `audit verify`, `status`) use when the
-tracking URI is http(s). Importing MLflow and its client costs more CPU than those commands may
-spend in all; writes, downloads and non-HTTP stores keep `Registry` (MlflowClient).
+tracking URI is http(s), GitLab's MLflow API included (`GitLabRestRegistry` applies its rules).
+Importing MLflow and its client costs more CPU than those commands may spend in all; writes,
+downloads and non-HTTP stores keep `Registry` (MlflowClient).
 
 `RestRegistry` answers the reads `Registry` answers, and its `client` the few MlflowClient
 calls the audit store makes (`get_experiment_by_name`, `search_runs`), with objects carrying
@@ -91,10 +92,23 @@ def _int(value: Any) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
-def _ref(raw: dict[str, Any]) -> ModelVersionRef:
-    return ModelVersionRef(name=raw["name"], version=str(raw["version"]),
-                           run_id=raw.get("run_id") or None, source=raw.get("source", ""),
-                           tags={t["key"]: t.get("value", "") for t in raw.get("tags", [])})
+@dataclass(frozen=True)
+class ModelVersion:
+    """The attributes of MLflow's ModelVersion that `Registry._ref` (and GitLab's) read."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+    aliases: list[str]
+
+
+def _model_version(raw: dict[str, Any]) -> ModelVersion:
+    return ModelVersion(name=raw["name"], version=str(raw["version"]),
+                        run_id=raw.get("run_id") or None, source=raw.get("source") or "",
+                        tags={t["key"]: t.get("value", "") for t in raw.get("tags") or []},
+                        aliases=list(raw.get("aliases") or []))
 
 
 class RestClient:
@@ -209,12 +223,16 @@ class RestRegistry:
             raise
         return str(found["model_version"]["version"])
 
+    def _ref(self, mv: ModelVersion) -> ModelVersionRef:
+        return ModelVersionRef(name=mv.name, version=mv.version, run_id=mv.run_id,
+                               source=mv.source, tags=dict(mv.tags))
+
     def get_version(self, name: str, version: str) -> ModelVersionRef | None:
         try:
             found = self.client.call("model-versions/get", {"name": name, "version": version})
         except RestError:
             return None
-        return _ref(found["model_version"])
+        return self._ref(_model_version(found["model_version"]))
 
     def require_version(self, name: str, version: str) -> ModelVersionRef:
         found = self.get_version(name, version)
@@ -230,7 +248,7 @@ class RestRegistry:
             query = {"filter": f"name = '{name}'", "max_results": 1000,
                      **({"page_token": token} if token else {})}
             page = self.client.call("model-versions/search", query)
-            found += [_ref(mv) for mv in page.get("model_versions", [])]
+            found += [self._ref(_model_version(mv)) for mv in page.get("model_versions", [])]
             token = page.get("next_page_token")
             if not token:
                 break

@@ -9,9 +9,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tasks.adapters.gitlab_mlflow import GitLabRegistry, is_gitlab_mlflow
+from tasks.adapters.gitlab_mlflow import GitLabRegistry, is_gitlab_mlflow, require_token
 from tasks.adapters.mlflow_registry import Registry, is_http
-from tasks.core.errors import ConfigError, TrackingUnavailable
+from tasks.core.errors import TrackingUnavailable
 from tasks.core.redact import redact
 from tasks.core.settings import Settings
 
@@ -51,10 +51,7 @@ def open_registry(settings: Settings) -> Registry:
     """The registry of MLFLOW_TRACKING_URI, checked to be reachable (one line if not)."""
     uri = settings.tracking_uri
     if is_gitlab_mlflow(uri):
-        if not settings.tracking_token:
-            raise ConfigError(
-                f"MLFLOW_TRACKING_URI {redact(uri)} is GitLab's MLflow API: set "
-                "MLFLOW_TRACKING_TOKEN to a GitLab access token with the api scope")
+        require_token(uri, settings.tracking_token)
         return GitLabRegistry(uri, job_id=settings.ci.get("CI_JOB_ID"),
                               project_url=settings.ci.get("CI_PROJECT_URL"),
                               server_url=settings.ci.get("CI_SERVER_URL"),

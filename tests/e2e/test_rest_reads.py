@@ -1,7 +1,8 @@
 """The read-only commands' REST reader (tasks/adapters/mlflow_rest.py) reads what MlflowClient
-reads, on the same `mlflow server`: the same audit records (deleted ones too), the same verdict
-of the chain, the same versions, aliases and runs; and the commands that use it import neither
-MLflow nor Prefect nor the training stack."""
+reads, on the same `mlflow server` and on GitLab's MLflow API (the fake of tests/fakes/, both
+behaviours): the same audit records (deleted ones too), the same verdict of the chain, the same
+versions, aliases and runs; and the commands that use it import neither MLflow nor Prefect nor
+the training stack, and show no token."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, cli_env
+from tests.e2e.conftest import REPO, cli_env, mlops
+from tests.fakes.gitlab_mlflow import MODES, serve
 
 pytestmark = pytest.mark.slow
 KEY = b"e2e-audit-key"
@@ -42,13 +44,13 @@ def fill(uri: str, model: str, home: Path) -> None:
     registry.move_alias(model, "challenger", "2")
 
 
-def snapshot(registry, model: str, home: Path) -> dict:
+def snapshot(registry, model: str, home: Path, version: str = "2") -> dict:
     from tasks.adapters import audit_anchor, audit_store
     from tasks.adapters.audit_trail import AuditTrail
 
     trail = AuditTrail(registry, model, key=KEY, anchors=[
         audit_anchor.FileAnchor(home, model, audit_anchor.store_id(registry.uri))])
-    runs = registry.all_runs(model)
+    runs = registry.all_runs(registry.training_experiment(model))
     return {
         "stored": audit_store.read(registry, model),
         "created": audit_store.created(registry, model),
@@ -56,7 +58,7 @@ def snapshot(registry, model: str, home: Path) -> dict:
         "problems": trail.problems({"challenger": registry.alias_version(model, "challenger"),
                                     "champion": registry.alias_version(model, "champion")}),
         "versions": registry.versions(model),
-        "version 2": registry.get_version(model, "2"), "version 9": registry.get_version(model, "9"),
+        "version": registry.get_version(model, version), "version 9": registry.get_version(model, "9"),
         "runs": [(r.info.run_id, r.info.status, r.info.start_time, r.info.experiment_id,
                   dict(r.data.params), dict(r.data.metrics), dict(r.data.tags)) for r in runs],
         "params": registry.run_params(runs[0].info.run_id),
@@ -117,3 +119,98 @@ def test_read_only_commands_on_a_tracking_server_import_no_mlflow_prefect_or_tra
     assert set(loaded) == {"history", "audit", "status", "models", "check-config", "server"}
     for command, modules in loaded.items():
         assert {"mlflow", "prefect", "xgboost", "matplotlib"} & set(modules) == set(), command
+
+
+@pytest.fixture(params=MODES)
+def gitlab(request, monkeypatch):
+    """GitLab's MLflow API (tests/fakes/gitlab_mlflow.py), older and newer behaviour; the token
+    in MLFLOW_TRACKING_TOKEN for the full registry's MlflowClient."""
+    yield from serve(request.param, monkeypatch)
+
+
+def fill_gitlab(fake, model: str, home: Path) -> None:
+    """Through the full GitLab registry, as the pipeline writes: two versions registered by two
+    training runs, an audit trail of four records moving the challenger alias."""
+    from tasks.adapters import audit_anchor
+    from tasks.adapters.gitlab_mlflow import GitLabRegistry
+    from tasks.release.audit import AuditTrail, event
+
+    registry = GitLabRegistry(fake.url, audit_key=KEY)
+    (home / "model").mkdir(parents=True)
+    (home / "model" / "MLmodel").write_text("flavors: {}\n")
+    for key in ("a", "b"):
+        with registry.run(registry.training_experiment(model), "train", {"run_key": key}) as run:
+            registry.log_run(run, params={"lr": "0.1"}, metrics={"test_roc_auc": 0.91})
+            registry.register(model, run, home / "model", {"run_key": key, "gate_metric": "roc_auc"},
+                              "trained")
+    trail = AuditTrail(registry, model, key=KEY,
+                       anchors=[audit_anchor.FileAnchor(home, model, audit_anchor.store_id(fake.url))])
+    for version in ("1.0.0", "1.0.1", "1.0.0", "1.0.1"):
+        trail.write(event("challenger", "staging", None, version, "pipeline", alias="challenger"))
+
+
+def test_rest_reads_equal_the_full_registry_on_gitlabs_mlflow_api(gitlab, tmp_path):
+    """GitLab's rules (semantic versions, versions from the training runs' tags, aliases from the
+    signed chain) read over REST give what GitLabRegistry gives, intact and after a record was
+    removed (GitLab deletes a run outright)."""
+    from mlflow import MlflowClient
+
+    from tasks.adapters.gitlab_mlflow import GitLabRegistry, GitLabRestRegistry
+
+    fill_gitlab(gitlab, "glreads", tmp_path)
+    full = GitLabRegistry(gitlab.url, audit_key=KEY)
+    rest = GitLabRestRegistry(gitlab.url, gitlab.token, audit_key=KEY)
+    intact = snapshot(full, "glreads", tmp_path, version="1.0.1")
+    assert snapshot(rest, "glreads", tmp_path, version="1.0.1") == intact
+    assert intact["problems"] == [] and len(intact["records"]) == 4
+    assert [v.version for v in intact["versions"]] == ["1.0.0", "1.0.1"]
+    trained = {r[6].get("run_key"): r[0] for r in intact["runs"]}
+    assert intact["version"].run_id == trained["b"]  # the training run, as GitLab's tag names it
+    assert rest.alias_version("glreads", "challenger") == "1.0.1"
+
+    client = MlflowClient(gitlab.url, gitlab.url)
+    audit = client.get_experiment_by_name("audit/glreads").experiment_id
+    second = next(r for r in client.search_runs([audit]) if r.data.params.get("seq") == "2")
+    client.delete_run(second.info.run_id)
+    broken = snapshot(full, "glreads", tmp_path, version="1.0.1")
+    assert snapshot(rest, "glreads", tmp_path, version="1.0.1") == broken
+    assert broken["problems"] and len(broken["stored"]) == 3
+    assert not [c for c in gitlab.calls if c[2] == 404 and "/ml/mlflow/" in c[1]
+                and not c[1].endswith(("/experiments/get-by-name", "/registered-models/get",
+                                       "/model-versions/get"))]
+    assert gitlab.refused == []  # nothing GitLab lacks was asked for
+
+
+def test_read_only_commands_on_gitlabs_mlflow_api_import_no_mlflow_and_show_no_token(
+        gitlab, prefect_server, tmp_path):
+    """`history`, `audit verify` and `status` against GitLab's MLflow API read it over REST:
+    no mlflow, prefect, xgboost or matplotlib in sys.modules; the token shows nowhere, nor in
+    the one-line error of a refused token."""
+    fill_gitlab(gitlab, "rest-cli", tmp_path)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    text = (REPO / "configs" / "models" / "fraud.yaml").read_text()
+    (configs / "rest-cli.yaml").write_text(text.replace("name: fraud", "name: rest-cli"))
+    env = cli_env(MLFLOW_TRACKING_URI=gitlab.url, MLFLOW_TRACKING_TOKEN=gitlab.token,
+                  MLOPS_HOME=str(tmp_path), MLOPS_CONFIG_DIR=str(configs),
+                  MLOPS_DEVICE="cpu", PREFECT_API_URL=prefect_server,
+                  PREFECT_HOME=str(tmp_path / "prefect"))
+    proc = subprocess.run([sys.executable, "-c", READ_ONLY], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = dict(json.loads(line) for line in proc.stdout.splitlines() if line.startswith('["'))
+    assert {"history", "audit", "status"} <= set(loaded)
+    for command in ("history", "audit", "status"):
+        assert {"mlflow", "prefect", "xgboost", "matplotlib"} & set(loaded[command]) == set(), \
+            command
+    assert "-> 1.0.1" in proc.stdout and "@challenger v1.0.1" in proc.stdout
+    assert gitlab.token not in proc.stdout + proc.stderr
+
+    env["MLFLOW_TRACKING_TOKEN"] = "glpat-wrong-token"
+    refused = mlops(["history", "rest-cli"], env)
+    assert refused.returncode != 0
+    assert "401" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert "glpat-wrong-token" not in refused.stdout + refused.stderr
+    env.pop("MLFLOW_TRACKING_TOKEN")
+    missing = mlops(["audit", "verify", "rest-cli"], env)
+    assert missing.returncode == 2 and "MLFLOW_TRACKING_TOKEN" in missing.stderr

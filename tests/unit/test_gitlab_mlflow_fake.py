@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException, RestException
 
 from tasks.adapters.gitlab_mlflow import GitLabRegistry, UnsupportedByGitLab
 from tasks.adapters.registries import open_registry
-from tasks.core.errors import RegistryError
+from tasks.core.errors import ConfigError, RegistryError
 from tasks.core.settings import Settings
 from tests.fakes.gitlab_mlflow import MODES, serve
 
@@ -45,6 +45,27 @@ def test_a_call_gitlab_does_not_implement_fails_naming_it(gitlab, tmp_path, monk
     else:  # ml_model_packages.rb `(*path/)`
         registry.client.log_artifact(run, str(tmp_path / "a.txt"), "dir")
         assert "dir/a.txt" in gitlab.ml.candidate(eid=run).package.files
+
+
+def test_read_only_commands_read_gitlab_over_rest_with_its_rules(gitlab, tmp_path, monkeypatch):
+    """`mlops history | audit verify | status` get the REST reader with GitLab's rules: no
+    version search, no alias route; a token is required, a refused one is named without it."""
+    from mlops.reads import read_registry
+    from tasks.adapters.gitlab_mlflow import GitLabRestRegistry
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    registry = read_registry(Settings.from_env())
+    assert isinstance(registry, GitLabRestRegistry)
+    assert (registry.max_param_chars, registry.serves_artifact_files) == (250, False)
+    assert registry.training_experiment("fraud") == "[model]fraud"
+    assert registry.versions("fraud") == [] and registry.alias_version("fraud", "champion") is None
+    assert gitlab.refused == [] and gitlab.ml.models == []  # a read creates nothing
+    with pytest.raises(RegistryError, match="401") as refused:
+        GitLabRestRegistry(gitlab.url, "glpat-refused").versions("fraud")
+    assert "glpat-refused" not in str(refused.value)
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+    with pytest.raises(ConfigError, match="set MLFLOW_TRACKING_TOKEN"):
+        read_registry(Settings.from_env())
 
 
 def test_runs_follow_gitlabs_rules(gitlab, tmp_path):
