@@ -133,7 +133,7 @@ def fill_gitlab(fake, model: str, home: Path) -> None:
     training runs, an audit trail of four records moving the challenger alias."""
     from tasks.adapters import audit_anchor
     from tasks.adapters.gitlab_mlflow import GitLabRegistry
-    from tasks.release.audit import AuditTrail, event
+    from tasks.adapters.audit_trail import AuditTrail, event
 
     registry = GitLabRegistry(fake.url, audit_key=KEY)
     (home / "model").mkdir(parents=True)
