@@ -132,8 +132,8 @@ def fill_gitlab(fake, model: str, home: Path) -> None:
     """Through the full GitLab registry, as the pipeline writes: two versions registered by two
     training runs, an audit trail of four records moving the challenger alias."""
     from tasks.adapters import audit_anchor
-    from tasks.adapters.gitlab_mlflow import GitLabRegistry
     from tasks.adapters.audit_trail import AuditTrail, event
+    from tasks.adapters.gitlab_mlflow import GitLabRegistry
 
     registry = GitLabRegistry(fake.url, audit_key=KEY)
     (home / "model").mkdir(parents=True)
