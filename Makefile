@@ -100,6 +100,7 @@ bench: install  ## measured budgets, printed as side-by-side ratios
 	$(VENV)/bin/python benchmarks/scoring.py
 	$(VENV)/bin/python benchmarks/tuning.py
 	$(VENV)/bin/python benchmarks/tuning_workers.py
+	$(VENV)/bin/python benchmarks/fanout.py
 
 clean:
 	rm -rf .mlops .pytest_cache .ruff_cache

@@ -111,6 +111,12 @@ def leave_alone(state_type: str | None) -> bool:
                           "CANCELLING")
 
 
+def superseded(run_pid: str | None, followed_pid: str) -> bool:
+    """The run went to another pipeline since this one started (scheduled again after a crash,
+    e.g. by the re-run automation): this pipeline's end says nothing about the run now."""
+    return bool(run_pid) and run_pid != followed_pid
+
+
 def should_cancel(state_type: str | None, job_status: str | None,
                   cancelling_for_s: float) -> bool:
     """Cancel the pipeline of a run cancelled in Prefect: at once while no job runs it, after a

@@ -25,6 +25,7 @@ from deployments.gitlab_job import (
     leave_alone,
     only_a_person_left,
     should_cancel,
+    superseded,
     waited_too_long,
 )
 
@@ -167,7 +168,7 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
             elif not canceled and waited_too_long(job.status if job else None, time.monotonic() - begun,
                                                   c.pending_timeout_s):
                 await anyio.to_thread.run_sync(gitlab.cancel, started.id)
-                await self._propose_crashed_state(flow_run, (
+                await self._crash_unless_moved_on(flow_run, pipeline, (
                     f"No GitLab runner tagged {c.runner_tag!r} picked up job {c.followed_job!r} "
                     f"within {c.pending_timeout_s}s: {linked or pipeline.web_url}; pipeline "
                     "canceled"))
@@ -179,16 +180,26 @@ class GitLabCIWorker(BaseWorker[GitLabCIJobConfiguration, GitLabCIVariables, Git
                       job: Job | None) -> None:
         if job is not None and job.status == "success":
             return
-        state = await self._state(flow_run)
-        if leave_alone(state):
+        if leave_alone(await self._state(flow_run)):
             return
-        await self._propose_crashed_state(flow_run, crash_message(
+        await self._crash_unless_moved_on(flow_run, pipeline, crash_message(
             pipeline.status, pipeline.web_url, c.followed_job, job.status if job else None,
             job.web_url if job else None, job.failure_reason if job else None))
 
     async def _state(self, flow_run: FlowRun) -> str | None:
         current = await self.client.read_flow_run(flow_run.id)
         return current.state.type.value if current.state else None
+
+    async def _crash_unless_moved_on(self, flow_run: FlowRun, pipeline: Pipeline,
+                                     message: str) -> None:
+        """Crash the run, unless it is another pipeline's now (a re-run after a crash)."""
+        current = await self.client.read_flow_run(flow_run.id)
+        if superseded(current.infrastructure_pid, f"gitlab:{pipeline.project_id}:{pipeline.id}"):
+            self.get_flow_run_logger(flow_run).info(
+                "GitLab pipeline %s ended %s; the run is pipeline %s's now: left alone",
+                pipeline.web_url, pipeline.status, current.infrastructure_pid)
+            return
+        await self._propose_crashed_state(flow_run, message)
 
     async def _link(self, flow_run: FlowRun, pipeline: Pipeline, job: Job) -> None:
         """The job's URL on the flow run: a log line, labels and a markdown artifact."""

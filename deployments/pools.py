@@ -41,12 +41,15 @@ class PoolSpec(BaseModel):
 
 
 class LimitsSpec(BaseModel):
-    """The `limits:` block of pools.yaml: flow-run heartbeats and when a silent run is a zombie."""
+    """The `limits:` block of pools.yaml: flow-run heartbeats, when a silent run is a zombie, and
+    how many times a crashed run is run again."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     heartbeat_seconds: int = Field(default=30, ge=30)  # Prefect emits no faster (flow_engine)
     zombie_after_seconds: int = Field(default=120, ge=10)
+    crashed_reruns: int = Field(default=1, ge=0, le=3)
+    rerun_after_seconds: int = Field(default=30, ge=5)
 
     @model_validator(mode="after")
     def _after_a_missed_beat(self) -> LimitsSpec:

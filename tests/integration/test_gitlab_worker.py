@@ -227,6 +227,32 @@ def test_job_canceled_in_gitlab_ends_the_run(gitlab):
     assert job["web_url"] in run.state.message or "termination" in run.state.message.lower()
 
 
+def test_a_pipeline_ending_after_its_run_went_to_another_pipeline_leaves_the_run_alone(gitlab):
+    """The run was crashed (its heartbeats stopped) and scheduled again into a new pipeline while
+    GitLab still showed the old job running; the old job failing later must not crash the re-run
+    (a lost runner here, its failure read by the worker still following the old pipeline)."""
+    async def rerun_elsewhere_then_lose_the_runner(run_id):
+        async def running():
+            return (await _read(run_id)).state.type.value == "RUNNING"
+
+        await _until(running, 90)
+        async with get_client() as client:  # what the worker records for the re-run's pipeline
+            await client.update_flow_run(run_id, infrastructure_pid="gitlab:42:999999")
+        [pipeline] = gitlab.ci.pipelines.values()
+        gitlab.ci.lose_runner(pipeline["_jobs"][0]["id"])
+
+    async def scenario():
+        pool, deployment = await _deployment()
+        [run] = await _runs(deployment, 120)
+        await _serve(pool, during=lambda worker: rerun_elsewhere_then_lose_the_runner(run.id))
+        return await _read(run.id)
+
+    run = asyncio.run(scenario())
+    [pipeline] = gitlab.ci.pipelines.values()
+    assert pipeline["_jobs"][0]["failure_reason"] == "runner_system_failure"
+    assert run.state.type.value == "RUNNING", run.state  # the re-run's, untouched
+
+
 def test_gitlab_unreachable_when_a_run_is_due_crashes_it_after_bounded_retries(gitlab):
     async def scenario():
         pool, deployment = await _deployment()

@@ -20,6 +20,7 @@ from deployments.gitlab_job import (
     leave_alone,
     only_a_person_left,
     should_cancel,
+    superseded,
     waited_too_long,
 )
 from deployments.gitlab_worker import GitLabCIWorker, parse_pid
@@ -117,6 +118,12 @@ def test_a_run_someone_decided_about_is_never_crashed():
                   "CANCELLING"):
         assert leave_alone(state), state
     assert not leave_alone("RUNNING") and not leave_alone("PENDING") and not leave_alone(None)
+
+
+def test_a_run_handed_to_another_pipeline_is_not_this_pipelines_to_crash():
+    assert superseded("gitlab:42:7", "gitlab:42:5")  # re-run in pipeline 7; 5 ended late
+    assert not superseded("gitlab:42:5", "gitlab:42:5")
+    assert not superseded(None, "gitlab:42:5")  # not recorded yet: still this pipeline's run
 
 
 def test_a_pipeline_left_waiting_on_a_manual_approval_job_is_not_followed():

@@ -1,5 +1,5 @@
 """Issue 22 items 2 and 3: deployment concurrency in prefect.yaml, the `gpu` limit, heartbeats
-in every job, and the zombie-run automation's shape."""
+in every job, the zombie-run automation's shape and which crashes the re-run automation takes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments.automations import ALIVE_OR_DONE, HEARTBEAT_EVENT, zombie_automation
+from deployments.automations import (
+    ALIVE_OR_DONE,
+    HEARTBEAT_EVENT,
+    rerun_automation,
+    zombie_automation,
+)
 from deployments.manifest import check_manifest, load_manifest
 from deployments.pools import (
     HEARTBEAT_ENV,
@@ -123,6 +128,7 @@ def test_pools_yaml_limits_block_is_not_a_pool():
     ("heartbeat_seconds: 10", "greater than or equal to 30"),
     ("heartbeat_seconds: 60\n  zombie_after_seconds: 60", "must be longer than"),
     ("zombie_after: 90", "Extra inputs"),
+    ("crashed_reruns: 5", "less than or equal to 3"),
 ])
 def test_bad_limits_are_one_clear_line(tmp_path, body, says):
     pools = tmp_path / "pools.yaml"
@@ -207,3 +213,75 @@ def test_outside_a_deployment_run_the_limit_is_not_strict():
     with gpu_slot("cuda", acquire=acquire):
         pass
     assert acquire.calls[0][1]["strict"] is False
+
+
+def _state_event(state_type: str, run_count: int, deployment: bool = True,
+                 flow: str = "training-pipeline") -> object:
+    """A flow-run state-change event shaped as the server emits it (server/models/events.py)."""
+    from uuid import uuid4
+
+    from prefect.server.events.schemas.events import ReceivedEvent
+    from prefect.types._datetime import now
+
+    name = state_type.capitalize()
+    related = [{"prefect.resource.id": f"prefect.flow.{uuid4()}", "prefect.resource.role": "flow",
+                "prefect.resource.name": flow}]
+    if deployment:
+        related.append({"prefect.resource.id": f"prefect.deployment.{uuid4()}",
+                        "prefect.resource.role": "deployment"})
+    return ReceivedEvent(occurred=now("UTC"), event=f"prefect.flow-run.{name}", id=uuid4(),
+                         resource={"prefect.resource.id": f"prefect.flow-run.{uuid4()}",
+                                   "prefect.run-count": str(run_count),
+                                   "prefect.state-name": name, "prefect.state-type": state_type},
+                         related=related)
+
+
+def _server_trigger(automation):
+    from prefect.server.events.schemas.automations import AutomationCore
+
+    return AutomationCore.model_validate(automation.model_dump(mode="json")).trigger
+
+
+@pytest.mark.parametrize("reruns, run_count, deployment, flow, taken", [
+    (1, 1, True, "training-pipeline", True),   # crashed on its first run: scheduled again
+    (1, 2, True, "training-pipeline", False),  # the re-run crashed too: left Crashed, no storm
+    (1, 0, True, "training-pipeline", False),  # never ran (no runner took it): nor would a re-run
+    (1, 1, False, "training-pipeline", False),  # no deployment: Prefect cannot reschedule it
+    (1, 1, True, "hpo-worker", False),         # the study retries a lost worker's trial
+    (1, 1, True, "deploy", True),
+    (2, 2, True, "training-pipeline", True),
+    (2, 3, True, "training-pipeline", False),
+])
+def test_the_rerun_automation_follows_a_deployment_run_crashed_on_an_early_run(
+        reruns, run_count, deployment, flow, taken):
+    trigger = _server_trigger(rerun_automation(LimitsSpec(crashed_reruns=reruns)))
+    assert trigger.covers(_state_event("CRASHED", run_count, deployment, flow)) == taken
+
+
+def test_the_excluded_tuning_worker_flow_is_the_real_one():
+    from deployments.automations import HPO_WORKER_FLOW
+    from flows.hpo_worker import hpo_worker
+    from tasks.training.hpo import WORKER_DEPLOYMENT
+
+    assert hpo_worker.name == HPO_WORKER_FLOW == WORKER_DEPLOYMENT.split("/")[0]
+
+
+def test_the_rerun_automation_waits_for_quiet_then_schedules_the_same_run_again():
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.schemas.automations import Posture
+
+    limits = LimitsSpec(crashed_reruns=1, rerun_after_seconds=25)
+    automation = rerun_automation(limits)
+    trigger = automation.trigger
+    # after a Crashed, any other state change of that run within 25 s (a person's retry, a late
+    # Completed of a run wrongly thought dead) means no re-run; silence means one
+    assert trigger.posture == Posture.Proactive and trigger.for_each == {"prefect.resource.id"}
+    assert trigger.after == {"prefect.flow-run.Crashed"}
+    assert trigger.expect == {"prefect.flow-run.*"} and trigger.within == timedelta(seconds=25)
+    server = _server_trigger(automation)
+    assert server.covers(_state_event("COMPLETED", 1)) and server.covers(_state_event("SCHEDULED", 1))
+    [action] = automation.actions
+    # not run-deployment: the same flow run (its id, parameters, parent) goes round again
+    assert action.type == "change-flow-run-state" and action.state == StateType.SCHEDULED
+    assert action.name == "AwaitingRetry" and action.force is False
+    assert automation.enabled and not rerun_automation(LimitsSpec(crashed_reruns=0)).enabled
