@@ -12,13 +12,15 @@ from typer.testing import CliRunner
 from flows.training import training_pipeline
 from mlops.cli import app
 from tasks.adapters.audit_trail import AuditTrail, event
+from tasks.adapters.registries import open_registry
 from tasks.contracts.release import Identity
 from tasks.core.config import load_config
 from tasks.core.errors import ApprovalError, DeployError, MlopsError, UnknownVersion
 from tasks.core.settings import Settings
 from tasks.release.production import promote, rollback
 from tasks.release.staging import deploy_staging
-from tests.conftest import release_parts, signed_parts, trail_here
+from tests.conftest import config_yaml, release_parts, signed_parts, trail_here
+from tests.integration.conftest import HomeSnapshot, point_at
 
 runner = CliRunner()
 DEPLOY = """deploy:
@@ -33,19 +35,34 @@ DEPLOY = """deploy:
 ALICE, BOB, CAROL = (Identity(username=n) for n in ("alice", "bob", "carol"))
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Model `dep` with two registered versions (v1, v2), both staged, built by `dave`: trained
+    once per module, each test starts from a copy restored in place (HomeSnapshot)."""
+    snapshot = HomeSnapshot(tmp_path_factory.mktemp("deploy") / "home")
+    with pytest.MonkeyPatch.context() as mp:
+        point_at(snapshot.base, mp)
+        mp.setenv("USER", "dave")
+        configs = snapshot.base / "configs"
+        (configs / "dep.yaml").write_text(config_yaml(name="dep", extra=DEPLOY))
+        training_pipeline("dep")
+        (configs / "dep.yaml").write_text(config_yaml(name="dep", n_trials=3, extra=DEPLOY))
+        training_pipeline("dep")
+        reg = open_registry(Settings.from_env())
+        cfg = load_config("dep", Settings.from_env().config_dir)
+        for version in ("1", "2"):
+            staged(reg, cfg, version)
+        snapshot.take()
+    return snapshot
+
+
 @pytest.fixture
-def model(write_config, registry, monkeypatch):
-    """A model with two registered versions (v1, v2), both staged, built by `dave`."""
+def model(trained, home, registry, monkeypatch):
+    """The trained module's store as it was after staging, in this test's environment."""
+    trained.restore()
+    point_at(trained.base, monkeypatch)
     monkeypatch.setenv("USER", "dave")
-    name = write_config("dep", extra=DEPLOY)
-    training_pipeline(name)
-    write_config("dep", n_trials=3, extra=DEPLOY)
-    training_pipeline(name)
-    reg = registry()
-    cfg = load_config(name, Settings.from_env().config_dir)
-    for version in ("1", "2"):
-        staged(reg, cfg, version)
-    return reg, cfg
+    return registry(), load_config("dep", Settings.from_env().config_dir)
 
 
 def staged(reg, cfg, version: str) -> None:
