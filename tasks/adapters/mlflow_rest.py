@@ -25,6 +25,7 @@ from tasks.core.redact import redact
 API = "/api/2.0/mlflow/"
 VIEW_TYPES = {1: "ACTIVE_ONLY", 2: "DELETED_ONLY", 3: "ALL"}  # mlflow.entities.ViewType
 MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+DENIED = ("HTTP_401", "HTTP_403", "UNAUTHENTICATED", "PERMISSION_DENIED")  # who, not what
 
 
 class RestError(RegistryError):

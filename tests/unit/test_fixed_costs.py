@@ -186,3 +186,58 @@ def test_the_cli_process_freezes_its_heap_before_the_interpreter_collects_it_on_
     threshold, frozen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert threshold[0] >= 10_000
     assert frozen > 10_000  # the CLI's modules and objects, at least
+
+
+@pytest.fixture
+def mlflow_answering(monkeypatch):
+    """A tracking server on loopback that answers every request with the given status; the
+    tracking URI points at it."""
+    import http.server
+    import threading
+
+    answer = {"status": 401}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(answer["status"])
+            self.end_headers()
+            self.wfile.write(b"You are not authenticated.")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("MLOPS_TRACKING_RETRIES", "1")
+    yield answer
+    server.shutdown()
+
+
+def test_a_tracking_server_that_wants_credentials_is_asked_through_mlflows_client(
+        mlflow_answering, make_config, monkeypatch):
+    """The up-to-date check reads over REST; a server that answers 401/403 (credentials only
+    MLflow's client reads, e.g. MLFLOW_TRACKING_USERNAME) is asked through Registry instead,
+    as before; any other error answer is still an error."""
+    import mlops.training
+    from tasks.adapters import registries
+    from tasks.adapters.mlflow_rest import RestError
+    from tasks.adapters.model_version import ModelVersionRef
+
+    cfg = make_config(name="guarded")
+    asked: list[str] = []
+
+    class ThroughTheClient:
+        def find_version(self, name: str, run_key: str):
+            asked.append(name)
+            return ModelVersionRef(name=name, version="4", run_id="r", source="",
+                                   tags={"gate_metric": "roc_auc", "gate_value": "0.9"})
+
+    monkeypatch.setattr(registries, "open_registry", lambda found: ThroughTheClient())
+    rows: list[tuple[str, ...]] = []
+    assert mlops.training._stale({"guarded": cfg}, rows) == []
+    assert asked == ["guarded"] and rows[0][:2] == ("guarded", "4")
+
+    mlflow_answering["status"] = 404
+    with pytest.raises(RestError):
+        mlops.training._stale({"guarded": cfg}, [])
