@@ -1,6 +1,7 @@
-"""The registry a read-only command reads (`history`, `audit verify`, `status`): MLflow's REST
-API wherever a tracking server serves the store (GitLab's MLflow API included), so the command
-imports no MLflow; otherwise (a SQLite file no server serves) the full registry."""
+"""The registry a read-only command reads (`history`, `audit verify`, `status`, and the
+up-to-date check of `mlops train`): MLflow's REST API wherever a tracking server serves the
+store (GitLab's MLflow API included), so the command imports no MLflow; otherwise (a SQLite file
+no server serves) the full registry."""
 
 from __future__ import annotations
 

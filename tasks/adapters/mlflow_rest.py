@@ -1,8 +1,9 @@
 """Read-only access to an MLflow tracking server over its REST API (2.0), without importing
-MLflow: what the read-only commands (`mlops history`, `audit verify`, `status`) use when the
-tracking URI is http(s), GitLab's MLflow API included (`GitLabRestRegistry` applies its rules).
-Importing MLflow and its client costs more CPU than those commands may spend in all; writes,
-downloads and non-HTTP stores keep `Registry` (MlflowClient).
+MLflow: what the read-only commands (`mlops history`, `audit verify`, `status`) and the
+up-to-date check of `mlops train` use when a tracking server serves the store, GitLab's MLflow
+API included (`GitLabRestRegistry` applies its rules). Importing MLflow and its client costs
+more CPU than those commands may spend in all; writes, downloads and non-HTTP stores keep
+`Registry` (MlflowClient).
 
 `RestRegistry` answers the reads `Registry` answers, and its `client` the few MlflowClient
 calls the audit store makes (`get_experiment_by_name`, `search_runs`), with objects carrying
@@ -25,6 +26,7 @@ from tasks.core.redact import redact
 API = "/api/2.0/mlflow/"
 VIEW_TYPES = {1: "ACTIVE_ONLY", 2: "DELETED_ONLY", 3: "ALL"}  # mlflow.entities.ViewType
 MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+DENIED = ("HTTP_401", "HTTP_403", "UNAUTHENTICATED", "PERMISSION_DENIED")  # who, not what
 
 
 class RestError(RegistryError):
@@ -242,10 +244,25 @@ class RestRegistry:
 
     def versions(self, name: str) -> list[ModelVersionRef]:
         """Every version of a model, lowest first ([] when the model is not registered)."""
+        return self._search(f"name = '{name}'")
+
+    def find_version(self, name: str, run_key: str) -> ModelVersionRef | None:
+        """The version an earlier run with the same run key registered, if any (lowest first):
+        the up-to-date check of `mlops train`, as Registry.find_version asks it."""
+        try:
+            found = self._search(f"name = '{name}' and tags.run_key = '{run_key}'")
+        except RestError as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return found[0] if found else None
+
+    def _search(self, filter_string: str) -> list[ModelVersionRef]:
+        """Every model version the filter matches, every page, lowest version first."""
         found: list[ModelVersionRef] = []
         token = None
         while True:
-            query = {"filter": f"name = '{name}'", "max_results": 1000,
+            query = {"filter": filter_string, "max_results": 1000,
                      **({"page_token": token} if token else {})}
             page = self.client.call("model-versions/search", query)
             found += [self._ref(_model_version(mv)) for mv in page.get("model_versions", [])]

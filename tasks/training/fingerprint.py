@@ -22,6 +22,7 @@ from tasks.training.synthetic import GENERATOR_VERSION
 
 if TYPE_CHECKING:
     from tasks.adapters.mlflow_registry import ModelVersionRef, Registry
+    from tasks.adapters.mlflow_rest import RestRegistry
     from tasks.core.config import ModelConfig
     from tasks.core.settings import Settings
 
@@ -90,7 +91,7 @@ def run_key_for(cfg: ModelConfig, fingerprint: str, device: str, code: str | Non
     return run_key(fingerprint, cfg.config_hash(), code or code_hash(), device)
 
 
-def up_to_date(cfg: ModelConfig, settings: Settings, registry: Registry
+def up_to_date(cfg: ModelConfig, settings: Settings, registry: Registry | RestRegistry
                ) -> ModelVersionRef | None:
     """The registered version this run would reproduce, found without loading data or Prefect.
 

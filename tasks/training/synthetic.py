@@ -1,17 +1,22 @@
-"""The embedded default data: deterministic synthetic motor claims with the three targets."""
+"""The embedded default data: deterministic synthetic motor claims with the three targets.
+
+numpy and pandas are imported where rows are made: the up-to-date check reads only
+GENERATOR_VERSION."""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tasks.core.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 GENERATOR_VERSION = "claims-v1"  # part of every synthetic fingerprint: bump it when rows change
-REGIONS = np.array(["north", "south", "east", "west", "central"])
-VEHICLES = np.array(["sedan", "suv", "truck", "motorcycle", "van"])
-CHANNELS = np.array(["agent", "online", "phone"])
-SEVERITIES = np.array(["minor", "moderate", "severe", "total_loss"])
+REGIONS = ("north", "south", "east", "west", "central")
+VEHICLES = ("sedan", "suv", "truck", "motorcycle", "van")
+CHANNELS = ("agent", "online", "phone")
+SEVERITIES = ("minor", "moderate", "severe", "total_loss")
 
 
 def generate_claims(rows: int, seed: int = 7, drift: float = 0.0) -> pd.DataFrame:
@@ -20,6 +25,9 @@ def generate_claims(rows: int, seed: int = 7, drift: float = 0.0) -> pd.DataFram
     `drift` shifts the inputs (amounts, reporting delays, region and channel mix, vehicle
     age) the way a changing book of business would; the relationships stay the same.
     """
+    import numpy as np
+    import pandas as pd
+
     if rows < 1:
         raise DataError(f"rows must be positive, got {rows}")
     rng = np.random.default_rng(seed)
@@ -33,9 +41,9 @@ def generate_claims(rows: int, seed: int = 7, drift: float = 0.0) -> pd.DataFram
     channel_p = np.clip(channel_p, 0.01, None)
     channel_p /= channel_p.sum()
 
-    region = rng.choice(REGIONS, n, p=region_p)
-    vehicle = rng.choice(VEHICLES, n, p=[0.4, 0.3, 0.12, 0.08, 0.1])
-    channel = rng.choice(CHANNELS, n, p=channel_p)
+    region = rng.choice(np.array(REGIONS), n, p=region_p)
+    vehicle = rng.choice(np.array(VEHICLES), n, p=[0.4, 0.3, 0.12, 0.08, 0.1])
+    channel = rng.choice(np.array(CHANNELS), n, p=channel_p)
     tenure = rng.gamma(2.0, 24.0, n).round(0)
     age = np.clip(rng.normal(44, 13, n), 18, 90).round(0)
     vehicle_age = np.clip(rng.gamma(2.2, 3.0, n) * (1 + 0.5 * drift), 0, 30).round(1)
@@ -76,7 +84,7 @@ def generate_claims(rows: int, seed: int = 7, drift: float = 0.0) -> pd.DataFram
         + rng.normal(0, 0.55, n)
     )
     cuts = np.array([0.0, 1.1, 2.4])
-    severity = SEVERITIES[np.searchsorted(cuts, latent)]
+    severity = np.array(SEVERITIES)[np.searchsorted(cuts, latent)]
 
     severity_factor = pd.Series({"minor": 0.8, "moderate": 1.0, "severe": 1.35,
                                  "total_loss": 2.2})[severity].to_numpy()
@@ -120,6 +128,8 @@ def write_parts(frame: pd.DataFrame, folder, parts: int, write) -> list[str]:
     """The rows in order as `parts` Parquet files part-00000.parquet… of a new folder (a
     dataset); `write(frame, path)` writes one file atomically."""
     from pathlib import Path
+
+    import numpy as np
 
     folder = Path(folder)
     if folder.suffix:

@@ -214,3 +214,111 @@ def test_read_only_commands_on_gitlabs_mlflow_api_import_no_mlflow_and_show_no_t
     env.pop("MLFLOW_TRACKING_TOKEN")
     missing = mlops(["audit", "verify", "rest-cli"], env)
     assert missing.returncode == 2 and "MLFLOW_TRACKING_TOKEN" in missing.stderr
+
+
+CACHED_TRAIN = """
+import json, sys
+from mlops.cli import main
+sys.argv = ["mlops", "train", "rest-train"]
+try:
+    main()
+except SystemExit as exc:
+    if exc.code not in (0, None):
+        raise
+print(json.dumps(["train", sorted({m.split(".")[0] for m in sys.modules})]))
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_sqlite_server, prefect_server, tmp_path_factory):
+    """Model rest-train trained once by `mlops train` against the MLflow server; what the
+    up-to-date check said before it (a store that has never seen the model), through the MLflow
+    client and over REST; and the environment of the run."""
+    from tests.conftest import config_yaml
+
+    url, store = mlflow_sqlite_server
+    root = tmp_path_factory.mktemp("rest-train")
+    configs = root / "configs"
+    configs.mkdir()
+    (configs / "rest-train.yaml").write_text(config_yaml(name="rest-train", rows=1500))
+    env = cli_env(MLFLOW_TRACKING_URI=url, MLOPS_HOME=str(root / "home"),
+                  MLOPS_CONFIG_DIR=str(configs), MLOPS_DEVICE="cpu",
+                  PREFECT_API_URL=prefect_server, PREFECT_HOME=str(root / "prefect"))
+    fresh = verdicts(configs / "rest-train.yaml", env, url, store)
+    first = subprocess.run([str(Path(sys.executable).parent / "mlops"), "train", "rest-train"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    return {"env": env, "configs": configs, "fresh": fresh, "root": root}
+
+
+def verdicts(path: Path, env: dict[str, str], url: str, store: str) -> list:
+    """up_to_date's answer for the config at path through MlflowClient and over REST, on the
+    server and on its SQLite file opened directly / read through the server."""
+    from tasks.adapters.mlflow_registry import Registry
+    from tasks.adapters.mlflow_rest import RestRegistry
+    from tasks.core.config import parse_config
+    from tasks.core.settings import Settings
+    from tasks.training.fingerprint import up_to_date
+
+    cfg = parse_config(path.read_text(), origin=str(path))
+    found = Settings.from_env(env)
+    return [up_to_date(cfg, found, registry) for registry in (
+        Registry(url), RestRegistry(url), Registry(store), RestRegistry(store, endpoint=url))]
+
+
+def test_the_up_to_date_verdict_over_rest_equals_the_mlflow_client_verdict(
+        trained, mlflow_sqlite_server, monkeypatch):
+    """The same verdict, the same version, for a store that never saw the model, the trained
+    model, a changed config, a changed data seed and a changed code fingerprint; and the lowest
+    of two versions with the same run key."""
+    from tasks.adapters.mlflow_registry import Registry
+    from tasks.training import fingerprint
+
+    url, store = mlflow_sqlite_server
+    env, configs = trained["env"], trained["configs"]
+    assert trained["fresh"] == [None] * 4
+    shipped = configs / "rest-train.yaml"
+    text = shipped.read_text()
+    now = verdicts(shipped, env, url, store)
+    assert now[0] is not None and now[0].version == "1" and now[0].tags["run_key"]
+    assert now == [now[0]] * 4
+
+    changed = {"config": text.replace("max_rounds: 60", "max_rounds: 61"),
+               "data seed": text.replace("rows: 1500}", "rows: 1500, seed: 8}")}
+    for what, edited in changed.items():
+        assert edited != text, what
+        path = configs / f"changed-{what.replace(' ', '-')}.yaml"
+        path.write_text(edited)
+        assert verdicts(path, env, url, store) == [None] * 4, what
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fingerprint, "code_hash", lambda: "f" * 64)
+        assert verdicts(shipped, env, url, store) == [None] * 4
+
+    registry = Registry(url)  # a second version registered with the same run key: v1 still
+    registry.client.create_model_version("rest-train", source=now[0].source,
+                                         run_id=now[0].run_id, tags=now[0].tags)
+    assert len(registry.versions("rest-train")) == 2
+    assert verdicts(shipped, env, url, store) == [now[0]] * 4
+
+
+def test_a_cached_train_on_a_tracking_server_imports_no_mlflow_prefect_or_training(
+        trained, mlflow_sqlite_server, prefect_server):
+    """`mlops train` of an up-to-date model, as a process, reads the registry over REST: where
+    the tracking URI is the server's, and where the local stack's server serves the SQLite
+    store (stack.json says which); no mlflow, prefect, xgboost or matplotlib in sys.modules."""
+    url, store = mlflow_sqlite_server
+    stack = trained["root"] / "stack-home"
+    (stack / "stack").mkdir(parents=True)
+    (stack / "stack" / "stack.json").write_text(json.dumps(
+        {"prefect_api_url": prefect_server, "mlflow_url": url, "mlflow_store": store}))
+    served = {**trained["env"], "MLFLOW_TRACKING_URI": store, "MLOPS_HOME": str(stack)}
+    for env in (trained["env"], served):
+        proc = subprocess.run([sys.executable, "-c", CACHED_TRAIN], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "rest-train: up to date (v1" in proc.stdout, proc.stdout[-2000:]
+        loaded = dict(json.loads(line) for line in proc.stdout.splitlines()
+                      if line.startswith('["'))
+        assert {"mlflow", "prefect", "xgboost", "matplotlib"} & set(loaded["train"]) == set(), \
+            env["MLFLOW_TRACKING_URI"]

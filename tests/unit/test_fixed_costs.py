@@ -132,7 +132,7 @@ UP_TO_DATE = """
 import json, sys
 import mlops.training
 from mlops.cli import main
-from tasks.adapters.registries import open_registry
+from mlops.reads import read_registry
 from tasks.reports.format import fmt_any
 from tasks.reports.progress import PLAN
 from tasks.training.fingerprint import up_to_date
@@ -141,12 +141,17 @@ import flows.training
 print(json.dumps(["flow", sorted({m.split(".")[0] for m in sys.modules})]))
 """
 HEAVY = {"xgboost", "optuna", "optuna_integration", "sklearn", "matplotlib", "scipy"}
+# what a cached re-run reads the registry without (over REST) and fingerprints the data without
+NOT_CHECKING = HEAVY | {"mlflow", "prefect", "numpy", "pandas", "pyarrow"}
 
 
 def test_the_training_flow_and_the_up_to_date_check_import_no_training_libraries():
     """A cached re-run (the CLI's up-to-date check) and a `--force` re-run that reuses a
     version import the training flow's modules but never train or score: XGBoost (and the
-    scikit-learn and SciPy it pulls), Optuna and matplotlib are imported where they are used."""
+    scikit-learn and SciPy it pulls), Optuna and matplotlib are imported where they are used.
+    The check's own modules import neither MLflow nor Prefect, nor numpy and pandas (the
+    synthetic source's fingerprint is its spec: tasks/training/synthetic.py makes rows only
+    when asked)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
     env.update(MLOPS_DEVICE="cpu")
@@ -156,5 +161,83 @@ def test_the_training_flow_and_the_up_to_date_check_import_no_training_libraries
     loaded = dict(json.loads(line) for line in proc.stdout.splitlines()
                   if line.startswith('["'))
     assert set(loaded) == {"up-to-date", "flow"}
-    assert HEAVY & set(loaded["up-to-date"]) == set()
+    assert NOT_CHECKING & set(loaded["up-to-date"]) == set()
     assert HEAVY & set(loaded["flow"]) == set()
+
+
+AT_EXIT = """
+import atexit, gc, json, sys
+from mlops.cli import main
+atexit.register(lambda: print(json.dumps([gc.get_threshold(), gc.get_freeze_count()])))
+sys.argv = ["mlops", "models"]
+main()
+"""
+
+
+def test_the_cli_process_freezes_its_heap_before_the_interpreter_collects_it_on_exit():
+    """`mlops` collects less often while it imports, and leaves what it holds at the end out of
+    the interpreter's final collections (they walked the whole heap of Prefect, MLflow and
+    pandas objects once more for nothing)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    proc = subprocess.run([sys.executable, "-c", AT_EXIT], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    threshold, frozen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert threshold[0] >= 10_000
+    assert frozen > 10_000  # the CLI's modules and objects, at least
+
+
+@pytest.fixture
+def mlflow_answering(monkeypatch):
+    """A tracking server on loopback that answers every request with the given status; the
+    tracking URI points at it."""
+    import http.server
+    import threading
+
+    answer = {"status": 401}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(answer["status"])
+            self.end_headers()
+            self.wfile.write(b"You are not authenticated.")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("MLOPS_TRACKING_RETRIES", "1")
+    yield answer
+    server.shutdown()
+
+
+def test_a_tracking_server_that_wants_credentials_is_asked_through_mlflows_client(
+        mlflow_answering, make_config, monkeypatch):
+    """The up-to-date check reads over REST; a server that answers 401/403 (credentials only
+    MLflow's client reads, e.g. MLFLOW_TRACKING_USERNAME) is asked through Registry instead,
+    as before; any other error answer is still an error."""
+    import mlops.training
+    from tasks.adapters import registries
+    from tasks.adapters.mlflow_rest import RestError
+    from tasks.adapters.model_version import ModelVersionRef
+
+    cfg = make_config(name="guarded")
+    asked: list[str] = []
+
+    class ThroughTheClient:
+        def find_version(self, name: str, run_key: str):
+            asked.append(name)
+            return ModelVersionRef(name=name, version="4", run_id="r", source="",
+                                   tags={"gate_metric": "roc_auc", "gate_value": "0.9"})
+
+    monkeypatch.setattr(registries, "open_registry", lambda found: ThroughTheClient())
+    rows: list[tuple[str, ...]] = []
+    assert mlops.training._stale({"guarded": cfg}, rows) == []
+    assert asked == ["guarded"] and rows[0][:2] == ("guarded", "4")
+
+    mlflow_answering["status"] = 404
+    with pytest.raises(RestError):
+        mlops.training._stale({"guarded": cfg}, [])
