@@ -103,7 +103,7 @@ bench: install  ## measured budgets, printed as side-by-side ratios
 	$(VENV)/bin/python benchmarks/fanout.py
 
 clean:
-	rm -rf .mlops .pytest_cache .ruff_cache
+	rm -rf .mlops .pytest_cache .ruff_cache .mypy_cache
 
 PROFILE_MODEL ?= fraud
 PROFILE_DIR ?= .mlops/profile
