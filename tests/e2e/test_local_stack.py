@@ -74,7 +74,8 @@ def test_the_local_stack_starts_serves_commands_and_stops(tmp_path):
         again = mlops(["server", "start"], env)
         assert again.returncode == 0, again.stderr
         assert again.stdout.count("already running") == 4  # two servers, two workers
-        assert again.stdout.count("unchanged") == 4, again.stdout  # 2 pools, gpu, automation
+        # 2 pools, the gpu limit, the two automations (crash zombies, re-run a crashed run once)
+        assert again.stdout.count("unchanged") == 5, again.stdout
         assert {name: int((home / "stack" / f"{name}.pid").read_text())
                 for name in pids} == pids
     finally:
