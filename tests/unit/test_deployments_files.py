@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -175,6 +176,27 @@ def test_weekly_schedule_next_run():
                 "monitoring": "2026-11-23T06:00"}
     for name, row in rows.items():
         assert row.next_run.isoformat().startswith(expected[name.split("/")[0]]), name
+
+
+def test_schedules_read_as_plain_yaml_equal_the_validated_ones(tmp_path):
+    """`mlops status` with no server reads prefect.yaml without Prefect: the same rows as through
+    Prefect's model of the file, next runs from the croniter Prefect's server uses."""
+    from prefect._vendor.croniter import croniter
+
+    sunday = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
+    plain = from_manifest(REPO / "prefect.yaml", sunday, validate=False)
+    assert plain == from_manifest(REPO / "prefect.yaml", sunday) and len(plain) == 9
+    for cron in ("0 2 * * 1", "*/15 9-17 * * 1-5", "0 0 1,15 * 5", "30 3 L * *"):
+        for tz in ("UTC", "Europe/Berlin", "America/New_York"):
+            start = sunday.astimezone(ZoneInfo(tz))
+            assert next_cron(cron, tz, sunday) == croniter(cron, start).get_next(datetime)
+    broken = tmp_path / "prefect.yaml"
+    broken.write_text("deployments: {name: x}\n")
+    with pytest.raises(ConfigError, match="no list of deployments"):
+        from_manifest(broken, validate=False)
+    broken.write_text("deployments: [\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        from_manifest(broken, validate=False)
 
 
 def test_pull_step_needs_a_project_directory(tmp_path, monkeypatch):
