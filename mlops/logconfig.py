@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from pathlib import Path
+from typing import Any
 
 from prefect.logging.formatters import PrefectFormatter
 
@@ -25,3 +27,21 @@ class OneLineFormatter(PrefectFormatter):
         quiet.exc_text = None
         quiet.stack_info = None
         return super().format(quiet)
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """A StreamHandler writing to whatever `sys.<name>` is when a record comes, not what it was
+    when logging was configured: Prefect configures logging once per process, and a stream
+    swapped in by the caller at that moment (a test's CliRunner) is closed later."""
+
+    def __init__(self, to: str = "stdout"):
+        self._to = to
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return getattr(sys, self._to)
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler sets it; the property decides
+        pass
