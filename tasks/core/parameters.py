@@ -6,18 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from tasks.core.errors import ConfigError
-
-
-def configured_models() -> list[str]:
-    """The model names under the config directory (configs/models), sorted; none when unset."""
-    from tasks.core.settings import Settings
-
-    try:
-        folder = Settings.from_env().config_dir
-        return sorted(p.stem for p in folder.glob("*.yaml"))
-    except (ConfigError, OSError):
-        return []
+from tasks.core.settings import configured_models
 
 
 def model_name() -> Any:

@@ -58,6 +58,20 @@ def debug_enabled(env: Mapping[str, str] | None = None) -> bool:
     return bool((os.environ if env is None else env).get("MLOPS_DEBUG"))
 
 
+def _config_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("MLOPS_CONFIG_DIR", "configs/models"))
+
+
+def configured_models(env: Mapping[str, str] | None = None) -> list[str]:
+    """The model names under the config directory (MLOPS_CONFIG_DIR, default configs/models),
+    sorted; none when it cannot be read. Flow parameter types list them when a flow module is
+    imported, before any entry point has built the settings."""
+    try:
+        return sorted(p.stem for p in _config_dir(os.environ if env is None else env).glob("*.yaml"))
+    except OSError:
+        return []
+
+
 def _home(env: Mapping[str, str]) -> Path:
     return Path(env.get("MLOPS_HOME", ".mlops")).resolve()
 
@@ -189,7 +203,7 @@ class Settings:
         return cls(
             home=home,
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
-            config_dir=Path(env.get("MLOPS_CONFIG_DIR", "configs/models")),
+            config_dir=_config_dir(env),
             device=device,
             optuna_storage=env.get("MLOPS_OPTUNA_STORAGE") or None,
             tracking_retries=_int(env, "MLOPS_TRACKING_RETRIES", "3"),

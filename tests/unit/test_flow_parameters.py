@@ -44,3 +44,15 @@ def test_in_process_calls_are_not_limited_to_the_list():
     from tasks.core.parameters import ModelName
 
     assert TypeAdapter(ModelName).validate_python("configs/extra/x.yaml") == "configs/extra/x.yaml"
+
+
+def test_configured_models_follow_the_config_dir_setting(tmp_path):
+    """The run form's choice is the YAML files of MLOPS_CONFIG_DIR, whatever else is set."""
+    from tasks.core.settings import configured_models
+
+    for name in ("zeta", "alpha"):
+        (tmp_path / f"{name}.yaml").write_text("name: x\n")
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    env = {"MLOPS_CONFIG_DIR": str(tmp_path), "MLOPS_DEVICE": "not-a-device"}
+    assert configured_models(env) == ["alpha", "zeta"]
+    assert configured_models({"MLOPS_CONFIG_DIR": str(tmp_path / "absent")}) == []

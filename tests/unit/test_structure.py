@@ -274,7 +274,6 @@ def test_the_environment_is_read_in_one_place():
 # hand AuditTrail their settings and key.
 SETTINGS_READERS_LEFT: dict[str, int] = {
     "tasks.adapters.slack": 1,
-    "tasks.core.parameters": 1,
 }
 
 
