@@ -36,10 +36,12 @@ PG = os.environ.get("PGHOST", "127.0.0.1")
 SLEEPER = """
 import sys, time
 from pathlib import Path
+import optuna
 from tasks.training.boosting import open_study, suggest_params
 from tasks.training.workers import StudyLock, run_trials, shared_storage, worker_sampler
 
 url, worker, n, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the hpo-worker runs
 store = shared_storage(url)
 study = open_study("bench", store, 42, worker_sampler(42, worker))
 lock = StudyLock(store, "bench")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from tasks.core.errors import ConfigError
@@ -72,29 +74,29 @@ def worker_sampler(seed: int, worker: int) -> optuna.samplers.BaseSampler:
 
 
 class StudyLock:
-    """A PostgreSQL advisory lock named after the study; released by the first of `release()`
-    or process death (the connection goes with it)."""
+    """A PostgreSQL advisory lock named after the study, taken for one transaction of its own
+    connection: released at commit, or with the connection when the process dies."""
 
     def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
-        self._engine = storage.engine
+        self.storage = storage
         self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big",
                                    signed=True)
         self._conn: Connection | None = None
 
-    def acquire(self) -> None:
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self.storage.engine.begin() as conn:
+            self._lock(conn)
+            self._conn = conn
+            try:
+                yield
+            finally:
+                self._conn = None
+
+    def _lock(self, conn: Connection) -> None:
         from sqlalchemy import text
 
-        conn = self._engine.connect()
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
-        self._conn = conn
-
-    def release(self) -> None:
-        from sqlalchemy import text
-
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-            conn.close()
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._key})
 
     def states(self, study_id: int) -> Counter[str]:
         """Trial states of the study, counted in one query on the lock's connection (Optuna's
@@ -106,6 +108,103 @@ class StudyLock:
                                        "GROUP BY state"), {"s": study_id})
         return Counter({str(state): int(n) for state, n in rows})
 
+    def waiting(self, study_id: int) -> list[int]:
+        """Queued trials (a dead worker's, queued again), oldest first."""
+        from sqlalchemy import text
+
+        assert self._conn is not None, "read the queue under the lock"
+        rows = self._conn.execute(text("SELECT trial_id FROM trials WHERE study_id = :s AND "
+                                       "state = 'WAITING' ORDER BY number"), {"s": study_id})
+        return [int(trial_id) for (trial_id,) in rows]
+
+
+class _Reserver:
+    """Takes this worker's next trial under the study's lock. The lock covers the count and the
+    trial's row only (a handful of statements); sampling, the objective and `tell` run after
+    it, so N workers hardly wait on each other."""
+
+    def __init__(self, study: optuna.Study, lock: StudyLock, n_trials: int) -> None:
+        self.study, self.lock, self.n_trials = study, lock, n_trials
+        self.storage = lock.storage
+        self.study_id = self.storage.get_study_id_from_name(study.study_name)
+        self.heartbeat_s = self.storage.get_heartbeat_interval()
+        self.full = False
+        self._stale_checked = -float("inf")
+
+    def take(self) -> int | None:
+        """The id of a trial reserved for this worker (RUNNING); None while every trial left is
+        reserved by others, or when the study is full (`full`)."""
+        from optuna.trial import TrialState
+
+        with self.lock.held():
+            self._fail_stale()
+            states = self.lock.states(self.study_id)
+            finished = states["COMPLETE"] + states["PRUNED"]
+            self.full = finished >= self.n_trials
+            if self.full:
+                return None
+            for trial_id in self.lock.waiting(self.study_id) if states["WAITING"] else []:
+                if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    return trial_id  # its Trial reads the parameters fixed when it was queued
+            if finished + states["RUNNING"] < self.n_trials:
+                return self.storage.create_new_trial(self.study_id)
+        return None
+
+    def _fail_stale(self) -> None:
+        """Fail trials whose worker stopped beating (each is queued again), at most once per
+        heartbeat interval: none goes stale faster than that."""
+        import optuna
+
+        if not self.heartbeat_s or time.monotonic() - self._stale_checked < self.heartbeat_s:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+        self._stale_checked = time.monotonic()
+
+
+@contextmanager
+def _beating(storage: optuna.storages.RDBStorage, trial_id: int, every_s: int | None
+             ) -> Iterator[None]:
+    """The trial's heartbeat while it runs (what `Study.optimize` does for its own trials)."""
+    if not every_s:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if stop.wait(every_s):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_one(study: optuna.Study, trial_id: int, objective: Callable,
+             storage: optuna.storages.RDBStorage, worker: int) -> optuna.trial.FrozenTrial:
+    """One reserved trial run and told as `Study.optimize` would: heartbeat while it runs;
+    pruned, failed (the error raised again once the trial is marked failed) or complete."""
+    import optuna
+
+    with _beating(storage, trial_id, storage.get_heartbeat_interval()):
+        trial = optuna.Trial(study, trial_id)
+        trial.set_user_attr(WORKER_ATTR, worker)
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except (Exception, KeyboardInterrupt):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+    return study.tell(trial, value)
+
 
 def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
                lock: StudyLock, worker: int,
@@ -114,33 +213,19 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     Under the lock: fail stale trials (queued again), count finished + running + queued, and
     take a queued trial or a new one while that is below n_trials. With nothing to take, wait
     while other workers' trials run: one of them may die and its trial come back."""
-    import optuna
-
-    def locked_then(trial: optuna.Trial) -> float:
-        lock.release()  # the trial is in the study: others may reserve theirs
-        trial.set_user_attr(WORKER_ATTR, worker)
-        return objective(trial)
-
+    reserver = _Reserver(study, lock, n_trials)
     ran = 0
     while True:
-        lock.acquire()
-        try:
-            states = lock.states(study._study_id)
-            finished = states["COMPLETE"] + states["PRUNED"]
-            if finished >= n_trials:
-                return ran
-            if finished + states["RUNNING"] + states["WAITING"] < n_trials or states["WAITING"]:
-                # optimize fails stale trials first (queued again), then takes a queued one
-                study.optimize(locked_then, n_trials=1, callbacks=callbacks)
-                ran += 1
-                continue
-            if states["RUNNING"]:  # all reserved: is one of them a dead worker's?
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
-        finally:
-            lock.release()
-        time.sleep(poll_s)
+        trial_id = reserver.take()
+        if reserver.full:
+            return ran
+        if trial_id is None:
+            time.sleep(poll_s)
+            continue
+        frozen = _run_one(study, trial_id, objective, lock.storage, worker)
+        ran += 1
+        for callback in callbacks or []:
+            callback(study, frozen)
 
 
 def finished_count(study: optuna.Study) -> int:
