@@ -107,6 +107,21 @@ def versions(state: Path, model: str) -> list[str]:
     return sorted(str(v.version) for v in client.search_model_versions(f"name='{model}'"))
 
 
+@pytest.fixture(scope="module")
+def fraud_home(tmp_path_factory) -> Path:
+    """One store for fraud v1, trained by the process worker's deployment run: the expiry and
+    drift tests deploy and monitor that version instead of training their own."""
+    return tmp_path_factory.mktemp("fraud-home") / "state"
+
+
+def trained_fraud(env: dict) -> None:
+    """fraud v1 in env's MLOPS_HOME: already there when the deployment run test ran first, else
+    trained here (a test run alone)."""
+    if not versions(Path(env["MLOPS_HOME"]), "fraud"):
+        trained = mlops(["train", "fraud"], env)
+        assert trained.returncode == 0, trained.stderr
+
+
 def test_deployments_pools_and_schedules_on_the_server(stack):
     api = stack["api"]
     deps = {d["name"]: d for d in api_post(api, "/deployments/filter", {
@@ -151,9 +166,9 @@ def test_deployments_pools_and_schedules_on_the_server(stack):
         assert next_run.weekday() == 0 and (next_run.hour, next_run.minute) == (2, 0)
 
 
-def test_deployment_run_watch_completes_on_a_process_worker(stack, tmp_path):
+def test_deployment_run_watch_completes_on_a_process_worker(stack, fraud_home):
     api = stack["api"]
-    env = {**stack["env"], "MLOPS_HOME": str(tmp_path / "state")}  # the CI test trains afresh
+    env = {**stack["env"], "MLOPS_HOME": str(fraud_home)}
     with worker(stack, "cpu-runners", "cpu-1", MLOPS_HOME=env["MLOPS_HOME"]):
         started = time.perf_counter()
         run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "training-pipeline/fraud",
@@ -169,6 +184,92 @@ def test_deployment_run_watch_completes_on_a_process_worker(stack, tmp_path):
     print(f"\ndeployment run -> Running: {(running - created).total_seconds():.1f}s "
           f"(worker polls every 2 s here); whole run {wall:.1f}s")
     assert versions(Path(env["MLOPS_HOME"]), "fraud") == ["1"]
+
+
+def test_an_approval_nobody_answers_in_time_is_recorded_by_the_expiry_trigger(stack, fraud_home,
+                                                                                tmp_path):
+    """The suspended deploy run is failed by the server at its deadline, with no process left to
+    say so; the prefect.yaml trigger starts approval-expiry/record, which writes the record."""
+    api = stack["api"]
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    hurry = APPROVERS.replace("approvers: [alice]", "approvers: [alice]\n    "
+                              "approval_timeout_h: 0.002")  # about 7 s
+    (configs / "fraud.yaml").write_text(config_yaml(name="fraud", rows=3000, extra=hurry))
+    env = {**stack["env"], "MLOPS_HOME": str(fraud_home), "MLOPS_CONFIG_DIR": str(configs)}
+    trained_fraud(env)  # v1, never promoted
+    [record] = [d for d in api_post(api, "/deployments/filter", {
+        "flows": {"name": {"any_": ["approval-expiry"]}}}) if d["name"] == "record"]
+    with worker(stack, "cpu-runners", "cpu-expiry", **env):
+        made = subprocess.run([str(BIN / "prefect"), "deployment", "run", "deploy/deploy-fraud",
+                               "--params", '{"version": "1"}'], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        run_id = made.stdout.split("UUID:")[1].split()[0]
+        deadline, recorded = time.monotonic() + 300, None
+        while time.monotonic() < deadline and recorded is None:  # the trigger's run, ended
+            recorded = next((r for r in flow_runs(api, deployment_id={"any_": [record["id"]]})
+                             if r["parameters"]["flow_run_id"].endswith(run_id)
+                             and r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")), None)
+            time.sleep(1)
+    assert recorded is not None, (stack["root"] / "cpu-expiry.log").read_text()[-3000:]
+    assert recorded["state_type"] == "COMPLETED", recorded["state"]
+    trail = mlops(["history", "fraud"], env)
+    assert "approval-timeout" in trail.stdout, trail.stdout[-2000:] + trail.stderr[-2000:]
+    failed = api_get(api, f"/flow_runs/{run_id}")
+    assert failed["state"]["type"] == "FAILED" and "never resumed" in failed["state"]["message"]
+    assert "awaiting-approval" not in failed["tags"]
+    assert versions(fraud_home, "fraud") == ["1"]
+    client = local_client(fraud_home)
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("fraud", "champion")
+
+
+def test_drift_event_starts_a_retrain_through_the_deployment_trigger(stack, fraud_home):
+    """monitor → mlops.model.drift-detected → the prefect.yaml trigger → a
+    training-pipeline/retrain-fraud run (its own deployment, so its limit of one never cancels
+    CI or weekly training), created by the server's automation (no worker needed to see it)."""
+    api, env, root = stack["api"], stack["env"], stack["root"]
+    fraud = [d for d in api_post(api, "/deployments/filter", {
+        "flows": {"name": {"any_": ["training-pipeline"]}}}) if d["name"] == "retrain-fraud"][0]
+    env = {**env, "MLOPS_HOME": str(fraud_home)}
+    trained_fraud(env)  # v1 of the deployment run test, its approval expired
+    from tasks.adapters.registries import open_registry
+    from tasks.core.settings import Settings
+
+    found = Settings.from_env(env)  # promoted as the pipeline would: alias and record
+    crown(open_registry(found), "fraud", "1", key=found.resolve_audit_key())
+    for name, drift in (("fresh", 0.0), ("drifted", 1.0)):  # scoring inputs carry no labels
+        generate_claims(3000, seed=77, drift=drift).drop(
+            columns=["is_fraud", "damage_severity", "settlement_amount"]).to_parquet(
+            root / f"{name}.parquet")
+    before = {r["id"] for r in flow_runs(api, deployment_id={"any_": [fraud["id"]]})}
+
+    calm = mlops(["monitor", "fraud", "--input", str(root / "fresh.parquet")], env)
+    assert calm.returncode == 0, calm.stdout[-2000:] + calm.stderr[-2000:]
+    flagged = mlops(["monitor", "fraud", "--input", str(root / "drifted.parquet")], env)
+    assert flagged.returncode == 4, flagged.stdout[-2000:] + flagged.stderr[-2000:]
+    assert "DRIFT" in flagged.stdout
+
+    deadline, started = time.monotonic() + 90, []
+    while not started and time.monotonic() < deadline:
+        started = [r for r in flow_runs(api, deployment_id={"any_": [fraud["id"]]})
+                   if r["id"] not in before]
+        time.sleep(1)
+    assert len(started) == 1, "the drift event started no (or several) training runs"
+    [run] = started
+    assert run["parameters"]["model"] == "fraud"
+    assert (run.get("created_by") or {}).get("type") == "AUTOMATION", run.get("created_by")
+    deadline, events = time.monotonic() + 30, []
+    while not events and time.monotonic() < deadline:  # the server stores events in batches
+        events = api_post(api, "/events/filter", {"filter": {
+            "event": {"name": ["mlops.model.drift-detected"]},
+            "resource": {"id": ["mlops.model.fraud"]}}})["events"]
+        time.sleep(1)
+    assert len(events) == 1 and "days_to_report" in events[0]["payload"]["drifted"]
+    # no worker serves it here; cancel it so later tests' workers do not pick it up
+    api_post(api, f"/flow_runs/{run['id']}/set_state",
+             {"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": True})
 
 
 # newer GitLab only: both behaviours of model-versions/create go through the whole pipeline in
@@ -239,59 +340,6 @@ def test_ci_trigger_is_idempotent_and_approval_holds_no_runner(stack, gitlab_mlf
     assert bypass.returncode != 0  # no parameter approves on a server
 
 
-def test_drift_event_starts_a_retrain_through_the_deployment_trigger(stack):
-    """monitor → mlops.model.drift-detected → the prefect.yaml trigger → a
-    training-pipeline/retrain-fraud run (its own deployment, so its limit of one never cancels
-    CI or weekly training), created by the server's automation (no worker needed to see it)."""
-    api, env, root = stack["api"], stack["env"], stack["root"]
-    fraud = [d for d in api_post(api, "/deployments/filter", {
-        "flows": {"name": {"any_": ["training-pipeline"]}}}) if d["name"] == "retrain-fraud"][0]
-    state = Path(env["MLOPS_HOME"])
-    client = local_client(state)
-    try:
-        client.get_model_version_by_alias("fraud", "champion")
-    except mlflow.exceptions.MlflowException:  # this test alone: promote what CI registered
-        trained = mlops(["train", "fraud"], env)
-        assert trained.returncode == 0, trained.stderr
-        from tasks.adapters.registries import open_registry
-        from tasks.core.settings import Settings
-
-        found = Settings.from_env(env)  # promoted as the pipeline would: alias and record
-        crown(open_registry(found), "fraud", str(versions(state, "fraud")[-1]),
-              key=found.resolve_audit_key())
-    for name, drift in (("fresh", 0.0), ("drifted", 1.0)):  # scoring inputs carry no labels
-        generate_claims(3000, seed=77, drift=drift).drop(
-            columns=["is_fraud", "damage_severity", "settlement_amount"]).to_parquet(
-            root / f"{name}.parquet")
-    before = {r["id"] for r in flow_runs(api, deployment_id={"any_": [fraud["id"]]})}
-
-    calm = mlops(["monitor", "fraud", "--input", str(root / "fresh.parquet")], env)
-    assert calm.returncode == 0, calm.stdout[-2000:] + calm.stderr[-2000:]
-    flagged = mlops(["monitor", "fraud", "--input", str(root / "drifted.parquet")], env)
-    assert flagged.returncode == 4, flagged.stdout[-2000:] + flagged.stderr[-2000:]
-    assert "DRIFT" in flagged.stdout
-
-    deadline, started = time.monotonic() + 90, []
-    while not started and time.monotonic() < deadline:
-        started = [r for r in flow_runs(api, deployment_id={"any_": [fraud["id"]]})
-                   if r["id"] not in before]
-        time.sleep(1)
-    assert len(started) == 1, "the drift event started no (or several) training runs"
-    [run] = started
-    assert run["parameters"]["model"] == "fraud"
-    assert (run.get("created_by") or {}).get("type") == "AUTOMATION", run.get("created_by")
-    deadline, events = time.monotonic() + 30, []
-    while not events and time.monotonic() < deadline:  # the server stores events in batches
-        events = api_post(api, "/events/filter", {"filter": {
-            "event": {"name": ["mlops.model.drift-detected"]},
-            "resource": {"id": ["mlops.model.fraud"]}}})["events"]
-        time.sleep(1)
-    assert len(events) == 1 and "days_to_report" in events[0]["payload"]["drifted"]
-    # no worker serves it here; cancel it so later tests' workers do not pick it up
-    api_post(api, f"/flow_runs/{run['id']}/set_state",
-             {"state": {"type": "CANCELLED", "name": "Cancelled"}, "force": True})
-
-
 def test_ci_bad_message_starts_nothing(stack):
     def started() -> int:  # runs someone started: the scheduler adds the crons' future runs
         return len([r for r in flow_runs(stack["api"]) if not r.get("auto_scheduled")])
@@ -321,7 +369,8 @@ def test_worker_killed_mid_run_crashes_and_rerun_registers_once(stack, tmp_path)
     """A runner lost mid-training: the worker is killed outright, its flow run terminated; the
     re-run automation runs it again once, on another worker, and it registers one version."""
     api = stack["api"]
-    # slow enough to be killed mid-training (at trial 2), and trained whole once more by the re-run
+    # slow enough to be killed mid-training (at trial 2); the rescuer's runner has the small
+    # configs of the stack, so the re-run trains in seconds
     slow = write_configs(tmp_path / "configs", fraud_rows=20000, fraud_trials=12)
     env = {**stack["env"], "MLOPS_HOME": str(tmp_path / "state"), "MLOPS_CONFIG_DIR": str(slow)}
     with worker(stack, "cpu-runners", "doomed", **env) as doomed:
@@ -360,7 +409,8 @@ def test_worker_killed_mid_run_crashes_and_rerun_registers_once(stack, tmp_path)
 
     # `mlops pools apply` made the re-run automation: the crashed run is scheduled again once
     # (limits.rerun_after_seconds later) and a new worker trains it; one version, no second run
-    with worker(stack, "cpu-runners", "rescuer", **env):
+    with worker(stack, "cpu-runners", "rescuer",
+                **{**env, "MLOPS_CONFIG_DIR": stack["env"]["MLOPS_CONFIG_DIR"]}):
         deadline = time.monotonic() + 450
         while time.monotonic() < deadline:
             state = api_get(api, f"/flow_runs/{run_id}")["state"]["type"]
@@ -371,36 +421,3 @@ def test_worker_killed_mid_run_crashes_and_rerun_registers_once(stack, tmp_path)
     history = [s["name"] for s in api_get(api, f"/flow_run_states/?flow_run_id={run_id}")]
     assert history.count("Crashed") == history.count("AwaitingRetry") == 1, history
     assert versions(tmp_path / "state", "fraud") == ["1"]
-
-
-def test_an_approval_nobody_answers_in_time_is_recorded_by_the_expiry_trigger(stack, tmp_path):
-    """The suspended deploy run is failed by the server at its deadline, with no process left to
-    say so; the prefect.yaml trigger starts approval-expiry/record, which writes the record."""
-    api = stack["api"]
-    configs = tmp_path / "configs"
-    configs.mkdir()
-    hurry = APPROVERS.replace("approvers: [alice]", "approvers: [alice]\n    "
-                              "approval_timeout_h: 0.002")  # about 7 s
-    (configs / "fraud.yaml").write_text(config_yaml(name="fraud", rows=3000, extra=hurry))
-    env = {**stack["env"], "MLOPS_HOME": str(tmp_path / "state"), "MLOPS_CONFIG_DIR": str(configs)}
-    trained = mlops(["train", "fraud"], env)
-    assert trained.returncode == 0, trained.stderr
-    with worker(stack, "cpu-runners", "cpu-expiry", **env):
-        made = subprocess.run([str(BIN / "prefect"), "deployment", "run", "deploy/deploy-fraud",
-                               "--params", '{"version": "1"}'], env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert made.returncode == 0, made.stderr
-        run_id = made.stdout.split("UUID:")[1].split()[0]
-        deadline, recorded = time.monotonic() + 300, None
-        while time.monotonic() < deadline and recorded is None:
-            trail = mlops(["history", "fraud"], env).stdout
-            recorded = trail if "approval-timeout" in trail else None
-            time.sleep(3)
-    failed = api_get(api, f"/flow_runs/{run_id}")
-    assert failed["state"]["type"] == "FAILED" and "never resumed" in failed["state"]["message"]
-    assert recorded is not None, (stack["root"] / "cpu-expiry.log").read_text()[-3000:]
-    assert "awaiting-approval" not in failed["tags"]
-    assert versions(tmp_path / "state", "fraud") == ["1"]
-    client = local_client(tmp_path / "state")
-    with pytest.raises(mlflow.exceptions.MlflowException):
-        client.get_model_version_by_alias("fraud", "champion")

@@ -37,12 +37,15 @@ stack = test_deployments.stack  # the platform engineer's setup, with the pool t
 @pytest.fixture(scope="module")
 def gitlab(stack):
     """The fake GitLab (its runner has the training dependencies and the CI/CD variables a
-    project would set) and one gitlab-ci worker for cpu-runners."""
+    project would set) and one gitlab-ci worker for cpu-runners, which reads its pipelines every
+    POLL_S seconds (the pool's poll_interval_s, 10 s as applied)."""
     root = stack["root"]
+    pool = api_get(stack["api"], "/work_pools/cpu-runners")["base_job_template"]
+    _set_template(stack["api"], pool, poll_interval_s=POLL_S)
     fake = FakeGitLab(tokens={"glpat-worker": ["api"], "glpat-read": ["read_api"]}).start()
     runner = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": str(root),
               "LANG": "C.UTF-8", "MLOPS_HOME": str(root / "runner-state"),
-              "MLOPS_CONFIG_DIR": str(write_configs(root / "runner-configs", fraud_trials=25)),
+              "MLOPS_CONFIG_DIR": str(write_configs(root / "runner-configs")),
               "PREFECT_HOME": str(root / "runner-prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     ci = fake.enable_ci(REPO / ".gitlab-ci.yml", runner, root)
     env = {**stack["env"], "CI_SERVER_URL": fake.url, "CI_PROJECT_ID": "42",
@@ -51,6 +54,20 @@ def gitlab(stack):
     with background(cmd, root / "gl-cpu.log", env=env) as proc:
         yield {"fake": fake, "ci": ci, "env": env, "worker": proc, "state": root / "runner-state"}
     fake.stop()
+    _set_template(stack["api"], pool)  # as `mlops pools apply` left it
+
+
+POLL_S = 2
+
+
+def _set_template(api: str, template: dict, **defaults) -> None:
+    """PATCH cpu-runners' base job template, with `defaults` for some of its variables."""
+    changed = json.loads(json.dumps(template))
+    for name, value in defaults.items():
+        changed["variables"]["properties"][name]["default"] = value
+    urllib.request.urlopen(urllib.request.Request(
+        f"{api}/work_pools/cpu-runners", data=json.dumps({"base_job_template": changed}).encode(),
+        headers={"Content-Type": "application/json"}, method="PATCH"), timeout=10)
 
 
 def _pipeline_of(ci, run_id: str) -> dict | None:
@@ -82,20 +99,26 @@ def test_setup_needs_no_docker_engine_and_makes_gitlab_ci_pools(stack):
         assert "Traceback" not in stack["deploy"] and "DockerException" not in stack["deploy"]
 
 
-def test_deployment_run_executes_as_a_gitlab_job(stack, gitlab):
+def test_deployment_run_executes_as_a_gitlab_job(stack, gitlab, tmp_path):
     """A job canceled in GitLab mid-training crashes its run and registers nothing; the same
     deployment run by hand (`--watch`) then completes through a pipeline and registers one
     version."""
     ci, env = gitlab["ci"], gitlab["env"]
-    made = subprocess.run([str(BIN / "prefect"), "deployment", "run", "training-pipeline/fraud",
-                           "--param", "deploy=false"], env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert made.returncode == 0, made.stderr
-    doomed = made.stdout.split("UUID:")[1].split()[0]
-    pipeline = _wait(lambda: _pipeline_of(ci, doomed), 120, "the pipeline")
-    [job] = pipeline["_jobs"]
-    _wait(lambda: job["id"] in ci.logs and "trial 2/" in ci.logs[job["id"]].read_text(), 240,
-          "training in the job")
+    small = ci.runner_env["MLOPS_CONFIG_DIR"]
+    # long enough to be canceled mid-training (at trial 2); the re-run trains the small configs
+    ci.runner_env["MLOPS_CONFIG_DIR"] = str(write_configs(tmp_path / "slow", fraud_trials=25))
+    try:
+        made = subprocess.run([str(BIN / "prefect"), "deployment", "run",
+                               "training-pipeline/fraud", "--param", "deploy=false"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        doomed = made.stdout.split("UUID:")[1].split()[0]
+        pipeline = _wait(lambda: _pipeline_of(ci, doomed), 120, "the pipeline")
+        [job] = pipeline["_jobs"]
+        _wait(lambda: job["id"] in ci.logs and "trial 2/" in ci.logs[job["id"]].read_text(), 240,
+              "training in the job")
+    finally:
+        ci.runner_env["MLOPS_CONFIG_DIR"] = small
     ci.cancel(pipeline["id"])  # someone presses Cancel in GitLab
     _wait(lambda: api_get(stack["api"], f"/flow_runs/{doomed}")["state"]["type"] in (
         "CRASHED", "CANCELLED"), 90, "the run to end")
