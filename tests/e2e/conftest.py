@@ -204,9 +204,9 @@ def local_client(state: Path):
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def mlops(args: list[str], env: dict, **kw) -> subprocess.CompletedProcess:
+def mlops(args: list[str], env: dict, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "mlops"), *args], env=env, capture_output=True, text=True,
-                          timeout=300, **kw)
+                          timeout=timeout, **kw)
 
 
 def descendants(pid: int) -> list[int]:

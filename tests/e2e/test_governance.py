@@ -26,17 +26,30 @@ DEPLOY = """deploy:
 
 @pytest.fixture(scope="module")
 def staged(mlflow_server, tmp_path_factory):
-    """Model `gov` with v1, v2 and v3 registered and staged on the MLflow server."""
+    """Model `gov` with v1, v2 and v3 registered and staged on the MLflow server by one `mlops
+    run` with no Prefect server of ours (a temporary one): v1 and v2 from YAML files (a YAML
+    path trains and stages, never promotes), v3 by name, which stops after staging because
+    nobody could answer its approval here."""
     root = tmp_path_factory.mktemp("governance")
     configs = root / "configs"
     configs.mkdir()
     env = cli_env(MLFLOW_TRACKING_URI=mlflow_server, MLOPS_HOME=str(root / "state"),
                   MLOPS_CONFIG_DIR=str(configs), MLOPS_DEVICE="cpu", USER="builder")
-    for trials in (2, 3, 4):
-        (configs / "gov.yaml").write_text(config_yaml(name="gov", n_trials=trials, extra=DEPLOY))
-        run = mlops(["run", "gov"], env)  # no server of ours to wait on: stops after staging
-        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    return env, mlflow.MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    for trials in (2, 3):
+        (root / f"gov-{trials}.yaml").write_text(
+            config_yaml(name="gov", n_trials=trials, extra=DEPLOY))
+    (configs / "gov.yaml").write_text(config_yaml(name="gov", n_trials=4, extra=DEPLOY))
+    run = mlops(["run", str(root / "gov-2.yaml"), str(root / "gov-3.yaml"), "gov"], env,
+                timeout=900)  # three pipelines in turn
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    out = run.stdout
+    for version in ("1", "2"):
+        assert f"gov v{version} staged; trained from a YAML path, which never promotes" in out, \
+            out[-3000:]
+    assert "gov v3 staged; promote it with: mlops promote gov 3 --as NAME" in out, out[-3000:]
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    assert champion(client) is None
+    return env, client
 
 
 def champion(client) -> str | None:

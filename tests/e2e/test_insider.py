@@ -43,16 +43,17 @@ def world(mlflow_server, prefect_server, tmp_path_factory):
         CI_SERVER_URL=fake.url, CI_PROJECT_ID="42", CI_COMMIT_SHA="d" * 40,
         CI_COMMIT_REF_NAME="main", GITLAB_USER_LOGIN="dave",
         CI_COMMIT_AUTHOR="Dave Builder <dave@example.com>", MLOPS_GITLAB_TOKEN="glpat-pipeline")
-    for trials in (2, 3, 4):
+    # v1, then v2 approved up front by alice with her own token; v3 from a YAML file in the
+    # same command: a YAML path trains and stages, never promotes
+    v3 = root / f"{NAME}-4.yaml"
+    v3.write_text(config_yaml(name=NAME, n_trials=4, extra=DEPLOY))
+    for trials, models in ((2, [NAME]), (3, [NAME, str(v3)])):
         (root / "configs" / f"{NAME}.yaml").write_text(
             config_yaml(name=NAME, n_trials=trials, extra=DEPLOY))
-        if trials < 4:  # approved up front by alice, with her own token
-            run = mlops(["run", NAME, "--as", "alice"],
-                        {**pipeline, "MLOPS_APPROVER_TOKEN": "glpat-alice"})
-        else:  # no server of ours to wait on: stops after staging
-            run = mlops(["run", NAME], {k: v for k, v in pipeline.items()
-                                        if k != "PREFECT_API_URL"})
+        run = mlops(["run", *models, "--as", "alice"],
+                    {**pipeline, "MLOPS_APPROVER_TOKEN": "glpat-alice"}, timeout=600)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert f"{NAME} v3 staged; trained from a YAML path, which never promotes" in run.stdout
     # dave, on his laptop: his own token and store access, not the key
     insider = {**{k: v for k, v in pipeline.items()
                   if k not in ("MLOPS_AUDIT_KEY", "MLOPS_GITLAB_TOKEN")},

@@ -18,7 +18,9 @@ def run_mlops(args: list[str], env: dict[str, str], timeout: int = 600):
                           timeout=timeout)
 
 
-def test_train_against_mlflow_server_on_postgres(mlflow_server, tmp_path):
+def test_train_against_mlflow_server_on_postgres(mlflow_server, prefect_server, tmp_path):
+    """The first run on a laptop's path (no PREFECT_API_URL: a temporary Prefect server, quiet
+    on stderr); the re-runs on this worker's Prefect server."""
     configs = tmp_path / "configs"
     configs.mkdir()
     (configs / "srv.yaml").write_text(config_yaml(name="srv", rows=2000))
@@ -27,6 +29,7 @@ def test_train_against_mlflow_server_on_postgres(mlflow_server, tmp_path):
 
     first = run_mlops(["train", "srv"], env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    assert "started a temporary Prefect server at http://127.0.0.1:" in first.stdout
     assert "trial 2/2" in first.stdout  # progress per trial
     assert first.stderr.strip() == "", first.stderr
 
@@ -38,6 +41,7 @@ def test_train_against_mlflow_server_on_postgres(mlflow_server, tmp_path):
     model = mlflow.pyfunc.load_model("models:/srv@challenger")
     assert len(model.predict(model.input_example)) == len(model.input_example)
 
+    env["PREFECT_API_URL"] = prefect_server
     again = run_mlops(["train", "srv"], env)
     assert again.returncode == 0 and "srv: up to date (v1" in again.stdout
     forced = run_mlops(["train", "srv", "--force"], env)
