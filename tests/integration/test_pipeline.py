@@ -9,13 +9,42 @@ from flows.training import training_pipeline
 from tasks.core.errors import GateRejected
 from tasks.core.lineage import file_sha256
 from tasks.core.settings import Settings
-from tests.integration.conftest import versions
+from tests.conftest import config_yaml
+from tests.integration.conftest import HomeSnapshot, point_at, versions
+
+BINARY = "m-binary"
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    """Binary model `m-binary` trained once per module (v1 registered as challenger) and the
+    flow's result; each test using it starts from a copy restored in place (HomeSnapshot)."""
+    snapshot = HomeSnapshot(tmp_path_factory.mktemp("pipeline") / "home")
+    with pytest.MonkeyPatch.context() as mp:
+        point_at(snapshot.base, mp)
+        (snapshot.base / "configs" / f"{BINARY}.yaml").write_text(config_yaml(name=BINARY))
+        result = training_pipeline(BINARY)
+        snapshot.take()
+    return snapshot, result
+
+
+@pytest.fixture
+def trained_binary(binary, home, monkeypatch):
+    """The module's `m-binary` store as its first training left it, in this test's environment:
+    the model's name and that training's result."""
+    snapshot, result = binary
+    snapshot.restore()
+    point_at(snapshot.base, monkeypatch)
+    return BINARY, result
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
-def test_pipeline_registers_a_loadable_challenger(write_config, registry, task):
-    name = write_config(f"m-{task}", task)
-    result = training_pipeline(name)
+def test_pipeline_registers_a_loadable_challenger(request, write_config, registry, task):
+    if task == "binary":  # the module's training, shared with the re-run tests below
+        name, result = request.getfixturevalue("trained_binary")
+    else:
+        name = write_config(f"m-{task}", task)
+        result = training_pipeline(name)
     assert result.version == "1" and not result.reused and result.gate == "passed"
 
     reg = registry()
@@ -45,9 +74,8 @@ def test_pipeline_registers_a_loadable_challenger(write_config, registry, task):
         assert "decision_threshold" not in mv.tags
 
 
-def test_rerun_with_unchanged_inputs_reuses_the_version(write_config, registry, monkeypatch):
-    name = write_config("again")
-    first = training_pipeline(name)
+def test_rerun_with_unchanged_inputs_reuses_the_version(trained_binary, registry, monkeypatch):
+    name, first = trained_binary
     runs_before = len(registry().client.search_runs(
         [registry().client.get_experiment_by_name(name).experiment_id]))
 
@@ -64,10 +92,10 @@ def test_rerun_with_unchanged_inputs_reuses_the_version(write_config, registry, 
         [reg.client.get_experiment_by_name(name).experiment_id])) == runs_before
 
 
-def test_config_change_trains_a_new_version(write_config, registry):
-    name = write_config("changes")
-    training_pipeline(name)
-    write_config("changes", n_trials=3)
+def test_config_change_trains_a_new_version(trained_binary, write_config):
+    name, first = trained_binary
+    assert first.version == "1"
+    write_config(name, n_trials=3)
     assert training_pipeline(name).version == "2"
 
 

@@ -3,23 +3,45 @@ registers nothing and moves no alias, and refuses when the inputs cannot be the 
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from mlops.cli import app
 from tasks.training.synthetic import generate_claims
 from tests.conftest import config_yaml
-from tests.integration.conftest import versions
+from tests.integration.conftest import HomeSnapshot, point_at, versions
 
 runner = CliRunner()
+REPRO = "repro"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Model `repro` trained once per module through `mlops train` (v1); each test using it
+    starts from a copy restored in place (HomeSnapshot)."""
+    snapshot = HomeSnapshot(tmp_path_factory.mktemp("reproduce") / "home")
+    with pytest.MonkeyPatch.context() as mp:
+        point_at(snapshot.base, mp)
+        (snapshot.base / "configs" / f"{REPRO}.yaml").write_text(config_yaml(name=REPRO))
+        trained = runner.invoke(app, ["train", REPRO])
+        assert trained.exit_code == 0, trained.output
+        snapshot.take()
+    return snapshot
+
+
+@pytest.fixture
+def repro(trained, home, monkeypatch) -> str:
+    trained.restore()
+    point_at(trained.base, monkeypatch)
+    return REPRO
 
 
 def aliases(reg, name: str) -> dict[str, str]:
     return {k: str(v) for k, v in reg.client.get_registered_model(name).aliases.items()}
 
 
-def test_a_version_reproduces_bit_for_bit_and_nothing_moves(write_config, registry):
-    name = write_config("repro")
-    assert runner.invoke(app, ["train", name]).exit_code == 0
+def test_a_version_reproduces_bit_for_bit_and_nothing_moves(repro, registry):
+    name = repro
     reg = registry()
     before = (len(versions(reg, name)), aliases(reg, name))
     result = runner.invoke(app, ["reproduce", name, "1"])
@@ -45,9 +67,8 @@ def test_changed_data_file_is_refused_as_data_changed(home, registry):
     assert len(versions(registry(), "filed")) == 1
 
 
-def test_missing_lineage_tags_exit_2(write_config, registry):
-    name = write_config("bare")
-    assert runner.invoke(app, ["train", name]).exit_code == 0
+def test_missing_lineage_tags_exit_2(repro, registry):
+    name = repro
     reg = registry()
     reg.client.delete_model_version_tag(name, "1", "code_hash")
     result = runner.invoke(app, ["reproduce", name, "1"])

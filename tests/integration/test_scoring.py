@@ -17,7 +17,8 @@ from flows.training import training_pipeline
 from mlops.cli import app
 from tasks.core.errors import DataError, IntegrityError, ScoringError
 from tasks.training.synthetic import generate_claims
-from tests.conftest import crown
+from tests.conftest import config_yaml, crown
+from tests.integration.conftest import HomeSnapshot, point_at
 
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \| [A-Z]+ +\| ")
 
@@ -40,10 +41,43 @@ def champion_of(write_config, registry, name: str, task: str = "binary") -> str:
     return result.version
 
 
-def test_reference_profile_is_registered_with_the_version(write_config, registry, home):
-    version = champion_of(write_config, registry, "profiled")
+FRAUDISH = "fraudish"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Binary model `fraudish` with one registered version (v1), not yet champion: trained once
+    per module, each test starts from a copy restored in place (HomeSnapshot)."""
+    snapshot = HomeSnapshot(tmp_path_factory.mktemp("scoring") / "home")
+    with pytest.MonkeyPatch.context() as mp:
+        point_at(snapshot.base, mp)
+        (snapshot.base / "configs" / f"{FRAUDISH}.yaml").write_text(
+            config_yaml(name=FRAUDISH, rows=2500))
+        assert training_pipeline(FRAUDISH).version == "1"
+        snapshot.take()
+    return snapshot
+
+
+@pytest.fixture
+def uncrowned(trained, home, monkeypatch) -> str:
+    """The module's `fraudish` as trained (v1 registered, no champion), in this test's
+    environment; `home` stays this test's own folder for outputs."""
+    trained.restore()
+    point_at(trained.base, monkeypatch)
+    return FRAUDISH
+
+
+@pytest.fixture
+def champion(uncrowned, registry) -> str:
+    """The module's `fraudish` with v1 crowned champion."""
+    crown(registry(), uncrowned, "1")
+    return uncrowned
+
+
+def test_reference_profile_is_registered_with_the_version(champion, registry, home):
+    version = "1"
     reg = registry()
-    local = reg.download_version("profiled", version, home / "dl").path
+    local = reg.download_version(champion, version, home / "dl").path
     profile = json.loads((local / "reference_profile.json").read_text())
     assert profile["metric"] == "roc_auc" and 0.5 < profile["metric_value"] <= 1
     assert {"region", "claim_amount", "__prediction__"} <= set(profile["columns"])
@@ -64,9 +98,8 @@ def run_artifacts(flow_run_id) -> dict[str, str]:
     return {a.key: a.data for a in found if a.key}
 
 
-def test_score_and_monitor_a_fresh_and_a_drifted_batch(write_config, registry, batches, home,
+def test_score_and_monitor_a_fresh_and_a_drifted_batch(champion, registry, batches, home,
                                                        monkeypatch):
-    champion_of(write_config, registry, "fraudish")
     emitted = []
     monkeypatch.setattr("prefect.events.emit_event",
                         lambda event, **kw: emitted.append((event, kw)))
@@ -122,50 +155,48 @@ def test_multiclass_and_regression_champions_score(write_config, registry, batch
         assert monitoring(name, str(batches / "fresh.parquet")).verdict in ("no-drift", "drift")
 
 
-def test_tampered_artifact_is_refused_and_nothing_is_scored(write_config, registry, batches, home):
-    version = champion_of(write_config, registry, "tampered")
+def test_tampered_artifact_is_refused_and_nothing_is_scored(champion, registry, batches, home):
+    version = "1"
     reg = registry()
-    source = reg.client.get_model_version("tampered", version).source
+    source = reg.client.get_model_version(champion, version).source
     run_artifacts = Path(reg.client.get_run(reg.client.get_model_version(
-        "tampered", version).run_id).info.artifact_uri.removeprefix("file://"))
+        champion, version).run_id).info.artifact_uri.removeprefix("file://"))
     [booster] = list(run_artifacts.rglob("model.ubj"))
     booster.write_bytes(booster.read_bytes()[:-8] + b"\x00" * 8)
     assert source.endswith("/model")
     with pytest.raises(IntegrityError, match="failed its integrity check: artifacts/model.ubj was "
                                              "changed"):
-        batch_scoring("tampered", str(batches / "fresh.parquet"), str(home / "t.parquet"))
+        batch_scoring(champion, str(batches / "fresh.parquet"), str(home / "t.parquet"))
     assert not (home / "t.parquet").exists()
     assert not list(home.glob(".t.parquet*"))
 
 
-def test_no_champion_yet_and_bad_input(write_config, registry, batches, home):
-    write_config("nochamp", rows=2500)
-    training_pipeline("nochamp")  # registered (challenger), never promoted
+def test_no_champion_yet_and_bad_input(uncrowned, registry, batches, home):
+    # registered (challenger), never promoted
     with pytest.raises(ScoringError, match="has no @champion version yet"):
-        batch_scoring("nochamp", str(batches / "fresh.parquet"), str(home / "n.parquet"))
-    crown(registry(), "nochamp", "1")
+        batch_scoring(uncrowned, str(batches / "fresh.parquet"), str(home / "n.parquet"))
+    crown(registry(), uncrowned, "1")
     broken = home / "broken.parquet"
     generate_claims(600, seed=3).drop(columns=["region"]).to_parquet(broken)
     with pytest.raises(DataError, match="lacks feature column.*region"):
-        monitoring("nochamp", str(broken))
+        monitoring(uncrowned, str(broken))
     assert not (home / "n.parquet").exists()
 
 
-def test_cli_exit_codes(write_config, registry, batches, home):
-    champion_of(write_config, registry, "cli-mon")
-    ok = runner.invoke(app, ["monitor", "cli-mon", "--input", str(batches / "fresh.parquet")])
+def test_cli_exit_codes(champion, batches, home):
+    ok = runner.invoke(app, ["monitor", champion, "--input", str(batches / "fresh.parquet")])
     assert ok.exit_code == 0, ok.output
     assert "NO-DRIFT" in ok.stdout and "days_to_report" in ok.stdout
-    drift = runner.invoke(app, ["monitor", "cli-mon", "--input", str(batches / "drifted.parquet")])
+    drift = runner.invoke(app, ["monitor", champion, "--input", str(batches / "drifted.parquet")])
     assert drift.exit_code == 4, drift.output
     assert "DRIFT" in drift.stdout and "report: run " in drift.stdout
-    few = runner.invoke(app, ["monitor", "cli-mon", "--input", str(batches / "few.parquet")])
+    few = runner.invoke(app, ["monitor", champion, "--input", str(batches / "few.parquet")])
     assert few.exit_code == 2 and "no verdict" in few.stdout
-    missing = runner.invoke(app, ["score", "cli-mon", "--input", str(home / "nope.parquet"),
+    missing = runner.invoke(app, ["score", champion, "--input", str(home / "nope.parquet"),
                                   "--output", str(home / "o.parquet")])
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
-    scored = runner.invoke(app, ["score", "cli-mon", "--input", str(batches / "fresh.parquet"),
+    scored = runner.invoke(app, ["score", champion, "--input", str(batches / "fresh.parquet"),
                                  "--output", str(home / "o.parquet")])
     assert scored.exit_code == 0, scored.output
     assert "2,000" in scored.stdout and "ignored input columns" in scored.stdout
@@ -173,17 +204,17 @@ def test_cli_exit_codes(write_config, registry, batches, home):
     printed = [line for line in scored.stdout.splitlines() if not LOG_LINE.match(line)]
     assert any("2,000" in line for line in printed)
     assert not any("rows scored" in line for line in printed)
-    too_many = runner.invoke(app, ["score", "cli-mon", "--input", str(batches / "fresh.parquet"),
+    too_many = runner.invoke(app, ["score", champion, "--input", str(batches / "fresh.parquet"),
                                    "--output", str(home / "x.parquet"), "--explain", "999"])
     assert too_many.exit_code == 2 and "--explain 999: the model has" in too_many.stderr
     assert len(too_many.stderr.strip().splitlines()) == 1 and not (home / "x.parquet").exists()
-    explained = runner.invoke(app, ["score", "cli-mon", "--input", str(batches / "fresh.parquet"),
+    explained = runner.invoke(app, ["score", champion, "--input", str(batches / "fresh.parquet"),
                                     "--output", str(home / "e.parquet"), "--explain", "2"])
     assert explained.exit_code == 0, explained.output
     out = pd.read_parquet(home / "e.parquet")
     assert {"explain_1_feature", "explain_1_contribution", "explain_2_feature"} <= set(out)
     assert (out["explain_1_contribution"].abs() >= out["explain_2_contribution"].abs()).all()
-    bad_day = runner.invoke(app, ["score", "cli-mon", "--input", "x.parquet", "--output",
+    bad_day = runner.invoke(app, ["score", champion, "--input", "x.parquet", "--output",
                                   "y.parquet", "--day", "yesterday"])
     assert bad_day.exit_code == 2 and "--day must be a date" in bad_day.stderr
 
@@ -219,27 +250,23 @@ def text_of(post: tuple[str, dict]) -> str:
     return json.dumps(post[1])
 
 
-def test_slack_hears_about_drift_and_failed_runs(write_config, registry, batches, home, slack,
-                                                 monkeypatch):
+def test_slack_hears_about_drift_and_failed_runs(champion, batches, home, slack, monkeypatch):
     monkeypatch.setattr("prefect.events.emit_event", lambda *a, **kw: None)
-    champion_of(write_config, registry, "noisy")
-    monitoring("noisy", str(batches / "fresh.parquet"))
+    monitoring(champion, str(batches / "fresh.parquet"))
     assert slack.posts == []  # no drift, no message
-    monitoring("noisy", str(batches / "drifted.parquet"))
+    monitoring(champion, str(batches / "drifted.parquet"))
     [(url, _)] = slack.posts
     assert url.startswith("https://hooks.slack.com/services/T0001/B0001/")
-    assert "Drift detected: noisy" in text_of(slack.posts[0])
+    assert f"Drift detected: {champion}" in text_of(slack.posts[0])
 
     with pytest.raises(DataError):
-        batch_scoring("noisy", str(home / "missing.parquet"), str(home / "o.parquet"))
+        batch_scoring(champion, str(home / "missing.parquet"), str(home / "o.parquet"))
     assert len(slack.posts) == 2
-    assert "batch-scoring failed: noisy" in text_of(slack.posts[1])
+    assert f"batch-scoring failed: {champion}" in text_of(slack.posts[1])
     assert "does not exist" in text_of(slack.posts[1])
 
 
-def test_a_broken_slack_block_does_not_fail_the_run(write_config, registry, batches, home,
-                                                    monkeypatch):
+def test_a_broken_slack_block_does_not_fail_the_run(champion, batches, monkeypatch):
     monkeypatch.setattr("prefect.events.emit_event", lambda *a, **kw: None)
     monkeypatch.setenv("MLOPS_SLACK_BLOCK", "no-such-block")
-    champion_of(write_config, registry, "quiet")
-    assert monitoring("quiet", str(batches / "drifted.parquet")).verdict == "drift"
+    assert monitoring(champion, str(batches / "drifted.parquet")).verdict == "drift"
