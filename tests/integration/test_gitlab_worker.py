@@ -92,6 +92,25 @@ async def _until(check, timeout_s: float = 60):
     return found
 
 
+async def _until_running(run_id, timeout_s: float = 90):
+    async def running():
+        return (await _read(run_id)).state.type.value == "RUNNING"
+
+    await _until(running, timeout_s)
+
+
+def _one_run(seconds: float, during=None, **job_variables):
+    """One run of a new deployment (its flow sleeps `seconds`) served until the worker is done;
+    `during(run_id)` runs beside the worker. The run as the server has it afterwards."""
+    async def scenario():
+        pool, deployment = await _deployment(**job_variables)
+        [run] = await _runs(deployment, seconds)
+        await _serve(pool, during=None if during is None else lambda worker: during(run.id))
+        return await _read(run.id)
+
+    return asyncio.run(scenario())
+
+
 def test_each_run_gets_its_own_pipeline_and_job(gitlab):
     """Two runs due at once: two pipelines, each job executing its own run id (one create
     answered 502 after GitLab made the pipeline: looked up by name, not started twice)."""
@@ -149,13 +168,7 @@ def test_cancelled_in_prefect_while_the_job_waits_for_a_runner_cancels_the_pipel
         async with get_client() as client:
             await client.set_flow_run_state(run_id, Cancelling(), force=True)
 
-    async def scenario():
-        pool, deployment = await _deployment()
-        [run] = await _runs(deployment, 0)
-        await _serve(pool, during=lambda worker: cancel(run.id))
-        return await _read(run.id)
-
-    run = asyncio.run(scenario())
+    run = _one_run(0, cancel)
     [pipeline] = gitlab.ci.pipelines.values()
     assert pipeline["status"] == "canceled" and ("POST", "/api/v4/projects/42/pipelines/"
                                                  f"{pipeline['id']}/cancel") in gitlab.requests
@@ -167,20 +180,11 @@ def test_cancelled_in_prefect_while_the_job_runs_stops_the_job(gitlab):
     """`prefect flow-run execute` in the job sees the cancellation and stops the flow itself; the
     job ends and the worker does not crash the cancelled run."""
     async def cancel(run_id):
-        async def running():
-            return (await _read(run_id)).state.type.value == "RUNNING"
-
-        await _until(running, 90)
+        await _until_running(run_id)
         async with get_client() as client:
             await client.set_flow_run_state(run_id, Cancelling())
 
-    async def scenario():
-        pool, deployment = await _deployment()
-        [run] = await _runs(deployment, 120)
-        await _serve(pool, during=lambda worker: cancel(run.id))
-        return await _read(run.id)
-
-    run = asyncio.run(scenario())
+    run = _one_run(120, cancel)
     [pipeline] = gitlab.ci.pipelines.values()
     assert run.state.type.value == "CANCELLED", run.state  # the 120 s flow did not complete
     assert pipeline["status"] in ("success", "canceled")  # and its job has ended
@@ -189,13 +193,7 @@ def test_cancelled_in_prefect_while_the_job_runs_stops_the_job(gitlab):
 def test_no_runner_for_the_tag_crashes_the_run_after_the_pending_timeout(gitlab):
     gitlab.ci.runner_tags = {"some-other-tag"}
 
-    async def scenario():
-        pool, deployment = await _deployment(pending_timeout_s=2)
-        [run] = await _runs(deployment, 0)
-        await _serve(pool)
-        return await _read(run.id)
-
-    run = asyncio.run(scenario())
+    run = _one_run(0, pending_timeout_s=2)
     [pipeline] = gitlab.ci.pipelines.values()
     assert pipeline["status"] == "canceled"
     assert run.state.type.value == "CRASHED"
@@ -206,20 +204,11 @@ def test_no_runner_for_the_tag_crashes_the_run_after_the_pending_timeout(gitlab)
 def test_job_canceled_in_gitlab_ends_the_run(gitlab):
     """Someone cancels the pipeline in GitLab while the flow runs: the run does not stay Running."""
     async def cancel_in_gitlab(run_id):
-        async def running():
-            return (await _read(run_id)).state.type.value == "RUNNING"
-
-        await _until(running, 90)
+        await _until_running(run_id)
         [pipeline] = gitlab.ci.pipelines
         gitlab.ci.cancel(pipeline)
 
-    async def scenario():
-        pool, deployment = await _deployment()
-        [run] = await _runs(deployment, 120)
-        await _serve(pool, during=lambda worker: cancel_in_gitlab(run.id))
-        return await _read(run.id)
-
-    run = asyncio.run(scenario())
+    run = _one_run(120, cancel_in_gitlab)
     [pipeline] = gitlab.ci.pipelines.values()
     [job] = pipeline["_jobs"]
     assert pipeline["status"] == "canceled" and job["status"] == "canceled"
@@ -232,22 +221,13 @@ def test_a_pipeline_ending_after_its_run_went_to_another_pipeline_leaves_the_run
     GitLab still showed the old job running; the old job failing later must not crash the re-run
     (a lost runner here, its failure read by the worker still following the old pipeline)."""
     async def rerun_elsewhere_then_lose_the_runner(run_id):
-        async def running():
-            return (await _read(run_id)).state.type.value == "RUNNING"
-
-        await _until(running, 90)
+        await _until_running(run_id)
         async with get_client() as client:  # what the worker records for the re-run's pipeline
             await client.update_flow_run(run_id, infrastructure_pid="gitlab:42:999999")
         [pipeline] = gitlab.ci.pipelines.values()
         gitlab.ci.lose_runner(pipeline["_jobs"][0]["id"])
 
-    async def scenario():
-        pool, deployment = await _deployment()
-        [run] = await _runs(deployment, 120)
-        await _serve(pool, during=lambda worker: rerun_elsewhere_then_lose_the_runner(run.id))
-        return await _read(run.id)
-
-    run = asyncio.run(scenario())
+    run = _one_run(120, rerun_elsewhere_then_lose_the_runner)
     [pipeline] = gitlab.ci.pipelines.values()
     assert pipeline["_jobs"][0]["failure_reason"] == "runner_system_failure"
     assert run.state.type.value == "RUNNING", run.state  # the re-run's, untouched
