@@ -188,7 +188,6 @@ def run(
     from tasks.contracts.release import Approval
     from tasks.core.config import load_config
     from tasks.core.runtime import Runtime
-    from tasks.release.approval import UP_FRONT
 
     found = settings()
     configs = [load_config(model, found.config_dir) for model in models]
@@ -201,7 +200,11 @@ def run(
         typer.echo(f"production approval given up front by {who.label()}")
     # only a server of the user's outlives this command, so only there can a pause be answered
     users_server = bool(found.prefect_api_url)
+    # before anything imports Prefect (the approval stage does): otherwise Prefect starts its
+    # own temporary server later, after every import, instead of alongside them
     server = start_if_needed()
+    from tasks.release.approval import UP_FRONT
+
     rows: list[tuple[str, ...]] = []
     token = UP_FRONT.set(up_front)
     try:

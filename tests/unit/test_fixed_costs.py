@@ -241,3 +241,30 @@ def test_a_tracking_server_that_wants_credentials_is_asked_through_mlflows_clien
     mlflow_answering["status"] = 404
     with pytest.raises(RestError):
         mlops.training._stale({"guarded": cfg}, [])
+
+
+SERVER_FIRST = """
+import json, sys
+import mlops.training
+def probe():
+    print(json.dumps(sys.argv[1:3] + ["prefect" in sys.modules]))
+    raise SystemExit(0)
+mlops.training.start_if_needed = probe
+from mlops.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("args", [["train", "fraud", "--force"], ["run", "fraud"],
+                                  ["run", "fraud", "--as", "make-run"]])
+def test_the_temporary_server_starts_before_anything_imports_prefect(tmp_path, args):
+    """`mlops train` and `mlops run` start the temporary Prefect server while they import the
+    training stack: once Prefect is imported, start_if_needed leaves the start to Prefect,
+    which boots its own server only at the first flow run, after every import."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    env.update(MLOPS_HOME=str(tmp_path / "home"), MLOPS_DEVICE="cpu")
+    proc = subprocess.run([sys.executable, "-c", SERVER_FIRST, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == [*args[:2], False]
