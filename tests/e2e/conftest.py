@@ -113,6 +113,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["MLOPS_AUDIT_KEY"] = "e2e-audit-key"  # production changes need signed audit records
+    # MLflow 3's server otherwise starts ~8 job consumer processes (huey), each importing MLflow
+    # (~4 s of CPU apiece) for jobs nothing here uses; `mlops server start` turns them off too
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env.update(extra)
     return env
 

@@ -49,14 +49,15 @@ def test_train_against_mlflow_server_on_postgres(mlflow_server, prefect_server, 
     assert len(client.search_model_versions("name = 'srv'")) == 1
 
 
-def test_bad_data_in_a_real_process_prints_one_line(tmp_path):
+def test_bad_data_in_a_real_process_prints_one_line(prefect_server, tmp_path):
     configs = tmp_path / "configs"
     configs.mkdir()
     data = tmp_path / "claims.csv"
     data.write_text("claim_id,region,is_fraud\nC1,north,0\n")
     (configs / "bad.yaml").write_text(
         config_yaml(name="bad", data=f"data: {{source: file, path: '{data}'}}"))
-    env = cli_env(MLOPS_HOME=str(tmp_path / "state"), MLOPS_CONFIG_DIR=str(configs))
+    env = cli_env(MLOPS_HOME=str(tmp_path / "state"), MLOPS_CONFIG_DIR=str(configs),
+                  PREFECT_API_URL=prefect_server)  # the temporary server is the test above's
     result = run_mlops(["train", "bad"], env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
