@@ -86,7 +86,7 @@ gitlab-ci-local:  ## gitlab-ci-local for tests/unit/test_gitlab_ci_sources.py, i
 test: install browser gitlab-ci-local  ## every test, end-to-end included (PYTEST_ARGS: extra pytest options)
 	$(PYTEST) $(PYTEST_ARGS)
 
-test-fast: install gitlab-ci-local  ## unit and integration tests, no real servers
+test-fast: install gitlab-ci-local  ## the quick subset: unit tests and the lighter integration modules (no real servers)
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 screenshots: install browser  ## docs/images/*.png: the Prefect UI as the browser tests see it (needs PostgreSQL)

@@ -22,6 +22,10 @@ from tasks.release.staging import deploy_staging
 from tests.conftest import config_yaml, release_parts, signed_parts, trail_here
 from tests.integration.conftest import HomeSnapshot, point_at
 
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 DEPLOY = """deploy:
   staging:

@@ -12,6 +12,10 @@ from flows.training import training_pipeline
 from tests.conftest import crown
 from tests.fakes.gitlab_api import FakeGitLab
 
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
+
 SMOKE = "deploy:\n  staging:\n    smoke: {max_latency_ms: 2000}\n"
 
 

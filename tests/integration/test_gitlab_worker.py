@@ -21,6 +21,10 @@ from prefect.states import Cancelling
 from deployments.gitlab_worker import GitLabCIWorker
 from tests.fakes.gitlab_api import FakeGitLab
 
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TAG = "saas-linux-medium-amd64"

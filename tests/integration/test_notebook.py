@@ -13,6 +13,10 @@ from flows.notebook import notebook_training
 from mlops.cli import app
 from tasks.training.notebook import NotebookFailed
 
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -11,6 +11,10 @@ import flows.deploy as deploy
 from tasks.contracts.release import SmokeReport
 from tasks.core.errors import STATE_EXITS, ApprovalRejected, ExitCode
 
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def rejecting(write_config, monkeypatch):

@@ -21,6 +21,10 @@ from tasks.reports.compliance import REPORT_NAME
 from tests.conftest import config_yaml, release_parts, signed_parts, trail_here
 from tests.integration.conftest import versions
 
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 POLICY = """\
 version: "it-1"

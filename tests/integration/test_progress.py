@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from mlops.cli import app
+
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
 
 runner = CliRunner()
 

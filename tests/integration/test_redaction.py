@@ -21,6 +21,10 @@ from mlops.cli import app
 from tests.conftest import crown
 from tests.e2e.conftest import descendants
 
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 SECRET = "S3cretPw0rd"
 CREDENTIALS = {"MLOPS_GITLAB_TOKEN": f"glpat-{SECRET}", "SNOWFLAKE_PASSWORD": f"snow-{SECRET}",

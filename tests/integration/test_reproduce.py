@@ -11,6 +11,10 @@ from tasks.training.synthetic import generate_claims
 from tests.conftest import config_yaml
 from tests.integration.conftest import HomeSnapshot, point_at, versions
 
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 REPRO = "repro"
 

@@ -20,6 +20,10 @@ from tasks.training.synthetic import generate_claims
 from tests.conftest import config_yaml, crown
 from tests.integration.conftest import HomeSnapshot, point_at
 
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
+
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d \| [A-Z]+ +\| ")
 
 runner = CliRunner()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import mlflow
+import pytest
 
 from flows.training import training_pipeline
 from tasks.adapters.sinks import write_frame
 from tasks.training.synthetic import generate_claims, write_parts
+
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
 
 
 def test_a_parquet_folder_trains_through_the_streaming_path(write_config, registry, home,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -19,6 +20,10 @@ from tasks.core.redact import redact
 from tests.conftest import config_yaml
 from tests.e2e.conftest import BIN, REPO, cli_env, postgres_database
 from tests.integration.conftest import versions
+
+# whole training or deploy flows per test: `make test` runs this module, the quick subset
+# (`make test-fast`) leaves it out (docs/testing.md)
+pytestmark = pytest.mark.slow
 
 runner = CliRunner()
 WORKER = """
