@@ -132,6 +132,7 @@ def promote_with_tag(store: Store, tag: str, value: str, who: str):
             reg.client.set_model_version_tag("gov", "3", tag, before)
 
 
+@pytest.mark.slow  # a whole deploy flow with its staging server: make test runs it, test-fast not
 def test_a_yaml_path_with_approval_none_trains_and_stages_but_never_promotes(store):
     """Attack: `mlops run other.yaml` (same name, approval: none) promoted with no approver."""
     other = store.home / "elsewhere" / "other.yaml"
