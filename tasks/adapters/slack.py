@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from tasks.core.redact import redact
-from tasks.core.settings import Settings
+from tasks.core.settings import process_settings
 
 log = logging.getLogger("mlops.slack")
 
@@ -32,9 +32,10 @@ def notify(subject: str, body: str, name: str | None) -> bool:
 
 def notify_flow_failure(flow, flow_run, state) -> None:
     """Flow hook (on_failure, on_crashed): say which run of which flow failed, and why. Prefect
-    calls it with its own arguments, so it reads the settings itself."""
+    calls it with its own arguments: the Slack block is the one the flow's own settings name
+    (read where the flow started)."""
     reason = (state.message or state.name or "failed").splitlines()[0][:300]
     params = flow_run.parameters or {}
     notify(f"{flow.name} failed: {params.get('model', '?')}",
            f"Flow run {flow_run.name} ({flow_run.id}) ended {state.name}: {reason}",
-           Settings.from_env().slack_block)
+           process_settings().slack_block)

@@ -192,7 +192,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        """The settings in env, or in this process's environment (then also kept as the ones
+        its entry point read: see process_settings)."""
+        global _ENTRY_POINTS
+        if env is None:
+            _ENTRY_POINTS = cls._read(os.environ)
+            return _ENTRY_POINTS
+        return cls._read(env)
+
+    @classmethod
+    def _read(cls, env: Mapping[str, str]) -> Settings:
         home = _home(env)
         device = env.get("MLOPS_DEVICE", "auto").lower()
         if device not in DEVICES:
@@ -290,6 +299,17 @@ class Settings:
     def prefect_ui_url(self) -> str | None:
         api = self.prefect_api_url or ""
         return api.removesuffix("/").removesuffix("/api") if api.startswith("http") else None
+
+
+_ENTRY_POINTS: Settings | None = None  # the settings this process's entry point read last
+
+
+def process_settings() -> Settings:
+    """The settings this process's entry point read (a flow, the CLI, a worker: the last
+    `Settings.from_env()`), for code Prefect calls with its own arguments, before or after any
+    entry point (a flow's failure hook): so a failed run is reported by the settings it ran
+    with. Read now only where no entry point has read them."""
+    return _ENTRY_POINTS if _ENTRY_POINTS is not None else Settings.from_env()
 
 
 def data_urls() -> tuple[str, ...]:

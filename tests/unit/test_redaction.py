@@ -281,3 +281,28 @@ def test_an_output_is_named_redacted(tmp_path):
     assert str(caught.value) == ("output must be .parquet, .csv or snowflake:<table>, got "
                                  "https://***@h/out.json")
     assert Sink(str(tmp_path / "out.csv")).location == str(tmp_path / "out.csv")
+
+
+def test_the_failure_hook_reports_through_the_settings_its_run_started_with(monkeypatch):
+    """Prefect calls the failure hook with its own arguments after the flow: it names the Slack
+    block the flow's entry point read (Settings.from_env at the flow's start), not one the
+    environment says later; without an entry point it reads them then."""
+    from types import SimpleNamespace
+
+    from tasks.adapters import slack
+    from tasks.core import settings
+
+    calls = []
+    monkeypatch.setattr(slack, "notify", lambda subject, body, name: calls.append((subject, name)))
+    monkeypatch.setattr(settings, "_ENTRY_POINTS", None)
+    run = SimpleNamespace(name="brave-otter", id="r1", parameters={"model": "fraud"})
+    failed = SimpleNamespace(message="boom", name="Failed")
+    monkeypatch.setenv("MLOPS_SLACK_BLOCK", "read-late")
+    slack.notify_flow_failure(SimpleNamespace(name="training-pipeline"), run, failed)
+    monkeypatch.setenv("MLOPS_SLACK_BLOCK", "the-runs-own")
+    settings.Settings.from_env()  # the flow's entry point
+    monkeypatch.setenv("MLOPS_SLACK_BLOCK", "changed-since")
+    settings.Settings.from_env({"MLOPS_SLACK_BLOCK": "a-test-mapping"})  # not the process's
+    slack.notify_flow_failure(SimpleNamespace(name="training-pipeline"), run, failed)
+    assert calls == [("training-pipeline failed: fraud", "read-late"),
+                     ("training-pipeline failed: fraud", "the-runs-own")]

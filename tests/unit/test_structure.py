@@ -267,14 +267,10 @@ def test_the_environment_is_read_in_one_place():
 
 
 # Settings are read once where a process starts (a flow, the CLI, a worker) and handed down as
-# arguments (issue 26, item 1). The stages that still read them themselves, and how often; this
-# list only shrinks: a site moved must leave it, a new one fails. Left: code Prefect or Python
-# calls before or after any entry point (the flows' parameter schema, built at import; the
-# failure hook). The audit trail's default key and anchors went with issue 26 item 4: callers
-# hand AuditTrail their settings and key.
-SETTINGS_READERS_LEFT: dict[str, int] = {
-    "tasks.adapters.slack": 1,
-}
+# arguments (issue 26, item 1). No stage reads them itself: a new reader fails here. Code Prefect
+# calls with its own arguments (a flow's failure hook) asks for the settings the entry point
+# read (tasks.core.settings.process_settings).
+SETTINGS_READERS_LEFT: dict[str, int] = {}
 
 
 def settings_readers(modules: dict[str, Path]) -> dict[str, int]:
