@@ -96,6 +96,15 @@ def test_the_reference_profile_reuses_the_evaluations_shap(tmp_path, make_config
     assert profile.attributions == report.attributions[explanations.ALL]
 
 
+def bare_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the project's, MLflow's and Prefect's settings, plus
+    extra: a child process that reads only what the test gives it."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    env.update(extra)
+    return env
+
+
 READ_ONLY = """
 import json, sys
 from mlops.cli import main
@@ -115,9 +124,7 @@ def test_read_only_commands_import_no_training_stack_and_no_prefect_without_a_se
     """`mlops history`, `audit verify` and `status` on a store without a Prefect server import
     neither XGBoost, matplotlib, Optuna nor scikit-learn, nor Prefect (`status` reads the
     schedules in prefect.yaml as plain YAML, with Prefect's croniter loaded as a plain module)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
-    env.update(MLOPS_HOME=str(tmp_path / "home"), MLOPS_DEVICE="cpu")
+    env = bare_env(MLOPS_HOME=str(tmp_path / "home"), MLOPS_DEVICE="cpu")
     proc = subprocess.run([sys.executable, "-c", READ_ONLY], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -152,9 +159,7 @@ def test_the_training_flow_and_the_up_to_date_check_import_no_training_libraries
     The check's own modules import neither MLflow nor Prefect, nor numpy and pandas (the
     synthetic source's fingerprint is its spec: tasks/training/synthetic.py makes rows only
     when asked)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
-    env.update(MLOPS_DEVICE="cpu")
+    env = bare_env(MLOPS_DEVICE="cpu")
     proc = subprocess.run([sys.executable, "-c", UP_TO_DATE], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -178,8 +183,7 @@ def test_the_cli_process_freezes_its_heap_before_the_interpreter_collects_it_on_
     """`mlops` collects less often while it imports, and leaves what it holds at the end out of
     the interpreter's final collections (they walked the whole heap of Prefect, MLflow and
     pandas objects once more for nothing)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
+    env = bare_env()
     proc = subprocess.run([sys.executable, "-c", AT_EXIT], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -261,9 +265,7 @@ def test_the_temporary_server_starts_before_anything_imports_prefect(tmp_path, a
     """`mlops train` and `mlops run` start the temporary Prefect server while they import the
     training stack: once Prefect is imported, start_if_needed leaves the start to Prefect,
     which boots its own server only at the first flow run, after every import."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLOPS_", "MLFLOW_", "PREFECT_"))}
-    env.update(MLOPS_HOME=str(tmp_path / "home"), MLOPS_DEVICE="cpu")
+    env = bare_env(MLOPS_HOME=str(tmp_path / "home"), MLOPS_DEVICE="cpu")
     proc = subprocess.run([sys.executable, "-c", SERVER_FIRST, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
