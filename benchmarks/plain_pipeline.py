@@ -44,7 +44,7 @@ def main(path: str) -> None:
     booster = trained.booster()
     scores = booster_scores(booster, spec, test)
     evaluation = evaluate_scores(spec, test, scores, cfg.slices, cfg.gate.min_slice_rows)
-    contribs = explanations.contributions(booster, explanations.sample(spec.matrix(test)))
+    contribs = explanations.contributions(booster, spec.matrix(explanations.sample(test)))
     evaluation = evaluation.model_copy(update={  # the report is frozen: built whole, as the flow does
         "attributions": explanations.mean_abs(contribs, spec.features, spec.classes)})
     decision = decide(evaluation, None, cfg.gate)

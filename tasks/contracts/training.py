@@ -75,7 +75,16 @@ class FeatureSpec(BaseModel):
     def encode_target(self, y: pd.Series) -> np.ndarray:
         if self.task == "regression":
             return y.astype(float).to_numpy()
-        return y.astype(str).map({c: i for i, c in enumerate(self.classes)}).to_numpy(dtype=int)
+        # each distinct value's text is looked up once: no string per row (45 MB at 800k rows)
+        values = pd.Categorical(y)
+        position = {c: i for i, c in enumerate(self.classes)}
+        lookup = np.array([*(position.get(c, -1) for c in values.categories.astype(str)), -1],
+                          dtype=np.int64)  # the last -1 is a null's (code -1)
+        codes = lookup[values.codes]
+        if (codes < 0).any():
+            raise ValueError(f"target {self.target!r} holds values outside the model's classes "
+                             f"{self.classes} (or nulls)")
+        return codes
 
     def labels(self, raw: np.ndarray) -> np.ndarray | None:
         return predictions.label_codes(raw, self.task, self.threshold)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,17 +14,25 @@ from tasks.contracts import explanations
 from tasks.contracts.training import EvalReport, FeatureSpec, TrainResult
 from tasks.core.steps import step
 from tasks.core.tasktypes import task_type
-from tasks.training.metrics import evaluate_scores
+from tasks.training.metrics import SCORE_ROWS, evaluate_scores
 
 if TYPE_CHECKING:  # imported where they are used: a cached or reused run scores nothing
     import xgboost as xgb
 
+FIRST_ROWS = 65_536  # a compact test column's first array; pages never written cost no memory
+SCATTER_POINTS = 50_000  # residuals plotted at most (evenly spaced rows): a cloud, not every row
 
-def booster_scores(booster: xgb.Booster, spec: FeatureSpec, frame: pd.DataFrame) -> np.ndarray:
+
+def booster_scores(booster: xgb.Booster, spec: FeatureSpec, frame: pd.DataFrame,
+                   rows: int = SCORE_ROWS) -> np.ndarray:
+    """The booster's raw predictions, `rows` rows at a time: a large test set (a streamed
+    table's) is never held again as one feature matrix and one DMatrix."""
     import xgboost as xgb
 
-    matrix = xgb.DMatrix(spec.matrix(frame), enable_categorical=True)
-    return booster.predict(matrix)
+    parts = [booster.predict(xgb.DMatrix(spec.matrix(frame.iloc[start:start + rows]),
+                                         enable_categorical=True))
+             for start in range(0, max(len(frame), 1), rows)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def plot_attributions(ax, attributions: dict[str, dict[str, float]], limit: int = 15) -> None:
@@ -66,7 +74,8 @@ def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
             ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
             ax.legend(loc="lower right")
         elif kind == "pr":
-            prec, rec, _ = skm.precision_recall_curve(y, scores)
+            # drop_intermediate: only the points that shape the curve (a tenth of them at 800k rows)
+            prec, rec, _ = skm.precision_recall_curve(y, scores, drop_intermediate=True)
             ax.plot(rec, prec, label=f"AP {skm.average_precision_score(y, scores):.3f}")
             ax.axhline(y.mean(), ls="--", color="grey", label="base rate")
             ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
@@ -78,8 +87,8 @@ def make_plots(spec: FeatureSpec, frame: pd.DataFrame, scores: np.ndarray,
                 display_labels=spec.classes, ax=ax, colorbar=False)
             ax.set_title("Confusion matrix (test set)")
         elif kind == "residuals":
-            resid = y - scores
-            ax.scatter(scores, resid, s=4, alpha=0.3)
+            shown = np.linspace(0, len(y) - 1, min(len(y), SCATTER_POINTS)).astype(int)
+            ax.scatter(scores[shown], (y - scores)[shown], s=4, alpha=0.3)
             ax.axhline(0, color="grey", ls="--")
             ax.set(xlabel="predicted", ylabel="actual - predicted", title="Residuals")
         elif kind == "importance":
@@ -104,19 +113,52 @@ def compact_test(frames: Iterable[pd.DataFrame], spec: FeatureSpec, slices: list
                  ) -> pd.DataFrame:
     """A streamed table's test rows with only what evaluation and the champion's re-score
     read (features, target, slices), categories stored as codes: about 8 bytes per number
-    and 1 per category of each test row, never the whole table."""
+    and 1 per category of each test row, never the whole table. Numbers and category codes
+    are copied into one array per column, grown in place: joining batches at the end would
+    hold every test row twice (80 MB more at 4 M rows)."""
     keep = list(dict.fromkeys([*spec.features, spec.target, *slices]))
-    parts = []
+    grown: dict[str, np.ndarray] = {}
+    pieces: dict[str, list[pd.Series]] = {}  # text and extension columns: joined at the end
+    rows = 0
     for frame in frames:
-        part = frame[keep].copy()
         for col in keep:
+            values = frame[col]
             if col in spec.categories:
-                part[col] = pd.Categorical(part[col].astype("string").where(part[col].notna()),
-                                           categories=spec.categories[col])
-            elif part[col].dtype == object:
-                part[col] = part[col].astype("category")
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=keep)
+                codes = pd.Categorical(values.astype("string").where(values.notna()),
+                                       categories=spec.categories[col]).codes
+                _append(grown, col, codes, rows)
+            elif isinstance(values.dtype, np.dtype) and values.dtype != object:
+                _append(grown, col, values.to_numpy(), rows)
+            else:
+                pieces.setdefault(col, []).append(
+                    values.astype("category") if values.dtype == object else values)
+        rows += len(frame)
+    if not grown and not pieces:
+        return pd.DataFrame(columns=keep)
+    columns: dict[str, Any] = {}
+    for col in keep:
+        if col in pieces:
+            columns[col] = pd.concat(pieces.pop(col), ignore_index=True)
+            continue
+        values = grown.pop(col)
+        values.resize(rows, refcheck=False)
+        columns[col] = pd.Categorical.from_codes(values, categories=spec.categories[col]) \
+            if col in spec.categories else values
+    return pd.DataFrame(columns, copy=False)  # a block per column: no copy to consolidate
+
+
+def _append(grown: dict[str, np.ndarray], col: str, values: np.ndarray, at: int) -> None:
+    """Write values at row `at` of the column's array, growing it in place (realloc: a large
+    array is remapped, not copied) or widening its type (an integer batch, then a float one)."""
+    array = grown.get(col)
+    if array is None:
+        array = grown[col] = np.empty(max(len(values), FIRST_ROWS), dtype=values.dtype)
+    elif np.result_type(array.dtype, values.dtype) != array.dtype:
+        array = grown[col] = array.astype(np.result_type(array.dtype, values.dtype))
+    end = at + len(values)
+    if end > len(array):
+        array.resize(max(2 * len(array), end), refcheck=False)
+    array[at:end] = values
 
 
 def test_rows_of(df: pd.DataFrame, test_rows: list[int] | None) -> pd.DataFrame:
@@ -134,7 +176,7 @@ def evaluate(df: pd.DataFrame, test_rows: list[int] | None, trained: TrainResult
     spec = trained.feature_spec
     scores = booster_scores(booster, spec, test)
     report = evaluate_scores(spec, test, scores, slices, min_slice_rows)
-    contribs = explanations.contributions(booster, explanations.sample(spec.matrix(test)))
+    contribs = explanations.contributions(booster, spec.matrix(explanations.sample(test)))
     attributions = explanations.mean_abs(contribs, spec.features, spec.classes)
     return report.model_copy(update={
         "attributions": attributions,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tasks.adapters.mlflow_registry import Registry
@@ -21,7 +22,7 @@ from tasks.core.config import GateSpec, ModelConfig
 from tasks.core.errors import GateRejected, IntegrityError
 from tasks.core.steps import step
 from tasks.core.tasktypes import METRICS, regression_amount
-from tasks.training.metrics import evaluate_scores
+from tasks.training.metrics import SCORE_ROWS, evaluate_scores
 
 
 def decide(candidate: EvalReport, champion: EvalReport | None, gate: GateSpec,
@@ -91,9 +92,7 @@ def rescore_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
         with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
             local = registry.download_version(cfg.name, version, Path(tmp))
             model = registry.load_pyfunc(local.path)
-            predicted = model.predict(test.drop(columns=[cfg.target]))
-            scores = spec.scores(predicted)
-            labels = champion_labels(predicted, spec)
+            scores, labels = champion_predictions(model, test, cfg.target, spec)
             attributions = champion_attributions(model, test)
     except IntegrityError:  # a tampered champion is not a finding: nothing loads it
         raise
@@ -104,6 +103,20 @@ def rescore_champion(registry: Registry, cfg: ModelConfig, test: pd.DataFrame,
                          report=report.model_copy(update={"attributions": attributions}))
 
 
+def champion_predictions(model, test: pd.DataFrame, target: str, spec: FeatureSpec,
+                         rows: int = SCORE_ROWS) -> tuple[np.ndarray, np.ndarray | None]:
+    """The champion's scores and own labels on the test rows, `rows` rows at a time: its
+    prediction frame (a text label per row) and input copy never cover a large test set."""
+    scores, labels = [], []
+    for start in range(0, max(len(test), 1), rows):
+        predicted = model.predict(test.iloc[start:start + rows].drop(columns=[target]))
+        scores.append(spec.scores(predicted))
+        labels.append(champion_labels(predicted, spec))
+    if any(part is None for part in labels):
+        return np.concatenate(scores), None
+    return np.concatenate(scores), np.concatenate(labels)
+
+
 def champion_attributions(model, test: pd.DataFrame) -> dict[str, dict[str, float]]:
     """The champion's mean |SHAP| on this run's test set, from its own booster and feature
     spec; empty when the version is not this project's native pyfunc model."""
@@ -111,7 +124,7 @@ def champion_attributions(model, test: pd.DataFrame) -> dict[str, dict[str, floa
     if not all(hasattr(inner, a) for a in ("booster", "spec", "table")):
         return {}
     spec = inner.spec
-    matrix = explanations.sample(inner.table.to_matrix(test, spec["features"], spec["categories"]))
+    matrix = inner.table.to_matrix(explanations.sample(test), spec["features"], spec["categories"])
     return explanations.mean_abs(explanations.contributions(inner.booster, matrix),
                                  spec["features"], spec["classes"])
 

@@ -9,6 +9,8 @@ import pandas as pd
 from tasks.contracts.training import EvalReport, FeatureSpec
 from tasks.core.tasktypes import TaskType, compute_metrics, task_type
 
+SCORE_ROWS = 131_072  # test rows scored at a time (candidate and champion): never one matrix
+
 
 def slice_metrics(tt: TaskType, y: np.ndarray, scores: np.ndarray, labels: np.ndarray | None,
                   frame: pd.DataFrame, slices: list[str], min_rows: int

@@ -276,3 +276,78 @@ def test_a_bad_dataset_folder_is_one_clear_error(tmp_path, make_config):
     spec = cfg.data.model_copy(update={"source": "file", "path": f"{tmp_path / 'bad'}/"})
     with pytest.raises(DataError, match="part-0.parquet"):
         open_table(spec, cfg.training)
+
+
+def test_a_large_test_set_is_scored_in_pieces_with_the_same_scores(claims, make_config):
+    from tasks.training.evaluate import booster_scores
+
+    for task in ("binary", "multiclass"):
+        cfg = make_config(task)
+        trained, _ = _trained(claims, cfg)
+        booster, spec = trained.booster(), trained.feature_spec
+        whole = booster_scores(booster, spec, claims, rows=len(claims))
+        pieces = booster_scores(booster, spec, claims, rows=97)  # a short last piece too
+        assert pieces.shape == whole.shape and pieces.tobytes() == whole.tobytes()
+        assert booster_scores(booster, spec, claims.iloc[:0]).shape[0] == 0
+
+
+@pytest.mark.parametrize("values, classes", [
+    ([1, 0, 1, 1], ["0", "1"]),                                   # integers
+    ([1.0, 0.0, 1.0, 0.0], ["0.0", "1.0"]),                       # floats, as text "1.0"
+    ([True, False, False, True], ["False", "True"]),              # booleans
+    (["minor", "severe", "minor", "total_loss"], ["minor", "moderate", "severe", "total_loss"]),
+])
+def test_target_codes_are_the_classes_positions_of_each_value_as_text(values, classes):
+    from tasks.contracts.training import FeatureSpec
+
+    spec = FeatureSpec(task="multiclass", target="y", features=[], categories={},
+                       classes=classes)
+    for y in (pd.Series(values), pd.Series(values, dtype="category")):
+        expected = [classes.index(str(v)) for v in values]  # the per-row text lookup it replaced
+        codes = spec.encode_target(y)
+        assert codes.dtype == np.int64 and codes.tolist() == expected
+
+
+def test_a_target_value_outside_the_classes_is_refused_not_coded():
+    from tasks.contracts.training import FeatureSpec
+
+    spec = FeatureSpec(task="binary", target="y", features=[], categories={}, classes=["0", "1"])
+    for y in (pd.Series([0, 1, 2]), pd.Series([0.0, None, 1.0]), pd.Series([None, None])):
+        with pytest.raises(ValueError, match="outside the model's classes"):
+            spec.encode_target(y)
+
+
+def test_duplicate_rows_are_counted_across_batches_and_counting_twice_agrees(claims):
+    from tasks.training.checks import TableFacts
+
+    frame = pd.concat([claims, claims.iloc[:5], claims.iloc[100:103]], ignore_index=True)
+    facts = TableFacts("is_fraud", set(), [])
+    for start in range(0, len(frame), 333):
+        facts.add(frame.iloc[start:start + 333])
+    assert facts.duplicate_rows() == 8 == int(frame.duplicated().sum())
+    assert facts.duplicate_rows() == 8
+
+
+def test_the_compact_test_set_holds_every_value_of_the_test_rows(claims, make_config, monkeypatch):
+    from tasks.training import evaluate
+
+    monkeypatch.setattr(evaluate, "FIRST_ROWS", 4)  # every column's array grows many times
+    cfg = make_config()
+    trained, _ = _trained(claims, cfg)
+    spec = trained.feature_spec
+    first, rest = claims.iloc[:300].copy(), claims.iloc[300:].copy()
+    rest["prior_claims"] = rest["prior_claims"].astype(float)
+    rest.loc[rest.index[3], "prior_claims"] = np.nan  # integers first, then floats with a null
+    frames = [first, *(rest.iloc[i:i + 77] for i in range(0, len(rest), 77))]
+    test = evaluate.compact_test(iter(frames), spec, cfg.slices)
+    expected = pd.concat(frames, ignore_index=True)
+    assert list(test.columns) == list(dict.fromkeys([*spec.features, spec.target, *cfg.slices]))
+    assert len(test) == len(claims) and test["prior_claims"].dtype == np.float64
+    for col in test.columns:
+        got, want = test[col], expected[col]
+        if col in spec.categories:
+            assert got.dtype == "category"
+            assert got.astype("string").tolist() == want.astype("string").tolist(), col
+        else:
+            np.testing.assert_array_equal(got.to_numpy(dtype=float), want.to_numpy(dtype=float))
+    assert evaluate.compact_test(iter([]), spec, cfg.slices).empty

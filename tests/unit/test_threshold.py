@@ -159,3 +159,22 @@ def test_a_champion_version_explains_itself_on_the_test_rows(tuned, claims, tmp_
     assert served.keys() == direct.keys() == {"all"}
     for f in spec.features:
         assert served["all"][f] == pytest.approx(direct["all"][f], rel=1e-5)
+
+
+def test_the_champion_scores_a_large_test_set_in_pieces_with_the_same_results():
+    from tasks.contracts.training import FeatureSpec
+    from tasks.training.gate import champion_predictions
+
+    spec = FeatureSpec(task="binary", target="t", features=["a"], categories={},
+                       classes=["0", "1"], threshold=0.5)
+
+    class Served:  # a pyfunc model's predict: a prediction frame per input frame
+        def predict(self, frame):
+            assert "t" not in frame.columns  # the target never reaches the champion
+            return spec.predictions_frame(frame["a"].to_numpy())
+
+    test = pd.DataFrame({"a": np.linspace(0, 1, 103), "t": ["1"] * 103})
+    whole = champion_predictions(Served(), test, "t", spec, rows=len(test))
+    pieces = champion_predictions(Served(), test, "t", spec, rows=10)
+    assert pieces[0].tolist() == whole[0].tolist() and len(pieces[0]) == 103
+    assert pieces[1].tolist() == whole[1].tolist() == (test["a"] >= 0.5).astype(int).tolist()
