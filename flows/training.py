@@ -9,7 +9,7 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import deployment
 
 from flows.deploy import deploy_model
-from tasks.adapters.registries import connect
+from tasks.adapters.registries import connect_writes, read_tracking
 from tasks.adapters.slack import notify_flow_failure
 from tasks.batch.profiles import profile_training_data
 from tasks.contracts.release import PipelineResult
@@ -77,7 +77,8 @@ def train_and_register(model: str, runtime: Runtime, as_of: date | None = None
     settings = runtime.settings
     cfg = load_config(model, settings.config_dir)
     require_compliant_config(runtime.policy, cfg.name, cfg.registry)
-    registry = connect(settings)
+    # reads over MLflow's REST API where a server serves the store: a reused run imports no MLflow
+    reads = read_tracking(settings)
     data = load_data(spec=cfg.data, snowflake=settings.snowflake, as_of=as_of,
                      training=cfg.training, target=cfg.target)
     require_storage(workers=cfg.training.workers, storage=settings.optuna_storage,
@@ -86,16 +87,17 @@ def train_and_register(model: str, runtime: Runtime, as_of: date | None = None
     publish_validation(report=validation, model=cfg.name, reports_dir=settings.home / "reports")
     ensure_valid(validation)
 
-    plan = plan_run(cfg=cfg, fingerprint=data.fingerprint, settings=settings, registry=registry,
+    plan = plan_run(cfg=cfg, fingerprint=data.fingerprint, settings=settings, registry=reads,
                     as_of=as_of, data_at=data.at)
     if plan.existing_version:
-        run_id, value = reused_metrics(registry=registry, cfg=cfg, version=plan.existing_version)
-        report_reused(registry=registry, model=cfg.name, version=plan.existing_version,
+        run_id, value = reused_metrics(registry=reads, cfg=cfg, version=plan.existing_version)
+        report_reused(registry=reads, model=cfg.name, version=plan.existing_version,
                       run_id=run_id, settings=settings, alias=cfg.deploy.production.alias)
         return PipelineResult(model=cfg.name, version=plan.existing_version,
                               metric=cfg.gate.metric, value=value, gate="passed (earlier run)",
                               run_id=run_id, reused=True)
 
+    registry = connect_writes(reads=reads, settings=settings)
     with training_run(registry, cfg, plan, validation) as run_id:
         spec = feature_spec(data.frame, validation, cfg)
         splits = splits_of(data.frame, spec, cfg.training, cfg.data.key)

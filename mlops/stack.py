@@ -13,12 +13,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.adapters.stack_state import healthy, read_state  # noqa: F401 - the CLI's names for them
 from tasks.core.errors import ConfigError, MlopsError
 from tasks.core.settings import Settings
 
@@ -52,14 +51,6 @@ class ServiceState:
     @property
     def up(self) -> bool:
         return self.pid is not None and self.healthy
-
-
-def healthy(url: str, timeout_s: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 def port_in_use(port: int) -> bool:
@@ -192,20 +183,6 @@ def _write_state(found: Settings) -> None:
         urls["mlflow_url"] = f"http://127.0.0.1:{found.mlflow_port}"
         urls["mlflow_store"] = found.tracking_uri  # what it serves: reads may go through it
     (found.stack_dir / "stack.json").write_text(json.dumps(urls, indent=2) + "\n")
-
-
-def read_state(stack_dir: Path) -> dict[str, str] | None:
-    """The stack's URLs when its Prefect server answers, else None (a quick check per command)."""
-    try:
-        urls = json.loads((stack_dir / "stack.json").read_text())
-    except (OSError, ValueError):
-        return None
-    api = urls.get("prefect_api_url") if isinstance(urls, dict) else None
-    if not api or not healthy(f"{api}/health", timeout_s=2):
-        return None
-    if urls.get("mlflow_url") and not healthy(f"{urls['mlflow_url']}/health", timeout_s=2):
-        urls.pop("mlflow_url")
-    return urls
 
 
 def stop_services(chosen: list[Service], stack_dir: Path, say: Callable[[str], None]) -> None:

@@ -13,7 +13,12 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from tasks.adapters.model_version import LocalVersion, ModelVersionRef, read_spec_and_example
+from tasks.adapters.model_version import (
+    LocalVersion,
+    ModelVersionRef,
+    read_spec_and_example,
+    run_page,
+)
 from tasks.core import integrity
 from tasks.core.errors import IntegrityError, RegistryError, UnknownVersion
 from tasks.core.lineage import file_sha256
@@ -114,11 +119,8 @@ class Registry:
             return Path(path).read_text(errors="replace")
 
     def run_url(self, run_id: str) -> str:
-        base = redact(self.uri).rstrip("/") if is_http(self.uri) else self.ui_url
-        if not base:
-            return f"run {run_id} (browse with: mlflow ui --backend-store-uri {redact(self.uri)})"
-        exp = self.client.get_run(run_id).info.experiment_id
-        return f"{base}/#/experiments/{exp}/runs/{run_id}"
+        return run_page(redact(self.uri), self.ui_url, run_id,
+                        lambda: self.client.get_run(run_id).info.experiment_id)
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)

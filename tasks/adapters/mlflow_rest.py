@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.adapters.model_version import ModelVersionRef
+from tasks.adapters.model_version import ModelVersionRef, run_page
 from tasks.core.errors import RegistryError, TrackingUnavailable, UnknownVersion
 from tasks.core.redact import redact
 
@@ -215,6 +215,10 @@ class RestRegistry:
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
+
+    def run_url(self, run_id: str) -> str:
+        return run_page(redact(self.uri), self.ui_url, run_id,
+                        lambda: self.client.get_run(run_id).info.experiment_id)
 
     def alias_version(self, name: str, alias: str) -> str | None:
         try:

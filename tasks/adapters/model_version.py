@@ -4,6 +4,7 @@ copy once downloaded and verified (what every load of a version goes through).""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,3 +50,14 @@ def read_spec_and_example(folder: Path) -> tuple[dict, pd.DataFrame] | None:
     import pandas as pd
 
     return spec, pd.DataFrame(payload["data"], columns=payload["columns"])
+
+
+def run_page(shown_uri: str, ui_url: str | None, run_id: str,
+             experiment: Callable[[], str]) -> str:
+    """A run's page in the MLflow UI (the server's, or the UI serving a local store), or how
+    to browse it; `shown_uri` is the store's URI with its credentials redacted, `experiment`
+    is asked only when there is a page to link."""
+    base = shown_uri.rstrip("/") if shown_uri.startswith(("http://", "https://")) else ui_url
+    if not base:
+        return f"run {run_id} (browse with: mlflow ui --backend-store-uri {shown_uri})"
+    return f"{base}/#/experiments/{experiment()}/runs/{run_id}"

@@ -6,11 +6,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tasks.adapters.gitlab_mlflow import GitLabRegistry, is_gitlab_mlflow, require_token
 from tasks.adapters.mlflow_registry import Registry, is_http
+from tasks.adapters.mlflow_rest import DENIED, RestError, RestRegistry
+from tasks.adapters.stack_state import served_store_url
 from tasks.core.errors import TrackingUnavailable
 from tasks.core.redact import redact
 from tasks.core.settings import Settings
@@ -60,16 +63,60 @@ def open_registry(settings: Settings) -> Registry:
     return Registry(uri, settings.artifact_root, ui_url=settings.mlflow_ui_url)
 
 
-connect: Any  # the Prefect task around open_registry: bound by __getattr__ on first use
+def open_reads(settings: Settings) -> Registry | RestRegistry:
+    """The registry to read where an MLflow server serves the store (an http(s) URI, or the
+    local stack's server on this SQLite file): its REST API, so reading imports no MLflow;
+    otherwise (GitLab's MLflow API, whose run pages need the CI project; a SQLite file no
+    server serves) the registry of open_registry, which can write as well."""
+    uri = settings.tracking_uri
+    if is_gitlab_mlflow(uri):
+        return open_registry(settings)
+    if is_http(uri):
+        check_reachable(uri, settings.tracking_retries)
+        return _readable(RestRegistry(uri, settings.tracking_token, ui_url=settings.mlflow_ui_url),
+                         settings)
+    served = served_store_url(settings)
+    if served:
+        return RestRegistry(uri, ui_url=settings.mlflow_ui_url, endpoint=served)
+    return open_registry(settings)
+
+
+def _readable(reads: RestRegistry, settings: Settings) -> Registry | RestRegistry:
+    """`reads`, unless the server refuses it the credentials only MLflow's client sends (its
+    MLFLOW_TRACKING_USERNAME and _PASSWORD): then the registry of open_registry (one request
+    to find out)."""
+    try:
+        reads.client.call("registered-models/search", {"max_results": 1})
+    except RestError as exc:
+        if exc.error_code in DENIED:
+            return open_registry(settings)
+        raise
+    return reads
+
+
+def open_writes(reads: Registry | RestRegistry, settings: Settings) -> Registry:
+    """The registry a run writes to: the one it has read from when that one writes, else the
+    registry of open_registry, opened now."""
+    return reads if isinstance(reads, Registry) else open_registry(settings)
+
+
+# the Prefect tasks flows open the registry with, bound by __getattr__ on first use: commands
+# that only read the registry (`mlops status`, `history`, `audit verify`) never import Prefect
+connect: Any  # open_registry
+read_tracking: Any  # open_reads: a training run's plan and reuse
+connect_writes: Any  # open_writes: a training run that trains
+_TASKS: dict[str, tuple[str, Callable[..., Any]]] = {
+    "connect": ("connect-tracking", open_registry),
+    "read_tracking": ("read-tracking", open_reads),
+    "connect_writes": ("connect-tracking", open_writes)}
 
 
 def __getattr__(name: str) -> Any:
-    """`connect`, the Prefect task flows open the registry with, built on first use: commands
-    that only read the registry (`mlops status`, `history`, `audit verify`) never import Prefect."""
-    if name != "connect":
+    if name not in _TASKS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from prefect import task
 
-    global connect
-    connect = task(name="connect-tracking")(open_registry)
-    return connect
+    task_name, fn = _TASKS[name]
+    bound: Any = task(name=task_name)(fn)
+    globals()[name] = bound
+    return bound

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tasks.adapters.gitlab import GitLab, open_gitlab, skipped
 from tasks.adapters.mlflow_registry import Registry
+from tasks.adapters.mlflow_rest import RestRegistry
 from tasks.contracts.training import EvalReport, GateDecision
 from tasks.core.settings import Settings
 from tasks.core.steps import step
@@ -74,7 +75,7 @@ def report_merge_request(model: str, report: EvalReport, champion: EvalReport | 
 
 
 @step("report-reuse-to-merge-request")
-def report_reused(registry: Registry, model: str, version: str, run_id: str | None,
+def report_reused(registry: Registry | RestRegistry, model: str, version: str, run_id: str | None,
                   settings: Settings, alias: str = "champion") -> str:
     """An MR pipeline that changed nothing about a model still says so on the MR, and where
     the reused version stands against the champion now."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 from tasks.adapters.mlflow_registry import Registry
+from tasks.adapters.mlflow_rest import RestRegistry
 from tasks.contracts.training import RunPlan
 from tasks.core.config import ModelConfig
 from tasks.core.device import select_device
@@ -15,7 +16,8 @@ from tasks.core.steps import step
 from tasks.training.fingerprint import run_key_for
 
 
-def make_plan(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry,
+def make_plan(cfg: ModelConfig, fingerprint: str, settings: Settings,
+              registry: Registry | RestRegistry,
               flow_run_id: str | None, as_of: date | None = None,
               data_at: str | None = None) -> RunPlan:
     device = select_device(settings.device, settings.cuda_visible_devices)
@@ -38,7 +40,8 @@ def make_plan(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: 
 
 
 @step("plan-run")
-def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings, registry: Registry,
+def plan_run(cfg: ModelConfig, fingerprint: str, settings: Settings,
+             registry: Registry | RestRegistry,
              as_of: date | None = None, data_at: str | None = None) -> RunPlan:
     """Derive the run key from data, config, code and device; find an identical earlier version."""
     from prefect.context import FlowRunContext
@@ -63,7 +66,7 @@ def cpu_fallback(model: str, pool: str, preference: str, device: str) -> str | N
 
 
 @step("reuse-version")
-def reused_metrics(registry: Registry, cfg: ModelConfig, version: str
+def reused_metrics(registry: Registry | RestRegistry, cfg: ModelConfig, version: str
                    ) -> tuple[str | None, float | None]:
     """Metrics of an identical earlier version, so a re-run reports without retraining."""
     from prefect.logging import get_run_logger

@@ -44,8 +44,14 @@ def test_train_against_mlflow_server_on_postgres(mlflow_server, prefect_server, 
     env["PREFECT_API_URL"] = prefect_server
     again = run_mlops(["train", "srv"], env)
     assert again.returncode == 0 and "srv: up to date (v1" in again.stdout
-    forced = run_mlops(["train", "srv", "--force"], env)
-    assert forced.returncode == 0 and "(reused)" in forced.stdout
+    # through the flow: it finds the version over MLflow's REST API and imports no MLflow
+    forced = subprocess.run([str(BIN / "python"), "-X", "importtime", "-c",
+                             "from mlops.cli import main; main()", "train", "srv", "--force"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert forced.returncode == 0 and "(reused)" in forced.stdout, forced.stdout[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in forced.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "flows.training" in imported and "mlflow" not in imported
     assert len(client.search_model_versions("name = 'srv'")) == 1
 
 
