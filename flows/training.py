@@ -31,7 +31,7 @@ from tasks.training.evaluate import compact_test, evaluate
 from tasks.training.gate import ensure_passed, gate, score_champion
 from tasks.training.hpo import tune_with_workers, with_tuning_lineage
 from tasks.training.planning import plan_run, reused_metrics
-from tasks.training.register import input_example, register
+from tasks.training.register import VersionFiles, input_example, register
 from tasks.training.threshold import choose_threshold
 from tasks.training.tracking import log_results, training_run
 from tasks.training.train import feature_spec, splits_of, train, train_streamed
@@ -141,12 +141,13 @@ def train_and_register(model: str, runtime: Runtime, as_of: date | None = None
         profile = profile_training_data(frame=data.frame, rows=train_rows, trained=trained,
                                         report=report, bins=cfg.monitoring.bins,
                                         passes=train_passes)
-        registration = register(
-            registry=registry, cfg=cfg, run_id=run_id, trained=trained, decision=decision,
-            example=input_example(test, spec),
-            card=model_card(cfg, trained, report, decision, validation, plan.tags,
-                            champion=champion.report),
-            tags=plan.tags, profile=profile, validation=validation, signed=runtime.signed)
+        files = VersionFiles(trained=trained, example=input_example(test, spec),
+                             card=model_card(cfg, trained, report, decision, validation,
+                                             plan.tags, champion=champion.report),
+                             profile=profile)
+        registration = register(registry=registry, cfg=cfg, run_id=run_id, files=files,
+                                decision=decision, tags=plan.tags, validation=validation,
+                                signed=runtime.signed)
     return PipelineResult(model=cfg.name, version=registration.version, metric=cfg.gate.metric,
                           value=decision.value, gate=decision.summary(), run_id=run_id,
                           reused=False)

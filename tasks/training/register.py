@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -96,9 +97,19 @@ def build_model_dir(trained: TrainResult, example: pd.DataFrame, out_dir: Path,
     return out_dir
 
 
-def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,  # noqa: PLR0913
-                     decision: GateDecision, example: pd.DataFrame, card: str,
-                     tags: dict[str, str], profile: Profile | None = None,
+@dataclass(frozen=True)
+class VersionFiles:
+    """What a new version's folder holds: the tuned booster and its feature spec, an input
+    example, the model card and the monitoring reference profile."""
+
+    trained: TrainResult
+    example: pd.DataFrame
+    card: str
+    profile: Profile | None = None
+
+
+def register_version(registry: Registry, cfg: ModelConfig, run_id: str, files: VersionFiles,
+                     decision: GateDecision, tags: dict[str, str],
                      validation: ValidationReport | None = None, *, signed: Signed
                      ) -> Registration:
     """Check the tags against the model's and the organisation's policy (the one the flow
@@ -114,6 +125,7 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
     computed = {"compliance_validated": True, "gate_passed": decision.passed}
     if validation is not None:
         computed["data_validated"] = validation.passed
+    trained, card = files.trained, files.card
     sha = trained.sha256()
     all_tags = {**cfg.registry.tags, **tags, "artifact_sha256": sha, "device": trained.device,
                 "task": cfg.task, "gate_metric": decision.metric,
@@ -126,7 +138,8 @@ def register_version(registry: Registry, cfg: ModelConfig, run_id: str, trained:
     if existing is None:
         trail.require_writable()  # its `registered` record must be writable before it exists
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-            model_dir = build_model_dir(trained, example, Path(tmp) / "model", card, profile)
+            model_dir = build_model_dir(trained, files.example, Path(tmp) / "model", card,
+                                        files.profile)
             # the manifest travels in the folder, its digest in the version's (creation) tags
             all_tags[integrity.TAG] = integrity.seal(model_dir)
             ref = registry.register(cfg.name, run_id, model_dir, all_tags,
@@ -195,14 +208,13 @@ def _registration(ref: ModelVersionRef, sha: str, reused: bool) -> Registration:
 
 
 @step("register", **NETWORK_RETRIES)
-def register(registry: Registry, cfg: ModelConfig, run_id: str, trained: TrainResult,  # noqa: PLR0913
-             decision: GateDecision, example: pd.DataFrame, card: str, tags: dict[str, str],
-             profile: Profile | None = None, validation: ValidationReport | None = None, *,
-             signed: Signed) -> Registration:
+def register(registry: Registry, cfg: ModelConfig, run_id: str, files: VersionFiles,
+             decision: GateDecision, tags: dict[str, str],
+             validation: ValidationReport | None = None, *, signed: Signed) -> Registration:
     """Registration retries on transient registry errors; it is idempotent by run key. The
     model card gets a link artifact (the MLflow UI's view of it, or its path)."""
-    registration = register_version(registry, cfg, run_id, trained, decision, example, card,
-                                    tags, profile, validation, signed=signed)
+    registration = register_version(registry, cfg, run_id, files, decision, tags, validation,
+                                    signed=signed)
     publish_link(registry, registration.run_id or run_id, "model/model_card.md",
                  f"{cfg.name} v{registration.version} model card",
                  key=artifact_key(cfg.name, "model-card"))
