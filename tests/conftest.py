@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -121,3 +122,28 @@ def make_config():
 @pytest.fixture(scope="session")
 def claims():
     return generate_claims(1500, seed=3)
+
+
+@contextlib.contextmanager
+def loopback_http(answer):
+    """A threaded HTTP server on loopback whose GETs answer `answer(path)`, a (status, body)
+    pair; yields its base URL. The tests' stand-in for a tracking server's odd answers."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            status, body = answer(self.path)
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()

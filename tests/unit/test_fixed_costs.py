@@ -19,6 +19,7 @@ from tasks.core.settings import Settings
 from tasks.training import fingerprint
 from tasks.training.data import load_dataset
 from tasks.training.synthetic import generate_claims
+from tests.conftest import loopback_http
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -196,26 +197,11 @@ def test_the_cli_process_freezes_its_heap_before_the_interpreter_collects_it_on_
 def mlflow_answering(monkeypatch):
     """A tracking server on loopback that answers every request with the given status; the
     tracking URI points at it."""
-    import http.server
-    import threading
-
     answer = {"status": 401}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            self.send_response(answer["status"])
-            self.end_headers()
-            self.wfile.write(b"You are not authenticated.")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("MLOPS_TRACKING_RETRIES", "1")
-    yield answer
-    server.shutdown()
+    with loopback_http(lambda path: (answer["status"], b"You are not authenticated.")) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLOPS_TRACKING_RETRIES", "1")
+        yield answer
 
 
 def test_a_tracking_server_that_wants_credentials_is_asked_through_mlflows_client(

@@ -3,9 +3,7 @@ MLflow's REST API where a server serves the store, the full registry everywhere 
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 
 import pytest
 
@@ -13,6 +11,7 @@ from tasks.adapters import registries
 from tasks.adapters.mlflow_rest import RestRegistry
 from tasks.adapters.model_version import run_page
 from tasks.core.settings import Settings
+from tests.conftest import loopback_http
 
 
 @pytest.fixture
@@ -20,26 +19,18 @@ def mlflow_server(monkeypatch):
     """A tracking server on loopback: /health answers 200, the registry search the given status."""
     answer = {"status": 200}
     asked: list[str] = []
+    codes = {403: "PERMISSION_DENIED", 404: "ENDPOINT_NOT_FOUND"}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            asked.append(self.path.split("?")[0])
-            status = 200 if self.path == "/health" else answer["status"]
-            self.send_response(status)
-            self.end_headers()
-            codes = {403: "PERMISSION_DENIED", 404: "ENDPOINT_NOT_FOUND"}
-            self.wfile.write(json.dumps({"registered_models": []} if status == 200 else
-                                        {"error_code": codes[status]}).encode())
+    def reply(path: str) -> tuple[int, bytes]:
+        asked.append(path.split("?")[0])
+        status = 200 if path == "/health" else answer["status"]
+        return status, json.dumps({"registered_models": []} if status == 200 else
+                                  {"error_code": codes[status]}).encode()
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("MLOPS_TRACKING_RETRIES", "1")
-    yield answer, asked
-    server.shutdown()
+    with loopback_http(reply) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLOPS_TRACKING_RETRIES", "1")
+        yield answer, asked
 
 
 @pytest.fixture
