@@ -14,7 +14,7 @@ from tasks.contracts import explanations
 from tasks.contracts.training import EvalReport, FeatureSpec, TrainResult
 from tasks.core.steps import step
 from tasks.core.tasktypes import task_type
-from tasks.training.metrics import SCORE_ROWS, evaluate_scores
+from tasks.training.metrics import SCORE_ROWS, evaluate_scores, in_pieces
 
 if TYPE_CHECKING:  # imported where they are used: a cached or reused run scores nothing
     import xgboost as xgb
@@ -29,9 +29,8 @@ def booster_scores(booster: xgb.Booster, spec: FeatureSpec, frame: pd.DataFrame,
     table's) is never held again as one feature matrix and one DMatrix."""
     import xgboost as xgb
 
-    parts = [booster.predict(xgb.DMatrix(spec.matrix(frame.iloc[start:start + rows]),
-                                         enable_categorical=True))
-             for start in range(0, max(len(frame), 1), rows)]
+    parts = [booster.predict(xgb.DMatrix(spec.matrix(piece), enable_categorical=True))
+             for piece in in_pieces(frame, rows)]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 

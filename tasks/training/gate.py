@@ -22,7 +22,7 @@ from tasks.core.config import GateSpec, ModelConfig
 from tasks.core.errors import GateRejected, IntegrityError
 from tasks.core.steps import step
 from tasks.core.tasktypes import METRICS, regression_amount
-from tasks.training.metrics import SCORE_ROWS, evaluate_scores
+from tasks.training.metrics import SCORE_ROWS, evaluate_scores, in_pieces
 
 
 def decide(candidate: EvalReport, champion: EvalReport | None, gate: GateSpec,
@@ -108,8 +108,8 @@ def champion_predictions(model, test: pd.DataFrame, target: str, spec: FeatureSp
     """The champion's scores and own labels on the test rows, `rows` rows at a time: its
     prediction frame (a text label per row) and input copy never cover a large test set."""
     scores, labels = [], []
-    for start in range(0, max(len(test), 1), rows):
-        predicted = model.predict(test.iloc[start:start + rows].drop(columns=[target]))
+    for piece in in_pieces(test, rows):
+        predicted = model.predict(piece.drop(columns=[target]))
         scores.append(spec.scores(predicted))
         labels.append(champion_labels(predicted, spec))
     if any(part is None for part in labels):

@@ -3,6 +3,8 @@ evaluation (the candidate) and the gate (the champion re-scored on the same rows
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -10,6 +12,12 @@ from tasks.contracts.training import EvalReport, FeatureSpec
 from tasks.core.tasktypes import TaskType, compute_metrics, task_type
 
 SCORE_ROWS = 131_072  # test rows scored at a time (candidate and champion): never one matrix
+
+
+def in_pieces(frame: pd.DataFrame, rows: int = SCORE_ROWS) -> Iterator[pd.DataFrame]:
+    """The frame `rows` rows at a time, in order (an empty frame once, as it is)."""
+    for start in range(0, max(len(frame), 1), rows):
+        yield frame.iloc[start:start + rows]
 
 
 def slice_metrics(tt: TaskType, y: np.ndarray, scores: np.ndarray, labels: np.ndarray | None,
