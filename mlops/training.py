@@ -66,22 +66,14 @@ def _stale(configs: dict, rows: list[tuple[str, ...]]) -> list[str]:
     the read-only commands read it: over REST where a tracking server serves the store, so an
     up-to-date re-run imports no MLflow."""
     from mlops.reads import read_registry
-    from tasks.adapters.mlflow_rest import DENIED, RestError, RestRegistry
-    from tasks.adapters.registries import open_registry
     from tasks.reports.format import fmt_any
     from tasks.training.fingerprint import up_to_date
 
     found = settings()
-    registry = read_registry(found)
+    registry = read_registry(found)  # MLflow's client where the server wants its credentials
     todo = []
     for model, cfg in configs.items():
-        try:
-            ref = up_to_date(cfg, found, registry)
-        except RestError as exc:  # credentials only MLflow's client reads (its env variables)
-            if exc.error_code not in DENIED or not isinstance(registry, RestRegistry):
-                raise
-            registry = open_registry(found)
-            ref = up_to_date(cfg, found, registry)
+        ref = up_to_date(cfg, found, registry)
         if ref is None:
             todo.append(model)
             continue
