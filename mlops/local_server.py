@@ -55,7 +55,7 @@ def use_local_stack() -> bool:
     PREFECT_API_URL is set; must run before prefect is imported. True when it is used."""
     if os.environ.get("PREFECT_API_URL") or "prefect" in sys.modules:
         return False
-    from mlops.stack import read_state
+    from tasks.adapters.stack_state import read_state
     from tasks.core.errors import MlopsError
     from tasks.core.settings import Settings
 

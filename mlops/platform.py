@@ -82,7 +82,7 @@ def pools_apply(pool_type: PoolTypeOption = None) -> None:
 
     from deployments.automations import apply_limits
     from deployments.pools import apply_pools, load_limits, load_pools
-    from mlops.stack import read_state
+    from tasks.adapters.stack_state import read_state
 
     kind = _pool_type(pool_type)
     need_server("mlops pools apply")

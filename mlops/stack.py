@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.adapters.stack_state import healthy, read_state  # noqa: F401 - the CLI's names for them
+from tasks.adapters.stack_state import healthy
 from tasks.core.errors import ConfigError, MlopsError
 from tasks.core.settings import Settings
 

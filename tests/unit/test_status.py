@@ -122,8 +122,9 @@ def test_stack_ports_come_from_settings_and_are_checked():
 
 
 def test_a_stale_or_missing_stack_file_means_no_stack(tmp_path):
-    from mlops.stack import read_state, state
     from mlops.stack import services as stack_services
+    from mlops.stack import state
+    from tasks.adapters.stack_state import read_state
     from tasks.core.settings import Settings
 
     assert read_state(tmp_path) is None
