@@ -197,6 +197,20 @@ def test_worker_start_with_a_read_only_token_is_one_error_line(stack, gitlab):
 
 
 HPO_TRIALS = 9
+
+
+def _lose_runner_mid_trial(ci, job: dict, study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """Lose worker 1's runner while one of its trials runs: no tell, no heartbeat, no final
+    state. The job is frozen first and its trial read again, so a trial that finished between
+    the look and the kill (short trials on a fast machine) is not taken for a lost one."""
+    while True:
+        trial = _wait(lambda: _running_on(study, 1), 300, "a trial on worker 1")
+        ci.freeze(job["id"])
+        still = _running_on(study, 1)  # read again, the job frozen
+        if still is not None and still.number == trial.number:
+            ci.lose_runner(job["id"])
+            return trial
+        ci.freeze(job["id"], frozen=False)
 LIVE = ["RUNNING", "PENDING", "SCHEDULED", "CANCELLING"]
 
 
@@ -230,10 +244,9 @@ def test_one_study_tuned_by_three_gitlab_jobs_survives_a_lost_runner(stack, gitl
             by_worker = {r["parameters"]["worker"]: r["id"] for r in workers}
             [study_name] = _wait(lambda: optuna.get_all_study_names(url), 60, "the study")
             study = optuna.load_study(study_name=study_name, storage=url)
-            killed = _wait(lambda: _running_on(study, 1), 300, "a trial on worker 1")
-            pipeline = _pipeline_of(ci, by_worker[1])
-            [job] = pipeline["_jobs"]
-            ci.lose_runner(job["id"])  # mid-trial: no tell, no heartbeat, no final state
+            _wait(lambda: _running_on(study, 1), 300, "a trial on worker 1")
+            [job] = _pipeline_of(ci, by_worker[1])["_jobs"]
+            killed = _lose_runner_mid_trial(ci, job, study)
             lost_at = time.perf_counter()
             _wait(lambda: api_get(api, f"/flow_runs/{parent}")["state"]["type"] in (
                 "COMPLETED", "FAILED", "CRASHED", "CANCELLED"), 480, "the training run")

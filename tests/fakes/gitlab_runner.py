@@ -215,6 +215,13 @@ class FakeCI:
             job["_lost"] = True
             _signal(job["_proc"].pid, signal.SIGKILL)
 
+    def freeze(self, job_id: int, frozen: bool = True) -> None:
+        """Test control, not a GitLab API: stop (SIGSTOP) or continue (SIGCONT) every process of
+        a running job, so a test can look at what it is doing without it moving on."""
+        with self.lock:
+            [job] = [j for p in self.pipelines.values() for j in p["_jobs"] if j["id"] == job_id]
+            _signal(job["_proc"].pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def public(self, pipeline: dict) -> dict:
         return {k: v for k, v in pipeline.items() if not k.startswith("_")}
 
