@@ -175,7 +175,7 @@ def profile_batches(passes, trained: TrainResult, report: EvalReport, bins: int)
 
 
 @step("profile-training-data")
-def profile_training_data(frame: pd.DataFrame | None, rows: list[int] | None,
+def profile_training_data(frame: pd.DataFrame | None, rows: np.ndarray | None,
                           trained: TrainResult, report: EvalReport, bins: int,
                           passes=None) -> Profile:
     """The reference profile stored with the version: training rows, the tuned model's

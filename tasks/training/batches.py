@@ -92,13 +92,13 @@ def stratified_positions(labels: pd.Series, seed: int, seen: dict[str, int]) -> 
 
 def hash_split_rows(frame: pd.DataFrame, seed: int, test_size: float, validation_size: float,
                     key: str | None = None, stratify: str | None = None
-                    ) -> tuple[list[int], list[int], list[int]]:
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The streaming split of a whole frame's rows (train, validation, test positions);
     stratified by the column `stratify` when given."""
     codes = split_codes(len(frame), seed, test_size, validation_size,
                         keys=None if key is None else frame[key],
                         labels=None if stratify is None else frame[stratify])
-    train, valid, test = (np.flatnonzero(codes == part).tolist() for part in (TRAIN, VALID, TEST))
+    train, valid, test = (np.flatnonzero(codes == part) for part in (TRAIN, VALID, TEST))
     return train, valid, test
 
 

@@ -160,13 +160,13 @@ def _append(grown: dict[str, np.ndarray], col: str, values: np.ndarray, at: int)
     array[at:end] = values
 
 
-def test_rows_of(df: pd.DataFrame, test_rows: list[int] | None) -> pd.DataFrame:
+def test_rows_of(df: pd.DataFrame, test_rows: np.ndarray | None) -> pd.DataFrame:
     """The held-out rows: positions in df, or all of df (a streamed table's compact test set)."""
     return df if test_rows is None else df.iloc[test_rows]
 
 
 @step("evaluate")
-def evaluate(df: pd.DataFrame, test_rows: list[int] | None, trained: TrainResult,
+def evaluate(df: pd.DataFrame, test_rows: np.ndarray | None, trained: TrainResult,
              slices: list[str], min_slice_rows: int, plot_dir: str) -> EvalReport:
     """Score the held-out test set with the new booster; metrics (labels at the chosen
     threshold), slices, mean |SHAP| per feature (on a bounded sample) and plots."""

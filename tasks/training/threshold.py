@@ -82,7 +82,7 @@ def with_threshold_over(trained: TrainResult, frames: Iterable[pd.DataFrame],
 
 
 @step("choose-threshold")
-def choose_threshold(df: pd.DataFrame | None, valid_rows: list[int] | None, trained: TrainResult,
+def choose_threshold(df: pd.DataFrame | None, valid_rows: np.ndarray | None, trained: TrainResult,
                      rule: ThresholdSpec | None, valid_batches=None) -> TrainResult:
     """Binary models: the decision threshold by the configured rule, on the validation split
     (rows of df, or a streamed table's validation batches)."""

@@ -58,8 +58,7 @@ def split_rows(y: np.ndarray, spec: TrainingSpec, tt: TaskType) -> Splits:
     strat_rest = y[rest] if tt.stratify else None
     train, valid = train_test_split(rest, test_size=spec.validation_size,
                                     random_state=spec.seed, stratify=strat_rest)
-    return Splits(train=sorted(train.tolist()), valid=sorted(valid.tolist()),
-                  test=sorted(test.tolist()))
+    return Splits(train=np.sort(train), valid=np.sort(valid), test=np.sort(test))
 
 
 def splits_of(df: pd.DataFrame | None, spec: FeatureSpec, training: TrainingSpec,

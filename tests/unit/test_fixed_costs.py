@@ -256,3 +256,23 @@ def test_the_temporary_server_starts_before_anything_imports_prefect(tmp_path, a
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.splitlines()[-1]) == [*args[:2], False]
+
+
+def test_prefect_hands_the_splits_to_a_task_without_walking_every_row():
+    """A task's inputs are walked by Prefect to find futures (each list item visited): the
+    split's row positions are arrays, a few visits instead of one per row."""
+    import numpy as np
+    from prefect.utilities.collections import visit_collection
+
+    from tasks.core.config import parse_config
+    from tasks.core.tasktypes import task_type
+    from tasks.training.train import split_rows
+    from tests.conftest import config_yaml
+
+    training = parse_config(config_yaml("binary")).training
+    splits = split_rows(np.arange(50_000) % 2, training, task_type("binary"))
+    visited: list[object] = []
+    visit_collection(splits, visit_fn=visited.append)
+    assert len(visited) < 10, f"{len(visited)} values visited"
+    assert len(splits.train) + len(splits.valid) + len(splits.test) == 50_000
+    assert (np.diff(splits.test) > 0).all() and not splits.test.flags.writeable
