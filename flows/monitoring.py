@@ -15,6 +15,7 @@ from tasks.batch.champion import champion_model
 from tasks.batch.monitoring import announce, compare_to_reference, observe_batch, publish_report
 from tasks.contracts.batch import DriftReport
 from tasks.core.config import load_config
+from tasks.core.heartbeats import beating
 from tasks.core.parameters import ModelName
 from tasks.core.runnames import run_name
 from tasks.core.settings import Settings
@@ -25,6 +26,7 @@ from tasks.reports.gitlab import write_wiki_row
 
 @flow(name="monitoring", flow_run_name=run_name("monitor"), log_prints=True,
       on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
+@beating
 def monitoring(model: ModelName, input: str, day: date | None = None) -> DriftReport:
     """Compare a batch of inputs with the reference profile of the model's champion; drift emits
     mlops.model.drift-detected (a retrain trigger) and tells Slack.

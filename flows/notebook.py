@@ -7,6 +7,7 @@ from prefect import flow
 from tasks.adapters.registries import connect
 from tasks.adapters.slack import notify_flow_failure
 from tasks.core.device import select_device
+from tasks.core.heartbeats import beating
 from tasks.core.runnames import run_name
 from tasks.core.settings import Settings
 from tasks.training.notebook import NotebookRun, check_notebook, execute
@@ -14,6 +15,7 @@ from tasks.training.notebook import NotebookRun, check_notebook, execute
 
 @flow(name="notebook-training", flow_run_name=run_name("notebook"), log_prints=True,
       on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
+@beating
 def notebook_training(notebook: str) -> NotebookRun:
     """Run a parameterized notebook with papermill (is_local_development=False, the runner's
     device), tracked in MLflow.

@@ -14,6 +14,7 @@ from tasks.batch.champion import champion_model
 from tasks.batch.scoring import publish_summary, score
 from tasks.contracts.batch import ScoringSummary
 from tasks.core.config import load_config
+from tasks.core.heartbeats import beating
 from tasks.core.parameters import ModelName
 from tasks.core.runnames import run_name
 from tasks.core.settings import Settings
@@ -24,6 +25,7 @@ from tasks.reports.gitlab import write_wiki_row
 
 @flow(name="batch-scoring", flow_run_name=run_name("score"), log_prints=True,
       on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
+@beating
 def batch_scoring(model: ModelName, input: str, output: str, day: date | None = None,
                   keep: list[str] | None = None, explain: int = 0) -> ScoringSummary:
     """Score a batch of claims with the model's champion and write the predictions.

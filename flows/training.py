@@ -15,6 +15,7 @@ from tasks.batch.profiles import profile_training_data
 from tasks.contracts.release import PipelineResult
 from tasks.core.config import load_config
 from tasks.core.gpu import gpu_slot
+from tasks.core.heartbeats import beating
 from tasks.core.outcomes import outcome_of
 from tasks.core.parameters import ModelName
 from tasks.core.policy_config import require_compliant_config
@@ -41,6 +42,7 @@ from tasks.training.workers import require_storage
 
 @flow(name="training-pipeline", flow_run_name=run_name("train"), log_prints=True,
       on_failure=[notify_flow_failure], on_crashed=[notify_flow_failure])
+@beating
 def training_pipeline(model: ModelName, deploy: bool = False, comment: str = "",
                       wait_for_approval: bool = True, as_of: date | None = None
                       ) -> PipelineResult | State[PipelineResult]:

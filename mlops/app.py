@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -164,4 +165,16 @@ def run_flow(run):
         typer.echo(f"started a temporary Prefect server at {server.api_url} "
                    "(set PREFECT_API_URL to use your own)")
         server.wait_ready(settings().server_startup_s)
-    return run()
+    with flow_heartbeats():
+        return run()
+
+
+@contextmanager
+def flow_heartbeats() -> Iterator[None]:
+    """The flow runs of this process beat as often as every job's (pools.yaml `limits:`), so the
+    zombie-run automation never takes a live one for dead (tasks/core/heartbeats.py)."""
+    from deployments.pools import load_limits
+    from tasks.core.heartbeats import cli_heartbeats
+
+    with cli_heartbeats(load_limits().heartbeat_seconds):
+        yield

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mlops.app import EXIT_CODES, app, fail, print_table, run_flow, settings
+from mlops.app import EXIT_CODES, app, fail, flow_heartbeats, print_table, run_flow, settings
 from mlops.local_server import LocalServer, start_if_needed
 from tasks.core.redact import redact
 
@@ -111,10 +111,11 @@ def _run_flows(models: list[str], rows: list[tuple[str, ...]], server: LocalServ
     names, plan = _plan(models)
     token = PLAN.set(plan)  # the training task reads it: an ETA for the whole run
     try:
-        for model, name in zip(models, names, strict=True):
-            code = _run_one(model, rows, deploy)
-            first_code = first_code or code
-            plan.finish(name)  # trained, cached or failed: nothing left to tune for it
+        with flow_heartbeats():
+            for model, name in zip(models, names, strict=True):
+                code = _run_one(model, rows, deploy)
+                first_code = first_code or code
+                plan.finish(name)  # trained, cached or failed: nothing left to tune for it
     finally:
         PLAN.reset(token)
     return first_code

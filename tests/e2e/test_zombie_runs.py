@@ -172,3 +172,56 @@ def test_a_killed_flow_run_is_crashed_by_the_zombie_automation_and_re_run_once(p
     finally:
         with contextlib.suppress(Exception):  # the shared server's other runs keep no such rule
             asyncio.run(_remove_automation(api))
+
+
+CLI_PROBE = """
+import sys, threading, time
+from prefect import flow
+from prefect.settings import get_current_settings
+from tasks.core.heartbeats import beating, cli_heartbeats
+
+@flow(name="cli-heartbeat-probe")
+@beating
+def probe(seconds: float) -> str:
+    assert get_current_settings().flows.heartbeat_frequency is None  # Prefect's thread is off
+    time.sleep(seconds)
+    return "slept"
+
+with cli_heartbeats(float(sys.argv[1])):
+    state = probe(float(sys.argv[2]), return_state=True)
+alive = [t.name for t in threading.enumerate() if t.name == "flow-run-heartbeat"]
+print("run", state.state_details.flow_run_id, state.name, "beating after:", alive, flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_flow_run_the_cli_runs_beats_at_the_jobs_interval_and_stops_with_its_body(
+        prefect_server, tmp_path):
+    """A flow run started by `mlops train` (in the CLI's process) beat at Prefect's default,
+    every 180 s, while the zombie automation marks a run Crashed after 120 s of silence: a live
+    CLI run showed Crashed after two minutes (seen: Pending, Running, Crashed, Completed). Now
+    it beats at pools.yaml's interval (1 s here) from its body, and the beat stops with it."""
+    import subprocess
+    import sys
+
+    from prefect.settings import get_current_settings
+
+    from deployments.pools import load_limits
+    from mlops.app import flow_heartbeats
+    from tasks.core.heartbeats import EVERY_S
+
+    with flow_heartbeats():  # what the CLI wraps its flow runs in
+        assert EVERY_S.get() == load_limits().heartbeat_seconds
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert load_limits().heartbeat_seconds < load_limits().zombie_after_seconds
+
+    done = subprocess.run([sys.executable, "-c", CLI_PROBE, "1", "3.5"], cwd=REPO, timeout=90,
+                          env=cli_env(PREFECT_API_URL=prefect_server), capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("run "))
+    run_id, state = line.split()[1:3]
+    assert state == "Completed" and line.endswith("beating after: []"), line
+    # at 0, 1, 2 and 3 s: four (Prefect's own thread would have sent one, at 0 s)
+    assert _wait("4 heartbeats", lambda: _heartbeats(prefect_server, run_id) >= 4, 30)
+    assert "Crashed" not in _names(prefect_server, run_id)
