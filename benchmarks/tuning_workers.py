@@ -54,7 +54,7 @@ def objective(trial):
 print("ready", flush=True)
 while not go.exists():
     time.sleep(0.01)
-print("ran", run_trials(study, objective, n, lock, worker, poll_s=0.2), flush=True)
+print("ran", run_trials(study, objective, n, lock, worker), flush=True)  # as shipped: POLL_S
 """
 
 FRAUD = """

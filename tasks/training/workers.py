@@ -14,7 +14,8 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import ConfigError
 from tasks.core.redact import redact
@@ -27,6 +28,8 @@ HEARTBEAT_S = 10  # a running trial writes its heartbeat this often
 GRACE_S = 40  # a trial silent this long is failed (its worker was killed) and queued again
 MAX_RETRY = 3  # times one trial is queued again after its worker died
 POLL_S = 1.0  # a worker with nothing to reserve looks again after this (trials still running)
+# unless woken first: the worker that finds the study full says so on this PostgreSQL channel
+CHANNEL = "mlops_study_{key:x}"
 WORKER_ATTR = "worker"  # user attribute: which worker ran a trial
 
 
@@ -75,13 +78,16 @@ def worker_sampler(seed: int, worker: int) -> optuna.samplers.BaseSampler:
 
 class StudyLock:
     """A PostgreSQL advisory lock named after the study, taken for one transaction of its own
-    connection: released at commit, or with the connection when the process dies."""
+    connection: released at commit, or with the connection when the process dies. Workers
+    with nothing to reserve wait on the study's channel (LISTEN) until one finds it full."""
 
     def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
         self.storage = storage
         self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big",
                                    signed=True)
         self._conn: Connection | None = None
+        self._channel = CHANNEL.format(key=self._key & (2**64 - 1))
+        self._listener: Any = None  # a psycopg connection, LISTENing once this worker waited
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -97,6 +103,37 @@ class StudyLock:
         from sqlalchemy import text
 
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._key})
+
+    def wait(self, timeout_s: float) -> bool:
+        """Until another worker `wake`s this study's workers (True), or timeout_s (False). The
+        first call only starts listening and returns False at once: the caller looks again,
+        so a wake-up sent before the LISTEN is not waited for."""
+        if self.storage.engine.dialect.name != "postgresql":
+            time.sleep(timeout_s)
+            return False
+        if self._listener is None:
+            import psycopg
+
+            url = self.storage.engine.url.set(drivername="postgresql")
+            self._listener = psycopg.connect(url.render_as_string(hide_password=False),
+                                             autocommit=True)
+            self._listener.execute(f'LISTEN "{self._channel}"')
+            return False
+        return any(True for _ in self._listener.notifies(timeout=timeout_s, stop_after=1))
+
+    def wake(self) -> None:
+        """Wake the workers waiting on this study (sent when the transaction commits)."""
+        if self.storage.engine.dialect.name != "postgresql":
+            return
+        from sqlalchemy import text
+
+        with self.storage.engine.begin() as conn:
+            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": self._channel})
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     def states(self, study_id: int) -> Counter[str]:
         """Trial states of the study, counted in one query on the lock's connection (Optuna's
@@ -123,8 +160,9 @@ class _Reserver:
     trial's row only (a handful of statements); sampling, the objective and `tell` run after
     it, so N workers hardly wait on each other."""
 
-    def __init__(self, study: optuna.Study, lock: StudyLock, n_trials: int) -> None:
-        self.study, self.lock, self.n_trials = study, lock, n_trials
+    def __init__(self, study: optuna.Study, lock: StudyLock, n_trials: int, worker: int
+                 ) -> None:
+        self.study, self.lock, self.n_trials, self.worker = study, lock, n_trials, worker
         self.storage = lock.storage
         self.study_id = self.storage.get_study_id_from_name(study.study_name)
         self.heartbeat_s = self.storage.get_heartbeat_interval()
@@ -147,8 +185,17 @@ class _Reserver:
                 if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                     return trial_id  # its Trial reads the parameters fixed when it was queued
             if finished + states["RUNNING"] < self.n_trials:
-                return self.storage.create_new_trial(self.study_id)
+                return self.storage.create_new_trial(self.study_id, self._new_trial())
         return None
+
+    def _new_trial(self) -> optuna.trial.FrozenTrial:
+        """A running trial that names its worker (one transaction, not two)."""
+        from optuna.trial import FrozenTrial, TrialState
+
+        return FrozenTrial(number=-1, state=TrialState.RUNNING, value=None,
+                           datetime_start=datetime.now(), datetime_complete=None, params={},
+                           distributions={}, user_attrs={WORKER_ATTR: self.worker},
+                           system_attrs={}, intermediate_values={}, trial_id=-1)
 
     def _fail_stale(self) -> None:
         """Fail trials whose worker stopped beating (each is queued again), at most once per
@@ -195,7 +242,8 @@ def _run_one(study: optuna.Study, trial_id: int, objective: Callable,
 
     with _beating(storage, trial_id, storage.get_heartbeat_interval()):
         trial = optuna.Trial(study, trial_id)
-        trial.set_user_attr(WORKER_ATTR, worker)
+        if trial.user_attrs.get(WORKER_ATTR) != worker:  # a dead worker's trial, queued again
+            trial.set_user_attr(WORKER_ATTR, worker)
         try:
             value = objective(trial)
         except optuna.TrialPruned:
@@ -212,20 +260,25 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     """Run trials until the study holds n_trials finished ones; how many this worker ran.
     Under the lock: fail stale trials (queued again), count finished + running + queued, and
     take a queued trial or a new one while that is below n_trials. With nothing to take, wait
-    while other workers' trials run: one of them may die and its trial come back."""
-    reserver = _Reserver(study, lock, n_trials)
+    while other workers' trials run: one of them may die and its trial come back. The worker
+    that finds the study full wakes the waiting ones, so all stop together."""
+    reserver = _Reserver(study, lock, n_trials, worker)
     ran = 0
-    while True:
-        trial_id = reserver.take()
-        if reserver.full:
-            return ran
-        if trial_id is None:
-            time.sleep(poll_s)
-            continue
-        frozen = _run_one(study, trial_id, objective, lock.storage, worker)
-        ran += 1
-        for callback in callbacks or []:
-            callback(study, frozen)
+    try:
+        while True:
+            trial_id = reserver.take()
+            if reserver.full:
+                lock.wake()
+                return ran
+            if trial_id is None:
+                lock.wait(poll_s)
+                continue
+            frozen = _run_one(study, trial_id, objective, lock.storage, worker)
+            ran += 1
+            for callback in callbacks or []:
+                callback(study, frozen)
+    finally:
+        lock.close()
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -91,3 +91,31 @@ def test_workers_created_at_once_on_an_existing_study_agree_on_its_name():
         first = open_study("s", shared_storage(url), 1)
         again = open_study("s", shared_storage(url), 1)
         assert first._study_id == again._study_id
+
+
+def test_a_waiting_worker_is_woken_when_another_finds_the_study_full():
+    """Workers with nothing left to reserve wait for the others' last trials; the one that
+    finds the study full wakes them (PostgreSQL NOTIFY), so they stop with it, not a poll
+    (1 s) later. A wake-up sent between the first look and the wait is not lost."""
+    import threading
+
+    from tasks.training.workers import StudyLock
+
+    with postgres_database("tuning_wake") as uri:
+        store = shared_storage(uri.replace("postgresql://", "postgresql+psycopg://"))
+        waiting, full = StudyLock(store, "wake"), StudyLock(store, "wake")
+        other = StudyLock(store, "another study")
+        assert waiting.wait(600) is False  # starts listening, returns at once
+        full.wake()  # before the wait: kept for it
+        assert waiting.wait(600) is True
+        other.wake()  # another study's workers: not this one's
+        assert waiting.wait(1) is False
+        woken: list[bool] = []
+        thread = threading.Thread(target=lambda: woken.append(waiting.wait(600)))
+        thread.start()
+        full.wake()
+        thread.join(120)
+        assert woken == [True]
+        waiting.close()
+        full.close()
+        store.engine.dispose()
