@@ -41,17 +41,22 @@ class Registry:
     max_param_chars = 6000
     serves_artifact_files = True  # an MLflow server answers /get-artifact (artifact_links.py)
 
-    def __init__(self, uri: str, artifact_root: Path | None = None, ui_url: str | None = None):
+    def __init__(self, uri: str, artifact_root: Path | None = None, ui_url: str | None = None,
+                 endpoint: str | None = None):
+        """uri: the store (it names the audit anchors); endpoint: the server that serves it,
+        when the client should go through one (the local stack's, for its SQLite file: one
+        process writes the file, and the client loads no SQL store of its own)."""
         import mlflow
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
         self.artifact_root = artifact_root
         self.ui_url = ui_url  # an MLflow UI that shows this store (the local stack's server)
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
+        client_uri = endpoint or uri
+        mlflow.set_tracking_uri(client_uri)
+        mlflow.set_registry_uri(client_uri)
         # the client's errors name the server's URL, credentials included: they leave redacted
-        self.client = scrubbed(MlflowClient(tracking_uri=uri, registry_uri=uri))
+        self.client = scrubbed(MlflowClient(tracking_uri=client_uri, registry_uri=client_uri))
 
     # -- tracking -------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:

@@ -51,7 +51,8 @@ def check_reachable(uri: str, retries: int, delay_s: float = 1.0) -> None:
 
 
 def open_registry(settings: Settings) -> Registry:
-    """The registry of MLFLOW_TRACKING_URI, checked to be reachable (one line if not)."""
+    """The registry of MLFLOW_TRACKING_URI, checked to be reachable (one line if not). A SQLite
+    file the local stack's MLflow server serves is written through that server."""
     uri = settings.tracking_uri
     if is_gitlab_mlflow(uri):
         require_token(uri, settings.tracking_token)
@@ -60,7 +61,8 @@ def open_registry(settings: Settings) -> Registry:
                               server_url=settings.ci.get("CI_SERVER_URL"),
                               audit_key=settings.resolve_audit_key())
     check_reachable(uri, settings.tracking_retries)
-    return Registry(uri, settings.artifact_root, ui_url=settings.mlflow_ui_url)
+    return Registry(uri, settings.artifact_root, ui_url=settings.mlflow_ui_url,
+                    endpoint=None if is_http(uri) else served_store_url(settings))
 
 
 def open_reads(settings: Settings) -> Registry | RestRegistry:
