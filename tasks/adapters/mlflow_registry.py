@@ -52,9 +52,12 @@ class Registry:
         self.uri = uri
         self.artifact_root = artifact_root
         self.ui_url = ui_url  # an MLflow UI that shows this store (the local stack's server)
+        # MLflow's own functions (and, through MLFLOW_TRACKING_URI, which this also sets, every
+        # Settings read later and every child process) keep the store; only the client goes to
+        # the endpoint
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         client_uri = endpoint or uri
-        mlflow.set_tracking_uri(client_uri)
-        mlflow.set_registry_uri(client_uri)
         # the client's errors name the server's URL, credentials included: they leave redacted
         self.client = scrubbed(MlflowClient(tracking_uri=client_uri, registry_uri=client_uri))
 

@@ -103,6 +103,21 @@ def test_a_run_that_trains_writes_through_the_full_registry(tmp_path, monkeypatc
     assert registries.open_writes(full, found) is full and len(opened) == 1
 
 
+
+def test_a_store_the_local_stack_serves_is_written_through_its_server(tmp_path, monkeypatch):
+    """The client goes to the server (no SQL store, no migration check of its own: about 0.4 s
+    a training run); the store's URI still names the audit anchors. No server: the file."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setattr(registries, "served_store_url", lambda found: "http://127.0.0.1:5999")
+    served = registries.open_registry(Settings.from_env())
+    assert served.uri == store and served.client._tracking_client.tracking_uri == \
+        "http://127.0.0.1:5999"
+    assert Settings.from_env().tracking_uri == store  # MLflow's env var still names the store
+    monkeypatch.setattr(registries, "served_store_url", lambda found: None)
+    direct = registries.open_registry(Settings.from_env())
+    assert direct.uri == store and direct.client._tracking_client.tracking_uri == store
+
 def test_run_pages_link_the_server_or_the_local_ui_or_say_how_to_browse():
     asked: list[str] = []
 
