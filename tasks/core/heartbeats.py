@@ -73,17 +73,26 @@ def _heartbeats(every_s: float) -> Iterator[None]:
         yield
         return
     resource, related = _heartbeat_resources(context)
+    with every(every_s, lambda: emit_event(event=HEARTBEAT_EVENT, resource=resource,
+                                           related=related), "flow-run-heartbeat"):
+        yield
+
+
+@contextmanager
+def every(every_s: float, send: Callable[[], object], name: str) -> Iterator[None]:
+    """send() now and every every_s seconds in a thread called name while the block runs;
+    stopped at once when it ends. The thread sees the caller's context (Prefect's settings: the
+    API URL), as Prefect's own heartbeat thread does."""
     stop = threading.Event()
 
     def beat() -> None:
         while True:
-            emit_event(event=HEARTBEAT_EVENT, resource=resource, related=related)
+            send()
             if stop.wait(every_s):
                 return
 
-    # the thread sees this context's settings (the API URL), as Prefect's own heartbeat does
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,),
-                              name="flow-run-heartbeat", daemon=True)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), name=name,
+                              daemon=True)
     thread.start()
     try:
         yield

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 import warnings
 from collections import Counter
@@ -18,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import ConfigError
+from tasks.core.heartbeats import every
 from tasks.core.redact import redact
 
 if TYPE_CHECKING:
@@ -217,21 +217,8 @@ def _beating(storage: optuna.storages.RDBStorage, trial_id: int, every_s: int | 
     if not every_s:
         yield
         return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            storage.record_heartbeat(trial_id)
-            if stop.wait(every_s):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
-    thread.start()
-    try:
+    with every(every_s, lambda: storage.record_heartbeat(trial_id), f"heartbeat-{trial_id}"):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _run_one(study: optuna.Study, trial_id: int, objective: Callable,
