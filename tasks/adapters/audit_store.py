@@ -130,8 +130,10 @@ def _registry_mutex(registry: Any, model: str, timeout_s: float, ttl_s: float
             break
         except MlflowException as exc:
             busy = "database is locked" in str(exc)  # SQLite: another writer, try again
-            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE") \
-                    and not busy:
+            # MLflow's SQL store, its insert refused as a duplicate, reads the model back to say
+            # so and may not see it yet: "not found" means another holder got there first
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "INVALID_PARAMETER_VALUE",
+                                      "RESOURCE_DOES_NOT_EXIST") and not busy:
                 raise
         if _abandoned(registry, name):
             with contextlib.suppress(MlflowException):

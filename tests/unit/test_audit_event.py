@@ -165,3 +165,38 @@ def test_the_signed_context_is_the_runtimes_settings_policy_and_key(tmp_path):
     assert signed.key is runtime.audit_key and signed.key is not None
     assert runtime.signed is signed  # read once
     assert "k3y-s3cret" not in repr(signed) and "key=" not in repr(signed)
+
+
+def test_the_model_lock_waits_when_its_create_loses_a_race_and_reads_not_found(monkeypatch):
+    """Two threads create the lock's registered model at once: MLflow's SQL store refuses the
+    second insert, then looks the model up to say it exists and, not seeing it yet, raises
+    RESOURCE_DOES_NOT_EXIST (seen in a full run: the thread died instead of waiting)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    from tasks.adapters import audit_store
+
+    class RacingClient:
+        def __init__(self) -> None:
+            self.creates = 0
+            self.deleted: list[str] = []
+
+        def create_registered_model(self, name: str, description: str) -> None:
+            self.creates += 1
+            if self.creates == 1:
+                raise MlflowException(f"Registered Model with name={name} not found",
+                                      error_code=RESOURCE_DOES_NOT_EXIST)
+
+        def get_registered_model(self, name: str):
+            raise MlflowException("not found", error_code=RESOURCE_DOES_NOT_EXIST)
+
+        def delete_registered_model(self, name: str) -> None:
+            self.deleted.append(name)
+
+    class Reg:
+        client = RacingClient()
+
+    monkeypatch.setattr(audit_store.time, "sleep", lambda s: None)
+    with audit_store.model_lock(Reg(), "aud", timeout_s=30):
+        assert Reg.client.creates == 2  # waited, then took it
+    assert Reg.client.deleted == ["mlops-lock.aud"]
