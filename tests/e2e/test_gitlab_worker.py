@@ -238,9 +238,14 @@ def test_one_study_tuned_by_three_gitlab_jobs_survives_a_lost_runner(stack, gitl
                                   env=gitlab["env"], capture_output=True, text=True, timeout=120)
             assert made.returncode == 0, made.stderr
             parent = made.stdout.split("UUID:")[1].split()[0]
-            workers = _wait(lambda: (found := flow_runs(api, tags={
-                "all_": [f"training-run:{parent}"]})) and len(found) == 3 and found, 240,
-                "three hpo-worker runs")
+            mine = {"all_": [f"training-run:{parent}"]}
+            try:
+                workers = _wait(lambda: (found := flow_runs(api, tags=mine)) and len(found) == 3
+                                and found, 240, "three hpo-worker runs")
+            except AssertionError as exc:  # seen once in a full run: say where the parent was
+                parent_state = api_get(api, f"/flow_runs/{parent}")["state"]
+                raise AssertionError(f"{exc}; the training run: {parent_state}; its worker runs "
+                                     f"so far: {flow_runs(api, tags=mine)}") from None
             by_worker = {r["parameters"]["worker"]: r["id"] for r in workers}
             [study_name] = _wait(lambda: optuna.get_all_study_names(url), 60, "the study")
             study = optuna.load_study(study_name=study_name, storage=url)
