@@ -190,6 +190,7 @@ class RestRegistry:
                  endpoint: str | None = None):
         self.uri = uri  # the store (it names the audit anchors)
         self.ui_url = ui_url
+        self.endpoint = endpoint  # a server in front of a store that is not its URL, or None
         self.client = RestClient(endpoint or uri, token)  # the server that serves it
 
     def training_experiment(self, model: str) -> str:

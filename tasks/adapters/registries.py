@@ -50,9 +50,10 @@ def check_reachable(uri: str, retries: int, delay_s: float = 1.0) -> None:
     )
 
 
-def open_registry(settings: Settings) -> Registry:
+def open_registry(settings: Settings, endpoint: str | None = None) -> Registry:
     """The registry of MLFLOW_TRACKING_URI, checked to be reachable (one line if not). A SQLite
-    file the local stack's MLflow server serves is written through that server."""
+    file the local stack's MLflow server serves is written through that server (endpoint, when
+    the caller already found it)."""
     uri = settings.tracking_uri
     if is_gitlab_mlflow(uri):
         require_token(uri, settings.tracking_token)
@@ -62,7 +63,7 @@ def open_registry(settings: Settings) -> Registry:
                               audit_key=settings.resolve_audit_key())
     check_reachable(uri, settings.tracking_retries)
     return Registry(uri, settings.artifact_root, ui_url=settings.mlflow_ui_url,
-                    endpoint=None if is_http(uri) else served_store_url(settings))
+                    endpoint=endpoint or served_store_url(settings))
 
 
 def open_reads(settings: Settings) -> Registry | RestRegistry:
@@ -98,8 +99,9 @@ def _readable(reads: RestRegistry, settings: Settings) -> Registry | RestRegistr
 
 def open_writes(reads: Registry | RestRegistry, settings: Settings) -> Registry:
     """The registry a run writes to: the one it has read from when that one writes, else the
-    registry of open_registry, opened now."""
-    return reads if isinstance(reads, Registry) else open_registry(settings)
+    registry of open_registry, opened now (through the server it read from: not looked up
+    again)."""
+    return reads if isinstance(reads, Registry) else open_registry(settings, reads.endpoint)
 
 
 # the Prefect tasks flows open the registry with, bound by __getattr__ on first use: commands

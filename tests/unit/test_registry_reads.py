@@ -38,7 +38,7 @@ def opened(monkeypatch):
     """open_registry replaced: what it was asked to open, and a stand-in for the full registry."""
     calls: list[str] = []
 
-    def full(found: Settings):
+    def full(found: Settings, endpoint: str | None = None):
         calls.append(found.tracking_uri)
         return "the full registry"
 
